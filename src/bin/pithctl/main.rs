@@ -1,0 +1,162 @@
+//! `pithctl`: the host side of pith on the command line. Talks to an agent over
+//! `unix://`, `vsock://` or hybrid vsock (`hvsock:///path/vmm.sock:PORT`).
+
+mod methods;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use protocols::levels;
+use ttrpc::proto::Request;
+
+use pith_agent::addr::Address;
+use pith_agent::client;
+
+/// Default address: where `make run` starts the agent.
+const DEFAULT_ADDR: &str = "unix:///tmp/pith-agent.sock";
+
+/// Host-side command line for the pith agent.
+#[derive(Parser, Debug)]
+#[command(name = "pithctl", version = pith_agent::AGENT_VERSION)]
+struct Cli {
+    /// Agent address: unix:///path, vsock://CID:PORT or hvsock:///path/vmm.sock:PORT.
+    #[arg(long, global = true, env = "PITH_ADDR", default_value = DEFAULT_ADDR)]
+    addr: String,
+    /// Seconds to keep retrying the connection, and to wait for each answer.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// grpc.Health/Check: is the agent serving?
+    Check,
+    /// grpc.Health/Version: agent and API versions.
+    Version,
+    /// pith.Negotiation/Hello: agree on an API level.
+    Hello {
+        /// Lowest API level to accept.
+        #[arg(long, default_value_t = levels::MIN_LEVEL)]
+        min: u32,
+        /// Highest API level to accept.
+        #[arg(long, default_value_t = levels::MAX_LEVEL)]
+        max: u32,
+        /// Feature wanted; repeat for several.
+        #[arg(long = "feature")]
+        features: Vec<String>,
+        /// Host name to report.
+        #[arg(long, default_value = "pithctl")]
+        name: String,
+    },
+    /// Call any method with a JSON request; prints the JSON response.
+    Call {
+        /// Method: CreateContainer, AgentService/CreateContainer or grpc.AgentService/CreateContainer.
+        method: String,
+        /// JSON request inline (default: read from --file or stdin; `{}` when empty).
+        json: Option<String>,
+        /// Read the JSON request from this file (`-` for stdin).
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
+    /// List every method with its request and response types.
+    Methods,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(out) => println!("{out}"),
+        Err(e) => {
+            eprintln!("pithctl: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<String> {
+    if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let (method, json) = match cli.cmd {
+        Cmd::Methods => {
+            let lines: Vec<String> = methods::all()
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}/{} {} -> {}",
+                        m.service,
+                        m.name,
+                        m.input.full_name(),
+                        m.output.full_name()
+                    )
+                })
+                .collect();
+            return Ok(lines.join("\n"));
+        }
+        Cmd::Check => ("grpc.Health/Check".to_string(), "{}".to_string()),
+        Cmd::Version => ("grpc.Health/Version".to_string(), "{}".to_string()),
+        Cmd::Hello {
+            min,
+            max,
+            features,
+            name,
+        } => {
+            let req = serde_json::json!({
+                "hostName": name, "hostVersion": pith_agent::AGENT_VERSION,
+                "minLevel": min, "maxLevel": max, "wantedFeatures": features,
+            });
+            ("pith.Negotiation/Hello".to_string(), req.to_string())
+        }
+        Cmd::Call { method, json, file } => (method, read_request(json, file)?),
+    };
+    let m = methods::find(&method)?;
+    let payload = methods::encode_json(&m.input, &json)?;
+    let addr: Address = cli.addr.parse()?;
+    let client = client::connect(&addr, timeout).await?;
+    let mut req = Request::new();
+    req.service = m.service.clone();
+    req.method = m.name.clone();
+    req.payload = payload;
+    req.timeout_nano = timeout.as_nanos() as i64;
+    let resp = client.request(req).await.map_err(|e| rpc_error(&m, e))?;
+    methods::decode_to_json(&m.output, &resp.payload)
+}
+
+fn read_request(inline: Option<String>, file: Option<PathBuf>) -> Result<String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("give the request inline or with --file, not both"),
+        (Some(j), None) => Ok(j),
+        (None, Some(p)) if p.as_os_str() != "-" => std::fs::read_to_string(&p)
+            .with_context(|| format!("read request from {}", p.display())),
+        (None, _) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("read request from stdin")?;
+            Ok(s)
+        }
+    }
+}
+
+fn rpc_error(m: &methods::Method, e: ttrpc::Error) -> anyhow::Error {
+    match e {
+        ttrpc::Error::RpcStatus(s) => anyhow!(
+            "{}/{} failed: {:?}: {}",
+            m.service,
+            m.name,
+            s.code(),
+            s.message
+        ),
+        other => anyhow!("{}/{} failed: {other}", m.service, m.name),
+    }
+}

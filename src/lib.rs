@@ -1,0 +1,15 @@
+//! pith-agent: the agent that runs containers inside a VM for a host runtime,
+//! over the Kata Containers agent protocol (ttrpc on vsock).
+//!
+//! The library holds everything the `pith-agent` and `pithctl` binaries share.
+
+pub mod addr;
+pub mod client;
+pub mod config;
+pub mod logging;
+pub mod rpc;
+pub mod server;
+pub mod session;
+
+/// Version of this agent build.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,181 @@
+//! Structured logs: JSON lines on stderr, and the same records as text lines on
+//! `/dev/kmsg` (when PID 1 or asked) so that `dmesg` in the guest shows them.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+
+use slog::{o, Drain, Key, Level, Logger, OwnedKVList, Record, Serializer, KV};
+
+/// Name that prefixes kmsg lines and fills the `name` field of JSON lines.
+pub const LOG_NAME: &str = "pith-agent";
+
+/// Keeps the async log thread alive; dropping it flushes what is queued.
+pub struct LogGuard(#[allow(dead_code)] Option<slog_async::AsyncGuard>);
+
+/// Builds the agent's root logger.
+///
+/// `kmsg` names the kernel log device to copy records to (normally `/dev/kmsg`).
+/// When it cannot be opened the reason is returned beside the logger, to be logged.
+pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<String>) {
+    let json = slog_json::Json::new(std::io::stderr())
+        .add_default_keys()
+        .add_key_value(o!("module" => slog::FnValue(|r: &Record| r.module())))
+        .build()
+        .fuse();
+    let mut kmsg_error = None;
+    let kmsg_drain = kmsg.and_then(|p| match KmsgDrain::open(p) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            kmsg_error = Some(format!("open {}: {e}; logging to stderr only", p.display()));
+            None
+        }
+    });
+    let both = slog::Duplicate::new(json, OptionalDrain(kmsg_drain)).fuse();
+    let filtered = slog::LevelFilter::new(both, level).fuse();
+    let (drain, guard) = slog_async::Async::new(filtered)
+        .chan_size(4096)
+        .build_with_guard();
+    let logger = Logger::root(
+        drain.fuse(),
+        o!("name" => LOG_NAME, "pid" => std::process::id(), "version" => crate::AGENT_VERSION),
+    );
+    (logger, LogGuard(Some(guard)), kmsg_error)
+}
+
+/// A drain that may be absent.
+struct OptionalDrain<D>(Option<D>);
+
+impl<D: Drain<Ok = (), Err = slog::Never>> Drain for OptionalDrain<D> {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        if let Some(d) = &self.0 {
+            d.log(record, values)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes each record as one `<prio>pith-agent: LEVEL msg k=v ...` line to the
+/// kernel log. One `write` per record: the kernel takes a write as one message.
+pub struct KmsgDrain {
+    file: Mutex<File>,
+}
+
+/// Longest line the kernel keeps whole (its limit is just under 1 KiB).
+const KMSG_MAX: usize = 976;
+
+impl KmsgDrain {
+    /// Opens the kernel log device (or any file, in tests) for appending.
+    pub fn open(path: &Path) -> std::io::Result<KmsgDrain> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(KmsgDrain {
+            file: Mutex::new(file),
+        })
+    }
+}
+
+/// Renders a record as the kmsg line (without the trailing write).
+pub fn kmsg_line(record: &Record, values: &OwnedKVList) -> String {
+    let prio = match record.level() {
+        Level::Critical => 2,
+        Level::Error => 3,
+        Level::Warning => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    };
+    let mut line = format!(
+        "<{prio}>{LOG_NAME}: {} {}",
+        record.level().as_short_str(),
+        record.msg()
+    );
+    let mut s = TextKv(&mut line);
+    let _ = record.kv().serialize(record, &mut s);
+    let _ = values.serialize(record, &mut s);
+    if line.len() > KMSG_MAX {
+        let mut cut = KMSG_MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    line.push('\n');
+    line
+}
+
+impl Drain for KmsgDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        let line = kmsg_line(record, values);
+        if let Ok(mut f) = self.file.lock() {
+            // A full or rate-limited kernel log must not stop the agent.
+            let _ = f.write_all(line.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+struct TextKv<'a>(&'a mut String);
+
+impl Serializer for TextKv<'_> {
+    fn emit_arguments(&mut self, key: Key, val: &std::fmt::Arguments) -> slog::Result {
+        if matches!(key, "name" | "pid" | "version") {
+            return Ok(()); // the kmsg prefix already says who logs
+        }
+        let v = val.to_string();
+        if v.contains(' ') || v.is_empty() {
+            let _ = write!(self.0, " {key}={v:?}");
+        } else {
+            let _ = write!(self.0, " {key}={v}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slog::{info, warn};
+
+    #[test]
+    fn kmsg_lines_carry_priority_message_and_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsg");
+        std::fs::write(&path, "").unwrap();
+        let drain = KmsgDrain::open(&path).unwrap();
+        let log = Logger::root(
+            drain.fuse(),
+            o!("name" => LOG_NAME, "subsystem" => "server"),
+        );
+        info!(log, "listening"; "address" => "unix:///tmp/a b.sock");
+        warn!(log, "bad frame"; "reason" => "oversized");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            "<6>pith-agent: INFO listening address=\"unix:///tmp/a b.sock\" subsystem=server"
+        );
+        assert_eq!(
+            lines[1],
+            "<4>pith-agent: WARN bad frame reason=oversized subsystem=server"
+        );
+    }
+
+    #[test]
+    fn long_records_are_cut_to_one_kernel_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsg");
+        std::fs::write(&path, "").unwrap();
+        let log = Logger::root(KmsgDrain::open(&path).unwrap().fuse(), o!());
+        info!(log, "{}", "x".repeat(5000));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() <= KMSG_MAX + 4, "{}", text.len());
+        assert!(text.ends_with("...\n"));
+    }
+}

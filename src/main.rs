@@ -1,0 +1,123 @@
+//! `pith-agent`: serve the agent protocol on the configured addresses until
+//! SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use slog::{error, info, warn};
+
+use pith_agent::config::{self, AgentConfig, FlagOverrides, Sources};
+use pith_agent::server::{dispatch::Dispatcher, Listener, Server};
+use pith_agent::session::AgentContext;
+use pith_agent::{logging, rpc, AGENT_VERSION};
+
+/// The pith agent: runs containers inside a VM for a host runtime, speaking the
+/// Kata Containers agent protocol over vsock.
+///
+/// Configuration is read from the kernel command line (agent.* keys), then the
+/// TOML file named by agent.config_file, then PITH_AGENT_SERVER_ADDR /
+/// KATA_AGENT_SERVER_ADDR / PITH_AGENT_LOG_LEVEL, then these flags.
+#[derive(Parser, Debug)]
+#[command(name = "pith-agent", version = AGENT_VERSION)]
+struct Args {
+    /// Address to listen on (vsock://CID:PORT or unix:///path); repeat for several.
+    #[arg(long = "server-addr", value_name = "ADDR")]
+    server_addrs: Vec<String>,
+    /// Log level: critical, error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// TOML configuration file (overrides agent.config_file).
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Seconds to wait for a hot-plugged device.
+    #[arg(long, value_name = "SECS")]
+    hotplug_timeout: Option<String>,
+    /// File to read the kernel command line from.
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// Also write logs to the kernel log (always on when running as PID 1).
+    #[arg(long)]
+    kmsg: bool,
+    /// Kernel log device to use with --kmsg.
+    #[arg(long, value_name = "FILE", default_value = "/dev/kmsg")]
+    kmsg_path: PathBuf,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("pith-agent: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let init_mode = std::process::id() == 1;
+    let cmdline = config::read_cmdline(&args.cmdline)
+        .with_context(|| format!("read {}", args.cmdline.display()))?;
+    let flags = FlagOverrides {
+        server_addrs: args.server_addrs.clone(),
+        log_level: args.log_level.clone(),
+        config_file: args.config_file.clone(),
+        hotplug_timeout: args.hotplug_timeout.clone(),
+        log_kmsg: args.kmsg,
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let loaded = AgentConfig::load(&Sources {
+        cmdline: &cmdline,
+        env: &env,
+        flags: &flags,
+    });
+    let cfg = loaded.config;
+
+    let kmsg = (init_mode || cfg.log_kmsg).then_some(args.kmsg_path.as_path());
+    let (log, _guard, kmsg_error) = logging::init(cfg.log_level, kmsg);
+    if let Some(e) = kmsg_error {
+        warn!(log, "{e}");
+    }
+    for w in &loaded.warnings {
+        warn!(log, "{w}"; "subsystem" => "config");
+    }
+    info!(log, "starting";
+          "init_mode" => init_mode,
+          "server_addr" => cfg.server_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+          "log_level" => cfg.log_level.as_str(),
+          "hotplug_timeout_s" => cfg.hotplug_timeout.as_secs(),
+          "debug_console" => cfg.debug_console);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    let result = rt.block_on(serve(&cfg, init_mode, &log));
+    if let Err(e) = &result {
+        error!(log, "agent failed: {e:#}");
+    }
+    result
+}
+
+async fn serve(cfg: &AgentConfig, init_mode: bool, log: &slog::Logger) -> Result<()> {
+    let listeners = cfg
+        .server_addrs
+        .iter()
+        .map(|a| Listener::bind(a).with_context(|| format!("listen on {a}")))
+        .collect::<Result<Vec<_>>>()?;
+    let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
+    let ctx = Arc::new(AgentContext::new(listen, init_mode));
+    let dispatcher = Dispatcher::new(rpc::services(ctx, log));
+    let server = Server::start(listeners, dispatcher, log);
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(log, "stopping"; "signal" => which);
+    server.stop().await;
+    info!(log, "stopped");
+    Ok(())
+}

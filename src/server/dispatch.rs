@@ -1,0 +1,154 @@
+//! Routing one decoded ttrpc request to the generated service handlers, with
+//! the status conventions of the protocol: `UNIMPLEMENTED` naming the method for
+//! anything declared but not served, `INVALID_ARGUMENT` for an undecodable
+//! payload, `DEADLINE_EXCEEDED` when the client's timeout runs out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use ttrpc::proto::{Code, Request, Response};
+use ttrpc::r#async::{Service, TtrpcContext};
+use ttrpc::{get_status, MessageHeader};
+
+/// Every service the agent answers, by fully qualified name.
+pub struct Dispatcher {
+    services: HashMap<String, Service>,
+}
+
+impl Dispatcher {
+    /// Wraps the maps returned by the generated `create_*` functions.
+    pub fn new(services: HashMap<String, Service>) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher { services })
+    }
+
+    /// Runs one request to completion and returns the encoded `Response`.
+    pub async fn call(&self, header: MessageHeader, req: Request) -> Response {
+        let path = format!("{}/{}", req.service, req.method);
+        let Some(handler) = self
+            .services
+            .get(&req.service)
+            .and_then(|s| s.methods.get(&req.method))
+        else {
+            return status_response(
+                Code::UNIMPLEMENTED,
+                format!("unknown method {path}: pith-agent does not serve it"),
+            );
+        };
+        let metadata =
+            req.metadata
+                .iter()
+                .fold(HashMap::<String, Vec<String>>::new(), |mut m, kv| {
+                    m.entry(kv.key.clone()).or_default().push(kv.value.clone());
+                    m
+                });
+        let timeout_nano = req.timeout_nano;
+        let ctx = TtrpcContext {
+            mh: header,
+            metadata,
+            timeout_nano,
+            connection_data: Arc::default(),
+        };
+        let fut = handler.handler(ctx, req);
+        let result = if timeout_nano > 0 {
+            match tokio::time::timeout(Duration::from_nanos(timeout_nano as u64), fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return status_response(
+                        Code::DEADLINE_EXCEEDED,
+                        format!("{path}: the client's timeout of {timeout_nano} ns ran out"),
+                    )
+                }
+            }
+        } else {
+            fut.await
+        };
+        match result {
+            Ok(mut resp) => {
+                if let Some(status) = resp.status.as_mut() {
+                    if is_generated_default(status.code(), &status.message, &path) {
+                        status.set_code(Code::UNIMPLEMENTED);
+                        status.message = format!(
+                            "{path} is not implemented by pith-agent {}",
+                            crate::AGENT_VERSION
+                        );
+                    }
+                }
+                resp
+            }
+            // The generated handler returns Err only when the payload does not decode.
+            Err(e) => status_response(
+                Code::INVALID_ARGUMENT,
+                format!("{path}: cannot decode request: {e}"),
+            ),
+        }
+    }
+}
+
+/// The generated trait's default body answers NOT_FOUND "/<path> is not supported";
+/// it means "declared, not implemented here".
+fn is_generated_default(code: Code, message: &str, path: &str) -> bool {
+    code == Code::NOT_FOUND
+        && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
+}
+
+/// A response carrying only a status.
+pub fn status_response(code: Code, message: String) -> Response {
+    let mut r = Response::new();
+    r.status = protobuf::MessageField::some(get_status(code, message));
+    r
+}
+
+/// Encodes a response, replacing it with an error status when it would exceed
+/// the frame limit (the client could not read it).
+pub fn encode_response(resp: &Response, max: usize) -> Vec<u8> {
+    let bytes = resp.write_to_bytes().unwrap_or_default();
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let msg = format!(
+        "response of {} bytes exceeds the {max}-byte frame limit",
+        bytes.len()
+    );
+    status_response(Code::RESOURCE_EXHAUSTED, msg)
+        .write_to_bytes()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_generated_default_only() {
+        let p = "grpc.AgentService/CreateContainer";
+        assert!(is_generated_default(
+            Code::NOT_FOUND,
+            "/grpc.AgentService/CreateContainer is not supported",
+            p
+        ));
+        assert!(!is_generated_default(
+            Code::NOT_FOUND,
+            "container abc not found",
+            p
+        ));
+        assert!(!is_generated_default(
+            Code::INTERNAL,
+            "/grpc.AgentService/CreateContainer is not supported",
+            p
+        ));
+    }
+
+    #[test]
+    fn oversized_response_becomes_an_error() {
+        let mut r = Response::new();
+        r.payload = vec![0u8; 100];
+        assert_eq!(
+            encode_response(&r, 1000).len(),
+            r.write_to_bytes().unwrap().len()
+        );
+        let small = Response::parse_from_bytes(&encode_response(&r, 10)).unwrap();
+        assert_eq!(small.status.code(), Code::RESOURCE_EXHAUSTED);
+    }
+}

@@ -1,0 +1,183 @@
+//! The ttrpc server: listens on every configured address at once and serves
+//! each connection with [`conn::serve`].
+//!
+//! pith frames and dispatches requests itself instead of using `ttrpc::Server`,
+//! which serves only the last listener added, answers oversized frames without
+//! closing the connection, and does not log protocol errors where the agent's
+//! log sees them. The generated service tables of `ttrpc-codegen` are used as is.
+
+pub mod conn;
+pub mod dispatch;
+pub mod frame;
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use slog::{error, info, o, Logger};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+use tokio_vsock::{VsockAddr, VsockListener};
+
+use crate::addr::Address;
+use dispatch::Dispatcher;
+
+/// Binding a listen address failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The address cannot be listened on (e.g. hybrid vsock is host-side only).
+    #[error("cannot listen on {addr}: {why}")]
+    Unsupported {
+        /// The address.
+        addr: String,
+        /// Why not.
+        why: &'static str,
+    },
+    /// A syscall failed.
+    #[error("{syscall} {addr}: {source}")]
+    Io {
+        /// The failing call, as strace names it.
+        syscall: &'static str,
+        /// The address or path.
+        addr: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(syscall: &'static str, addr: impl ToString) -> impl FnOnce(io::Error) -> BindError {
+    let addr = addr.to_string();
+    move |source| BindError::Io {
+        syscall,
+        addr,
+        source,
+    }
+}
+
+/// A bound listener; a Unix socket's file is removed when this is dropped.
+pub enum Listener {
+    /// AF_UNIX.
+    Unix(UnixListener, SocketFile),
+    /// AF_VSOCK.
+    Vsock(VsockListener, Address),
+}
+
+/// Removes a Unix socket's path on drop, so a stopped agent leaves no stale file.
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Listener {
+    /// Binds one address. Must run inside the tokio runtime.
+    pub fn bind(addr: &Address) -> Result<Listener, BindError> {
+        match addr {
+            Address::Unix(path) => {
+                prepare_unix_path(path, addr)?;
+                let l = UnixListener::bind(path).map_err(io_err("bind", addr))?;
+                Ok(Listener::Unix(l, SocketFile(path.clone())))
+            }
+            Address::Vsock { cid, port } => {
+                let l = VsockListener::bind(VsockAddr::new(*cid, *port))
+                    .map_err(io_err("bind", addr))?;
+                Ok(Listener::Vsock(l, addr.clone()))
+            }
+            Address::HybridVsock { .. } => Err(BindError::Unsupported {
+                addr: addr.to_string(),
+                why: "hybrid vsock is a host-side transport; the agent listens on vsock://",
+            }),
+        }
+    }
+
+    /// The address this listener serves, for logs.
+    pub fn address(&self) -> String {
+        match self {
+            Listener::Unix(_, f) => format!("unix://{}", f.0.display()),
+            Listener::Vsock(_, a) => a.to_string(),
+        }
+    }
+}
+
+/// Makes the socket's directory and clears a stale socket left by a dead agent.
+/// A live socket (something accepts on it) or a non-socket file is an error.
+fn prepare_unix_path(path: &Path, addr: &Address) -> Result<(), BindError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("stat", path.display())(e)),
+        Ok(m) if !m.file_type().is_socket() => Err(io_err("bind", addr)(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "path exists and is not a socket",
+        ))),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(io_err("bind", addr)(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is serving this socket",
+            ))),
+            Err(_) => std::fs::remove_file(path).map_err(io_err("unlink", path.display())),
+        },
+    }
+}
+
+/// Accept loops for a set of listeners; dropping or calling [`Server::stop`]
+/// stops accepting and removes the socket files.
+pub struct Server {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts accepting on every listener.
+    pub fn start(listeners: Vec<Listener>, dispatcher: Arc<Dispatcher>, log: &Logger) -> Server {
+        let mut tasks = Vec::new();
+        for l in listeners {
+            let log = log.new(o!("listener" => l.address()));
+            info!(log, "listening");
+            tasks.push(tokio::spawn(accept_loop(l, dispatcher.clone(), log)));
+        }
+        Server { tasks }
+    }
+
+    /// Stops accepting; the accept tasks drop their listeners (and socket files).
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn accept_loop(listener: Listener, dispatcher: Arc<Dispatcher>, log: Logger) {
+    let mut next_id: u64 = 0;
+    loop {
+        next_id += 1;
+        let conn_log = log.new(o!("conn" => next_id));
+        let accepted = match &listener {
+            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| {
+                let (r, w) = s.into_split();
+                tokio::spawn(conn::serve(r, w, dispatcher.clone(), conn_log))
+            }),
+            Listener::Vsock(l, _) => l.accept().await.map(|(s, peer)| {
+                let (r, w) = s.into_split();
+                tokio::spawn(conn::serve(
+                    r,
+                    w,
+                    dispatcher.clone(),
+                    conn_log.new(o!("peer" => peer.to_string())),
+                ))
+            }),
+        };
+        if let Err(e) = accepted {
+            // EMFILE and friends: say so, back off a little, keep serving.
+            error!(log, "accept failed: {e}"; "syscall" => "accept4");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
