@@ -1,0 +1,196 @@
+//! Shared fixtures for whole-agent tests: start the real `pith-agent` binary on
+//! a private Unix socket, talk ttrpc to it, stop it and read its log.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use protobuf::Message;
+use ttrpc::proto::{Code, Request};
+use ttrpc::r#async::Client;
+
+use pith_agent::addr::Address;
+
+/// A running agent; killed (SIGKILL) on drop if not stopped before.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `--server-addr unix://<tmp>/agent.sock` plus `extra` args,
+    /// an empty kernel command line, and waits until the socket accepts.
+    pub fn start(extra: &[&str]) -> Agent {
+        Self::start_with(extra, &[])
+    }
+
+    /// Like [`Agent::start`], with environment variables.
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let cmdline = dir.path().join("cmdline");
+        std::fs::write(&cmdline, "").unwrap();
+        let stderr_path = dir.path().join("agent.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pith-agent"));
+        cmd.arg("--server-addr")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--cmdline")
+            .arg(&cmdline)
+            .args(extra)
+            .env_remove("PITH_AGENT_SERVER_ADDR")
+            .env_remove("KATA_AGENT_SERVER_ADDR")
+            .env_remove("PITH_AGENT_LOG_LEVEL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn pith-agent");
+        let agent = Agent {
+            child: Some(child),
+            dir,
+            sock,
+            stderr_path,
+        };
+        agent.wait_socket();
+        agent
+    }
+
+    fn wait_socket(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "agent did not listen on {} in 10s; log:\n{}",
+            self.sock.display(),
+            self.log()
+        );
+    }
+
+    pub fn address(&self) -> Address {
+        Address::Unix(self.sock.clone())
+    }
+
+    /// A ttrpc client on a new connection.
+    pub async fn client(&self) -> Client {
+        match pith_agent::client::connect(&self.address(), Duration::from_secs(5)).await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.stderr_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits (up to 5 s: logging is asynchronous) until the log contains `needle`;
+    /// returns the log either way.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "agent did not stop within 10s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still alive.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .map(|c| c.try_wait().unwrap().is_none())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The outcome of a raw call: the response payload, or the status code and message.
+pub type CallResult = Result<Vec<u8>, (Code, String)>;
+
+/// Calls `service/method` with an already encoded payload.
+pub async fn call_raw(
+    client: &Client,
+    service: &str,
+    method: &str,
+    payload: Vec<u8>,
+) -> CallResult {
+    let mut req = Request::new();
+    req.service = service.to_string();
+    req.method = method.to_string();
+    req.payload = payload;
+    req.timeout_nano = Duration::from_secs(10).as_nanos() as i64;
+    match client.request(req).await {
+        Ok(resp) => Ok(resp.payload),
+        Err(ttrpc::Error::RpcStatus(s)) => Err((s.code(), s.message.clone())),
+        Err(e) => panic!("{service}/{method}: transport error {e}"),
+    }
+}
+
+/// Calls `service/method` with a typed request and decodes the typed response.
+pub async fn call<Req: Message, Resp: Message>(
+    client: &Client,
+    service: &str,
+    method: &str,
+    req: &Req,
+) -> Result<Resp, (Code, String)> {
+    call_raw(client, service, method, req.write_to_bytes().unwrap())
+        .await
+        .map(|b| Resp::parse_from_bytes(&b).expect("decode response"))
+}
+
+/// Path of a file under `tests/fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}

@@ -1,0 +1,168 @@
+//! `pithctl` against a real agent, as a person would use it.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::Agent;
+
+fn pithctl(agent: &Agent, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+        .env("PITH_ADDR", agent.address().to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn check_version_hello() {
+    let agent = Agent::start(&[]);
+    assert_eq!(
+        json(&pithctl(&agent, &["check"], None))["status"],
+        "SERVING"
+    );
+    assert_eq!(
+        json(&pithctl(&agent, &["version"], None))["agentVersion"],
+        pith_agent::AGENT_VERSION
+    );
+    let h = json(&pithctl(
+        &agent,
+        &["hello", "--feature", "introspection"],
+        None,
+    ));
+    assert_eq!(h["level"], 2);
+    assert_eq!(h["missingFeatures"], serde_json::json!([]));
+    let out = pithctl(&agent, &["hello", "--min", "3", "--max", "4"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("[3, 4]") && err.contains("[1, 2]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn call_takes_json_inline_from_stdin_and_from_a_file() {
+    let agent = Agent::start(&[]);
+    let req = r#"{"hostName":"json-host","minLevel":1,"maxLevel":2}"#;
+    assert_eq!(
+        json(&pithctl(&agent, &["call", "Hello", req], None))["level"],
+        2
+    );
+    assert_eq!(
+        json(&pithctl(
+            &agent,
+            &["call", "pith.Negotiation/Hello"],
+            Some(req)
+        ))["level"],
+        2
+    );
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), "{}").unwrap();
+    let s = json(&pithctl(
+        &agent,
+        &["call", "Status", "--file", f.path().to_str().unwrap()],
+        None,
+    ));
+    assert_eq!(s["hostName"], "json-host");
+}
+
+#[test]
+fn call_reports_status_errors_and_bad_json() {
+    let agent = Agent::start(&[]);
+    let out = pithctl(
+        &agent,
+        &[
+            "call",
+            "CreateContainer",
+            r#"{"containerId":"c1","execId":"c1"}"#,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/CreateContainer"),
+        "{err}"
+    );
+
+    let out = pithctl(
+        &agent,
+        &["call", "CreateContainer", r#"{"containerIdd":"c1"}"#],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("grpc.CreateContainerRequest"),
+        "{err}"
+    );
+
+    let out = pithctl(&agent, &["call", "Frobnicate", "{}"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no method \"Frobnicate\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn methods_lists_every_service() {
+    let agent = Agent::start(&[]);
+    let out = pithctl(&agent, &["methods"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(
+        "grpc.AgentService/CreateContainer grpc.CreateContainerRequest -> google.protobuf.Empty"
+    ));
+    assert!(text.contains("grpc.Health/Check"));
+    assert!(text.contains("pith.Negotiation/Hello"));
+}
+
+#[test]
+fn no_agent_is_a_clear_error_after_the_timeout() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+        .args([
+            "--addr",
+            "unix:///nonexistent/pith.sock",
+            "--timeout",
+            "0.3",
+            "check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to unix:///nonexistent/pith.sock") && err.contains("attempts"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+        .args(["--addr", "tcp://1.2.3.4:1", "check"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unknown scheme"),
+        "{err}"
+    );
+}
