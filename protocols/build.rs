@@ -10,10 +10,7 @@ const SERVICES: &[&str] = &["agent", "health", "pith"];
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("protos");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    let inputs: Vec<PathBuf> = PROTOS
-        .iter()
-        .map(|p| dir.join(format!("{p}.proto")))
-        .collect();
+    let inputs: Vec<PathBuf> = PROTOS.iter().map(|p| dir.join(format!("{p}.proto"))).collect();
     for f in &inputs {
         println!("cargo:rerun-if-changed={}", f.display());
     }
@@ -38,8 +35,7 @@ fn main() {
         .chain(SERVICES.iter().map(|s| format!("{s}_ttrpc")));
     for stem in stems {
         let path = out.join(format!("{stem}.rs"));
-        let src =
-            fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let src = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         let fixed: String = src
             .lines()
             .filter(|l| !l.starts_with("#!["))

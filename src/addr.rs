@@ -54,14 +54,10 @@ impl FromStr for Address {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(rest) = s.strip_prefix("vsock://") {
-            let (cid, port) = rest
-                .split_once(':')
-                .ok_or_else(|| bad(s, "missing :PORT"))?;
+            let (cid, port) = rest.split_once(':').ok_or_else(|| bad(s, "missing :PORT"))?;
             let cid = match cid {
                 "-1" => VSOCK_CID_ANY,
-                c => c
-                    .parse::<u32>()
-                    .map_err(|_| bad(s, "CID is not a number or -1"))?,
+                c => c.parse::<u32>().map_err(|_| bad(s, "CID is not a number or -1"))?,
             };
             Ok(Address::Vsock {
                 cid,
@@ -73,9 +69,7 @@ impl FromStr for Address {
             }
             Ok(Address::Unix(PathBuf::from(path)))
         } else if let Some(rest) = s.strip_prefix("hvsock://") {
-            let (path, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| bad(s, "missing :PORT"))?;
+            let (path, port) = rest.rsplit_once(':').ok_or_else(|| bad(s, "missing :PORT"))?;
             if path.is_empty() {
                 return Err(bad(s, "empty socket path"));
             }

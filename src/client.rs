@@ -76,12 +76,7 @@ async fn connect_once(addr: &Address) -> io::Result<Socket> {
                 .map_err(|e| ctx(e, "connect", path.display()))?;
             tokio::time::timeout(HANDSHAKE_TIMEOUT, hybrid_handshake(&mut s, *port))
                 .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer to CONNECT {port}"),
-                    )
-                })??;
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer to CONNECT {port}")))??;
             Ok(Socket::new(s))
         }
     }
@@ -101,7 +96,9 @@ pub async fn hybrid_handshake(s: &mut UnixStream, port: u32) -> io::Result<()> {
         if s.read(&mut b).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
-                format!("hybrid vsock closed the connection after CONNECT {port} (nothing listening on that port yet?)"),
+                format!(
+                    "hybrid vsock closed the connection after CONNECT {port} (nothing listening on that port yet?)"
+                ),
             ));
         }
         if b[0] == b'\n' {

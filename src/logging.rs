@@ -35,9 +35,7 @@ pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<Stri
     });
     let both = slog::Duplicate::new(json, OptionalDrain(kmsg_drain)).fuse();
     let filtered = slog::LevelFilter::new(both, level).fuse();
-    let (drain, guard) = slog_async::Async::new(filtered)
-        .chan_size(4096)
-        .build_with_guard();
+    let (drain, guard) = slog_async::Async::new(filtered).chan_size(4096).build_with_guard();
     let logger = Logger::root(
         drain.fuse(),
         o!("name" => LOG_NAME, "pid" => std::process::id(), "version" => crate::AGENT_VERSION),
@@ -72,9 +70,7 @@ impl KmsgDrain {
     /// Opens the kernel log device (or any file, in tests) for appending.
     pub fn open(path: &Path) -> std::io::Result<KmsgDrain> {
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(KmsgDrain {
-            file: Mutex::new(file),
-        })
+        Ok(KmsgDrain { file: Mutex::new(file) })
     }
 }
 
@@ -87,11 +83,7 @@ pub fn kmsg_line(record: &Record, values: &OwnedKVList) -> String {
         Level::Info => 6,
         Level::Debug | Level::Trace => 7,
     };
-    let mut line = format!(
-        "<{prio}>{LOG_NAME}: {} {}",
-        record.level().as_short_str(),
-        record.msg()
-    );
+    let mut line = format!("<{prio}>{LOG_NAME}: {} {}", record.level().as_short_str(), record.msg());
     let mut s = TextKv(&mut line);
     let _ = record.kv().serialize(record, &mut s);
     let _ = values.serialize(record, &mut s);
@@ -148,10 +140,7 @@ mod tests {
         let path = dir.path().join("kmsg");
         std::fs::write(&path, "").unwrap();
         let drain = KmsgDrain::open(&path).unwrap();
-        let log = Logger::root(
-            drain.fuse(),
-            o!("name" => LOG_NAME, "subsystem" => "server"),
-        );
+        let log = Logger::root(drain.fuse(), o!("name" => LOG_NAME, "subsystem" => "server"));
         info!(log, "listening"; "address" => "unix:///tmp/a b.sock");
         warn!(log, "bad frame"; "reason" => "oversized");
         let text = std::fs::read_to_string(&path).unwrap();

@@ -55,8 +55,7 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let init_mode = std::process::id() == 1;
-    let cmdline = config::read_cmdline(&args.cmdline)
-        .with_context(|| format!("read {}", args.cmdline.display()))?;
+    let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
     let flags = FlagOverrides {
         server_addrs: args.server_addrs.clone(),
         log_level: args.log_level.clone(),

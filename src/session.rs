@@ -52,10 +52,7 @@ impl AgentContext {
 
     /// The session in force.
     pub fn session(&self) -> Session {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Replaces the session after a successful negotiation.

@@ -22,17 +22,13 @@ async fn environment_address_and_malformed_cmdline_values() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pith-agent"))
         .arg("--cmdline")
         .arg(&cmdline)
-        .env(
-            "KATA_AGENT_SERVER_ADDR",
-            format!("unix://{}", sock.display()),
-        )
+        .env("KATA_AGENT_SERVER_ADDR", format!("unix://{}", sock.display()))
         .env_remove("PITH_AGENT_SERVER_ADDR")
         .env_remove("PITH_AGENT_LOG_LEVEL")
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let client =
-        pith_agent::client::connect(&Address::Unix(sock.clone()), Duration::from_secs(10)).await;
+    let client = pith_agent::client::connect(&Address::Unix(sock.clone()), Duration::from_secs(10)).await;
     let ok = client.is_ok();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -49,10 +45,7 @@ async fn environment_address_and_malformed_cmdline_values() {
         warning.contains("\"WARN\"") && warning.contains("soon") && warning.contains("keeping 3s"),
         "{warning}"
     );
-    assert!(
-        !log.contains("unknown_key"),
-        "unknown keys are ignored silently: {log}"
-    );
+    assert!(!log.contains("unknown_key"), "unknown keys are ignored silently: {log}");
     // agent.log=debug from the command line took effect.
     assert!(
         log.contains("\"log_level\":\"DEBG\"") || log.contains("\"log_level\":\"DEBUG\""),
@@ -74,12 +67,7 @@ async fn config_file_then_env_then_flags() {
     )
     .unwrap();
     // Flags win over the file: the fixture passes --server-addr, and --log-level here.
-    let agent = Agent::start(&[
-        "--config-file",
-        toml.to_str().unwrap(),
-        "--log-level",
-        "info",
-    ]);
+    let agent = Agent::start(&["--config-file", toml.to_str().unwrap(), "--log-level", "info"]);
     let c = agent.client().await;
     drop(c);
     let log = agent.wait_log("\"listening\"");
@@ -101,9 +89,7 @@ async fn logs_go_to_kmsg_when_asked() {
     let text = std::fs::read_to_string(&kmsg).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("<6>pith-agent: INFO starting")),
+        lines.iter().any(|l| l.starts_with("<6>pith-agent: INFO starting")),
         "{text}"
     );
     assert!(
@@ -126,10 +112,7 @@ async fn json_log_lines_have_level_time_module_and_fields() {
     assert_eq!(v["module"], "pith_agent::server");
     assert_eq!(v["name"], "pith-agent");
     assert!(v["ts"].as_str().unwrap().starts_with("20"), "{line}");
-    assert!(
-        v["listener"].as_str().unwrap().starts_with("unix://"),
-        "{line}"
-    );
+    assert!(v["listener"].as_str().unwrap().starts_with("unix://"), "{line}");
 }
 
 #[test]
@@ -148,13 +131,7 @@ fn version_and_help() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--server-addr",
-        "--log-level",
-        "--config-file",
-        "--cmdline",
-        "--kmsg",
-    ] {
+    for flag in ["--server-addr", "--log-level", "--config-file", "--cmdline", "--kmsg"] {
         assert!(help.contains(flag), "{help}");
     }
 }
@@ -162,18 +139,10 @@ fn version_and_help() {
 #[test]
 fn unusable_address_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_pith-agent"))
-        .args([
-            "--cmdline",
-            "/dev/null",
-            "--server-addr",
-            "hvsock:///tmp/x.sock:1024",
-        ])
+        .args(["--cmdline", "/dev/null", "--server-addr", "hvsock:///tmp/x.sock:1024"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot listen on hvsock:///tmp/x.sock:1024"),
-        "{err}"
-    );
+    assert!(err.contains("cannot listen on hvsock:///tmp/x.sock:1024"), "{err}");
 }

@@ -162,8 +162,7 @@ fn every_golden_request_has_its_schema_and_text_form() {
     // Where the old Kata schema came from is written down next to it.
     let old = std::fs::read_to_string(common::fixture("golden/create_sandbox/old.proto")).unwrap();
     assert!(
-        old.contains("kata-containers/agent")
-            && old.contains("d9aa453b51c54458a4478db0e5c5227a15a444ef"),
+        old.contains("kata-containers/agent") && old.contains("d9aa453b51c54458a4478db0e5c5227a15a444ef"),
         "old.proto must name its source"
     );
 }
@@ -248,10 +247,7 @@ fn new_create_sandbox_request_keeps_future_fields_as_unknown() {
     assert!(s.unknown_fields().iter().next().is_none());
     let s = &m.storages[1];
     assert_eq!(s.driver, "blk");
-    assert_eq!(
-        s.driver_options,
-        strings(&["block_device_driver=virtio-blk"])
-    );
+    assert_eq!(s.driver_options, strings(&["block_device_driver=virtio-blk"]));
     assert_eq!(s.source, "/dev/vdb");
     assert_eq!(s.fstype, "ext4");
     assert_eq!(s.options, strings(&["rw", "noatime"]));
@@ -272,10 +268,7 @@ fn new_create_sandbox_request_keeps_future_fields_as_unknown() {
     assert_eq!(m.kernel_modules[0].name, "nvidia");
     assert_eq!(
         m.kernel_modules[0].parameters,
-        strings(&[
-            "NVreg_OpenRmEnableUnsupportedGpus=1",
-            "NVreg_EnableGpuFirmware=1"
-        ])
+        strings(&["NVreg_OpenRmEnableUnsupportedGpus=1", "NVreg_EnableGpuFirmware=1"])
     );
     assert_eq!(m.kernel_modules[1].name, "e1000e");
     assert!(m.kernel_modules[1].parameters.is_empty());
@@ -286,10 +279,7 @@ fn new_create_sandbox_request_keeps_future_fields_as_unknown() {
 
     // The future fields, by number, one of each wire shape.
     let u = unknowns(m.unknown_fields());
-    assert_eq!(
-        u.keys().copied().collect::<Vec<_>>(),
-        vec![8, 9, 10, 11, 12, 20]
-    );
+    assert_eq!(u.keys().copied().collect::<Vec<_>>(), vec![8, 9, 10, 11, 12, 20]);
     assert_eq!(u[&8], vec![ld("kata-qemu-snp")]); // string runtime_class
     assert_eq!(u[&9], vec![UnknownValueRef::Varint(45)]); // uint32 boot_timeout_secs
     assert_eq!(u[&10].len(), 1); // SandboxNetwork network
@@ -307,10 +297,7 @@ fn new_create_sandbox_request_keeps_future_fields_as_unknown() {
     ); // repeated string sysctls
     assert_eq!(u[&12].len(), 1); // repeated uint32 online_cpus, packed
     assert_eq!(packed_u32(&u[&12][0]), vec![0, 1, 2, 3, 130]);
-    assert_eq!(
-        u[&20],
-        vec![UnknownValueRef::Fixed64(0x0123_4567_89AB_CDEF)]
-    ); // fixed64 launch_nonce
+    assert_eq!(u[&20], vec![UnknownValueRef::Fixed64(0x0123_4567_89AB_CDEF)]); // fixed64 launch_nonce
 }
 
 #[test]
@@ -326,10 +313,7 @@ fn create_sandbox_round_trip_preserves_unknown_field_bytes() {
     let again = m.write_to_bytes().unwrap();
     assert_eq!(again.len(), new.len());
     let want = unknown_records::<CreateSandboxRequest>(&new);
-    assert_eq!(
-        want.keys().copied().collect::<Vec<_>>(),
-        vec![8, 9, 10, 11, 12, 20]
-    );
+    assert_eq!(want.keys().copied().collect::<Vec<_>>(), vec![8, 9, 10, 11, 12, 20]);
     assert_eq!(unknown_records::<CreateSandboxRequest>(&again), want);
 
     // Also inside a nested message: the second Storage's field 9.
@@ -345,10 +329,7 @@ fn create_sandbox_round_trip_preserves_unknown_field_bytes() {
     assert_eq!(s_again.len(), 2);
     let want = unknown_records::<protocols::agent::Storage>(&s_new[1]);
     assert_eq!(want.keys().copied().collect::<Vec<_>>(), vec![9]);
-    assert_eq!(
-        unknown_records::<protocols::agent::Storage>(&s_again[1]),
-        want
-    );
+    assert_eq!(unknown_records::<protocols::agent::Storage>(&s_again[1]), want);
 
     // And decoding the re-encoding gives the same message, unknown fields included.
     assert_eq!(CreateSandboxRequest::parse_from_bytes(&again).unwrap(), m);
@@ -421,10 +402,9 @@ async fn old_hello_request_negotiates_the_level_it_asked_for() {
     assert_eq!(r.agent_version, pith_agent::AGENT_VERSION);
 
     // The session is at level 1: level-2 calls are refused, Kata calls work.
-    let (code, msg) =
-        call::<_, StatusResponse>(&c, "pith.Introspection", "Status", &StatusRequest::new())
-            .await
-            .unwrap_err();
+    let (code, msg) = call::<_, StatusResponse>(&c, "pith.Introspection", "Status", &StatusRequest::new())
+        .await
+        .unwrap_err();
     assert_eq!(code, Code::FAILED_PRECONDITION, "{msg}");
     health_check(&c).await;
 }

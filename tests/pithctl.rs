@@ -25,31 +25,19 @@ fn pithctl(agent: &Agent, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
 fn check_version_hello() {
     let agent = Agent::start(&[]);
-    assert_eq!(
-        json(&pithctl(&agent, &["check"], None))["status"],
-        "SERVING"
-    );
+    assert_eq!(json(&pithctl(&agent, &["check"], None))["status"], "SERVING");
     assert_eq!(
         json(&pithctl(&agent, &["version"], None))["agentVersion"],
         pith_agent::AGENT_VERSION
     );
-    let h = json(&pithctl(
-        &agent,
-        &["hello", "--feature", "introspection"],
-        None,
-    ));
+    let h = json(&pithctl(&agent, &["hello", "--feature", "introspection"], None));
     assert_eq!(h["level"], 2);
     assert_eq!(h["missingFeatures"], serde_json::json!([]));
     let out = pithctl(&agent, &["hello", "--min", "3", "--max", "4"], None);
@@ -65,16 +53,9 @@ fn check_version_hello() {
 fn call_takes_json_inline_from_stdin_and_from_a_file() {
     let agent = Agent::start(&[]);
     let req = r#"{"hostName":"json-host","minLevel":1,"maxLevel":2}"#;
+    assert_eq!(json(&pithctl(&agent, &["call", "Hello", req], None))["level"], 2);
     assert_eq!(
-        json(&pithctl(&agent, &["call", "Hello", req], None))["level"],
-        2
-    );
-    assert_eq!(
-        json(&pithctl(
-            &agent,
-            &["call", "pith.Negotiation/Hello"],
-            Some(req)
-        ))["level"],
+        json(&pithctl(&agent, &["call", "pith.Negotiation/Hello"], Some(req)))["level"],
         2
     );
     let f = tempfile::NamedTempFile::new().unwrap();
@@ -92,11 +73,7 @@ fn call_reports_status_errors_and_bad_json() {
     let agent = Agent::start(&[]);
     let out = pithctl(
         &agent,
-        &[
-            "call",
-            "CreateContainer",
-            r#"{"containerId":"c1","execId":"c1"}"#,
-        ],
+        &["call", "CreateContainer", r#"{"containerId":"c1","execId":"c1"}"#],
         None,
     );
     assert_eq!(out.status.code(), Some(1));
@@ -106,11 +83,7 @@ fn call_reports_status_errors_and_bad_json() {
         "{err}"
     );
 
-    let out = pithctl(
-        &agent,
-        &["call", "CreateContainer", r#"{"containerIdd":"c1"}"#],
-        None,
-    );
+    let out = pithctl(&agent, &["call", "CreateContainer", r#"{"containerIdd":"c1"}"#], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("grpc.CreateContainerRequest"),
@@ -130,9 +103,7 @@ fn methods_lists_every_service() {
     let agent = Agent::start(&[]);
     let out = pithctl(&agent, &["methods"], None);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(
-        "grpc.AgentService/CreateContainer grpc.CreateContainerRequest -> google.protobuf.Empty"
-    ));
+    assert!(text.contains("grpc.AgentService/CreateContainer grpc.CreateContainerRequest -> google.protobuf.Empty"));
     assert!(text.contains("grpc.Health/Check"));
     assert!(text.contains("pith.Negotiation/Hello"));
 }
@@ -140,13 +111,7 @@ fn methods_lists_every_service() {
 #[test]
 fn no_agent_is_a_clear_error_after_the_timeout() {
     let out = Command::new(env!("CARGO_BIN_EXE_pithctl"))
-        .args([
-            "--addr",
-            "unix:///nonexistent/pith.sock",
-            "--timeout",
-            "0.3",
-            "check",
-        ])
+        .args(["--addr", "unix:///nonexistent/pith.sock", "--timeout", "0.3", "check"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -161,8 +126,5 @@ fn no_agent_is_a_clear_error_after_the_timeout() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("unknown scheme"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("unknown scheme"), "{err}");
 }

@@ -36,9 +36,7 @@ async fn check_and_version() {
     let agent = Agent::start(&[]);
     let c = agent.client().await;
     assert_eq!(check(&c).await, ServingStatus::SERVING);
-    let v: VersionCheckResponse = call(&c, "grpc.Health", "Version", &CheckRequest::new())
-        .await
-        .unwrap();
+    let v: VersionCheckResponse = call(&c, "grpc.Health", "Version", &CheckRequest::new()).await.unwrap();
     assert_eq!(v.agent_version, pith_agent::AGENT_VERSION);
     assert_eq!(v.grpc_version, "0.0.1");
 }
@@ -50,15 +48,11 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
 
     // A host that never negotiates is at level 1: Kata methods answer, level-2 ones refuse.
     assert_eq!(check(&c).await, ServingStatus::SERVING);
-    let (code, msg) =
-        call::<_, StatusResponse>(&c, "pith.Introspection", "Status", &StatusRequest::new())
-            .await
-            .unwrap_err();
+    let (code, msg) = call::<_, StatusResponse>(&c, "pith.Introspection", "Status", &StatusRequest::new())
+        .await
+        .unwrap_err();
     assert_eq!(code, Code::FAILED_PRECONDITION);
-    assert!(
-        msg.contains("needs API level 2") && msg.contains("at level 1"),
-        "{msg}"
-    );
+    assert!(msg.contains("needs API level 2") && msg.contains("at level 1"), "{msg}");
 
     let r: HelloResponse = call(
         &c,
@@ -71,11 +65,7 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
     assert_eq!(r.level, 2);
     assert_eq!((r.agent_min_level, r.agent_max_level), (1, 2));
     assert_eq!(r.agent_version, pith_agent::AGENT_VERSION);
-    assert!(
-        r.features.contains(&"introspection".to_string()),
-        "{:?}",
-        r.features
-    );
+    assert!(r.features.contains(&"introspection".to_string()), "{:?}", r.features);
     assert_eq!(r.missing_features, vec!["warp-drive".to_string()]);
 
     // The agreed level holds for the agent, on any connection.
@@ -87,20 +77,12 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
         (s.level, s.host_name.as_str(), s.host_version.as_str()),
         (2, "server-test", "9.9.9")
     );
-    assert_eq!(
-        s.listen_addresses,
-        vec![format!("unix://{}", agent.sock.display())]
-    );
+    assert_eq!(s.listen_addresses, vec![format!("unix://{}", agent.sock.display())]);
 
     // A host that only speaks level 1 gets level 1.
-    let r: HelloResponse = call(
-        &c,
-        "pith.Negotiation",
-        "Hello",
-        &hello(1, 1, &["introspection"]),
-    )
-    .await
-    .unwrap();
+    let r: HelloResponse = call(&c, "pith.Negotiation", "Hello", &hello(1, 1, &["introspection"]))
+        .await
+        .unwrap();
     assert_eq!(r.level, 1);
     assert_eq!(r.missing_features, vec!["introspection".to_string()]);
 
@@ -125,14 +107,9 @@ async fn every_agent_service_method_answers_unimplemented_by_name() {
     let mut n = 0;
     for m in service.methods() {
         let name = m.proto().name().to_string();
-        let (code, msg) = call_raw(&c, "grpc.AgentService", &name, Vec::new())
-            .await
-            .unwrap_err();
+        let (code, msg) = call_raw(&c, "grpc.AgentService", &name, Vec::new()).await.unwrap_err();
         assert_eq!(code, Code::UNIMPLEMENTED, "{name}: {msg}");
-        assert!(
-            msg.contains(&format!("grpc.AgentService/{name}")),
-            "{name}: {msg}"
-        );
+        assert!(msg.contains(&format!("grpc.AgentService/{name}")), "{name}: {msg}");
         n += 1;
     }
     assert!(n >= 40, "only {n} methods declared");
@@ -148,9 +125,7 @@ async fn unknown_method_and_service_are_unimplemented() {
         .unwrap_err();
     assert_eq!(code, Code::UNIMPLEMENTED);
     assert!(msg.contains("grpc.AgentService/Teleport"), "{msg}");
-    let (code, msg) = call_raw(&c, "grpc.Nope", "Check", Vec::new())
-        .await
-        .unwrap_err();
+    let (code, msg) = call_raw(&c, "grpc.Nope", "Check", Vec::new()).await.unwrap_err();
     assert_eq!(code, Code::UNIMPLEMENTED);
     assert!(msg.contains("grpc.Nope/Check"), "{msg}");
 }
@@ -179,10 +154,7 @@ fn closed_after(agent: &Agent, bytes: &[u8]) -> bool {
     match s.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }
 
@@ -276,11 +248,7 @@ async fn sigterm_stops_cleanly_and_removes_the_socket() {
     assert_eq!(check(&c).await, ServingStatus::SERVING);
     assert!(agent.sock.exists());
     let status = agent.terminate();
-    assert!(
-        status.success(),
-        "exit status {status:?}; log:\n{}",
-        agent.log()
-    );
+    assert!(status.success(), "exit status {status:?}; log:\n{}", agent.log());
     assert!(!agent.sock.exists(), "socket file left behind");
     let log = agent.log();
     assert!(
@@ -297,12 +265,9 @@ async fn listens_on_every_address_at_once() {
     // The fixture's own --server-addr comes first; flags accumulate.
     let c1 = agent.client().await;
     assert_eq!(check(&c1).await, ServingStatus::SERVING);
-    let c2 = pith_agent::client::connect(
-        &pith_agent::addr::Address::Unix(second.clone()),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let c2 = pith_agent::client::connect(&pith_agent::addr::Address::Unix(second.clone()), Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(check(&c2).await, ServingStatus::SERVING);
     let log = agent.wait_log(&format!("\"listener\":\"unix://{}\"", second.display()));
     assert_eq!(log.matches("\"listening\"").count(), 2, "{log}");
@@ -323,10 +288,7 @@ async fn a_live_socket_is_not_stolen_and_a_stale_one_is_reused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("another process is serving this socket"),
-        "{err}"
-    );
+    assert!(err.contains("another process is serving this socket"), "{err}");
     let c = agent.client().await;
     assert_eq!(check(&c).await, ServingStatus::SERVING);
 
@@ -336,12 +298,9 @@ async fn a_live_socket_is_not_stolen_and_a_stale_one_is_reused() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
     let other = Agent::start(&["--server-addr", &format!("unix://{}", stale.display())]);
-    let c = pith_agent::client::connect(
-        &pith_agent::addr::Address::Unix(stale.clone()),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let c = pith_agent::client::connect(&pith_agent::addr::Address::Unix(stale.clone()), Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(check(&c).await, ServingStatus::SERVING);
     drop(other);
 }
@@ -361,10 +320,7 @@ async fn binds_vsock_beside_unix() {
         let port = 20000 + (std::process::id() % 20000);
         let agent = Agent::start(&["--server-addr", &format!("vsock://-1:{port}")]);
         let log = agent.wait_log(&format!("\"listener\":\"vsock://-1:{port}\""));
-        assert!(
-            log.contains(&format!("\"listener\":\"vsock://-1:{port}\"")),
-            "{log}"
-        );
+        assert!(log.contains(&format!("\"listener\":\"vsock://-1:{port}\"")), "{log}");
         let c = agent.client().await;
         assert_eq!(check(&c).await, ServingStatus::SERVING);
     } else {

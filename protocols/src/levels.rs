@@ -93,10 +93,9 @@ impl fmt::Display for NegotiationError {
             NegotiationError::EmptyRange(r) => {
                 write!(f, "host API level range {r} is empty (min > max)")
             }
-            NegotiationError::Disjoint { host, agent } => write!(
-                f,
-                "no common API level: host supports {host}, agent supports {agent}"
-            ),
+            NegotiationError::Disjoint { host, agent } => {
+                write!(f, "no common API level: host supports {host}, agent supports {agent}")
+            }
         }
     }
 }
@@ -118,22 +117,14 @@ pub fn negotiate(host: LevelRange, agent: LevelRange) -> Result<u32, Negotiation
 
 /// Names of the features offered at `level`.
 pub fn features_at(level: u32) -> Vec<&'static str> {
-    FEATURES
-        .iter()
-        .filter(|f| f.since <= level)
-        .map(|f| f.name)
-        .collect()
+    FEATURES.iter().filter(|f| f.since <= level).map(|f| f.name).collect()
 }
 
 /// Splits `wanted` into the names not offered at `level` (unknown names included).
 pub fn missing_features(level: u32, wanted: &[String]) -> Vec<String> {
     wanted
         .iter()
-        .filter(|w| {
-            !FEATURES
-                .iter()
-                .any(|f| f.name == w.as_str() && f.since <= level)
-        })
+        .filter(|w| !FEATURES.iter().any(|f| f.name == w.as_str() && f.since <= level))
         .cloned()
         .collect()
 }
@@ -175,10 +166,7 @@ mod tests {
     #[test]
     fn empty_host_range_is_refused() {
         let err = negotiate(LevelRange { min: 3, max: 2 }, LevelRange::AGENT).unwrap_err();
-        assert_eq!(
-            err,
-            NegotiationError::EmptyRange(LevelRange { min: 3, max: 2 })
-        );
+        assert_eq!(err, NegotiationError::EmptyRange(LevelRange { min: 3, max: 2 }));
     }
 
     #[test]
@@ -201,21 +189,14 @@ mod tests {
     fn require_names_levels() {
         assert!(require(2, 2, "Status").is_ok());
         let msg = require(1, 2, "pith.Introspection/Status").unwrap_err();
-        assert!(
-            msg.contains("needs API level 2") && msg.contains("at level 1"),
-            "{msg}"
-        );
+        assert!(msg.contains("needs API level 2") && msg.contains("at level 1"), "{msg}");
     }
 
     #[test]
     fn feature_levels_are_within_range_and_unique() {
         for (i, f) in FEATURES.iter().enumerate() {
             assert!(f.since >= MIN_LEVEL && f.since <= MAX_LEVEL, "{f:?}");
-            assert!(
-                FEATURES[..i].iter().all(|g| g.name != f.name),
-                "duplicate {}",
-                f.name
-            );
+            assert!(FEATURES[..i].iter().all(|g| g.name != f.name), "duplicate {}", f.name);
         }
     }
 }

@@ -6,16 +6,45 @@
 
 use std::path::Path;
 
-/// Reads the file and returns `(canonical key, value)` pairs, plus warnings for
-/// keys it does not know.
-pub fn read(path: &Path) -> Result<(Vec<(&'static str, String)>, Vec<String>), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("read config file {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("parse config file {}: {e}", path.display()))
+/// What a configuration file says.
+#[derive(Debug, Default)]
+pub struct FileValues {
+    /// `(canonical key, value)` pairs, in file order.
+    pub pairs: Vec<(&'static str, String)>,
+    /// One line per key the agent does not know.
+    pub warnings: Vec<String>,
 }
 
-/// Parses TOML text; see [`read`].
-pub fn parse(text: &str) -> Result<(Vec<(&'static str, String)>, Vec<String>), String> {
+/// A configuration file that cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// `open`/`read` failed.
+    #[error("read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML.
+    #[error("parse config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// Reads and parses the file.
+pub fn read(path: &Path) -> Result<FileValues, FileError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: shown(), source })?;
+    parse(&text).map_err(|message| FileError::Parse { path: shown(), message })
+}
+
+/// Parses TOML text; the error is the parser's message.
+pub fn parse(text: &str) -> Result<FileValues, String> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
     let mut pairs = Vec::new();
     let mut warnings = Vec::new();
@@ -30,18 +59,14 @@ pub fn parse(text: &str) -> Result<(Vec<(&'static str, String)>, Vec<String>), S
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) if canonical == "server_addr" => items
                 .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                 .collect::<Vec<_>>()
                 .join(","),
             other => other.to_string(),
         };
         pairs.push((canonical, value));
     }
-    Ok((pairs, warnings))
+    Ok(FileValues { pairs, warnings })
 }
 
 fn canonical_key(key: &str) -> Option<&'static str> {
@@ -65,7 +90,7 @@ mod tests {
 
     #[test]
     fn kata_style_file() {
-        let (pairs, warnings) = parse(
+        let FileValues { pairs, warnings } = parse(
             "log_level = \"debug\"\ndev_mode = true\nhotplug_timeout = 7\n\
              server_addr = [\"vsock://-1:1024\", \"unix:///tmp/a.sock\"]\nfrobnicate = 1\n",
         )
@@ -73,10 +98,7 @@ mod tests {
         assert!(pairs.contains(&("log", "debug".to_string())));
         assert!(pairs.contains(&("devmode", "true".to_string())));
         assert!(pairs.contains(&("hotplug_timeout", "7".to_string())));
-        assert!(pairs.contains(&(
-            "server_addr",
-            "vsock://-1:1024,unix:///tmp/a.sock".to_string()
-        )));
+        assert!(pairs.contains(&("server_addr", "vsock://-1:1024,unix:///tmp/a.sock".to_string())));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("frobnicate"));
     }

@@ -113,10 +113,10 @@ impl AgentConfig {
         }
         if let Some(path) = cfg.config_file.clone() {
             match file::read(&path) {
-                Ok((pairs, file_warnings)) => {
-                    warnings.extend(file_warnings);
+                Ok(values) => {
+                    warnings.extend(values.warnings);
                     let origin = format!("config file {}", path.display());
-                    for (k, v) in pairs {
+                    for (k, v) in values.pairs {
                         cfg.apply(&origin, k, Some(&v), &mut warnings);
                     }
                 }
@@ -137,23 +137,13 @@ impl AgentConfig {
         let flags = src.flags;
         if !flags.server_addrs.is_empty() {
             let joined = flags.server_addrs.join(",");
-            cfg.apply(
-                "flag --server-addr",
-                "server_addr",
-                Some(&joined),
-                &mut warnings,
-            );
+            cfg.apply("flag --server-addr", "server_addr", Some(&joined), &mut warnings);
         }
         if let Some(v) = &flags.log_level {
             cfg.apply("flag --log-level", "log", Some(v), &mut warnings);
         }
         if let Some(v) = &flags.hotplug_timeout {
-            cfg.apply(
-                "flag --hotplug-timeout",
-                "hotplug_timeout",
-                Some(v),
-                &mut warnings,
-            );
+            cfg.apply("flag --hotplug-timeout", "hotplug_timeout", Some(v), &mut warnings);
         }
         if flags.log_kmsg {
             cfg.log_kmsg = true;
@@ -161,18 +151,13 @@ impl AgentConfig {
         if cfg.dev_mode && cfg.log_level < slog::Level::Debug {
             cfg.log_level = slog::Level::Debug;
         }
-        Loaded {
-            config: cfg,
-            warnings,
-        }
+        Loaded { config: cfg, warnings }
     }
 
     /// Sets one key from text; a bad value leaves the field as it was and warns.
     fn apply(&mut self, origin: &str, key: &str, value: Option<&str>, warnings: &mut Vec<String>) {
         let result: Result<(), String> = match key {
-            "log" => need(value)
-                .and_then(parse_level)
-                .map(|l| self.log_level = l),
+            "log" => need(value).and_then(parse_level).map(|l| self.log_level = l),
             "server_addr" => need(value)
                 .and_then(|v| addr::parse_list(v).map_err(|e| e.to_string()))
                 .and_then(|l| {
@@ -183,18 +168,12 @@ impl AgentConfig {
                     }
                 })
                 .map(|l| self.server_addrs = l),
-            "hotplug_timeout" => need(value)
-                .and_then(parse_seconds)
-                .map(|d| self.hotplug_timeout = d),
+            "hotplug_timeout" => need(value).and_then(parse_seconds).map(|d| self.hotplug_timeout = d),
             "debug_console" => parse_flag(value).map(|b| self.debug_console = b),
             "devmode" => parse_flag(value).map(|b| self.dev_mode = b),
             "log_kmsg" => parse_flag(value).map(|b| self.log_kmsg = b),
-            "debug_console_vport" => need(value)
-                .and_then(parse_u32)
-                .map(|p| self.debug_console_vport = p),
-            "container_pipe_size" => need(value)
-                .and_then(parse_u32)
-                .map(|p| self.container_pipe_size = p),
+            "debug_console_vport" => need(value).and_then(parse_u32).map(|p| self.debug_console_vport = p),
+            "container_pipe_size" => need(value).and_then(parse_u32).map(|p| self.container_pipe_size = p),
             "log_vport" => need(value).and_then(parse_u32).map(|p| self.log_vport = p),
             "config_file" => need(value).map(|p| self.config_file = Some(PathBuf::from(p))),
             _ => Ok(()), // unknown keys are ignored, as Kata's agent does
@@ -254,8 +233,7 @@ fn parse_seconds(v: &str) -> Result<Duration, String> {
 }
 
 fn parse_u32(v: &str) -> Result<u32, String> {
-    v.parse::<u32>()
-        .map_err(|_| "not a number in 0..=4294967295".into())
+    v.parse::<u32>().map_err(|_| "not a number in 0..=4294967295".into())
 }
 
 fn parse_flag(v: Option<&str>) -> Result<bool, String> {
@@ -282,10 +260,7 @@ mod tests {
     use std::io::Write;
 
     fn load(cmdline: &str, env: &[(&str, &str)], flags: &FlagOverrides) -> Loaded {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lookup = move |k: &str| env.get(k).cloned();
         AgentConfig::load(&Sources {
             cmdline,
@@ -331,10 +306,7 @@ mod tests {
         );
         assert_eq!(l.config, AgentConfig::default());
         assert_eq!(l.warnings.len(), 4, "{:?}", l.warnings);
-        assert!(
-            l.warnings[0].contains("agent.hotplug_timeout=\"soon\"")
-                && l.warnings[0].contains("keeping 3s")
-        );
+        assert!(l.warnings[0].contains("agent.hotplug_timeout=\"soon\"") && l.warnings[0].contains("keeping 3s"));
         assert!(l.warnings[1].contains("agent.log=\"loud\""));
         assert!(l.warnings[2].contains("agent.server_addr=\"tcp://1:2\""));
         assert!(l.warnings[3].contains("agent.debug_console=\"maybe\""));
@@ -357,10 +329,7 @@ mod tests {
         let l = load(&cmdline, &[], &FlagOverrides::default());
         assert_eq!(l.config.log_level, slog::Level::Warning);
         assert_eq!(l.config.hotplug_timeout, Duration::from_secs(5));
-        assert_eq!(
-            l.config.server_addrs,
-            vec![Address::Unix("/tmp/file.sock".into())]
-        );
+        assert_eq!(l.config.server_addrs, vec![Address::Unix("/tmp/file.sock".into())]);
 
         // environment overrides the file; PITH_ wins over KATA_
         let env = [
@@ -369,16 +338,10 @@ mod tests {
             ("PITH_AGENT_LOG_LEVEL", "error"),
         ];
         let l = load(&cmdline, &env, &FlagOverrides::default());
-        assert_eq!(
-            l.config.server_addrs,
-            vec![Address::Unix("/tmp/pith.sock".into())]
-        );
+        assert_eq!(l.config.server_addrs, vec![Address::Unix("/tmp/pith.sock".into())]);
         assert_eq!(l.config.log_level, slog::Level::Error);
         let l = load(&cmdline, &env[..1], &FlagOverrides::default());
-        assert_eq!(
-            l.config.server_addrs,
-            vec![Address::Unix("/tmp/kata.sock".into())]
-        );
+        assert_eq!(l.config.server_addrs, vec![Address::Unix("/tmp/kata.sock".into())]);
 
         // flags override everything
         let flags = FlagOverrides {
@@ -400,11 +363,7 @@ mod tests {
             &FlagOverrides::default(),
         );
         assert_eq!(l.warnings.len(), 1);
-        assert!(
-            l.warnings[0].contains("/nonexistent/pith.toml"),
-            "{:?}",
-            l.warnings
-        );
+        assert!(l.warnings[0].contains("/nonexistent/pith.toml"), "{:?}", l.warnings);
     }
 
     #[test]

@@ -14,21 +14,13 @@ pub struct HealthService;
 
 #[async_trait]
 impl protocols::health_ttrpc::Health for HealthService {
-    async fn check(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: CheckRequest,
-    ) -> ttrpc::Result<HealthCheckResponse> {
+    async fn check(&self, _ctx: &TtrpcContext, _req: CheckRequest) -> ttrpc::Result<HealthCheckResponse> {
         let mut r = HealthCheckResponse::new();
         r.status = ServingStatus::SERVING.into();
         Ok(r)
     }
 
-    async fn version(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: CheckRequest,
-    ) -> ttrpc::Result<VersionCheckResponse> {
+    async fn version(&self, _ctx: &TtrpcContext, _req: CheckRequest) -> ttrpc::Result<VersionCheckResponse> {
         let mut r = VersionCheckResponse::new();
         r.grpc_version = KATA_API_VERSION.to_string();
         r.agent_version = crate::AGENT_VERSION.to_string();

@@ -24,18 +24,10 @@ impl IntrospectionService {
 
 #[async_trait]
 impl protocols::pith_ttrpc::Introspection for IntrospectionService {
-    async fn status(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: StatusRequest,
-    ) -> ttrpc::Result<StatusResponse> {
+    async fn status(&self, _ctx: &TtrpcContext, _req: StatusRequest) -> ttrpc::Result<StatusResponse> {
         let session = self.ctx.session();
-        levels::require(
-            session.level,
-            LEVEL_INTROSPECTION,
-            "pith.Introspection/Status",
-        )
-        .map_err(|m| status(ttrpc::Code::FAILED_PRECONDITION, m))?;
+        levels::require(session.level, LEVEL_INTROSPECTION, "pith.Introspection/Status")
+            .map_err(|m| status(ttrpc::Code::FAILED_PRECONDITION, m))?;
         let mut r = StatusResponse::new();
         r.agent_version = crate::AGENT_VERSION.to_string();
         r.uptime_ms = self.ctx.started.elapsed().as_millis() as u64;

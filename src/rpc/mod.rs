@@ -17,9 +17,7 @@ use crate::session::AgentContext;
 /// Every service, keyed by fully qualified name, ready for the dispatcher.
 pub fn services(ctx: Arc<AgentContext>, log: &Logger) -> HashMap<String, Service> {
     let mut all = HashMap::new();
-    all.extend(protocols::health_ttrpc::create_health(Arc::new(
-        health::HealthService,
-    )));
+    all.extend(protocols::health_ttrpc::create_health(Arc::new(health::HealthService)));
     all.extend(protocols::agent_ttrpc::create_agent_service(Arc::new(
         agent::AgentServiceImpl,
     )));

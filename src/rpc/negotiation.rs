@@ -48,10 +48,7 @@ impl protocols::pith_ttrpc::Negotiation for NegotiationService {
         let mut r = HelloResponse::new();
         r.level = level;
         r.agent_version = crate::AGENT_VERSION.to_string();
-        r.features = levels::features_at(level)
-            .into_iter()
-            .map(String::from)
-            .collect();
+        r.features = levels::features_at(level).into_iter().map(String::from).collect();
         r.missing_features = missing;
         r.agent_min_level = levels::MIN_LEVEL;
         r.agent_max_level = levels::MAX_LEVEL;

@@ -2,7 +2,9 @@
 //! blocking call such as WaitProcess must not hold up the others), write each
 //! response as a single frame. A protocol error ends this connection only.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use protobuf::Message as _;
 use slog::{debug, warn, Logger};
@@ -50,20 +52,29 @@ where
             type_: header.kind,
             flags: header.flags,
         };
-        let dispatcher = dispatcher.clone();
-        let writer = writer.clone();
-        let log = log.clone();
-        tokio::spawn(async move {
-            let method = format!("{}/{}", req.service, req.method);
-            let resp = dispatcher.call(mh, req).await;
-            let bytes = frame::response_frame(header.stream_id, &encode_response(&resp, MAX_FRAME));
-            let mut w = writer.lock().await;
-            if let Err(e) = w.write_all(&bytes).await {
-                debug!(log, "write response failed: {e}"; "method" => method);
-            }
-        });
+        let mut call = Box::pin(respond(dispatcher.clone(), mh, req, writer.clone(), log.clone()));
+        // Quick calls (Check, Version, most errors) finish in their first poll:
+        // run them here, without a task spawn or a hop to another worker thread.
+        // Calls that wait on something get their own task and the loop reads on.
+        let done = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_ready())).await;
+        if !done {
+            tokio::spawn(call);
+        }
     }
     // Only protocol errors get here: tell the peer now, not when the last
     // in-flight reply is written.
     let _ = writer.lock().await.shutdown().await;
+}
+
+async fn respond<W>(dispatcher: Arc<Dispatcher>, mh: MessageHeader, req: Request, writer: Arc<Mutex<W>>, log: Logger)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let stream_id = mh.stream_id;
+    let resp = dispatcher.call(mh, req).await;
+    let bytes = frame::response_frame(stream_id, &encode_response(&resp, MAX_FRAME));
+    let mut w = writer.lock().await;
+    if let Err(e) = w.write_all(&bytes).await {
+        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
+    }
 }

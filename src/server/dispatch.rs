@@ -26,23 +26,19 @@ impl Dispatcher {
     /// Runs one request to completion and returns the encoded `Response`.
     pub async fn call(&self, header: MessageHeader, req: Request) -> Response {
         let path = format!("{}/{}", req.service, req.method);
-        let Some(handler) = self
-            .services
-            .get(&req.service)
-            .and_then(|s| s.methods.get(&req.method))
-        else {
+        let Some(handler) = self.services.get(&req.service).and_then(|s| s.methods.get(&req.method)) else {
             return status_response(
                 Code::UNIMPLEMENTED,
                 format!("unknown method {path}: pith-agent does not serve it"),
             );
         };
-        let metadata =
-            req.metadata
-                .iter()
-                .fold(HashMap::<String, Vec<String>>::new(), |mut m, kv| {
-                    m.entry(kv.key.clone()).or_default().push(kv.value.clone());
-                    m
-                });
+        let metadata = req
+            .metadata
+            .iter()
+            .fold(HashMap::<String, Vec<String>>::new(), |mut m, kv| {
+                m.entry(kv.key.clone()).or_default().push(kv.value.clone());
+                m
+            });
         let timeout_nano = req.timeout_nano;
         let ctx = TtrpcContext {
             mh: header,
@@ -69,19 +65,13 @@ impl Dispatcher {
                 if let Some(status) = resp.status.as_mut() {
                     if is_generated_default(status.code(), &status.message, &path) {
                         status.set_code(Code::UNIMPLEMENTED);
-                        status.message = format!(
-                            "{path} is not implemented by pith-agent {}",
-                            crate::AGENT_VERSION
-                        );
+                        status.message = format!("{path} is not implemented by pith-agent {}", crate::AGENT_VERSION);
                     }
                 }
                 resp
             }
             // The generated handler returns Err only when the payload does not decode.
-            Err(e) => status_response(
-                Code::INVALID_ARGUMENT,
-                format!("{path}: cannot decode request: {e}"),
-            ),
+            Err(e) => status_response(Code::INVALID_ARGUMENT, format!("{path}: cannot decode request: {e}")),
         }
     }
 }
@@ -89,8 +79,7 @@ impl Dispatcher {
 /// The generated trait's default body answers NOT_FOUND "/<path> is not supported";
 /// it means "declared, not implemented here".
 fn is_generated_default(code: Code, message: &str, path: &str) -> bool {
-    code == Code::NOT_FOUND
-        && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
+    code == Code::NOT_FOUND && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
 }
 
 /// A response carrying only a status.
@@ -107,10 +96,7 @@ pub fn encode_response(resp: &Response, max: usize) -> Vec<u8> {
     if bytes.len() <= max {
         return bytes;
     }
-    let msg = format!(
-        "response of {} bytes exceeds the {max}-byte frame limit",
-        bytes.len()
-    );
+    let msg = format!("response of {} bytes exceeds the {max}-byte frame limit", bytes.len());
     status_response(Code::RESOURCE_EXHAUSTED, msg)
         .write_to_bytes()
         .unwrap_or_default()
@@ -128,11 +114,7 @@ mod tests {
             "/grpc.AgentService/CreateContainer is not supported",
             p
         ));
-        assert!(!is_generated_default(
-            Code::NOT_FOUND,
-            "container abc not found",
-            p
-        ));
+        assert!(!is_generated_default(Code::NOT_FOUND, "container abc not found", p));
         assert!(!is_generated_default(
             Code::INTERNAL,
             "/grpc.AgentService/CreateContainer is not supported",
@@ -144,10 +126,7 @@ mod tests {
     fn oversized_response_becomes_an_error() {
         let mut r = Response::new();
         r.payload = vec![0u8; 100];
-        assert_eq!(
-            encode_response(&r, 1000).len(),
-            r.write_to_bytes().unwrap().len()
-        );
+        assert_eq!(encode_response(&r, 1000).len(), r.write_to_bytes().unwrap().len());
         let small = Response::parse_from_bytes(&encode_response(&r, 10)).unwrap();
         assert_eq!(small.status.code(), Code::RESOURCE_EXHAUSTED);
     }

@@ -80,10 +80,7 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-async fn read_full<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut [u8],
-) -> Result<usize, std::io::Error> {
+async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<usize, std::io::Error> {
     let mut got = 0;
     while got < buf.len() {
         let n = r.read(&mut buf[got..]).await?;
@@ -96,10 +93,7 @@ async fn read_full<R: AsyncRead + Unpin>(
 }
 
 /// Reads one request frame; its body replaces the contents of `body`.
-pub async fn read_request<R: AsyncRead + Unpin>(
-    r: &mut R,
-    body: &mut Vec<u8>,
-) -> Result<Header, FrameError> {
+pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> Result<Header, FrameError> {
     let mut hb = [0u8; HEADER_LEN];
     match read_full(r, &mut hb).await? {
         0 => return Err(FrameError::Closed),

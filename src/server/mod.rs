@@ -48,11 +48,7 @@ pub enum BindError {
 
 fn io_err(syscall: &'static str, addr: impl ToString) -> impl FnOnce(io::Error) -> BindError {
     let addr = addr.to_string();
-    move |source| BindError::Io {
-        syscall,
-        addr,
-        source,
-    }
+    move |source| BindError::Io { syscall, addr, source }
 }
 
 /// A bound listener; a Unix socket's file is removed when this is dropped.
@@ -82,8 +78,7 @@ impl Listener {
                 Ok(Listener::Unix(l, SocketFile(path.clone())))
             }
             Address::Vsock { cid, port } => {
-                let l = VsockListener::bind(VsockAddr::new(*cid, *port))
-                    .map_err(io_err("bind", addr))?;
+                let l = VsockListener::bind(VsockAddr::new(*cid, *port)).map_err(io_err("bind", addr))?;
                 Ok(Listener::Vsock(l, addr.clone()))
             }
             Address::HybridVsock { .. } => Err(BindError::Unsupported {

@@ -127,10 +127,7 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "agent did not stop within 10s of SIGTERM; log:\n{}",
-                    self.log()
-                );
+                panic!("agent did not stop within 10s of SIGTERM; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -158,12 +155,7 @@ impl Drop for Agent {
 pub type CallResult = Result<Vec<u8>, (Code, String)>;
 
 /// Calls `service/method` with an already encoded payload.
-pub async fn call_raw(
-    client: &Client,
-    service: &str,
-    method: &str,
-    payload: Vec<u8>,
-) -> CallResult {
+pub async fn call_raw(client: &Client, service: &str, method: &str, payload: Vec<u8>) -> CallResult {
     let mut req = Request::new();
     req.service = service.to_string();
     req.method = method.to_string();
@@ -190,7 +182,5 @@ pub async fn call<Req: Message, Resp: Message>(
 
 /// Path of a file under `tests/fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }

@@ -136,8 +136,9 @@ fn read_request(inline: Option<String>, file: Option<PathBuf>) -> Result<String>
     match (inline, file) {
         (Some(_), Some(_)) => bail!("give the request inline or with --file, not both"),
         (Some(j), None) => Ok(j),
-        (None, Some(p)) if p.as_os_str() != "-" => std::fs::read_to_string(&p)
-            .with_context(|| format!("read request from {}", p.display())),
+        (None, Some(p)) if p.as_os_str() != "-" => {
+            std::fs::read_to_string(&p).with_context(|| format!("read request from {}", p.display()))
+        }
         (None, _) => {
             let mut s = String::new();
             std::io::stdin()
@@ -150,13 +151,7 @@ fn read_request(inline: Option<String>, file: Option<PathBuf>) -> Result<String>
 
 fn rpc_error(m: &methods::Method, e: ttrpc::Error) -> anyhow::Error {
     match e {
-        ttrpc::Error::RpcStatus(s) => anyhow!(
-            "{}/{} failed: {:?}: {}",
-            m.service,
-            m.name,
-            s.code(),
-            s.message
-        ),
+        ttrpc::Error::RpcStatus(s) => anyhow!("{}/{} failed: {:?}: {}", m.service, m.name, s.code(), s.message),
         other => anyhow!("{}/{} failed: {other}", m.service, m.name),
     }
 }

@@ -1,0 +1,60 @@
+# pith: build, run, test, bench.
+#   make run    build and start the agent on unix:///tmp/pith-agent.sock
+#   make test   formatting, lints, unit and whole-agent tests (what CI runs)
+#   make bench  RPC latency against stock ttrpc-rust and a plain floor, RSS, binary size
+
+SHELL        := /bin/bash
+CARGO        ?= cargo
+export PATH  := $(HOME)/.cargo/bin:$(PATH)
+RUN_SOCK     ?= /tmp/pith-agent.sock
+MUSL_TARGET  := x86_64-unknown-linux-musl
+STATIC_BIN   := target/$(MUSL_TARGET)/release/pith-agent
+
+.PHONY: all build run test lint unit bench static toolchain clean
+
+all: build
+
+# Everything the build needs that a fresh Debian machine may lack. The Rust
+# toolchain itself comes from rustup; protoc is not needed (pure-Rust codegen).
+toolchain:
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+	@command -v cc >/dev/null || { echo "installing gcc (linker)"; apt-get update -qq && apt-get install -y -qq gcc libc6-dev; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+build: toolchain
+	$(CARGO) build --workspace --bins
+
+run: toolchain
+	$(CARGO) build --bin pith-agent --bin pithctl
+	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
+	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug
+
+test: lint unit
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: toolchain
+	$(CARGO) test --workspace
+
+# Static agent for the guest image: musl, size-tuned release profile.
+static: toolchain
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	$(CARGO) build --release --target $(MUSL_TARGET) --bin pith-agent
+	@ls -l $(STATIC_BIN)
+
+bench: toolchain
+	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \
+	  $(CARGO) build --release --target $(MUSL_TARGET) --bin pith-agent && musl=1; \
+	else echo "NOTE: $(MUSL_TARGET) target unavailable; measuring the gnu build only"; fi; \
+	$(CARGO) build --release --bin pith-agent; \
+	echo "== stripped release binary size"; \
+	if [ -n "$$musl" ]; then printf "  static musl (%s): %s bytes\n" $(STATIC_BIN) $$(stat -c %s $(STATIC_BIN)); \
+	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; fi; \
+	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
+	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
+
+clean:
+	$(CARGO) clean
