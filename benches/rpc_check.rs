@@ -24,6 +24,7 @@ use ttrpc::proto::Request;
 
 const CALLS: usize = 10_000;
 const WARMUP: usize = 1_000;
+const ROUNDS: usize = 10;
 const ROLE_VAR: &str = "PITH_BENCH_ROLE";
 
 fn main() {
@@ -45,7 +46,10 @@ fn main() {
             .collect(),
         Err(_) => vec![("pith-agent".to_string(), env!("CARGO_BIN_EXE_pith-agent").to_string())],
     };
-    println!("grpc.Health/Check round trips over a Unix socket, {CALLS} calls each (after {WARMUP} warm-up calls)");
+    println!(
+        "grpc.Health/Check round trips over a Unix socket: {CALLS} calls per server and client, \
+         in {ROUNDS} interleaved rounds, after {WARMUP} warm-up calls"
+    );
     for (label, path) in &agents {
         println!("  {label}: {path}");
     }
@@ -70,19 +74,25 @@ fn first_cpu(set: &nix::sched::CpuSet) -> usize {
         .unwrap_or(0)
 }
 
+/// How each target is driven.
+#[derive(Clone, Copy, PartialEq)]
+enum ClientKind {
+    Async,
+    Raw,
+}
+
+/// A live connection to one server.
+enum Conn {
+    Async(protocols::health_ttrpc::HealthClient),
+    Raw(UnixStream, Vec<u8>),
+}
+
 fn run_suite(agents: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
-    let stock_sock = dir.path().join("stock.sock");
-    let mut stock = spawn(&mut self_as("ttrpc-server", &stock_sock), &stock_sock);
-    let floor_sock = dir.path().join("floor.sock");
-    let mut floor = spawn(&mut self_as("floor-server", &floor_sock), &floor_sock);
-    let stock_async = bench_async(&stock_sock);
-    let stock_raw = bench_raw(&stock_sock);
-    let mut rows = Vec::new();
-    let mut rss = Vec::new();
+    let mut servers: Vec<(String, PathBuf, Child)> = Vec::new();
     for (label, bin) in agents {
         let sock = dir.path().join(format!("{label}.sock"));
-        let mut agent = spawn(
+        let child = spawn(
             Command::new(bin)
                 .arg("--cmdline")
                 .arg("/dev/null")
@@ -92,54 +102,123 @@ fn run_suite(agents: &[(String, String)]) {
                 .arg(format!("unix://{}", sock.display())),
             &sock,
         );
-        std::thread::sleep(Duration::from_millis(300));
-        let idle = rss_kib(agent.id());
-        rows.push((
-            format!("{label} / ttrpc async client"),
-            bench_async(&sock),
-            &stock_async,
-        ));
-        rows.push((format!("{label} / raw frames"), bench_raw(&sock), &stock_raw));
-        rss.push((label.clone(), idle, rss_kib(agent.id())));
-        let _ = agent.kill();
-        let _ = agent.wait();
+        servers.push((label.clone(), sock, child));
     }
-    rows.push((
-        "stock ttrpc Server / async client".into(),
-        stock_async.clone(),
-        &stock_async,
-    ));
-    rows.push(("stock ttrpc Server / raw frames".into(), stock_raw.clone(), &stock_raw));
-    rows.push((
-        "floor (canned reply) / raw frames".into(),
-        bench_raw(&floor_sock),
-        &stock_raw,
-    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let idle: Vec<u64> = servers.iter().map(|s| rss_kib(s.2.id())).collect();
+    for (label, role) in [
+        ("stock ttrpc Server", "ttrpc-server"),
+        ("floor (canned reply)", "floor-server"),
+    ] {
+        let sock = dir.path().join(format!("{role}.sock"));
+        let child = spawn(&mut self_as(role, &sock), &sock);
+        servers.push((label.to_string(), sock, child));
+    }
+
+    let mut targets = Vec::new();
+    for (label, sock, _) in &servers {
+        for kind in [ClientKind::Async, ClientKind::Raw] {
+            if kind == ClientKind::Async && label.starts_with("floor") {
+                continue; // the floor only answers raw frames correctly framed by hand
+            }
+            let name = format!(
+                "{label} / {}",
+                if kind == ClientKind::Async {
+                    "ttrpc async client"
+                } else {
+                    "raw frames"
+                }
+            );
+            targets.push((name, sock.clone(), kind));
+        }
+    }
+    let lat = measure_interleaved(&targets);
+
+    let base = |kind| {
+        let i = targets
+            .iter()
+            .position(|t| t.0.starts_with("stock") && t.2 == kind)
+            .unwrap();
+        lat[i].p50
+    };
     println!(
         "{:<40} {:>8} {:>8} {:>10} {:>13}",
         "server / client", "p50 µs", "p99 µs", "calls/s", "p50 vs stock"
     );
-    for (name, s, base) in &rows {
+    for ((name, _, kind), s) in targets.iter().zip(&lat) {
         println!(
             "{name:<40} {:>8.1} {:>8.1} {:>10.0} {:>12.2}x",
             s.p50,
             s.p99,
             s.rate,
-            s.p50 / base.p50
+            s.p50 / base(*kind)
         );
     }
-    for (label, idle, after) in rss {
+    for (i, (label, _, child)) in servers.iter().enumerate().take(agents.len()) {
         println!(
-            "{label} RSS: idle after start {:.2} MiB, after {} calls {:.2} MiB",
-            idle as f64 / 1024.0,
-            2 * (CALLS + WARMUP),
-            after as f64 / 1024.0
+            "{label} RSS: idle after start {:.2} MiB, after the calls {:.2} MiB",
+            idle[i] as f64 / 1024.0,
+            rss_kib(child.id()) as f64 / 1024.0
         );
     }
-    for c in [&mut stock, &mut floor] {
-        let _ = c.kill();
-        let _ = c.wait();
+    for (_, _, mut child) in servers {
+        let _ = child.kill();
+        let _ = child.wait();
     }
+}
+
+/// Runs `CALLS` calls per target in `ROUNDS` interleaved rounds, so that a noisy
+/// moment on the machine hits every target alike.
+fn measure_interleaved(targets: &[(String, PathBuf, ClientKind)]) -> Vec<Stats> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for (_, sock, kind) in targets {
+            conns.push(match kind {
+                ClientKind::Async => {
+                    let addr = pith_agent::addr::Address::Unix(sock.clone());
+                    let Ok(c) = pith_agent::client::connect(&addr, Duration::from_secs(5)).await else {
+                        panic!("connect {}", sock.display())
+                    };
+                    Conn::Async(protocols::health_ttrpc::HealthClient::new(c))
+                }
+                ClientKind::Raw => Conn::Raw(UnixStream::connect(sock).unwrap(), Vec::new()),
+            });
+        }
+        let frame = check_frame();
+        let req = CheckRequest::new();
+        let mut lat: Vec<Vec<Duration>> = vec![Vec::with_capacity(CALLS); targets.len()];
+        let mut busy = vec![Duration::ZERO; targets.len()];
+        for round in 0..=ROUNDS {
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let n = if round == 0 { WARMUP } else { CALLS / ROUNDS };
+                let start = Instant::now();
+                for _ in 0..n {
+                    let t = Instant::now();
+                    match conn {
+                        Conn::Async(c) => {
+                            let r = c.check(ttrpc::context::with_timeout(0), &req).await.unwrap();
+                            assert_eq!(r.status.value(), 1);
+                        }
+                        Conn::Raw(s, buf) => {
+                            s.write_all(&frame).unwrap();
+                            read_frame(s, buf).unwrap();
+                        }
+                    }
+                    if round > 0 {
+                        lat[i].push(t.elapsed());
+                    }
+                }
+                if round > 0 {
+                    busy[i] += start.elapsed();
+                }
+            }
+        }
+        lat.into_iter().zip(busy).map(|(l, b)| stats(l, b)).collect()
+    })
 }
 
 fn self_as(role: &str, sock: &Path) -> Command {
@@ -189,34 +268,6 @@ fn stats(mut lat: Vec<Duration>, total: Duration) -> Stats {
     }
 }
 
-fn bench_async(sock: &Path) -> Stats {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let addr = pith_agent::addr::Address::Unix(sock.to_path_buf());
-        let Ok(client) = pith_agent::client::connect(&addr, Duration::from_secs(5)).await else {
-            panic!("connect {}", sock.display())
-        };
-        let client = protocols::health_ttrpc::HealthClient::new(client);
-        let req = CheckRequest::new();
-        let ctx = || ttrpc::context::with_timeout(0);
-        for _ in 0..WARMUP {
-            client.check(ctx(), &req).await.unwrap();
-        }
-        let mut lat = Vec::with_capacity(CALLS);
-        let start = Instant::now();
-        for _ in 0..CALLS {
-            let t = Instant::now();
-            let r = client.check(ctx(), &req).await.unwrap();
-            lat.push(t.elapsed());
-            assert_eq!(r.status.value(), 1);
-        }
-        stats(lat, start.elapsed())
-    })
-}
-
 /// A pre-encoded Check request frame.
 fn check_frame() -> Vec<u8> {
     let mut req = Request::new();
@@ -238,27 +289,6 @@ fn read_frame(s: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
     buf.resize(len, 0);
     s.read_exact(buf)
-}
-
-fn bench_raw(sock: &Path) -> Stats {
-    let mut s = UnixStream::connect(sock).unwrap();
-    let frame = check_frame();
-    let mut buf = Vec::new();
-    let mut one = |s: &mut UnixStream| {
-        s.write_all(&frame).unwrap();
-        read_frame(s, &mut buf).unwrap();
-    };
-    for _ in 0..WARMUP {
-        one(&mut s);
-    }
-    let mut lat = Vec::with_capacity(CALLS);
-    let start = Instant::now();
-    for _ in 0..CALLS {
-        let t = Instant::now();
-        one(&mut s);
-        lat.push(t.elapsed());
-    }
-    stats(lat, start.elapsed())
 }
 
 struct Health;
