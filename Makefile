@@ -10,7 +10,7 @@ RUN_SOCK     ?= /tmp/pith-agent.sock
 MUSL_TARGET  := x86_64-unknown-linux-musl
 STATIC_BIN   := target/$(MUSL_TARGET)/release/pith-agent
 
-.PHONY: all build run test lint unit bench static toolchain clean
+.PHONY: all build run test lint unit bench static toolchain clean test-deps
 
 all: build
 
@@ -36,7 +36,11 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: toolchain
+# Container tests use a busybox rootfs from Debian's busybox-static.
+test-deps:
+	@test -x /bin/busybox || { echo "installing busybox-static (test rootfs)"; apt-get update -qq && apt-get install -y -qq busybox-static; }
+
+unit: toolchain test-deps
 	$(CARGO) test --workspace
 
 # Static agent for the guest image: musl, size-tuned release profile.
@@ -55,6 +59,21 @@ bench: toolchain
 	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; fi; \
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
 	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
+	@# Container lifecycle against runc and crun (Debian's), same busybox bundle.
+	@missing=; for p in runc crun busybox-static; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null \
+	    || echo "NOTE: could not install$$missing; the container bench skips what is missing"; \
+	else echo "NOTE: not root, cannot install$$missing; the container bench skips what is missing"; fi
+	$(CARGO) bench -p rustjail --bench lifecycle --no-run
+	@# crun 1.8 refuses hybrid cgroups (the cgroup2 mount at /sys/fs/cgroup/unified):
+	@# all three runtimes run in a private mount namespace without it.
+	@echo "== container lifecycle: rustjail, runc, crun"; \
+	if [ "$$(id -u)" != 0 ]; then exec $(CARGO) bench -p rustjail --bench lifecycle; fi; \
+	unshare -m --propagation private sh -c 'if mountpoint -q /sys/fs/cgroup/unified; then \
+	    umount /sys/fs/cgroup/unified 2>/dev/null || umount -l /sys/fs/cgroup/unified || exit 1; fi; \
+	  exec $(CARGO) bench -p rustjail --bench lifecycle'
 
 clean:
 	$(CARGO) clean

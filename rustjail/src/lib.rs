@@ -1,5 +1,21 @@
 //! rustjail: turns an OCI runtime spec into a running container.
 //!
-//! The container engine lands with its own issue ("rustjail: OCI containers with
-//! namespaces and cgroups"); until then this crate only holds the workspace slot so
-//! the agent, the protocols and the container library build and version together.
+//! Built piece by piece under the issue "rustjail: OCI containers with namespaces
+//! and cgroups"; each module below is usable and tested on its own.
+
+pub mod cgroups;
+pub mod container;
+pub mod devices;
+pub mod error;
+pub mod features;
+pub mod hooks;
+pub mod init;
+pub mod paths;
+pub mod seccomp;
+pub mod spawn;
+pub mod state;
+pub mod sync;
+
+pub use container::{CreateOptions, Runtime};
+pub use error::{Error, Result};
+pub use state::{State, Status};

@@ -1,0 +1,86 @@
+//! OCI hooks: each runs with the container's state as JSON on stdin, its own
+//! args and env, and is killed when its timeout passes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Hook;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The state handed to hooks on stdin (the OCI "state" document).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookState {
+    /// OCI version of the state document.
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Lifecycle status at the time of the hook.
+    pub status: String,
+    /// Init pid (0 once stopped).
+    pub pid: i32,
+    /// Bundle path.
+    pub bundle: String,
+    /// Annotations from the spec.
+    pub annotations: std::collections::HashMap<String, String>,
+}
+
+/// Runs `hooks` in order; the first that fails or times out stops the rest.
+pub fn run(kind: &str, hooks: &[Hook], state: &HookState) -> Result<()> {
+    let input = serde_json::to_vec(state).map_err(|e| Error::Hook(format!("encode hook state: {e}")))?;
+    for h in hooks {
+        run_one(kind, h, &input)?;
+    }
+    Ok(())
+}
+
+fn run_one(kind: &str, h: &Hook, input: &[u8]) -> Result<()> {
+    let path = h.path();
+    let shown = format!("{kind} hook {}", path.display());
+    let mut cmd = Command::new(path);
+    let args = h.args().clone().unwrap_or_default();
+    if let Some(arg0) = args.first() {
+        use std::os::unix::process::CommandExt;
+        cmd.arg0(arg0);
+    }
+    cmd.args(args.iter().skip(1));
+    cmd.env_clear();
+    for kv in h.env().as_deref().unwrap_or(&[]) {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::Hook(format!("{shown}: start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is fine.
+        let _ = stdin.write_all(input);
+    }
+    let deadline = h
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(Error::Hook(format!("{shown} failed: {st}"))),
+            Ok(None) => {}
+            Err(e) => return Err(Error::Hook(format!("{shown}: wait: {e}"))),
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Hook(format!(
+                "{shown} timed out after {}s and was killed",
+                h.timeout().unwrap_or(0)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,51 @@
+//! A terminal for the container's process: a pty from the container's own
+//! devpts, its master sent back to the runtime, its slave made the process's
+//! controlling terminal and stdio.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use oci_spec::runtime::Process;
+
+use crate::error::{sys, Result};
+use crate::sync::{self, FromInit};
+
+nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+
+/// Opens a pty in the current mount namespace (after the root is entered), sends
+/// the master over `sock`, and makes the slave our terminal and stdio.
+pub fn setup(sock: &mut UnixStream, p: &Process) -> Result<()> {
+    let master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(sys("open", "/dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(sys("grantpt", "/dev/ptmx"))?;
+    nix::pty::unlockpt(&master).map_err(sys("unlockpt", "/dev/ptmx"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(sys("ptsname", "/dev/ptmx"))?;
+    if let Some(size) = p.console_size() {
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on a pty master with a valid winsize.
+        unsafe { set_winsize(master.as_raw_fd(), &ws) }.map_err(sys("ioctl(TIOCSWINSZ)", &name))?;
+    }
+    sync::send(sock, &FromInit::Console)?;
+    sync::send_fd(sock, master.as_raw_fd())?;
+    drop(master);
+    let slave =
+        nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open", &name))?;
+    // SAFETY: a fresh fd we own.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    nix::unistd::setsid().map_err(sys("setsid", "console"))?;
+    // SAFETY: TIOCSCTTY on a terminal we opened; we are a session leader without one.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(sys("ioctl(TIOCSCTTY)", &name)(nix::Error::last()));
+    }
+    for fd in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(sys("dup2", format!("{name} -> {fd}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Spec mounts inside the new mount namespace: option parsing and mounting onto
+//! descriptors resolved in the rootfs.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Mount;
+
+use crate::error::{sys, Result};
+use crate::paths::{ensure_in_root, fd_path, Create};
+
+/// Mount flags, propagation changes and filesystem data from OCI options.
+#[derive(Debug, PartialEq)]
+pub struct ParsedOptions {
+    /// Flags for the mount itself.
+    pub flags: MsFlags,
+    /// Propagation to set afterwards (MS_SHARED, MS_SLAVE, ... possibly with MS_REC).
+    pub propagation: Vec<MsFlags>,
+    /// Comma-separated options the filesystem interprets.
+    pub data: String,
+}
+
+/// Splits OCI mount options into flags, propagation and data.
+pub fn parse_options(options: &[String]) -> ParsedOptions {
+    let mut p = ParsedOptions {
+        flags: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: String::new(),
+    };
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+                let base = match o.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                let rec = if o.starts_with('r') {
+                    MsFlags::MS_REC
+                } else {
+                    MsFlags::empty()
+                };
+                p.propagation.push(base | rec);
+                continue;
+            }
+            _ => {
+                data.push(o.as_str());
+                continue;
+            }
+        };
+        p.flags |= set;
+        p.flags &= !clear;
+    }
+    p.data = data.join(",");
+    p
+}
+
+/// Mounts one spec mount under the rootfs whose descriptor is `root`.
+pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount) -> Result<()> {
+    let dest = m.destination();
+    let typ = m.typ().clone().unwrap_or_default();
+    let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let is_bind = opts.flags.contains(MsFlags::MS_BIND);
+    let source: Option<PathBuf> = m.source().clone();
+    let create = if is_bind && source.as_ref().is_some_and(|s| !s.is_dir()) {
+        Create::File
+    } else {
+        Create::Dir
+    };
+    let target = ensure_in_root(root, rootfs, dest, create)?;
+    let target_path = fd_path(&target);
+    let shown = format!(
+        "{} (type {typ:?})",
+        rootfs.join(dest.strip_prefix("/").unwrap_or(dest)).display()
+    );
+    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    if typ == "cgroup" && !is_bind {
+        return mount_cgroup_v1_view(root, rootfs, dest, &opts, &shown);
+    }
+    if is_bind {
+        let src = source.clone().unwrap_or_default();
+        let bind_flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
+        mount(Some(&src), &target_path, None::<&str>, bind_flags, None::<&str>)
+            .map_err(sys("mount", format!("bind {} on {shown}", src.display())))?;
+        // Bind mounts ignore other flags until remounted.
+        let rest = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !rest.is_empty() {
+            // Re-resolve: the descriptor names the directory under the new mount.
+            let target = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
+            mount(
+                None::<&str>,
+                &fd_path(&target),
+                None::<&str>,
+                rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            )
+            .map_err(sys("mount", format!("remount {shown}")))?;
+        }
+    } else {
+        let src = source.clone().unwrap_or_else(|| PathBuf::from(&typ));
+        let fstype = if typ.is_empty() { None } else { Some(typ.as_str()) };
+        mount(Some(&src), &target_path, fstype, opts.flags, data).map_err(sys("mount", shown.clone()))?;
+    }
+    if !opts.propagation.is_empty() {
+        let target = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
+        for p in &opts.propagation {
+            mount(None::<&str>, &fd_path(&target), None::<&str>, *p, None::<&str>)
+                .map_err(sys("mount", format!("propagation {p:?} on {shown}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// A `cgroup` mount on a v1 or hybrid host: a tmpfs with each host hierarchy
+/// bound under it (read-only when asked), as runc does without a cgroup
+/// namespace. On a unified host it is a cgroup2 mount.
+fn mount_cgroup_v1_view(
+    root: &std::os::fd::OwnedFd,
+    rootfs: &Path,
+    dest: &Path,
+    opts: &ParsedOptions,
+    shown: &str,
+) -> Result<()> {
+    let target = ensure_in_root(root, rootfs, dest, Create::Dir)?;
+    let host = Path::new("/sys/fs/cgroup");
+    let unified = nix::sys::statfs::statfs(host)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    if unified {
+        return mount(
+            Some("cgroup2"),
+            &fd_path(&target),
+            Some("cgroup2"),
+            opts.flags,
+            None::<&str>,
+        )
+        .map_err(sys("mount", format!("cgroup2 on {shown}")));
+    }
+    let ro = opts.flags.contains(MsFlags::MS_RDONLY);
+    mount(
+        Some("tmpfs"),
+        &fd_path(&target),
+        Some("tmpfs"),
+        opts.flags & !MsFlags::MS_RDONLY,
+        Some("mode=755"),
+    )
+    .map_err(sys("mount", format!("tmpfs on {shown}")))?;
+    let entries = std::fs::read_dir(host).map_err(crate::error::io("readdir", host.display()))?;
+    let mut links = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let sub = dest.join(&name);
+        let ft = match e.file_type() {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        if ft.is_symlink() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                links.push((sub, t));
+            }
+            continue;
+        }
+        if !ft.is_dir() {
+            continue;
+        }
+        let t = ensure_in_root(root, rootfs, &sub, Create::Dir)?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(&e.path()), &fd_path(&t), None::<&str>, flags, None::<&str>)
+            .map_err(sys("mount", format!("bind {} in {shown}", e.path().display())))?;
+        if ro {
+            let t = ensure_in_root(root, rootfs, &sub, Create::Nothing)?;
+            mount(
+                None::<&str>,
+                &fd_path(&t),
+                None::<&str>,
+                flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(sys("mount", format!("remount {} read-only", sub.display())))?;
+        }
+    }
+    let dir = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
+    for (sub, t) in links {
+        let name = sub.file_name().unwrap_or_default();
+        let _ = nix::unistd::symlinkat(&t, Some(std::os::fd::AsRawFd::as_raw_fd(&dir)), name);
+    }
+    if ro {
+        mount(
+            None::<&str>,
+            &fd_path(&dir),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(sys("mount", format!("remount {shown} read-only")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: &[&str]) -> ParsedOptions {
+        parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn flags_data_and_propagation() {
+        let p = opts(&["nosuid", "strictatime", "mode=755", "size=65536k"]);
+        assert_eq!(p.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(p.data, "mode=755,size=65536k");
+        let p = opts(&["rbind", "ro", "rslave"]);
+        assert_eq!(p.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        assert_eq!(p.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
+        let p = opts(&["ro", "rw"]);
+        assert!(!p.flags.contains(MsFlags::MS_RDONLY));
+    }
+}

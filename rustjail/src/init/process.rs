@@ -1,0 +1,226 @@
+//! The last steps before the user's program: limits, credentials, capabilities,
+//! seccomp, working directory, descriptors, and `execve`.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use caps::{CapSet, Capability as Cap, CapsHashSet};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{Capability, LinuxCapabilities, PosixRlimit, Process};
+
+use crate::error::{io, sys, Error, Result};
+
+/// Applies rlimits (before credentials change: raising a hard limit needs privilege).
+pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
+    for r in rlimits {
+        let name = r.typ().to_string();
+        let resource = match name.as_str() {
+            "RLIMIT_CPU" => libc::RLIMIT_CPU,
+            "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+            "RLIMIT_DATA" => libc::RLIMIT_DATA,
+            "RLIMIT_STACK" => libc::RLIMIT_STACK,
+            "RLIMIT_CORE" => libc::RLIMIT_CORE,
+            "RLIMIT_RSS" => libc::RLIMIT_RSS,
+            "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+            "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+            "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+            "RLIMIT_AS" => libc::RLIMIT_AS,
+            "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+            "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+            "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+            "RLIMIT_NICE" => libc::RLIMIT_NICE,
+            "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+            "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+            other => return Err(Error::Spec(format!("unknown rlimit {other}"))),
+        };
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        // SAFETY: setrlimit with a valid resource and a pointer to a live struct.
+        if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+            return Err(sys("setrlimit", &name)(nix::Error::last()));
+        }
+    }
+    Ok(())
+}
+
+fn cap_set(list: &Option<HashSet<Capability>>) -> Result<CapsHashSet> {
+    let mut out = CapsHashSet::new();
+    for c in list.iter().flatten() {
+        let name = format!("CAP_{c}");
+        // A capability this kernel or the caps crate does not know is skipped, as runc does.
+        if let Ok(cap) = Cap::from_str(&name) {
+            out.insert(cap);
+        }
+    }
+    Ok(out)
+}
+
+fn caps_err(what: &'static str) -> impl FnOnce(caps::errors::CapsError) -> Error {
+    move |e| Error::Init(format!("{what}: {e}"))
+}
+
+/// Drops the bounding set to what the spec allows. Must precede the uid change.
+pub fn drop_bounding(c: &Option<LinuxCapabilities>) -> Result<()> {
+    let keep = cap_set(&c.as_ref().and_then(|c| c.bounding().clone()))?;
+    for cap in caps::all() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("prctl(PR_CAPBSET_DROP)"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Switches to the process user and groups, keeping capabilities across the
+/// switch so that [`set_capabilities`] can set exactly the spec's sets.
+pub fn set_user(p: &Process) -> Result<()> {
+    let u = p.user();
+    let groups: Vec<Gid> = u
+        .additional_gids()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    // setgroups is refused in a user namespace whose setgroups file says deny.
+    match nix::unistd::setgroups(&groups) {
+        Ok(()) => {}
+        Err(nix::Error::EPERM) if groups.is_empty() => {}
+        Err(e) => return Err(sys("setgroups", format!("{groups:?}"))(e)),
+    }
+    // SAFETY: prctl with a constant option.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(sys("prctl(PR_SET_KEEPCAPS)", "1")(nix::Error::last()));
+    }
+    let gid = Gid::from_raw(u.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid", gid))?;
+    let uid = Uid::from_raw(u.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid", uid))?;
+    if let Some(mask) = u.umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    Ok(())
+}
+
+/// Sets the effective, permitted, inheritable and ambient sets. The first three
+/// go in one `capset` call: set one by one, an intermediate state (effective not
+/// within permitted) would be refused.
+pub fn set_capabilities(c: &Option<LinuxCapabilities>) -> Result<()> {
+    let get =
+        |f: fn(&LinuxCapabilities) -> &Option<HashSet<Capability>>| cap_set(&c.as_ref().and_then(|c| f(c).clone()));
+    let permitted = get(|c| c.permitted())?;
+    let effective = get(|c| c.effective())?;
+    let inheritable = get(|c| c.inheritable())?;
+    let ambient = get(|c| c.ambient())?;
+    let mask = |set: &CapsHashSet| set.iter().fold(0u64, |m, c| m | (1u64 << c.index()));
+    let (e, p, i) = (mask(&effective), mask(&permitted), mask(&inheritable));
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [
+        Data {
+            effective: e as u32,
+            permitted: p as u32,
+            inheritable: i as u32,
+        },
+        Data {
+            effective: (e >> 32) as u32,
+            permitted: (p >> 32) as u32,
+            inheritable: (i >> 32) as u32,
+        },
+    ];
+    // SAFETY: capset (_LINUX_CAPABILITY_VERSION_3) with a valid header and two data words.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } != 0 {
+        return Err(sys(
+            "capset",
+            format!("effective {e:#x} permitted {p:#x} inheritable {i:#x}"),
+        )(nix::Error::last()));
+    }
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
+    for cap in ambient {
+        // Ambient needs the cap in permitted and inheritable; skip quietly otherwise, as runc.
+        let _ = caps::raise(None, CapSet::Ambient, cap);
+    }
+    Ok(())
+}
+
+/// Finds `arg0` on the spec's PATH (or as given when it contains a '/').
+pub fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
+    let executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if arg0.contains('/') {
+        return if executable(Path::new(arg0)) {
+            Ok(PathBuf::from(arg0))
+        } else {
+            Err(Error::Init(format!("executable {arg0:?} not found or not executable")))
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(arg0);
+        if executable(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(Error::Init(format!("executable {arg0:?} not found in $PATH ({path})")))
+}
+
+/// Closes every descriptor above stderr (close_range with CLOEXEC, so a
+/// descriptor still needed until exec, like the sync socket, works until then).
+pub fn close_extra_fds() -> Result<()> {
+    // SAFETY: close_range on a valid range; CLOSE_RANGE_CLOEXEC only marks them.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        return Err(sys("close_range", "3..")(nix::Error::last()));
+    }
+    Ok(())
+}
+
+/// Replaces this process with the user's program.
+pub fn exec(program: &Path, p: &Process) -> Result<std::convert::Infallible> {
+    let cstr = |s: &[u8]| CString::new(s).map_err(|_| Error::Spec("NUL byte in args or env".into()));
+    let args = p
+        .args()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let env = p
+        .env()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|e| cstr(e.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let prog = cstr(program.as_os_str().as_bytes())?;
+    nix::unistd::execve(&prog, &args, &env).map_err(sys("execve", program.display()))
+}
+
+/// Writes the OOM score adjustment.
+pub fn set_oom_score_adj(v: i32) -> Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", v.to_string()).map_err(io("write", "/proc/self/oom_score_adj"))
+}

@@ -1,0 +1,256 @@
+//! Building the container's root: propagation, the rootfs bind, spec mounts,
+//! `/dev`, `pivot_root` (or MS_MOVE + chroot), masked and read-only paths.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Spec};
+
+use super::mounts::{mount_one, parse_options};
+use crate::error::{io, sys, Result};
+use crate::paths::{ensure_in_root, fd_path, open_in_root, open_root, Create};
+
+/// Devices every container gets (as runc): (path, major, minor).
+const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+/// Sets mount propagation, binds the rootfs onto itself and mounts every spec mount.
+pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let prop = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some(p) => parse_options(&[p.to_string()])
+            .propagation
+            .first()
+            .copied()
+            .unwrap_or(MsFlags::MS_SLAVE),
+    };
+    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("mount", "/ (rootfs propagation)"))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys("mount", format!("bind {} on itself", rootfs.display())))?;
+    let root = open_root(rootfs)?;
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        mount_one(&root, rootfs, m)?;
+    }
+    let dev_is_tmpfs = spec
+        .mounts()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"));
+    if dev_is_tmpfs {
+        for (path, major, minor) in DEFAULT_DEVICES {
+            create_device(
+                &root,
+                rootfs,
+                Path::new(path),
+                SFlag::S_IFCHR,
+                *major,
+                *minor,
+                0o666,
+                0,
+                0,
+                in_userns,
+            )?;
+        }
+        for (link, target) in [
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+            ("/dev/ptmx", "pts/ptmx"),
+        ] {
+            let dev = open_in_root(
+                &root,
+                Path::new("/dev"),
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+            )
+            .map_err(sys("openat2", rootfs.join("dev").display()))?;
+            let name = link.trim_start_matches("/dev/");
+            match nix::unistd::symlinkat(target, Some(std::os::fd::AsRawFd::as_raw_fd(&dev)), name) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => {
+                    return Err(sys(
+                        "symlinkat",
+                        format!("{} -> {target}", rootfs.join(&link[1..]).display()),
+                    )(e))
+                }
+            }
+        }
+    }
+    for d in linux.devices().as_deref().unwrap_or(&[]) {
+        spec_device(&root, rootfs, d, in_userns)?;
+    }
+    Ok(root)
+}
+
+fn spec_device(root: &OwnedFd, rootfs: &Path, d: &LinuxDevice, in_userns: bool) -> Result<()> {
+    let kind = match d.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        LinuxDeviceType::A => return Ok(()),
+    };
+    let mode = d.file_mode().unwrap_or(0o666);
+    create_device(
+        root,
+        rootfs,
+        d.path(),
+        kind,
+        d.major() as u64,
+        d.minor() as u64,
+        mode,
+        d.uid().unwrap_or(0),
+        d.gid().unwrap_or(0),
+        in_userns,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_device(
+    root: &OwnedFd,
+    rootfs: &Path,
+    path: &Path,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    in_userns: bool,
+) -> Result<()> {
+    let shown = rootfs.join(path.strip_prefix("/").unwrap_or(path));
+    if in_userns {
+        // mknod is not allowed in a user namespace: bind the host's node instead.
+        let target = ensure_in_root(root, rootfs, path, Create::File)?;
+        return mount(
+            Some(path),
+            &fd_path(&target),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("mount", format!("bind {} on {}", path.display(), shown.display())));
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let dir = ensure_in_root(root, rootfs, parent, Create::Dir)?;
+    let name = path.file_name().unwrap_or_default();
+    let full = fd_path(&dir).join(name);
+    match mknod(&full, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
+        Ok(()) => {}
+        Err(nix::Error::EEXIST) => return Ok(()),
+        Err(e) => return Err(sys("mknod", shown.display())(e)),
+    }
+    // mknod is subject to the umask: set the mode the spec asked for.
+    nix::sys::stat::fchmodat(
+        None,
+        &full,
+        Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(sys("chmod", shown.display()))?;
+    nix::unistd::chown(&full, Some(uid.into()), Some(gid.into())).map_err(sys("chown", shown.display()))
+}
+
+/// Makes `rootfs` the root: `pivot_root` and detach the old root, or with
+/// `no_pivot` (a root on initramfs, where pivot_root fails) MS_MOVE + chroot.
+pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    nix::unistd::chdir(rootfs).map_err(sys("chdir", rootfs.display()))?;
+    if no_pivot {
+        mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(sys("mount", format!("move {} to /", rootfs.display())))?;
+        nix::unistd::chroot(".").map_err(sys("chroot", rootfs.display()))?;
+    } else {
+        nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root", rootfs.display()))?;
+        // The old root is stacked under the new one at "."; keep its mounts'
+        // events away from the host, then drop it.
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("mount", "old root (make rslave)"))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(sys("umount2", "old root"))?;
+    }
+    nix::unistd::chdir("/").map_err(sys("chdir", "/"))
+}
+
+/// Masks paths (dirs get an empty read-only tmpfs, files /dev/null) and makes
+/// read-only paths read-only. Runs after entering the root; paths resolved by
+/// descriptor under "/".
+pub fn mask_and_protect(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let root = open_root(Path::new("/"))?;
+    for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
+        let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(nix::Error::ENOENT) => continue,
+            Err(e) => return Err(sys("openat2", p)(e)),
+        };
+        let target = fd_path(&fd);
+        let is_dir = std::fs::metadata(&target).map(|m| m.is_dir()).unwrap_or(false);
+        let r = if is_dir {
+            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        } else {
+            mount(Some("/dev/null"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        r.map_err(sys("mount", format!("mask {p}")))?;
+    }
+    for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
+        let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(nix::Error::ENOENT) => continue,
+            Err(e) => return Err(sys("openat2", p)(e)),
+        };
+        let target = fd_path(&fd);
+        mount(
+            Some(&target),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("mount", format!("bind {p} (read-only path)")))?;
+        let fd = open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
+        mount(
+            None::<&str>,
+            &fd_path(&fd),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("mount", format!("remount {p} read-only")))?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(sys("mount", "remount / read-only"))?;
+    }
+    for (k, v) in linux.sysctl().clone().unwrap_or_default() {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v.as_bytes()).map_err(io("write", &path))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Starting a container's init without running Rust code in a forked child.
+//!
+//! The caller may be the multi-threaded agent. `clone(2)` here only runs a few
+//! async-signal-safe syscalls in the child (dup2, sigprocmask, execveat) and then
+//! executes a sealed memfd copy of the runtime binary in its init mode, so the
+//! child never touches the parent's locks or allocator, and a container that
+//! reaches `/proc/<pid>/exe` cannot overwrite the runtime (CVE-2019-5736).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::error::{io, sys, Error, Result};
+
+/// A sealed, executable memfd holding a copy of a binary.
+pub struct SealedBinary {
+    fd: OwnedFd,
+}
+
+impl SealedBinary {
+    /// Copies `path` into a memfd and seals it against any change.
+    pub fn copy_of(path: &Path) -> Result<SealedBinary> {
+        let mut src = File::open(path).map_err(io("open", path.display()))?;
+        let name = CString::new("rustjail-init").expect("no NUL");
+        // SAFETY: memfd_create with a valid C string; the fd is owned right away.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if raw < 0 {
+            return Err(sys("memfd_create", "rustjail-init")(nix::Error::last()));
+        }
+        // SAFETY: raw is a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut dst = File::from(fd.try_clone().map_err(io("dup", "memfd"))?);
+        let mut buf = Vec::new();
+        src.read_to_end(&mut buf).map_err(io("read", path.display()))?;
+        std::io::Write::write_all(&mut dst, &buf).map_err(io("write", "memfd rustjail-init"))?;
+        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        // SAFETY: fcntl on an fd we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(sys("fcntl(F_ADD_SEALS)", "memfd rustjail-init")(nix::Error::last()));
+        }
+        Ok(SealedBinary { fd })
+    }
+
+    /// A sealed copy of the running executable.
+    pub fn current_exe() -> Result<SealedBinary> {
+        Self::copy_of(Path::new("/proc/self/exe"))
+    }
+}
+
+/// What to run in the new process.
+pub struct SpawnSpec<'a> {
+    /// The binary to execute.
+    pub binary: &'a SealedBinary,
+    /// argv, argv[0] first.
+    pub args: Vec<CString>,
+    /// Environment, `K=V`.
+    pub env: Vec<CString>,
+    /// Namespaces to create with the process.
+    pub flags: CloneFlags,
+    /// `(fd in parent, fd number in child)`; everything else is closed at exec
+    /// (the runtime's fds are close-on-exec).
+    pub fds: Vec<(RawFd, RawFd)>,
+}
+
+/// Called with the new pid before the child may exec; used to write the
+/// uid/gid maps of a new user namespace (see [`spawn_with`]).
+pub type BeforeExec<'a> = &'a dyn Fn(Pid) -> Result<()>;
+
+const CHILD_STACK: usize = 64 * 1024;
+
+struct ChildArgs {
+    go_fd: RawFd,
+    become_root: bool,
+    exe_fd: RawFd,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    fds: Vec<(RawFd, RawFd)>,
+    err_fd: RawFd,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // Only async-signal-safe syscalls from here on: this is a copy of a possibly
+    // multi-threaded process whose locks may be held by threads that do not exist here.
+    // SAFETY: `arg` points at the ChildArgs the parent built before clone; the
+    // child has its own copy of that memory.
+    let a = unsafe { &*(arg as *const ChildArgs) };
+    // SAFETY: raw syscalls with valid arguments; no allocation.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if a.go_fd >= 0 {
+            let mut b = 0u8;
+            loop {
+                let n = libc::read(a.go_fd, &mut b as *mut u8 as *mut libc::c_void, 1);
+                if n == 1 {
+                    break;
+                }
+                if n == 0 || *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(126);
+                }
+            }
+        }
+        if a.become_root {
+            // Root of the new user namespace, so that execve keeps the
+            // capabilities there. Raw syscalls: libc's wrappers would try to
+            // signal threads that do not exist in this child.
+            if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0 {
+                fail(a.err_fd);
+            }
+        }
+        for &(src, dst) in &a.fds {
+            if src == dst {
+                let flags = libc::fcntl(src, libc::F_GETFD);
+                libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(src, dst) < 0 {
+                fail(a.err_fd);
+            }
+        }
+        let empty_path = b"\0";
+        libc::syscall(
+            libc::SYS_execveat,
+            a.exe_fd,
+            empty_path.as_ptr(),
+            a.argv.as_ptr(),
+            a.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        fail(a.err_fd)
+    }
+}
+
+/// Reports errno through the close-on-exec pipe and exits. Async-signal-safe.
+unsafe fn fail(err_fd: RawFd) -> ! {
+    let e = *libc::__errno_location();
+    let b = e.to_ne_bytes();
+    libc::write(err_fd, b.as_ptr() as *const libc::c_void, 4);
+    libc::_exit(127)
+}
+
+/// Starts the process; returns its pid once `execve` has succeeded.
+pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Pid> {
+    spawn_with(spec, None)
+}
+
+/// Like [`spawn`]; with `before_exec`, the child waits until it has run (a new
+/// user namespace needs its maps written before the child executes, or the
+/// exec drops every capability), and then becomes root of its user namespace.
+pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> Result<Pid> {
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn"))?;
+    let go = match before_exec {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn go"))?),
+        None => None,
+    };
+    let mut argv: Vec<*const libc::c_char> = spec.args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let args = ChildArgs {
+        go_fd: go.as_ref().map(|(r, _)| r.as_raw_fd()).unwrap_or(-1),
+        become_root: before_exec.is_some() && spec.flags.contains(CloneFlags::CLONE_NEWUSER),
+        exe_fd: spec.binary.fd.as_raw_fd(),
+        argv,
+        envp,
+        fds: spec.fds.clone(),
+        err_fd: err_w.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: hand clone the 16-byte aligned top.
+    let top = ((stack.as_mut_ptr() as usize + CHILD_STACK) & !15) as *mut libc::c_void;
+    // SAFETY: child_main only runs async-signal-safe syscalls on its own stack;
+    // without CLONE_VM the child works on a copy of `args` and `stack`.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top,
+            spec.flags.bits() | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(sys("clone", format!("flags {:?}", spec.flags))(nix::Error::last()));
+    }
+    drop(err_w);
+    let pid = Pid::from_raw(pid);
+    if let (Some(f), Some((go_r, go_w))) = (before_exec, go) {
+        drop(go_r);
+        let ready = f(pid);
+        if let Err(e) = ready {
+            // Closing the pipe unread makes the child exit.
+            drop(go_w);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(e);
+        }
+        nix::unistd::write(&go_w, b"g").map_err(sys("write", "spawn go pipe"))?;
+    }
+    let mut buf = [0u8; 4];
+    let mut f = File::from(err_r);
+    match f.read(&mut buf) {
+        Ok(4) => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            let errno = nix::Error::from_raw(i32::from_ne_bytes(buf));
+            Err(sys("execveat", "rustjail init (sealed memfd)")(errno))
+        }
+        Ok(_) => Ok(pid),
+        Err(e) => Err(Error::Io {
+            op: "read",
+            path: "spawn error pipe".into(),
+            source: e,
+        }),
+    }
+}

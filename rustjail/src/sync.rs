@@ -1,0 +1,136 @@
+//! Messages between the runtime and a container's init over a socketpair:
+//! a 4-byte big-endian length, then JSON.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use oci_spec::runtime::{Process, Spec};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{io, Error, Result};
+
+/// Largest message accepted (a spec with many mounts stays far below).
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// What the runtime tells a new init.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// Container id.
+    pub id: String,
+    /// The runtime spec.
+    pub spec: Spec,
+    /// Absolute path of the root filesystem on the host.
+    pub rootfs: PathBuf,
+    /// Use MS_MOVE + chroot instead of pivot_root (a root on initramfs).
+    pub no_pivot: bool,
+    /// FIFO to block on until `start`; `None` runs the process at once.
+    pub exec_fifo: Option<PathBuf>,
+    /// Set for `exec`: join this running container instead of building one.
+    pub exec: Option<ExecTarget>,
+    /// Allocate a pty in the container and send its master back.
+    #[serde(default)]
+    pub console: bool,
+    /// Bundle directory (for hook state).
+    #[serde(default)]
+    pub bundle: PathBuf,
+    /// The init's pid as the runtime sees it (for hook state).
+    #[serde(default)]
+    pub host_pid: i32,
+}
+
+/// A process to start inside a running container.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecTarget {
+    /// Host pid of the container's init, whose namespaces are joined.
+    pub pid: i32,
+    /// The process to run.
+    pub process: Process,
+}
+
+/// What the runtime tells an exec'd process once it is in the container's cgroup.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Go {
+    /// Carry on to `execve`.
+    Continue,
+}
+
+/// What the init tells the runtime.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromInit {
+    /// Set up; waiting for `start` (or about to exec when there is no FIFO).
+    Created,
+    /// Setting up failed; the init exits.
+    Failed(String),
+    /// (exec) The host pid of the process that will run in the container.
+    Pid(i32),
+    /// The pty master follows as SCM_RIGHTS on a one-byte message.
+    Console,
+    /// Mounts are done, the root not yet entered: the runtime runs its
+    /// prestart and createRuntime hooks, then sends [`Go::Continue`].
+    Mounted,
+}
+
+/// Sends one message.
+pub fn send<T: Serialize>(s: &mut UnixStream, msg: &T) -> Result<()> {
+    let body = serde_json::to_vec(msg).map_err(|e| Error::Init(format!("encode message: {e}")))?;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).map_err(io("write", "init sync socket"))
+}
+
+/// Receives one message; `Ok(None)` when the peer closed without sending.
+pub fn recv<T: DeserializeOwned>(s: &mut UnixStream) -> Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io("read", "init sync socket")(e)),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(Error::Init(format!("sync message of {len} bytes is over the limit")));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).map_err(io("read", "init sync socket"))?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| Error::Init(format!("decode message: {e}")))
+}
+
+/// Sends `fd` as SCM_RIGHTS with a one-byte payload.
+pub fn send_fd(s: &UnixStream, fd: std::os::fd::RawFd) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let iov = [std::io::IoSlice::new(b"F")];
+    let fds = [fd];
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(|_| ())
+    .map_err(crate::error::sys("sendmsg", "SCM_RIGHTS"))
+}
+
+/// Receives one descriptor sent with [`send_fd`].
+pub fn recv_fd(s: &UnixStream) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(crate::error::sys("recvmsg", "SCM_RIGHTS"))?;
+    for c in msg.cmsgs().map_err(crate::error::sys("recvmsg", "control data"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us.
+                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(Error::Init("expected a descriptor (SCM_RIGHTS), got none".into()))
+}

@@ -1,0 +1,216 @@
+//! Resource limits really written and effective, through real containers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{can_run, stderr, stdout, Bundle};
+
+fn state(b: &Bundle, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&b.rustjail(&["state", id]).stdout).unwrap_or_default()
+}
+
+fn started(args: &[&str], id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Bundle {
+    let b = Bundle::new(args);
+    b.edit(edit);
+    let bundle = b.path().to_str().unwrap().to_string();
+    let out = b.rustjail(&["create", "--bundle", &bundle, id]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let out = b.rustjail(&["start", id]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    b
+}
+
+/// The container init's cgroup directory for a v1 controller.
+fn cgroup_dir(pid: i64, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == controller))
+        })
+        .unwrap_or_else(|| panic!("no {controller} in {text}"));
+    let rel = line.splitn(3, ':').nth(2).unwrap();
+    let mount = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .split(',')
+                .any(|c| c == controller)
+        })
+        .unwrap();
+    mount.join(rel.trim_start_matches('/'))
+}
+
+fn utime(pid: i64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(11).unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_limit_oom_kills() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
+    b.edit(|c| c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 32 << 20, "swap": 32 << 20}));
+    let out = b.run(&format!("oom-{}", std::process::id()));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "not OOM-killed: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // Without the limit the same process succeeds.
+    let b = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
+    let out = b.run(&format!("nooom-{}", std::process::id()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    if !can_run() {
+        return;
+    }
+    let id = format!("pids-{}", std::process::id());
+    let b = started(&["sleep", "60"], &id, |c| {
+        c["linux"]["resources"]["pids"] = serde_json::json!({"limit": 10})
+    });
+    // The shell gives up at the first fork the limit refuses; what it started stays.
+    let out = b.rustjail(&["exec", &id, "sh", "-c", "for i in $(seq 40); do sleep 30 & done"]);
+    assert!(!out.status.success(), "40 forks succeeded under pids.max 10");
+    assert!(
+        stdout(&out).contains("fork") || stderr(&out).contains("fork"),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let pids: Vec<i64> = serde_json::from_slice(&b.rustjail(&["ps", "--format", "json", &id]).stdout).unwrap();
+    assert!(
+        pids.len() <= 10 && pids.len() >= 5,
+        "{} processes with pids.max 10",
+        pids.len()
+    );
+    assert!(b.rustjail(&["delete", "--force", &id]).status.success());
+}
+
+#[test]
+fn pause_freezes_and_resume_thaws() {
+    if !can_run() {
+        return;
+    }
+    let id = format!("pause-{}", std::process::id());
+    let b = started(&["sh", "-c", "while :; do :; done"], &id, |_| {});
+    let pid = state(&b, &id)["pid"].as_i64().unwrap();
+    let out = b.rustjail(&["pause", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(state(&b, &id)["status"], "paused");
+    let t0 = utime(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(utime(pid), t0, "a paused process kept running");
+    let out = b.rustjail(&["pause", &id]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("paused"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert!(b.rustjail(&["resume", &id]).status.success());
+    assert_eq!(state(&b, &id)["status"], "running");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while utime(pid) == t0 {
+        assert!(Instant::now() < deadline, "resumed process does not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // delete --force works on a paused container too.
+    assert!(b.rustjail(&["pause", &id]).status.success());
+    let out = b.rustjail(&["delete", "--force", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn update_changes_limits_and_ps_lists_processes() {
+    if !can_run() {
+        return;
+    }
+    let id = format!("upd-{}", std::process::id());
+    let b = started(&["sh", "-c", "sleep 60 & sleep 60 & wait"], &id, |c| {
+        c["linux"]["resources"]["pids"] = serde_json::json!({"limit": 50});
+    });
+    let pid = state(&b, &id)["pid"].as_i64().unwrap();
+    let pids_dir = cgroup_dir(pid, "pids");
+    assert_eq!(std::fs::read_to_string(pids_dir.join("pids.max")).unwrap().trim(), "50");
+    let out = b.rustjail(&["update", "--pids-limit", "20", "--memory", "67108864", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(pids_dir.join("pids.max")).unwrap().trim(), "20");
+    let mem = cgroup_dir(pid, "memory");
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        "67108864"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pids: Vec<i64> = loop {
+        let p: Vec<i64> = serde_json::from_slice(&b.rustjail(&["ps", "--format", "json", &id]).stdout).unwrap();
+        if p.len() == 3 || Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert!(pids.contains(&pid));
+    let table = stdout(&b.rustjail(&["ps", &id]));
+    assert!(table.contains("sleep 60") && table.contains("PID"), "{table}");
+
+    // kill --all reaches every process, not only the init.
+    let out = b.rustjail(&["kill", "--all", &id, "KILL"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state(&b, &id)["status"] != "stopped" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(b.rustjail(&["delete", &id]).status.success());
+    assert!(!pids_dir.exists(), "cgroup {} left behind", pids_dir.display());
+}
+
+#[test]
+fn device_cgroup_denies_what_the_rules_do_not_allow() {
+    if !can_run() {
+        return;
+    }
+    // CAP_MKNOD lets the node be made; the device cgroup still refuses to open
+    // /dev/mem (1:1), while /dev/null (1:3), allowed by default, works.
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "mknod /dev/mymem c 1 1; head -c1 /dev/mymem; echo mem=$?; echo hi > /dev/null; echo null=$?",
+    ]);
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push("CAP_MKNOD".into());
+        }
+    });
+    let out = b.run(&format!("dev-{}", std::process::id()));
+    let text = stdout(&out);
+    assert!(
+        text.contains("mem=1") && text.contains("null=0"),
+        "{text} {}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,101 @@
+//! Terminals: the pty master arrives on the console socket (SCM_RIGHTS) and the
+//! process sees the slave as its controlling terminal.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use common::{can_run, stderr, Bundle};
+
+/// Accepts one connection on `path`, takes the pty master, and reads it until
+/// the slave side is gone.
+fn console_reader(path: &Path) -> JoinHandle<String> {
+    let l = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let master = rustjail::sync::recv_fd(&s).unwrap();
+        let mut f = std::fs::File::from(master);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once every slave descriptor is closed.
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
+#[test]
+fn run_with_a_terminal_sends_the_pty_master() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sh", "-c", "tty; stty size; echo done"]);
+    b.edit(|c| {
+        c["process"]["terminal"] = true.into();
+        c["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 100});
+    });
+    let sock = b.path().join("console.sock");
+    let reader = console_reader(&sock);
+    let out = b.rustjail(&[
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "tty1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = reader.join().unwrap();
+    assert!(text.contains("/dev/pts/0"), "{text:?}");
+    assert!(text.contains("40 100"), "{text:?}");
+    assert!(text.contains("done"), "{text:?}");
+}
+
+#[test]
+fn terminal_without_console_socket_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["true"]);
+    b.edit(|c| c["process"]["terminal"] = true.into());
+    let out = b.rustjail(&["create", "--bundle", b.path().to_str().unwrap(), "notty"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("console-socket"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sleep", "60"]);
+    let bundle = b.path().to_str().unwrap();
+    assert!(b.rustjail(&["create", "--bundle", bundle, "xt"]).status.success());
+    assert!(b.rustjail(&["start", "xt"]).status.success());
+    let sock = b.path().join("exec-console.sock");
+    let reader = console_reader(&sock);
+    let out = b.rustjail(&[
+        "exec",
+        "--tty",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "xt",
+        "sh",
+        "-c",
+        "tty; echo exec-done",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = reader.join().unwrap();
+    assert!(text.contains("/dev/pts/") && text.contains("exec-done"), "{text:?}");
+    assert!(b.rustjail(&["delete", "--force", "xt"]).status.success());
+}

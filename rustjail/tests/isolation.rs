@@ -1,0 +1,234 @@
+//! What a container can and cannot see or do.
+
+mod common;
+
+use common::{can_run, stderr, stdout, Bundle};
+
+fn run_sh(script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (i32, String, String) {
+    let b = Bundle::new(&["sh", "-c", script]);
+    b.edit(edit);
+    // Ids are unique: the default cgroup path is named after the id.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!(
+        "iso-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let out = b.run(&id);
+    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
+}
+
+#[test]
+fn namespaces_are_separate() {
+    if !can_run() {
+        return;
+    }
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap();
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let (code, out, err) = run_sh(
+        "echo pid=$$; hostname; readlink /proc/self/ns/uts; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; \
+         readlink /proc/self/ns/mnt; ls /sys/class/net",
+        |c| c["hostname"] = "jailed".into(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1", "{out}");
+    assert_eq!(lines[1], "jailed");
+    assert_ne!(lines[2], host_uts.to_str().unwrap());
+    assert_ne!(lines[3], host_net.to_str().unwrap());
+    // A new network namespace has only loopback.
+    assert_eq!(lines[6..].to_vec(), vec!["lo"], "{out}");
+}
+
+#[test]
+fn joins_a_namespace_given_by_path() {
+    if !can_run() {
+        return;
+    }
+    // Join this test's network namespace.
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let me = format!("/proc/{}/ns/net", std::process::id());
+    let (code, out, err) = run_sh("readlink /proc/self/ns/net", |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut() {
+            if n["type"] == "network" {
+                n["path"] = me.clone().into();
+            }
+        }
+    });
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), host_net.to_str().unwrap());
+}
+
+#[test]
+fn capabilities_are_dropped() {
+    if !can_run() {
+        return;
+    }
+    let (code, out, err) = run_sh(
+        "grep CapEff /proc/self/status; mount -t tmpfs x /mnt 2>&1; echo mount=$?",
+        |_| {},
+    );
+    assert_eq!(code, 0, "{err}");
+    let eff = out.lines().next().unwrap().split_whitespace().nth(1).unwrap();
+    let eff = u64::from_str_radix(eff, 16).unwrap();
+    const CAP_SYS_ADMIN: u64 = 21;
+    assert_eq!(eff & (1 << CAP_SYS_ADMIN), 0, "CAP_SYS_ADMIN still effective: {eff:#x}");
+    assert!(
+        out.contains("mount=1") || out.contains("mount=255"),
+        "mount succeeded without CAP_SYS_ADMIN: {out}"
+    );
+}
+
+#[test]
+fn readonly_rootfs_is_unwritable() {
+    if !can_run() {
+        return;
+    }
+    let (code, out, err) = run_sh("touch /newfile 2>&1; echo touch=$?", |c| {
+        c["root"]["readonly"] = true.into()
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Read-only file system") && out.contains("touch=1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn masked_paths_are_unreadable() {
+    if !can_run() {
+        return;
+    }
+    let (code, out, err) = run_sh(
+        "cat /proc/kcore | wc -c; ls /proc/acpi | wc -l; echo x > /proc/sys/kernel/domainname; echo w=$?",
+        |_| {},
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "/proc/kcore readable: {out}");
+    assert_eq!(lines[1].trim(), "0", "/proc/acpi not empty: {out}");
+    assert!(out.contains("w=1"), "read-only /proc/sys writable: {out}");
+}
+
+#[test]
+fn the_container_gets_no_runtime_descriptor() {
+    if !can_run() {
+        return;
+    }
+    // ls opens the directory itself as fd 3; nothing else may be there.
+    let (code, out, err) = run_sh("ls /proc/self/fd", |_| {});
+    assert_eq!(code, 0, "{err}");
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fds, vec!["0", "1", "2", "3"], "{out}");
+}
+
+#[test]
+fn init_binary_is_a_sealed_copy_that_cannot_be_overwritten() {
+    if !can_run() {
+        return;
+    }
+    // CVE-2019-5736: /proc/self/exe of the container's init (before exec) and of
+    // anything the runtime leaves must not be the runtime binary on disk. The
+    // user process replaced init, so check the runtime binary is untouched
+    // after a container tries to write through /proc/1/exe.
+    let before = std::fs::read(env!("CARGO_BIN_EXE_rustjail")).unwrap();
+    let (code, out, _) = run_sh("echo pwned > /proc/1/exe 2>&1; echo rc=$?", |_| {});
+    assert_eq!(code, 0);
+    assert!(out.contains("rc=1"), "{out}");
+    assert_eq!(std::fs::read(env!("CARGO_BIN_EXE_rustjail")).unwrap(), before);
+}
+
+#[test]
+fn symlinks_in_the_rootfs_cannot_redirect_mounts_outside() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sh", "-c", "ls /escape/tmp/pith-escape-probe && echo inside"]);
+    // rootfs/escape -> / on the host; a tmpfs mount at /escape/tmp/... must land
+    // in the rootfs, not on the host's /tmp.
+    std::os::unix::fs::symlink("/", b.rootfs().join("escape")).unwrap();
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/escape/tmp/pith-escape-probe", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]
+        }));
+    });
+    let out = b.run("esc");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !std::path::Path::new("/tmp/pith-escape-probe").exists(),
+        "mount escaped to the host's /tmp"
+    );
+    assert!(b.rootfs().join("tmp/pith-escape-probe").exists());
+}
+
+#[test]
+fn seccomp_denies_a_syscall_with_the_configured_errno() {
+    if !can_run() {
+        return;
+    }
+    for nnp in [true, false] {
+        let (code, out, err) = run_sh("mkdir /tmp/x 2>&1; echo rc=$?; echo still running", |c| {
+            c["process"]["noNewPrivileges"] = nnp.into();
+            c["linux"]["seccomp"] = serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]
+            });
+        });
+        assert_eq!(code, 0, "nnp={nnp}: {err}");
+        assert!(
+            out.contains("Function not implemented") && out.contains("rc=1"),
+            "nnp={nnp}: {out}"
+        );
+        assert!(out.contains("still running"), "{out}");
+    }
+}
+
+#[test]
+fn user_namespace_with_id_maps() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "id; cat /proc/self/uid_map; cat /proc/self/gid_map; readlink /proc/self/ns/user",
+    ]);
+    // The container's root is host uid 100000: it cannot create mount points in
+    // a rootfs owned by the host's root, so they exist beforehand (as with runc).
+    for d in ["proc", "dev", "sys"] {
+        std::fs::create_dir_all(b.rootfs().join(d)).unwrap();
+    }
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        c["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    });
+    let out = b.run("userns");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = stdout(&out);
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert!(out.starts_with("uid=0"), "{out}");
+    assert_eq!(lines[1], vec!["0", "100000", "65536"], "{out}");
+    assert_eq!(lines[2], vec!["0", "200000", "65536"], "{out}");
+    assert_ne!(
+        lines[3][0],
+        std::fs::read_link("/proc/self/ns/user").unwrap().to_str().unwrap()
+    );
+}
+
+#[test]
+fn no_pivot_uses_move_and_chroot() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sh", "-c", "ls /; cat /proc/1/comm"]);
+    let out = b.rustjail(&["run", "--no-pivot", "--bundle", b.path().to_str().unwrap(), "np"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("bin") && text.contains("proc"), "{text}");
+}
