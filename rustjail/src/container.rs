@@ -174,20 +174,35 @@ impl Runtime {
             host_pid: pid.as_raw(),
         };
         let hooks = cfg.spec.hooks().clone().unwrap_or_default();
+        let oci_version = cfg.spec.version().clone();
+        sync::send(&mut ours, &cfg)?;
+        let mut pid = pid;
+        let mut init = KillOnDrop(Some(pid));
+        guard.defuse();
+        let mut msg = recv_forwarding_console(&mut ours, opts.console_socket.as_deref())?;
+        if let Some(FromInit::Pid(p)) = msg {
+            // The init joined an existing PID namespace and forked into it; the
+            // child (ours too, by CLONE_PARENT) is the container's init now and
+            // the first process exits: reap it.
+            let _ = nix::sys::wait::waitpid(pid, None);
+            init.defuse();
+            pid = Pid::from_raw(p);
+            init = KillOnDrop(Some(pid));
+            msg = recv_forwarding_console(&mut ours, opts.console_socket.as_deref())?;
+        }
+        match msg {
+            Some(FromInit::Mounted) => {}
+            Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
+            _ => return Err(Error::Init("init exited before its mounts were done".into())),
+        }
         let hook_state = HookState {
-            oci_version: cfg.spec.version().clone(),
+            oci_version,
             id: opts.id.clone(),
             status: "creating".into(),
             pid: pid.as_raw(),
             bundle: bundle.display().to_string(),
             annotations: annotations.clone(),
         };
-        sync::send(&mut ours, &cfg)?;
-        match recv_forwarding_console(&mut ours, opts.console_socket.as_deref())? {
-            Some(FromInit::Mounted) => {}
-            Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
-            _ => return Err(Error::Init("init exited before its mounts were done".into())),
-        }
         #[allow(deprecated)]
         let prestart = hooks.prestart().clone().unwrap_or_default();
         hooks::run("prestart", &prestart, &hook_state)?;
@@ -218,7 +233,7 @@ impl Runtime {
             cgroup: Some(cgroup),
         };
         st.save(&self.root)?;
-        guard.defuse();
+        init.defuse();
         cg_guard.defuse();
         Ok(st)
     }

@@ -232,3 +232,35 @@ fn no_pivot_uses_move_and_chroot() {
     let text = stdout(&out);
     assert!(text.contains("bin") && text.contains("proc"), "{text}");
 }
+
+#[test]
+fn joins_another_containers_pid_namespace() {
+    if !can_run() {
+        return;
+    }
+    // A sandbox-wide PID namespace: the second container joins the first's.
+    let a = Bundle::new(&["sleep", "60"]);
+    let id_a = format!("pidns-a-{}", std::process::id());
+    assert!(a
+        .rustjail(&["create", "--bundle", a.path().to_str().unwrap(), &id_a])
+        .status
+        .success());
+    assert!(a.rustjail(&["start", &id_a]).status.success());
+    let s: serde_json::Value = serde_json::from_slice(&a.rustjail(&["state", &id_a]).stdout).unwrap();
+    let pid_a = s["pid"].as_i64().unwrap();
+
+    let b = Bundle::new(&["sh", "-c", "cat /proc/1/comm; echo self=$$"]);
+    b.edit(|c| {
+        for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "pid" {
+                n["path"] = format!("/proc/{pid_a}/ns/pid").into();
+            }
+        }
+    });
+    let out = b.run(&format!("pidns-b-{}", std::process::id()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("sleep\n"), "{text}");
+    assert!(!text.contains("self=1\n"), "{text}");
+    assert!(a.rustjail(&["delete", "--force", &id_a]).status.success());
+}

@@ -49,14 +49,7 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
         nix::sched::setns(fd, *flag).map_err(sys("setns", path))?;
     }
     drop(fds);
-    // SAFETY: this process is single-threaded (freshly executed), so the child may
-    // run Rust code; CLONE_PARENT makes it the runtime's child.
-    let child = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_PARENT | libc::SIGCHLD, 0, 0, 0, 0) };
-    if child < 0 {
-        return Err(sys("clone", "CLONE_PARENT")(nix::Error::last()));
-    }
-    if child > 0 {
-        sync::send(sock, &FromInit::Pid(child as i32))?;
+    if fork_to_runtime(sock)? > 0 {
         std::process::exit(0);
     }
     match sync::recv::<Go>(sock)? {
@@ -83,4 +76,20 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
         super::console::setup(sock, p)?;
     }
     finish(p, seccomp.as_ref(), &program)
+}
+
+/// Forks with CLONE_PARENT (the child becomes the runtime's child, in the PID
+/// namespace we joined) and tells the runtime the child's pid. Returns the
+/// child's pid in the parent, 0 in the child.
+pub fn fork_to_runtime(sock: &mut UnixStream) -> Result<i32> {
+    // SAFETY: this process is single-threaded (freshly executed), so the child
+    // may run Rust code.
+    let child = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_PARENT | libc::SIGCHLD, 0, 0, 0, 0) };
+    if child < 0 {
+        return Err(sys("clone", "CLONE_PARENT")(nix::Error::last()));
+    }
+    if child > 0 {
+        sync::send(sock, &FromInit::Pid(child as i32))?;
+    }
+    Ok(child as i32)
 }

@@ -79,17 +79,22 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     });
     for n in joins {
         let path = n.path().clone().unwrap_or_default();
-        if n.typ() == LinuxNamespaceType::Pid {
-            return Err(Error::Spec(format!(
-                "joining the PID namespace {} is not supported yet",
-                path.display()
-            )));
-        }
         let fd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(sys("open", path.display()))?;
         // SAFETY: a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         nix::sched::setns(&fd, clone_flag(n.typ())).map_err(sys("setns", path.display()))?;
+    }
+    // setns(CLONE_NEWPID) only moves our children: fork into the namespace, with
+    // CLONE_PARENT so the runtime is the parent and can wait for it.
+    if namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some())
+    {
+        let pid = exec::fork_to_runtime(sock)?;
+        if pid > 0 {
+            std::process::exit(0);
+        }
     }
     // The runtime placed us in the container's cgroup before sending the config,
     // so a new cgroup namespace is rooted there.
