@@ -248,8 +248,10 @@ fn run(cli: Cli) -> Result<i32> {
             if path.exists() {
                 bail!("{} exists already", path.display());
             }
-            let spec = oci_spec::runtime::Spec::default();
-            spec.save(&path).with_context(|| format!("write {}", path.display()))?;
+            let mut spec = oci_spec::runtime::Spec::default();
+            spec.set_hostname(Some("rustjail".into()));
+            let text = serde_json::to_string_pretty(&spec)?;
+            std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
             return Ok(0);
         }
         Cmd::Features => {

@@ -264,3 +264,32 @@ fn joins_another_containers_pid_namespace() {
     assert!(!text.contains("self=1\n"), "{text}");
     assert!(a.rustjail(&["delete", "--force", &id_a]).status.success());
 }
+
+#[test]
+fn a_created_containers_init_runs_from_a_sealed_memfd() {
+    if !can_run() {
+        return;
+    }
+    // CVE-2019-5736: before start, the container's init is the runtime's code.
+    // Its /proc/PID/exe must be a sealed memfd copy, not the runtime binary,
+    // and must refuse writes.
+    let b = Bundle::new(&["true"]);
+    let id = format!("memfd-{}", std::process::id());
+    assert!(b
+        .rustjail(&["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .status
+        .success());
+    let s: serde_json::Value = serde_json::from_slice(&b.rustjail(&["state", &id]).stdout).unwrap();
+    let exe = format!("/proc/{}/exe", s["pid"]);
+    let target = std::fs::read_link(&exe).unwrap();
+    assert!(
+        target.to_str().unwrap().starts_with("/memfd:rustjail-init"),
+        "{}",
+        target.display()
+    );
+    let w = std::fs::OpenOptions::new().write(true).open(&exe);
+    assert!(w.is_err(), "opened the init's executable for writing");
+    let before = std::fs::read(env!("CARGO_BIN_EXE_rustjail")).unwrap();
+    assert!(b.rustjail(&["delete", "--force", &id]).status.success());
+    assert_eq!(std::fs::read(env!("CARGO_BIN_EXE_rustjail")).unwrap(), before);
+}
