@@ -27,7 +27,7 @@ fn namespaces_are_separate() {
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let (code, out, err) = run_sh(
         "echo pid=$$; hostname; readlink /proc/self/ns/uts; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; \
-         readlink /proc/self/ns/mnt; ls /sys/class/net",
+         readlink /proc/self/ns/mnt; readlink /proc/self/ns/cgroup; grep ^0:: /proc/self/cgroup; ls /sys/class/net",
         |c| c["hostname"] = "jailed".into(),
     );
     assert_eq!(code, 0, "{err}");
@@ -36,8 +36,14 @@ fn namespaces_are_separate() {
     assert_eq!(lines[1], "jailed");
     assert_ne!(lines[2], host_uts.to_str().unwrap());
     assert_ne!(lines[3], host_net.to_str().unwrap());
+    for (i, ns) in [(4, "ipc"), (5, "mnt"), (6, "cgroup")] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(lines[i], host.to_str().unwrap(), "{ns} namespace shared with the host");
+    }
+    // The cgroup namespace is rooted at the container's own cgroup.
+    assert_eq!(lines[7], "0::/", "{out}");
     // A new network namespace has only loopback.
-    assert_eq!(lines[6..].to_vec(), vec!["lo"], "{out}");
+    assert_eq!(lines[8..].to_vec(), vec!["lo"], "{out}");
 }
 
 #[test]

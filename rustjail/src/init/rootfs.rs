@@ -135,17 +135,20 @@ fn create_device(
     in_userns: bool,
 ) -> Result<()> {
     let shown = rootfs.join(path.strip_prefix("/").unwrap_or(path));
-    if in_userns {
-        // mknod is not allowed in a user namespace: bind the host's node instead.
+    let bind_host_node = || -> Result<()> {
         let target = ensure_in_root(root, rootfs, path, Create::File)?;
-        return mount(
+        mount(
             Some(path),
             &fd_path(&target),
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(sys("mount", format!("bind {} on {}", path.display(), shown.display())));
+        .map_err(sys("mount", format!("bind {} on {}", path.display(), shown.display())))
+    };
+    if in_userns {
+        // mknod is not allowed in a user namespace: bind the host's node instead.
+        return bind_host_node();
     }
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = ensure_in_root(root, rootfs, parent, Create::Dir)?;
@@ -154,6 +157,8 @@ fn create_device(
     match mknod(&full, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
         Ok(()) => {}
         Err(nix::Error::EEXIST) => return Ok(()),
+        // Not allowed to create nodes here (no CAP_MKNOD, a nodev mount, ...).
+        Err(nix::Error::EPERM) if Path::new(path).exists() => return bind_host_node(),
         Err(e) => return Err(sys("mknod", shown.display())(e)),
     }
     // mknod is subject to the umask: set the mode the spec asked for.
