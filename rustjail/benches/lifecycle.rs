@@ -193,6 +193,9 @@ fn main() {
         }
     }
     if failures > 0 {
+        // exit() skips destructors: remove the bundle and state dirs first.
+        drop(runtimes);
+        drop(bundle);
         std::process::exit(1);
     }
 }

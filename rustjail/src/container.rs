@@ -27,7 +27,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A state directory of containers, and the binary their inits run from.
 pub struct Runtime {
     root: PathBuf,
-    binary: SealedBinary,
+    /// Made on first use: only create and exec start processes.
+    binary: std::sync::OnceLock<SealedBinary>,
 }
 
 /// Options of `create`.
@@ -50,13 +51,23 @@ impl Runtime {
         std::fs::create_dir_all(root).map_err(io("mkdir", root.display()))?;
         Ok(Runtime {
             root: root.to_path_buf(),
-            binary: SealedBinary::current_exe()?,
+            binary: std::sync::OnceLock::new(),
         })
     }
 
     /// The state directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn binary(&self) -> Result<&SealedBinary> {
+        if let Some(b) = self.binary.get() {
+            return Ok(b);
+        }
+        let b = SealedBinary::current_exe()?;
+        // A concurrent caller may have set it first; either copy is as good.
+        let _ = self.binary.set(b);
+        Ok(self.binary.get().expect("set above"))
     }
 
     /// Creates the container: its init is set up and waits for `start`.
@@ -130,7 +141,7 @@ impl Runtime {
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
         let pid = spawn_with(
             &SpawnSpec {
-                binary: &self.binary,
+                binary: self.binary()?,
                 args: vec![CString::new("rustjail").unwrap(), CString::new("init").unwrap()],
                 env: vec![CString::new(format!("{INIT_ENV}=1")).unwrap()],
                 flags,
@@ -273,7 +284,17 @@ impl Runtime {
                             "init of {id} did not take the start signal in {START_TIMEOUT:?}"
                         )));
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    // Wake as soon as the init writes; look at its liveness every 50 ms.
+                    // SAFETY: fd stays open for the duration of the poll.
+                    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let mut fds = [nix::poll::PollFd::new(bfd, nix::poll::PollFlags::POLLIN)];
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u8)) {
+                        Ok(_) | Err(nix::Error::EINTR) => {}
+                        Err(e) => {
+                            let _ = nix::unistd::close(fd);
+                            return Err(sys("poll", fifo.display())(e));
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = nix::unistd::close(fd);
@@ -344,7 +365,7 @@ impl Runtime {
         let spec = self.spec(id)?;
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", "exec sync"))?;
         let helper = spawn(&SpawnSpec {
-            binary: &self.binary,
+            binary: self.binary()?,
             args: vec![CString::new("rustjail").unwrap(), CString::new("exec").unwrap()],
             env: vec![CString::new(format!("{INIT_ENV}=1")).unwrap()],
             flags: CloneFlags::empty(),

@@ -35,9 +35,8 @@ impl SealedBinary {
         // SAFETY: raw is a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut dst = File::from(fd.try_clone().map_err(io("dup", "memfd"))?);
-        let mut buf = Vec::new();
-        src.read_to_end(&mut buf).map_err(io("read", path.display()))?;
-        std::io::Write::write_all(&mut dst, &buf).map_err(io("write", "memfd rustjail-init"))?;
+        // std's File-to-File copy uses copy_file_range/sendfile: no user-space buffer.
+        std::io::copy(&mut src, &mut dst).map_err(io("copy_file_range", format!("{} -> memfd", path.display())))?;
         let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // SAFETY: fcntl on an fd we own.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
