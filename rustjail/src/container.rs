@@ -575,19 +575,24 @@ impl Runtime {
 /// Namespaces created with the init (joined ones are entered by the init).
 fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
     let mut flags = CloneFlags::empty();
-    for n in spec
+    let namespaces = spec
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-    {
+        .unwrap_or_default();
+    // A time namespace only takes children (and clone(2) cannot make one): the
+    // init unshares it, together with a new PID namespace, and forks.
+    let late_pid = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none());
+    for n in namespaces {
         if n.path().is_some() {
             continue;
         }
         flags |= match n.typ() {
             // Unshared by the init once it is in its cgroup, so the namespace is rooted there.
-            LinuxNamespaceType::Cgroup => continue,
-            LinuxNamespaceType::Time => return Err(Error::Spec("time namespaces are not supported yet".into())),
+            LinuxNamespaceType::Cgroup | LinuxNamespaceType::Time => continue,
+            LinuxNamespaceType::Pid if late_pid => continue,
             t => CloneFlags::from_bits_truncate(t as i32),
         };
     }

@@ -50,8 +50,7 @@ pub fn features() -> Value {
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
-            // time namespaces are refused at create for now
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {
@@ -89,6 +88,5 @@ mod tests {
         let actions = f["linux"]["seccomp"]["actions"].as_array().unwrap();
         assert!(!actions.iter().any(|a| a == "SCMP_ACT_NOTIFY"));
         assert!(actions.iter().any(|a| a == "SCMP_ACT_ERRNO"));
-        assert!(!f["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n == "time"));
     }
 }

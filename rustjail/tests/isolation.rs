@@ -299,3 +299,37 @@ fn a_created_containers_init_runs_from_a_sealed_memfd() {
     assert!(b.rustjail(&["delete", "--force", &id]).status.success());
     assert_eq!(std::fs::read(env!("CARGO_BIN_EXE_rustjail")).unwrap(), before);
 }
+
+#[test]
+fn time_namespace_with_offsets() {
+    if !can_run() {
+        return;
+    }
+    // A new time namespace with the monotonic clock a day ahead.
+    let b = Bundle::new(&["sh", "-c", "echo pid=$$; readlink /proc/self/ns/time; cat /proc/uptime"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "time"}));
+        c["linux"]["timeOffsets"] = serde_json::json!({"boottime": {"secs": 86400, "nanosecs": 0}});
+    });
+    let out = b.run(&format!("time-{}", std::process::id()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "pid=1", "the process is still PID 1 of its namespace: {text}");
+    assert_ne!(
+        lines[1],
+        std::fs::read_link("/proc/self/ns/time").unwrap().to_str().unwrap()
+    );
+    let host_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let uptime: f64 = lines[2].split(' ').next().unwrap().parse().unwrap();
+    assert!(uptime - host_uptime > 86000.0, "uptime {uptime} vs host {host_uptime}");
+}

@@ -85,12 +85,36 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         nix::sched::setns(&fd, clone_flag(n.typ())).map_err(sys("setns", path.display()))?;
     }
-    // setns(CLONE_NEWPID) only moves our children: fork into the namespace, with
-    // CLONE_PARENT so the runtime is the parent and can wait for it.
-    if namespaces
+    // setns(CLONE_NEWPID), and new or joined time namespaces, only take our
+    // children: fork into them, with CLONE_PARENT so the runtime is the parent.
+    let new_time = namespaces
         .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some())
-    {
+        .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none());
+    if new_time {
+        let mut flags = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        if namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        {
+            flags |= CloneFlags::CLONE_NEWPID;
+        }
+        nix::sched::unshare(flags).map_err(sys("unshare", format!("{flags:?}")))?;
+        let offsets: String = linux
+            .time_offsets()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|(clock, o)| format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)))
+            .collect();
+        if !offsets.is_empty() {
+            std::fs::write("/proc/self/timens_offsets", &offsets)
+                .map_err(crate::error::io("write", "/proc/self/timens_offsets"))?;
+        }
+    }
+    let joins_pid_or_time = namespaces
+        .iter()
+        .any(|n| matches!(n.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) && n.path().is_some());
+    if new_time || joins_pid_or_time {
         let pid = exec::fork_to_runtime(sock)?;
         if pid > 0 {
             std::process::exit(0);
