@@ -17,14 +17,7 @@ fn container_lifecycle_on_a_unified_hierarchy() {
         return;
     }
     let b = Bundle::new(&["sleep", "60"]);
-    b.edit(|c| {
-        for set in ["bounding", "effective", "permitted"] {
-            c["process"]["capabilities"][set]
-                .as_array_mut()
-                .unwrap()
-                .push("CAP_MKNOD".into());
-        }
-    });
+    b.add_caps(&["CAP_MKNOD"]);
     let id = format!("v2-{}", std::process::id());
     let script = r#"
 set -u

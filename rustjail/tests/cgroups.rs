@@ -13,11 +13,7 @@ fn state(b: &Bundle, id: &str) -> serde_json::Value {
 fn started(args: &[&str], id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Bundle {
     let b = Bundle::new(args);
     b.edit(edit);
-    let bundle = b.path().to_str().unwrap().to_string();
-    let out = b.rustjail(&["create", "--bundle", &bundle, id]);
-    assert!(out.status.success(), "create: {}", stderr(&out));
-    let out = b.rustjail(&["start", id]);
-    assert!(out.status.success(), "start: {}", stderr(&out));
+    b.create_and_start(id);
     b
 }
 
@@ -198,14 +194,7 @@ fn device_cgroup_denies_what_the_rules_do_not_allow() {
         "-c",
         "mknod /dev/mymem c 1 1; head -c1 /dev/mymem; echo mem=$?; echo hi > /dev/null; echo null=$?",
     ]);
-    b.edit(|c| {
-        for set in ["bounding", "effective", "permitted"] {
-            c["process"]["capabilities"][set]
-                .as_array_mut()
-                .unwrap()
-                .push("CAP_MKNOD".into());
-        }
-    });
+    b.add_caps(&["CAP_MKNOD"]);
     let out = b.run(&format!("dev-{}", std::process::id()));
     let text = stdout(&out);
     assert!(

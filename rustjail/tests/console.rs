@@ -79,9 +79,7 @@ fn exec_with_a_terminal() {
         return;
     }
     let b = Bundle::new(&["sleep", "60"]);
-    let bundle = b.path().to_str().unwrap();
-    assert!(b.rustjail(&["create", "--bundle", bundle, "xt"]).status.success());
-    assert!(b.rustjail(&["start", "xt"]).status.success());
+    b.create_and_start("xt");
     let sock = b.path().join("exec-console.sock");
     let reader = console_reader(&sock);
     let out = b.rustjail(&[

@@ -120,9 +120,7 @@ fn delete_force_kills_a_running_container() {
         return;
     }
     let b = Bundle::new(&["sleep", "60"]);
-    let bundle = b.path().to_str().unwrap();
-    assert!(b.rustjail(&["create", "--bundle", bundle, "f1"]).status.success());
-    assert!(b.rustjail(&["start", "f1"]).status.success());
+    b.create_and_start("f1");
     let out = b.rustjail(&["delete", "--force", "f1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let list = stdout(&b.rustjail(&["list"]));
@@ -170,9 +168,7 @@ fn exec_joins_the_running_containers_namespaces() {
     }
     let b = Bundle::new(&["sleep", "60"]);
     b.edit(|c| c["hostname"] = "exec-host".into());
-    let bundle = b.path().to_str().unwrap();
-    assert!(b.rustjail(&["create", "--bundle", bundle, "x1"]).status.success());
-    assert!(b.rustjail(&["start", "x1"]).status.success());
+    b.create_and_start("x1");
     let s: serde_json::Value = serde_json::from_slice(&b.rustjail(&["state", "x1"]).stdout).unwrap();
     let pid = s["pid"].as_i64().unwrap();
     let ns = |name: &str| {

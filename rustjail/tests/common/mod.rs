@@ -92,6 +92,24 @@ impl Bundle {
         }
     }
 
+    /// Adds capabilities to the bounding, effective and permitted sets.
+    pub fn add_caps(&self, caps: &[&str]) {
+        self.edit(|c| {
+            for set in ["bounding", "effective", "permitted"] {
+                let list = c["process"]["capabilities"][set].as_array_mut().unwrap();
+                list.extend(caps.iter().map(|cap| serde_json::Value::from(*cap)));
+            }
+        });
+    }
+
+    /// `create` then `start` container `id`; panics with rustjail's stderr on failure.
+    pub fn create_and_start(&self, id: &str) {
+        let out = self.rustjail(&["create", "--bundle", self.path().to_str().unwrap(), id]);
+        assert!(out.status.success(), "create {id}: {}", stderr(&out));
+        let out = self.rustjail(&["start", id]);
+        assert!(out.status.success(), "start {id}: {}", stderr(&out));
+    }
+
     /// `rustjail run` of this bundle as container `id`.
     pub fn run(&self, id: &str) -> Output {
         self.rustjail(&["run", "--bundle", self.path().to_str().unwrap(), id])
