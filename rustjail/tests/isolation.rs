@@ -333,3 +333,44 @@ fn time_namespace_with_offsets() {
     let uptime: f64 = lines[2].split(' ').next().unwrap().parse().unwrap();
     assert!(uptime - host_uptime > 86000.0, "uptime {uptime} vs host {host_uptime}");
 }
+
+#[test]
+fn process_user_groups_umask_rlimits_oom_sysctl_domainname() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "id; umask; ulimit -n; cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; \
+         cat /proc/sys/kernel/domainname; pwd",
+    ]);
+    b.edit(|c| {
+        c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
+        c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]);
+        c["process"]["oomScoreAdj"] = 345.into();
+        c["process"]["cwd"] = "/proc".into();
+        c["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        c["domainname"] = "example.test".into();
+    });
+    let out = b.run(&format!("attrs-{}", std::process::id()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "uid=1000 gid=1000 groups=10,20", "{text}");
+    assert_eq!(lines[1], "0077", "{text}");
+    assert_eq!(lines[2], "123", "{text}");
+    assert_eq!(lines[3], "345", "{text}");
+    assert_eq!(lines[4], "1", "{text}");
+    assert_eq!(lines[5], "example.test", "{text}");
+    assert_eq!(lines[6], "/proc", "{text}");
+
+    let b = Bundle::new(&["true"]);
+    b.edit(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel/../../etc/x": "1"}));
+    let out = b.run(&format!("badsysctl-{}", std::process::id()));
+    assert!(
+        !out.status.success() && stderr(&out).contains("invalid sysctl name"),
+        "{}",
+        stderr(&out)
+    );
+}

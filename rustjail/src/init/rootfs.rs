@@ -202,6 +202,14 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
 /// descriptor under "/".
 pub fn mask_and_protect(spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
+    // Sysctls first: /proc/sys is usually among the read-only paths.
+    for (k, v) in linux.sysctl().clone().unwrap_or_default() {
+        if k.contains('/') || k.split('.').any(|c| c.is_empty() || c == "..") {
+            return Err(crate::error::Error::Spec(format!("invalid sysctl name {k:?}")));
+        }
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v.as_bytes()).map_err(io("write", &path))?;
+    }
     let root = open_root(Path::new("/"))?;
     for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
         let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
@@ -252,10 +260,6 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
             None::<&str>,
         )
         .map_err(sys("mount", "remount / read-only"))?;
-    }
-    for (k, v) in linux.sysctl().clone().unwrap_or_default() {
-        let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        std::fs::write(&path, v.as_bytes()).map_err(io("write", &path))?;
     }
     Ok(())
 }
