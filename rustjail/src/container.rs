@@ -2,7 +2,7 @@
 //! with runc's semantics.
 
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,6 +42,19 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Where to send the pty master when the process has a terminal.
     pub console_socket: Option<PathBuf>,
+    /// stdin, stdout, stderr of the container's process; `None` inherits the caller's.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
+}
+
+/// Options of `exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The process to start.
+    pub process: Process,
+    /// Where to send the pty master when the process has a terminal.
+    pub console_socket: Option<PathBuf>,
+    /// stdin, stdout, stderr of the process; `None` inherits the caller's.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 impl Runtime {
@@ -53,6 +66,14 @@ impl Runtime {
             root: root.to_path_buf(),
             binary: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A runtime whose inits run from a sealed copy of `binary`, a program that
+    /// calls [`crate::init::run_if_init`] first (e.g. the `rustjail` command).
+    pub fn with_binary(root: &Path, binary: &Path) -> Result<Runtime> {
+        let rt = Runtime::new(root)?;
+        let _ = rt.binary.set(SealedBinary::copy_of(binary)?);
+        Ok(rt)
     }
 
     /// The state directory.
@@ -145,7 +166,7 @@ impl Runtime {
                 args: vec![CString::new("rustjail").unwrap(), CString::new("init").unwrap()],
                 env: vec![CString::new(format!("{INIT_ENV}=1")).unwrap()],
                 flags,
-                fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
+                fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], opts.stdio),
             },
             if userns { Some(&maps) } else { None },
         )?;
@@ -348,7 +369,13 @@ impl Runtime {
 
     /// Starts `process` inside the running (or created) container; returns its
     /// host pid. The process is a child of the calling process.
-    pub fn exec(&self, id: &str, process: Process, console_socket: Option<&Path>) -> Result<Pid> {
+    pub fn exec(&self, id: &str, opts: ExecOptions) -> Result<Pid> {
+        let ExecOptions {
+            process,
+            console_socket,
+            stdio,
+        } = opts;
+        let console_socket = console_socket.as_deref();
         if process.terminal().unwrap_or(false) != console_socket.is_some() {
             return Err(Error::Spec(
                 "a terminal needs a console socket, and a console socket a terminal".into(),
@@ -369,7 +396,7 @@ impl Runtime {
             args: vec![CString::new("rustjail").unwrap(), CString::new("exec").unwrap()],
             env: vec![CString::new(format!("{INIT_ENV}=1")).unwrap()],
             flags: CloneFlags::empty(),
-            fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
+            fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio),
         })?;
         drop(theirs);
         let _reap = KillOnDrop(Some(helper));
@@ -570,6 +597,14 @@ impl Runtime {
         out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         Ok(out)
     }
+}
+
+/// Adds `stdio` as the child's fds 0, 1 and 2.
+fn with_stdio(mut fds: Vec<(RawFd, RawFd)>, stdio: Option<[RawFd; 3]>) -> Vec<(RawFd, RawFd)> {
+    if let Some(s) = stdio {
+        fds.extend(s.iter().enumerate().map(|(i, &fd)| (fd, i as RawFd)));
+    }
+    fds
 }
 
 /// Namespaces created with the init (joined ones are entered by the init).

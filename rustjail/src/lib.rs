@@ -16,6 +16,6 @@ pub mod spawn;
 pub mod state;
 pub mod sync;
 
-pub use container::{CreateOptions, Runtime};
+pub use container::{CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};
 pub use state::{State, Status};

@@ -219,6 +219,7 @@ fn create(rt: &Runtime, a: &CreateArgs) -> Result<i32> {
         bundle: a.bundle.clone(),
         no_pivot: a.no_pivot,
         console_socket: a.console_socket.clone(),
+        stdio: None,
     })?;
     if let Some(p) = &a.pid_file {
         std::fs::write(p, st.pid.to_string()).with_context(|| format!("write pid file {}", p.display()))?;
@@ -383,7 +384,14 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
             p
         }
     };
-    let pid = rt.exec(&a.id, process, a.console_socket.as_deref())?;
+    let pid = rt.exec(
+        &a.id,
+        rustjail::ExecOptions {
+            process,
+            console_socket: a.console_socket.clone(),
+            stdio: None,
+        },
+    )?;
     if let Some(p) = &a.pid_file {
         std::fs::write(p, pid.to_string()).with_context(|| format!("write pid file {}", p.display()))?;
     }

@@ -156,6 +156,23 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn go"))?),
         None => None,
     };
+    // Move every source above the destinations (0..=3), so that the child's
+    // dup2 calls cannot overwrite a source still to be copied.
+    let mut high = Vec::new();
+    for &(src, _) in &spec.fds {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller owns; the copy is ours.
+        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64) };
+        if fd < 0 {
+            return Err(sys("fcntl(F_DUPFD_CLOEXEC)", format!("fd {src}"))(nix::Error::last()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        high.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let fds: Vec<(RawFd, RawFd)> = high
+        .iter()
+        .zip(&spec.fds)
+        .map(|(h, &(_, dst))| (h.as_raw_fd(), dst))
+        .collect();
     let mut argv: Vec<*const libc::c_char> = spec.args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|a| a.as_ptr()).collect();
@@ -166,7 +183,7 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         exe_fd: spec.binary.fd.as_raw_fd(),
         argv,
         envp,
-        fds: spec.fds.clone(),
+        fds,
         err_fd: err_w.as_raw_fd(),
     };
     let mut stack = vec![0u8; CHILD_STACK];
