@@ -7,6 +7,7 @@ pub mod addr;
 pub mod client;
 pub mod config;
 pub mod logging;
+pub mod reaper;
 pub mod rpc;
 pub mod server;
 pub mod session;

@@ -108,6 +108,21 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, log: &slog::Logger) -> Result
     let dispatcher = Dispatcher::new(rpc::services(ctx, log));
     let server = Server::start(listeners, dispatcher, log);
 
+    // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
+    // reap them so they do not pile up as zombies.
+    if !init_mode {
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            warn!(
+                log,
+                "prctl(PR_SET_CHILD_SUBREAPER): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let reaper = pith_agent::reaper::Reaper::new();
+    let _reaping = reaper.spawn_on_sigchld().context("install SIGCHLD handler")?;
+
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
