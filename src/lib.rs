@@ -10,6 +10,7 @@ pub mod logging;
 pub mod oci_convert;
 pub mod reaper;
 pub mod rpc;
+pub mod sandbox;
 pub mod server;
 pub mod session;
 

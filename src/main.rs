@@ -9,6 +9,7 @@ use clap::Parser;
 use slog::{error, info, warn};
 
 use pith_agent::config::{self, AgentConfig, FlagOverrides, Sources};
+use pith_agent::sandbox::Sandbox;
 use pith_agent::server::{dispatch::Dispatcher, Listener, Server};
 use pith_agent::session::AgentContext;
 use pith_agent::{logging, rpc, AGENT_VERSION};
@@ -43,9 +44,15 @@ struct Args {
     /// Kernel log device to use with --kmsg.
     #[arg(long, value_name = "FILE", default_value = "/dev/kmsg")]
     kmsg_path: PathBuf,
+    /// Directory for container state and bundles.
+    #[arg(long, value_name = "DIR", default_value = "/run/pith")]
+    state_dir: PathBuf,
 }
 
 fn main() {
+    // In a container's init (the agent starts them from a sealed copy of itself)
+    // this never returns.
+    rustjail::init::run_if_init();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");
@@ -90,14 +97,14 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let result = rt.block_on(serve(&cfg, init_mode, &log));
+    let result = rt.block_on(serve(&cfg, init_mode, &args.state_dir, &log));
     if let Err(e) = &result {
         error!(log, "agent failed: {e:#}");
     }
     result
 }
 
-async fn serve(cfg: &AgentConfig, init_mode: bool, log: &slog::Logger) -> Result<()> {
+async fn serve(cfg: &AgentConfig, init_mode: bool, state_dir: &std::path::Path, log: &slog::Logger) -> Result<()> {
     let listeners = cfg
         .server_addrs
         .iter()
@@ -105,7 +112,10 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, log: &slog::Logger) -> Result
         .collect::<Result<Vec<_>>>()?;
     let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
     let ctx = Arc::new(AgentContext::new(listen, init_mode));
-    let dispatcher = Dispatcher::new(rpc::services(ctx, log));
+    let reaper = pith_agent::reaper::Reaper::new();
+    let sandbox = Sandbox::new(state_dir.to_path_buf(), reaper.clone(), cfg.container_pipe_size)
+        .with_context(|| format!("set up container state in {}", state_dir.display()))?;
+    let dispatcher = Dispatcher::new(rpc::services(ctx, Arc::new(sandbox), log));
     let server = Server::start(listeners, dispatcher, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
@@ -120,7 +130,6 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, log: &slog::Logger) -> Result
             );
         }
     }
-    let reaper = pith_agent::reaper::Reaper::new();
     let _reaping = reaper.spawn_on_sigchld().context("install SIGCHLD handler")?;
 
     use tokio::signal::unix::{signal, SignalKind};

@@ -71,15 +71,11 @@ fn call_takes_json_inline_from_stdin_and_from_a_file() {
 #[test]
 fn call_reports_status_errors_and_bad_json() {
     let agent = Agent::start(&[]);
-    let out = pithctl(
-        &agent,
-        &["call", "CreateContainer", r#"{"containerId":"c1","execId":"c1"}"#],
-        None,
-    );
+    let out = pithctl(&agent, &["call", "CreateSandbox", r#"{"hostname":"h1"}"#], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/CreateContainer"),
+        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/CreateSandbox"),
         "{err}"
     );
 

@@ -104,15 +104,33 @@ async fn every_agent_service_method_answers_unimplemented_by_name() {
         .services()
         .find(|s| s.proto().name() == "AgentService")
         .expect("AgentService declared");
+    // Served for real (tests/containers.rs); everything else is not yet.
+    const IMPLEMENTED: &[&str] = &[
+        "CreateContainer",
+        "StartContainer",
+        "RemoveContainer",
+        "ExecProcess",
+        "SignalProcess",
+        "WaitProcess",
+        "WriteStdin",
+        "ReadStdout",
+        "ReadStderr",
+        "CloseStdin",
+    ];
     let mut n = 0;
     for m in service.methods() {
         let name = m.proto().name().to_string();
+        if IMPLEMENTED.contains(&name.as_str()) {
+            let (code, msg) = call_raw(&c, "grpc.AgentService", &name, Vec::new()).await.unwrap_err();
+            assert_ne!(code, Code::UNIMPLEMENTED, "{name}: {msg}");
+            continue;
+        }
         let (code, msg) = call_raw(&c, "grpc.AgentService", &name, Vec::new()).await.unwrap_err();
         assert_eq!(code, Code::UNIMPLEMENTED, "{name}: {msg}");
         assert!(msg.contains(&format!("grpc.AgentService/{name}")), "{name}: {msg}");
         n += 1;
     }
-    assert!(n >= 40, "only {n} methods declared");
+    assert!(n >= 30, "only {n} unimplemented methods checked");
     assert_eq!(check(&c).await, ServingStatus::SERVING);
 }
 

@@ -2,7 +2,136 @@
 //! not overridden here answer `UNIMPLEMENTED` naming the method (see
 //! `server::dispatch`). Later capabilities override them one by one.
 
-/// Serves `grpc.AgentService`.
-pub struct AgentServiceImpl;
+use std::sync::Arc;
+use std::time::Duration;
 
-impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {}
+use async_trait::async_trait;
+use protobuf::well_known_types::empty::Empty;
+use protocols::agent::*;
+use ttrpc::r#async::TtrpcContext;
+
+use super::status;
+use crate::oci_convert;
+use crate::sandbox::{Sandbox, SandboxError};
+
+/// Serves `grpc.AgentService`.
+pub struct AgentServiceImpl {
+    sandbox: Arc<Sandbox>,
+}
+
+impl AgentServiceImpl {
+    /// A service over `sandbox`.
+    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+        AgentServiceImpl { sandbox }
+    }
+}
+
+fn rpc_err(e: SandboxError) -> ttrpc::Error {
+    let code = match &e {
+        SandboxError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
+        SandboxError::NotFound(_) => ttrpc::Code::NOT_FOUND,
+        SandboxError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
+        SandboxError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
+        SandboxError::Internal(_) => ttrpc::Code::INTERNAL,
+    };
+    status(code, e)
+}
+
+fn convert_err(e: oci_convert::ConvertError) -> ttrpc::Error {
+    status(ttrpc::Code::INVALID_ARGUMENT, format!("OCI spec: {e}"))
+}
+
+#[async_trait]
+impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
+    async fn create_container(&self, _ctx: &TtrpcContext, req: CreateContainerRequest) -> ttrpc::Result<Empty> {
+        let spec = req
+            .OCI
+            .as_ref()
+            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "CreateContainer without OCI spec"))?;
+        let spec = oci_convert::to_oci(spec).map_err(convert_err)?;
+        self.sandbox
+            .create_container(&req.container_id, &req.exec_id, spec)
+            .await
+            .map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn start_container(&self, _ctx: &TtrpcContext, req: StartContainerRequest) -> ttrpc::Result<Empty> {
+        self.sandbox.start_container(&req.container_id).await.map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn remove_container(&self, _ctx: &TtrpcContext, req: RemoveContainerRequest) -> ttrpc::Result<Empty> {
+        let timeout = Duration::from_secs(req.timeout as u64);
+        self.sandbox
+            .remove_container(&req.container_id, timeout)
+            .await
+            .map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn exec_process(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let p = req
+            .process
+            .as_ref()
+            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "ExecProcess without process"))?;
+        let mut wrapper = protocols::oci::Spec::new();
+        wrapper.Process = protobuf::MessageField::some(p.clone());
+        let process = oci_convert::to_oci(&wrapper)
+            .map_err(convert_err)?
+            .process()
+            .clone()
+            .unwrap_or_default();
+        self.sandbox
+            .exec_process(&req.container_id, &req.exec_id, process)
+            .await
+            .map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn signal_process(&self, _ctx: &TtrpcContext, req: SignalProcessRequest) -> ttrpc::Result<Empty> {
+        self.sandbox
+            .signal(&req.container_id, &req.exec_id, req.signal)
+            .map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn wait_process(&self, _ctx: &TtrpcContext, req: WaitProcessRequest) -> ttrpc::Result<WaitProcessResponse> {
+        let exit = self
+            .sandbox
+            .wait(&req.container_id, &req.exec_id)
+            .await
+            .map_err(rpc_err)?;
+        let mut r = WaitProcessResponse::new();
+        r.status = exit.status();
+        Ok(r)
+    }
+
+    async fn write_stdin(&self, _ctx: &TtrpcContext, req: WriteStreamRequest) -> ttrpc::Result<WriteStreamResponse> {
+        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
+        let n = p.write_stdin(&req.data).await.map_err(rpc_err)?;
+        let mut r = WriteStreamResponse::new();
+        r.len = n as u32;
+        Ok(r)
+    }
+
+    async fn read_stdout(&self, _ctx: &TtrpcContext, req: ReadStreamRequest) -> ttrpc::Result<ReadStreamResponse> {
+        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
+        let mut r = ReadStreamResponse::new();
+        r.data = p.stdout.read(req.len as usize, "stdout").await.map_err(rpc_err)?;
+        Ok(r)
+    }
+
+    async fn read_stderr(&self, _ctx: &TtrpcContext, req: ReadStreamRequest) -> ttrpc::Result<ReadStreamResponse> {
+        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
+        let mut r = ReadStreamResponse::new();
+        r.data = p.stderr.read(req.len as usize, "stderr").await.map_err(rpc_err)?;
+        Ok(r)
+    }
+
+    async fn close_stdin(&self, _ctx: &TtrpcContext, req: CloseStdinRequest) -> ttrpc::Result<Empty> {
+        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
+        p.close_stdin().await;
+        Ok(Empty::new())
+    }
+}

@@ -15,11 +15,15 @@ use ttrpc::r#async::Service;
 use crate::session::AgentContext;
 
 /// Every service, keyed by fully qualified name, ready for the dispatcher.
-pub fn services(ctx: Arc<AgentContext>, log: &Logger) -> HashMap<String, Service> {
+pub fn services(
+    ctx: Arc<AgentContext>,
+    sandbox: Arc<crate::sandbox::Sandbox>,
+    log: &Logger,
+) -> HashMap<String, Service> {
     let mut all = HashMap::new();
     all.extend(protocols::health_ttrpc::create_health(Arc::new(health::HealthService)));
     all.extend(protocols::agent_ttrpc::create_agent_service(Arc::new(
-        agent::AgentServiceImpl,
+        agent::AgentServiceImpl::new(sandbox),
     )));
     all.extend(protocols::pith_ttrpc::create_negotiation(Arc::new(
         negotiation::NegotiationService::new(ctx.clone(), log),

@@ -42,6 +42,8 @@ impl Agent {
             .arg(format!("unix://{}", sock.display()))
             .arg("--cmdline")
             .arg(&cmdline)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .args(extra)
             .env_remove("PITH_AGENT_SERVER_ADDR")
             .env_remove("KATA_AGENT_SERVER_ADDR")
@@ -183,4 +185,26 @@ pub async fn call<Req: Message, Resp: Message>(
 /// Path of a file under `tests/fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+/// A busybox root filesystem (Debian's busybox-static) under `dir`; returns its path.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (apt-get install busybox-static)");
+    for tool in ["sh", "echo", "cat", "sleep", "true", "head", "wc", "md5sum", "hostname"] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    root
+}
+
+/// Whether whole-container tests can run (they need root).
+pub fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("SKIPPED {what}: containers need root");
+        false
+    }
 }
