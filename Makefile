@@ -8,7 +8,9 @@ CARGO        ?= cargo
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 RUN_SOCK     ?= /tmp/pith-agent.sock
 MUSL_TARGET  := x86_64-unknown-linux-musl
-STATIC_BIN   := target/$(MUSL_TARGET)/release/pith-agent
+STATIC_BIN   := target/$(MUSL_TARGET)/guest/pith-agent
+# Non-PIE static executable for the guest: no start-up relocations.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
 .PHONY: all build run test lint unit bench static toolchain clean test-deps
 
@@ -46,12 +48,12 @@ unit: toolchain test-deps
 # Static agent for the guest image: musl, size-tuned release profile.
 static: toolchain
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
-	$(CARGO) build --release --target $(MUSL_TARGET) --bin pith-agent
+	$(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent
 	@ls -l $(STATIC_BIN)
 
 bench: toolchain
 	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \
-	  $(CARGO) build --release --target $(MUSL_TARGET) --bin pith-agent && musl=1; \
+	  $(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent && musl=1; \
 	else echo "NOTE: $(MUSL_TARGET) target unavailable; measuring the gnu build only"; fi; \
 	$(CARGO) build --release --bin pith-agent; \
 	echo "== stripped release binary size"; \
