@@ -65,6 +65,8 @@ pub struct Sandbox {
     reaper: Reaper,
     pipe_size: u32,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Ids being created, so that two requests for one id cannot both proceed.
+    creating: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +116,7 @@ impl Sandbox {
             reaper,
             pipe_size,
             containers: Mutex::new(HashMap::new()),
+            creating: Mutex::new(Default::default()),
         })
     }
 
@@ -146,9 +149,20 @@ impl Sandbox {
         spec: oci_spec::runtime::Spec,
     ) -> Result<(), SandboxError> {
         rustjail::state::validate_id(id)?;
-        if lock(&self.containers).contains_key(id) {
+        if lock(&self.containers).contains_key(id) || !lock(&self.creating).insert(id.to_string()) {
             return Err(SandboxError::AlreadyExists(format!("container {id:?} already exists")));
         }
+        let result = self.create_reserved(id, exec_id, spec).await;
+        lock(&self.creating).remove(id);
+        result
+    }
+
+    async fn create_reserved(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec: oci_spec::runtime::Spec,
+    ) -> Result<(), SandboxError> {
         if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
             return Err(SandboxError::InvalidArgument(
                 "terminals are not supported by this agent yet".into(),
