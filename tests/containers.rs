@@ -210,3 +210,51 @@ async fn bad_requests_get_clear_errors_and_others_keep_running() {
     let _: Empty = call(&c, SVC, "SignalProcess", &probe).await.unwrap();
     remove(&c, &keeper).await;
 }
+
+#[tokio::test]
+async fn hooks_run_by_the_agent_report_their_status() {
+    if !root_or_skip("hooks_run_by_the_agent_report_their_status") {
+        return;
+    }
+    // The agent reaps every child; hook statuses must still reach rustjail.
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hooks.log");
+    let hook = |name: &str| {
+        let mut h = protocols::oci::Hook::new();
+        h.Path = "/bin/sh".into();
+        h.Args = vec!["sh".into(), "-c".into(), format!("echo {name} >> {}", log.display())];
+        h
+    };
+    let id = unique("hooked");
+    let mut req = create_req(&dir.path().join("a"), &id, &["true"]);
+    let mut hooks = protocols::oci::Hooks::new();
+    hooks.CreateRuntime = vec![hook("createRuntime")];
+    hooks.Poststart = vec![hook("poststart")];
+    hooks.Poststop = vec![hook("poststop")];
+    req.OCI.as_mut().unwrap().Hooks = protobuf::MessageField::some(hooks);
+    let _: Empty = call(&c, SVC, "CreateContainer", &req).await.unwrap();
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.clone();
+    let _: Empty = call(&c, SVC, "StartContainer", &s).await.unwrap();
+    assert_eq!(wait(&c, &id, &id).await.unwrap(), 0);
+    remove(&c, &id).await;
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "createRuntime\npoststart\npoststop\n"
+    );
+
+    let mut req = create_req(&dir.path().join("b"), &unique("badhook"), &["true"]);
+    let mut hooks = protocols::oci::Hooks::new();
+    let mut h = protocols::oci::Hook::new();
+    h.Path = "/bin/false".into();
+    h.Args = vec!["false".into()];
+    hooks.CreateRuntime = vec![h];
+    req.OCI.as_mut().unwrap().Hooks = protobuf::MessageField::some(hooks);
+    let (_, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &req).await.unwrap_err();
+    assert!(
+        msg.contains("createRuntime hook /bin/false failed: exit status: 1"),
+        "{msg}"
+    );
+}

@@ -29,6 +29,8 @@ pub struct Runtime {
     root: PathBuf,
     /// Made on first use: only create and exec start processes.
     binary: std::sync::OnceLock<SealedBinary>,
+    /// Collects hook statuses when the embedding program reaps children itself.
+    waiter: Option<hooks::ChildWaiter>,
 }
 
 /// Options of `create`.
@@ -65,6 +67,7 @@ impl Runtime {
         Ok(Runtime {
             root: root.to_path_buf(),
             binary: std::sync::OnceLock::new(),
+            waiter: None,
         })
     }
 
@@ -79,6 +82,12 @@ impl Runtime {
     /// The state directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Lets hooks run by this runtime (prestart, createRuntime, poststart,
+    /// poststop) report through `waiter` rather than `waitpid`.
+    pub fn set_child_waiter(&mut self, waiter: hooks::ChildWaiter) {
+        self.waiter = Some(waiter);
     }
 
     fn binary(&self) -> Result<&SealedBinary> {
@@ -237,11 +246,12 @@ impl Runtime {
         };
         #[allow(deprecated)]
         let prestart = hooks.prestart().clone().unwrap_or_default();
-        hooks::run("prestart", &prestart, &hook_state)?;
-        hooks::run(
+        hooks::run_with("prestart", &prestart, &hook_state, self.waiter.as_ref())?;
+        hooks::run_with(
             "createRuntime",
             hooks.create_runtime().as_deref().unwrap_or(&[]),
             &hook_state,
+            self.waiter.as_ref(),
         )?;
         sync::send(&mut ours, &Go::Continue)?;
         match recv_forwarding_console(&mut ours, opts.console_socket.as_deref())? {
@@ -328,13 +338,16 @@ impl Runtime {
         let spec = self.spec(id)?;
         let hooks = spec.hooks().clone().unwrap_or_default();
         let state = self.hook_state(&st, &spec, "running");
-        Ok(
-            hooks::run("poststart", hooks.poststart().as_deref().unwrap_or(&[]), &state)
-                .err()
-                .map(|e| e.to_string())
-                .into_iter()
-                .collect(),
+        Ok(hooks::run_with(
+            "poststart",
+            hooks.poststart().as_deref().unwrap_or(&[]),
+            &state,
+            self.waiter.as_ref(),
         )
+        .err()
+        .map(|e| e.to_string())
+        .into_iter()
+        .collect())
     }
 
     fn hook_state(&self, st: &State, spec: &Spec, status: &str) -> HookState {
@@ -493,13 +506,16 @@ impl Runtime {
         let Some(spec) = spec else { return Ok(Vec::new()) };
         let hooks = spec.hooks().clone().unwrap_or_default();
         let state = self.hook_state(&st, &spec, "stopped");
-        Ok(
-            hooks::run("poststop", hooks.poststop().as_deref().unwrap_or(&[]), &state)
-                .err()
-                .map(|e| e.to_string())
-                .into_iter()
-                .collect(),
+        Ok(hooks::run_with(
+            "poststop",
+            hooks.poststop().as_deref().unwrap_or(&[]),
+            &state,
+            self.waiter.as_ref(),
         )
+        .err()
+        .map(|e| e.to_string())
+        .into_iter()
+        .collect())
     }
 
     fn cgroup_of(&self, id: &str) -> Result<(State, Status, Manager)> {

@@ -28,16 +28,36 @@ pub struct HookState {
     pub annotations: std::collections::HashMap<String, String>,
 }
 
+/// How a hook ended, as a [`ChildWaiter`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookExit {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Waits up to the timeout (`None`: for ever) for child `pid` to end; `None`
+/// when the time ran out. A program that reaps all its children itself (the
+/// agent, as PID 1 or subreaper) installs one with
+/// [`crate::Runtime::set_child_waiter`], so that hook statuses reach rustjail.
+pub type ChildWaiter = std::sync::Arc<dyn Fn(i32, Option<Duration>) -> Option<HookExit> + Send + Sync>;
+
 /// Runs `hooks` in order; the first that fails or times out stops the rest.
 pub fn run(kind: &str, hooks: &[Hook], state: &HookState) -> Result<()> {
+    run_with(kind, hooks, state, None)
+}
+
+/// [`run`], collecting the hooks' statuses through `waiter` when given.
+pub fn run_with(kind: &str, hooks: &[Hook], state: &HookState, waiter: Option<&ChildWaiter>) -> Result<()> {
     let input = serde_json::to_vec(state).map_err(|e| Error::Hook(format!("encode hook state: {e}")))?;
     for h in hooks {
-        run_one(kind, h, &input)?;
+        run_one(kind, h, &input, waiter)?;
     }
     Ok(())
 }
 
-fn run_one(kind: &str, h: &Hook, input: &[u8]) -> Result<()> {
+fn run_one(kind: &str, h: &Hook, input: &[u8], waiter: Option<&ChildWaiter>) -> Result<()> {
     let path = h.path();
     let shown = format!("{kind} hook {}", path.display());
     let mut cmd = Command::new(path);
@@ -63,9 +83,24 @@ fn run_one(kind: &str, h: &Hook, input: &[u8]) -> Result<()> {
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(input);
     }
-    let deadline = h
-        .timeout()
-        .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
+    let timeout = h.timeout().map(|t| Duration::from_secs(t.max(1) as u64));
+    if let Some(wait) = waiter {
+        let pid = child.id() as i32;
+        return match wait(pid, timeout) {
+            Some(HookExit::Code(0)) => Ok(()),
+            Some(HookExit::Code(c)) => Err(Error::Hook(format!("{shown} failed: exit status: {c}"))),
+            Some(HookExit::Signal(s)) => Err(Error::Hook(format!("{shown} failed: killed by signal {s}"))),
+            None => {
+                let _ = child.kill();
+                let _ = wait(pid, None);
+                Err(Error::Hook(format!(
+                    "{shown} timed out after {}s and was killed",
+                    h.timeout().unwrap_or(0)
+                )))
+            }
+        };
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),

@@ -103,10 +103,32 @@ fn stdio_pipes(pipe_size: u32) -> Result<([OwnedFd; 3], [OwnedFd; 3]), SandboxEr
     Ok(([in_w, out_r, err_r], [in_r, out_w, err_w]))
 }
 
+/// Hooks run by rustjail in the agent's process are reaped by the reaper like
+/// every child: their statuses come from it. Called on blocking threads only.
+fn hook_waiter(reaper: Reaper) -> rustjail::hooks::ChildWaiter {
+    let handle = tokio::runtime::Handle::current();
+    Arc::new(move |pid, timeout| {
+        let mut rx = reaper.watch(pid);
+        handle.block_on(async move {
+            let done = async { rx.wait_for(|e| e.is_some()).await.ok().and_then(|e| *e) };
+            let exit = match timeout {
+                Some(t) => tokio::time::timeout(t, done).await.ok().flatten(),
+                None => done.await,
+            };
+            exit.map(|e| match e {
+                Exit::Code(c) => rustjail::hooks::HookExit::Code(c),
+                Exit::Signal(s) => rustjail::hooks::HookExit::Signal(s),
+            })
+        })
+    })
+}
+
 impl Sandbox {
-    /// A sandbox keeping container state under `state_dir`.
+    /// A sandbox keeping container state under `state_dir`. Must be called
+    /// inside the tokio runtime.
     pub fn new(state_dir: PathBuf, reaper: Reaper, pipe_size: u32) -> Result<Sandbox, SandboxError> {
-        let runtime = rustjail::Runtime::new(&state_dir.join("containers"))?;
+        let mut runtime = rustjail::Runtime::new(&state_dir.join("containers"))?;
+        runtime.set_child_waiter(hook_waiter(reaper.clone()));
         let bundles = state_dir.join("bundles");
         std::fs::create_dir_all(&bundles)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundles.display())))?;
