@@ -337,17 +337,25 @@ impl Runtime {
         std::fs::remove_file(&fifo).map_err(io("unlink", fifo.display()))?;
         let spec = self.spec(id)?;
         let hooks = spec.hooks().clone().unwrap_or_default();
-        let state = self.hook_state(&st, &spec, "running");
-        Ok(hooks::run_with(
-            "poststart",
-            hooks.poststart().as_deref().unwrap_or(&[]),
-            &state,
-            self.waiter.as_ref(),
-        )
-        .err()
-        .map(|e| e.to_string())
-        .into_iter()
-        .collect())
+        Ok(self.hooks_as_warnings("poststart", hooks.poststart(), &st, &spec, "running"))
+    }
+
+    /// Runs hooks whose failure must not undo the operation (poststart,
+    /// poststop); a failure becomes a warning.
+    fn hooks_as_warnings(
+        &self,
+        kind: &str,
+        list: &Option<Vec<oci_spec::runtime::Hook>>,
+        st: &State,
+        spec: &Spec,
+        status: &str,
+    ) -> Vec<String> {
+        let state = self.hook_state(st, spec, status);
+        hooks::run_with(kind, list.as_deref().unwrap_or(&[]), &state, self.waiter.as_ref())
+            .err()
+            .map(|e| e.to_string())
+            .into_iter()
+            .collect()
     }
 
     fn hook_state(&self, st: &State, spec: &Spec, status: &str) -> HookState {
@@ -495,27 +503,14 @@ impl Runtime {
         if let Some(cg) = &st.cgroup {
             // Processes exec'd into a container without its own PID namespace can
             // outlive the init.
-            for p in cg.pids().unwrap_or_default() {
-                let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
-            }
-            cg.destroy()?;
+            kill_and_destroy(cg)?;
         }
         let spec = self.spec(id).ok();
         let dir = state::dir(&self.root, id);
         std::fs::remove_dir_all(&dir).map_err(io("rm -r", dir.display()))?;
         let Some(spec) = spec else { return Ok(Vec::new()) };
         let hooks = spec.hooks().clone().unwrap_or_default();
-        let state = self.hook_state(&st, &spec, "stopped");
-        Ok(hooks::run_with(
-            "poststop",
-            hooks.poststop().as_deref().unwrap_or(&[]),
-            &state,
-            self.waiter.as_ref(),
-        )
-        .err()
-        .map(|e| e.to_string())
-        .into_iter()
-        .collect())
+        Ok(self.hooks_as_warnings("poststop", hooks.poststop(), &st, &spec, "stopped"))
     }
 
     fn cgroup_of(&self, id: &str) -> Result<(State, Status, Manager)> {
@@ -672,14 +667,18 @@ impl DestroyOnDrop {
 impl Drop for DestroyOnDrop {
     fn drop(&mut self) {
         if let Some(m) = self.0.take() {
-            if let Ok(pids) = m.pids() {
-                for p in pids {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
-                }
-            }
-            let _ = m.destroy();
+            let _ = kill_and_destroy(&m);
         }
     }
+}
+
+/// SIGKILLs every process in the cgroup, then removes it (`destroy` retries
+/// while the killed processes leave).
+fn kill_and_destroy(cg: &Manager) -> Result<()> {
+    for p in cg.pids().unwrap_or_default() {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    Ok(cg.destroy()?)
 }
 
 /// Kills and reaps a half-created init unless defused.

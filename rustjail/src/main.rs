@@ -326,12 +326,7 @@ fn run(cli: Cli) -> Result<i32> {
                     return Err(e.into());
                 }
             };
-            let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).context("waitpid")?;
-            let code = match status {
-                nix::sys::wait::WaitStatus::Exited(_, c) => c,
-                nix::sys::wait::WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-                _ => 255,
-            };
+            let code = wait_exit_code(nix::unistd::Pid::from_raw(pid))?;
             warn(rt.delete(&a.id, true)?);
             Ok(code)
         }
@@ -398,11 +393,7 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
     if a.detach {
         return Ok(0);
     }
-    Ok(match nix::sys::wait::waitpid(pid, None).context("waitpid")? {
-        nix::sys::wait::WaitStatus::Exited(_, c) => c,
-        nix::sys::wait::WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-        _ => 255,
-    })
+    wait_exit_code(pid)
 }
 
 /// Prints warnings (failed poststart/poststop hooks) to stderr; exit code 0.
@@ -460,4 +451,14 @@ fn update(rt: &Runtime, a: UpdateArgs) -> Result<i32> {
         eprintln!("rustjail: warning: {note}");
     }
     Ok(0)
+}
+
+/// Waits for a child and returns its status as runc does: the exit code, or
+/// 128 + the signal that killed it.
+fn wait_exit_code(pid: nix::unistd::Pid) -> Result<i32> {
+    Ok(match nix::sys::wait::waitpid(pid, None).context("waitpid")? {
+        nix::sys::wait::WaitStatus::Exited(_, c) => c,
+        nix::sys::wait::WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        _ => 255,
+    })
 }
