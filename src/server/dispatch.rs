@@ -24,9 +24,13 @@ impl Dispatcher {
     }
 
     /// Runs one request to completion and returns the encoded `Response`.
-    pub async fn call(&self, header: MessageHeader, req: Request) -> Response {
-        let path = format!("{}/{}", req.service, req.method);
-        let Some(handler) = self.services.get(&req.service).and_then(|s| s.methods.get(&req.method)) else {
+    pub async fn call(&self, header: MessageHeader, mut req: Request) -> Response {
+        // The generated handlers read only the payload: keep the names for
+        // messages, formatted only when one is needed.
+        let service = std::mem::take(&mut req.service);
+        let method = std::mem::take(&mut req.method);
+        let path = Path(&service, &method);
+        let Some(handler) = self.services.get(&service).and_then(|s| s.methods.get(&method)) else {
             return status_response(
                 Code::UNIMPLEMENTED,
                 format!("unknown method {path}: pith-agent does not serve it"),
@@ -63,7 +67,8 @@ impl Dispatcher {
         match result {
             Ok(mut resp) => {
                 if let Some(status) = resp.status.as_mut() {
-                    if is_generated_default(status.code(), &status.message, &path) {
+                    let not_found = status.code() == Code::NOT_FOUND;
+                    if not_found && is_generated_default(status.code(), &status.message, &path.to_string()) {
                         status.set_code(Code::UNIMPLEMENTED);
                         status.message = format!("{path} is not implemented by pith-agent {}", crate::AGENT_VERSION);
                     }
@@ -73,6 +78,15 @@ impl Dispatcher {
             // The generated handler returns Err only when the payload does not decode.
             Err(e) => status_response(Code::INVALID_ARGUMENT, format!("{path}: cannot decode request: {e}")),
         }
+    }
+}
+
+/// `service/method`, formatted on demand.
+struct Path<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
     }
 }
 
