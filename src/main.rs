@@ -9,7 +9,7 @@ use clap::Parser;
 use slog::{error, info, warn};
 
 use pith_agent::config::{self, AgentConfig, FlagOverrides, Sources};
-use pith_agent::sandbox::Sandbox;
+use pith_agent::sandbox::{Sandbox, SandboxConfig};
 use pith_agent::server::{dispatch::Dispatcher, Listener, Server};
 use pith_agent::session::AgentContext;
 use pith_agent::{logging, rpc, AGENT_VERSION};
@@ -47,12 +47,17 @@ struct Args {
     /// Directory for container state and bundles.
     #[arg(long, value_name = "DIR", default_value = "/run/pith")]
     state_dir: PathBuf,
+    /// File that CreateSandbox writes the sandbox's DNS servers to.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 fn main() {
     // In a container's init (the agent starts them from a sealed copy of itself)
     // this never returns.
     rustjail::init::run_if_init();
+    // The holder of the sandbox's shared namespaces is this binary too.
+    pith_agent::sandbox::shared_ns::run_if_holder();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");
@@ -97,14 +102,14 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let result = rt.block_on(serve(&cfg, init_mode, &args.state_dir, &log));
+    let result = rt.block_on(serve(&cfg, init_mode, &args, &log));
     if let Err(e) = &result {
         error!(log, "agent failed: {e:#}");
     }
     result
 }
 
-async fn serve(cfg: &AgentConfig, init_mode: bool, state_dir: &std::path::Path, log: &slog::Logger) -> Result<()> {
+async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logger) -> Result<()> {
     let listeners = cfg
         .server_addrs
         .iter()
@@ -113,9 +118,17 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, state_dir: &std::path::Path, 
     let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
     let ctx = Arc::new(AgentContext::new(listen, init_mode));
     let reaper = pith_agent::reaper::Reaper::new();
-    let sandbox = Sandbox::new(state_dir.to_path_buf(), reaper.clone(), cfg.container_pipe_size)
-        .with_context(|| format!("set up container state in {}", state_dir.display()))?;
-    let dispatcher = Dispatcher::new(rpc::services(ctx, Arc::new(sandbox), log));
+    let sandbox_cfg = SandboxConfig {
+        state_dir: args.state_dir.clone(),
+        pipe_size: cfg.container_pipe_size,
+        resolv_conf: args.resolv_conf.clone(),
+    };
+    let sandbox = Arc::new(
+        Sandbox::new(sandbox_cfg, reaper.clone())
+            .with_context(|| format!("set up container state in {}", args.state_dir.display()))?,
+    );
+    let mut destroyed = sandbox.shutdown_requested();
+    let dispatcher = Dispatcher::new(rpc::services(ctx, sandbox, log));
     let server = Server::start(listeners, dispatcher, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
@@ -138,8 +151,14 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, state_dir: &std::path::Path, 
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = destroyed.wait_for(|d| *d) => {
+            // The DestroySandbox response is written right after the handler
+            // returns; give it that moment before the connections go.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            "DestroySandbox"
+        }
     };
-    info!(log, "stopping"; "signal" => which);
+    info!(log, "stopping"; "reason" => which);
     server.stop().await;
     info!(log, "stopped");
     Ok(())

@@ -3,80 +3,11 @@
 
 mod common;
 
-use common::{busybox_rootfs, call, root_or_skip, Agent};
+use common::containers::*;
+use common::{call, root_or_skip, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use ttrpc::proto::Code;
-use ttrpc::r#async::Client;
-
-const SVC: &str = "grpc.AgentService";
-
-fn unique(prefix: &str) -> String {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-
-/// A CreateContainerRequest for a busybox container running `args`.
-fn create_req(dir: &std::path::Path, id: &str, args: &[&str]) -> CreateContainerRequest {
-    let rootfs = busybox_rootfs(dir);
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs);
-    spec.set_root(Some(root));
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
-    let mut req = CreateContainerRequest::new();
-    req.container_id = id.to_string();
-    req.exec_id = id.to_string();
-    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec));
-    req
-}
-
-async fn create_and_start(c: &Client, dir: &std::path::Path, id: &str, args: &[&str]) {
-    let _: Empty = call(c, SVC, "CreateContainer", &create_req(dir, id, args))
-        .await
-        .unwrap();
-    let mut s = StartContainerRequest::new();
-    s.container_id = id.into();
-    let _: Empty = call(c, SVC, "StartContainer", &s).await.unwrap();
-}
-
-async fn read_all(c: &Client, id: &str, exec_id: &str, method: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut r = ReadStreamRequest::new();
-        r.container_id = id.into();
-        r.exec_id = exec_id.into();
-        r.len = 1 << 20;
-        let resp: ReadStreamResponse = call(c, SVC, method, &r).await.unwrap();
-        if resp.data.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&resp.data);
-    }
-}
-
-async fn wait(c: &Client, id: &str, exec_id: &str) -> Result<i32, (Code, String)> {
-    let mut w = WaitProcessRequest::new();
-    w.container_id = id.into();
-    w.exec_id = exec_id.into();
-    call::<_, WaitProcessResponse>(c, SVC, "WaitProcess", &w)
-        .await
-        .map(|r| r.status)
-}
-
-async fn remove(c: &Client, id: &str) {
-    let mut r = RemoveContainerRequest::new();
-    r.container_id = id.into();
-    r.timeout = 1;
-    let _: Empty = call(c, SVC, "RemoveContainer", &r).await.unwrap();
-}
 
 #[tokio::test]
 async fn echo_stdout_stderr_and_exit_code() {
@@ -194,8 +125,16 @@ async fn bad_requests_get_clear_errors_and_others_keep_running() {
     let mut bad = create_req(dir.path().join("norootfs").as_path(), &unique("norootfs"), &["true"]);
     bad.OCI.as_mut().unwrap().Root.as_mut().unwrap().Path = "/nonexistent/rootfs".into();
     let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &bad).await.unwrap_err();
-    assert_ne!(code, Code::OK);
+    assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
     assert!(msg.contains("/nonexistent/rootfs"), "{msg}");
+    // Nothing of it is left: no bundle, no rustjail state.
+    let state = agent.dir.path().join("state");
+    for sub in ["bundles", "containers"] {
+        let left: Vec<_> = std::fs::read_dir(state.join(sub))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(left, [std::ffi::OsString::from(&keeper)], "{sub}");
+    }
     let mut s = StartContainerRequest::new();
     s.container_id = "nope".into();
     assert_eq!(

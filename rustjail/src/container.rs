@@ -522,6 +522,11 @@ impl Runtime {
         Ok((st, status, cg))
     }
 
+    /// The cgroup recorded for a container (for OOM watches and the like).
+    pub fn cgroup(&self, id: &str) -> Result<Manager> {
+        self.cgroup_of(id).map(|(_, _, cg)| cg)
+    }
+
     /// Freezes every process of a running container.
     pub fn pause(&self, id: &str) -> Result<()> {
         let (_, status, cg) = self.cgroup_of(id)?;

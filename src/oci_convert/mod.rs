@@ -135,6 +135,11 @@ pub fn to_oci(spec: &grpc::Spec) -> Result<oci::Spec, ConvertError> {
     Ok(out)
 }
 
+/// Converts the wire form of `linux.resources` (UpdateContainer) into OCI resources.
+pub fn resources_to_oci(r: &grpc::LinuxResources) -> Result<oci::LinuxResources, ConvertError> {
+    resources::to_oci(r).within("resources")
+}
+
 /// Converts an OCI spec into its wire form (for state dumps and tests). Fields the wire form has
 /// no place for are dropped: `domainname`, `vm`, `zos`, `solaris`, `windows` here, and those
 /// listed in each submodule's documentation.

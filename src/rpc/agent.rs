@@ -10,8 +10,10 @@ use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use ttrpc::r#async::TtrpcContext;
 
-use super::status;
+use super::{ps, stats, status};
 use crate::oci_convert;
+use crate::sandbox::container::CreateRequest;
+use crate::sandbox::pod::PodRequest;
 use crate::sandbox::{Sandbox, SandboxError};
 
 /// Serves `grpc.AgentService`.
@@ -43,16 +45,35 @@ fn convert_err(e: oci_convert::ConvertError) -> ttrpc::Error {
 
 #[async_trait]
 impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
+    async fn create_sandbox(&self, _ctx: &TtrpcContext, req: CreateSandboxRequest) -> ttrpc::Result<Empty> {
+        let pod = PodRequest {
+            id: req.sandbox_id.clone(),
+            hostname: req.hostname.clone(),
+            dns: req.dns.clone(),
+            sandbox_pidns: req.sandbox_pidns,
+            guest_hook_path: req.guest_hook_path.clone(),
+        };
+        self.sandbox.create_sandbox(pod).await.map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn destroy_sandbox(&self, _ctx: &TtrpcContext, _req: DestroySandboxRequest) -> ttrpc::Result<Empty> {
+        self.sandbox.destroy_sandbox().await.map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
     async fn create_container(&self, _ctx: &TtrpcContext, req: CreateContainerRequest) -> ttrpc::Result<Empty> {
         let spec = req
             .OCI
             .as_ref()
             .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "CreateContainer without OCI spec"))?;
         let spec = oci_convert::to_oci(spec).map_err(convert_err)?;
-        self.sandbox
-            .create_container(&req.container_id, &req.exec_id, spec)
-            .await
-            .map_err(rpc_err)?;
+        let create = CreateRequest {
+            id: req.container_id.clone(),
+            exec_id: req.exec_id.clone(),
+            sandbox_pidns: req.sandbox_pidns,
+        };
+        self.sandbox.create_container(create, spec).await.map_err(rpc_err)?;
         Ok(Empty::new())
     }
 
@@ -68,6 +89,62 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             .await
             .map_err(rpc_err)?;
         Ok(Empty::new())
+    }
+
+    async fn pause_container(&self, _ctx: &TtrpcContext, req: PauseContainerRequest) -> ttrpc::Result<Empty> {
+        self.sandbox.pause_container(&req.container_id).await.map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn resume_container(&self, _ctx: &TtrpcContext, req: ResumeContainerRequest) -> ttrpc::Result<Empty> {
+        self.sandbox
+            .resume_container(&req.container_id)
+            .await
+            .map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn update_container(&self, _ctx: &TtrpcContext, req: UpdateContainerRequest) -> ttrpc::Result<Empty> {
+        let r = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "UpdateContainer without resources"))?;
+        let resources = oci_convert::resources_to_oci(r).map_err(convert_err)?;
+        self.sandbox
+            .update_container(&req.container_id, resources)
+            .await
+            .map_err(rpc_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let s = self.sandbox.container_stats(&req.container_id).await.map_err(rpc_err)?;
+        let mut r = StatsContainerResponse::new();
+        r.cgroup_stats = protobuf::MessageField::some(stats::cgroup_stats(&s));
+        r.network_stats = stats::network_stats(&std::fs::read_to_string("/proc/net/dev").unwrap_or_default());
+        Ok(r)
+    }
+
+    async fn list_processes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ListProcessesRequest,
+    ) -> ttrpc::Result<ListProcessesResponse> {
+        let pids = self.sandbox.container_pids(&req.container_id).await.map_err(rpc_err)?;
+        let mut r = ListProcessesResponse::new();
+        r.process_list = ps::render(&pids, &req.format).map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, e))?;
+        Ok(r)
+    }
+
+    async fn get_oom_event(&self, _ctx: &TtrpcContext, _req: GetOOMEventRequest) -> ttrpc::Result<OOMEvent> {
+        let id = self.sandbox.next_oom().await.map_err(rpc_err)?;
+        let mut r = OOMEvent::new();
+        r.container_id = id;
+        Ok(r)
     }
 
     async fn exec_process(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
@@ -132,6 +209,12 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     async fn close_stdin(&self, _ctx: &TtrpcContext, req: CloseStdinRequest) -> ttrpc::Result<Empty> {
         let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
         p.close_stdin().await;
+        Ok(Empty::new())
+    }
+
+    async fn tty_win_resize(&self, _ctx: &TtrpcContext, req: TtyWinResizeRequest) -> ttrpc::Result<Empty> {
+        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
+        p.resize(req.row, req.column).map_err(rpc_err)?;
         Ok(Empty::new())
     }
 }

@@ -5,6 +5,8 @@ pub mod agent;
 pub mod health;
 pub mod introspection;
 pub mod negotiation;
+pub mod ps;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;

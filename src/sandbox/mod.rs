@@ -1,20 +1,32 @@
 //! The sandbox: every container and process the agent runs, in one model.
 //! RPC handlers call into it; it calls rustjail (on blocking threads) and
 //! takes exit statuses from the reaper.
+//!
+//! Files: `pod.rs` (CreateSandbox/DestroySandbox), `container.rs` (one
+//! container's lifecycle and cgroup operations), `exec.rs` (processes),
+//! `process.rs`/`stream.rs`/`tty.rs` (stdio), `shared_ns.rs`, `guest_hooks.rs`,
+//! `oom.rs`, `snapshot.rs` (the model as plain data).
 
+pub mod container;
+pub mod exec;
+pub mod guest_hooks;
+pub mod oom;
+pub mod pod;
 pub mod process;
+pub mod shared_ns;
+pub mod snapshot;
+pub mod stream;
+pub mod tty;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use tokio::sync::mpsc;
 
 use crate::reaper::{Exit, Reaper};
-pub use process::Process;
+pub use process::{Process, Stdio};
 
 /// A failed sandbox operation, by the ttrpc status it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -53,27 +65,83 @@ impl From<rustjail::Error> for SandboxError {
 pub struct Container {
     /// Container id.
     pub id: String,
+    /// Its bundle directory (config.json).
+    pub bundle: PathBuf,
     /// Its init.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// Exec ids being started, so that two requests for one id cannot both proceed.
+    starting: Mutex<HashSet<String>>,
+    oom_watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(t) = &self.oom_watch {
+            t.abort();
+        }
+    }
+}
+
+/// What CreateSandbox set up.
+#[derive(Debug, Default, Clone)]
+pub struct PodInfo {
+    /// Whether CreateSandbox was called (and DestroySandbox not yet).
+    pub created: bool,
+    /// The host's id for the sandbox.
+    pub id: String,
+    /// Hostname of the shared UTS namespace.
+    pub hostname: String,
+    /// resolv.conf lines written.
+    pub dns: Vec<String>,
+    /// Whether containers share one PID namespace.
+    pub sandbox_pidns: bool,
+    /// The container whose PID namespace is shared.
+    pub pidns_container: Option<String>,
+    /// The process holding the shared UTS and IPC namespaces.
+    pub ns_holder: Option<i32>,
+    /// Its exit, from the reaper.
+    pub ns_holder_exit: Option<tokio::sync::watch::Receiver<Option<Exit>>>,
+    /// Directory of guest hooks.
+    pub guest_hook_path: Option<PathBuf>,
+    /// The hooks found there.
+    pub guest_hooks: guest_hooks::GuestHooks,
+}
+
+/// Where the sandbox keeps files and how it starts processes.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Container state, bundles and console sockets go here.
+    pub state_dir: PathBuf,
+    /// `agent.container_pipe_size` (0: the kernel's default).
+    pub pipe_size: u32,
+    /// The file CreateSandbox writes DNS servers to.
+    pub resolv_conf: PathBuf,
 }
 
 /// Everything the agent runs.
 pub struct Sandbox {
     runtime: Arc<rustjail::Runtime>,
+    cfg: SandboxConfig,
     bundles: PathBuf,
+    consoles: PathBuf,
     reaper: Reaper,
-    pipe_size: u32,
+    /// `pivot_root` cannot leave an initramfs: use MS_MOVE + chroot there.
+    no_pivot: bool,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Ids being created, so that two requests for one id cannot both proceed.
-    creating: Mutex<std::collections::HashSet<String>>,
+    creating: Mutex<HashSet<String>>,
+    pod: Mutex<PodInfo>,
+    oom_tx: mpsc::UnboundedSender<String>,
+    oom_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
 ) -> Result<T, SandboxError> {
     tokio::task::spawn_blocking(f)
@@ -123,22 +191,43 @@ fn hook_waiter(reaper: Reaper) -> rustjail::hooks::ChildWaiter {
     })
 }
 
+/// Whether `/` is an initramfs (ramfs or tmpfs), which `pivot_root` cannot leave.
+fn root_is_initramfs() -> bool {
+    match nix::sys::statfs::statfs("/") {
+        // The type is `long` on glibc and `unsigned long` on musl.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(s) => {
+            let t = s.filesystem_type().0 as i64;
+            // RAMFS_MAGIC (linux/magic.h; libc does not export it) or TMPFS_MAGIC.
+            t == 0x8584_58f6 || t == libc::TMPFS_MAGIC as i64
+        }
+        Err(_) => false,
+    }
+}
+
 impl Sandbox {
-    /// A sandbox keeping container state under `state_dir`. Must be called
+    /// A sandbox keeping container state under `cfg.state_dir`. Must be called
     /// inside the tokio runtime.
-    pub fn new(state_dir: PathBuf, reaper: Reaper, pipe_size: u32) -> Result<Sandbox, SandboxError> {
-        let mut runtime = rustjail::Runtime::new(&state_dir.join("containers"))?;
+    pub fn new(cfg: SandboxConfig, reaper: Reaper) -> Result<Sandbox, SandboxError> {
+        let mut runtime = rustjail::Runtime::new(&cfg.state_dir.join("containers"))?;
         runtime.set_child_waiter(hook_waiter(reaper.clone()));
-        let bundles = state_dir.join("bundles");
+        let bundles = cfg.state_dir.join("bundles");
         std::fs::create_dir_all(&bundles)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundles.display())))?;
+        let (oom_tx, oom_rx) = mpsc::unbounded_channel();
         Ok(Sandbox {
             runtime: Arc::new(runtime),
+            consoles: cfg.state_dir.join("consoles"),
+            cfg,
             bundles,
             reaper,
-            pipe_size,
+            no_pivot: root_is_initramfs(),
             containers: Mutex::new(HashMap::new()),
-            creating: Mutex::new(Default::default()),
+            creating: Mutex::new(HashSet::new()),
+            pod: Mutex::new(PodInfo::default()),
+            oom_tx,
+            oom_rx: tokio::sync::Mutex::new(oom_rx),
+            shutdown: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -148,6 +237,13 @@ impl Sandbox {
             .get(id)
             .cloned()
             .ok_or_else(|| SandboxError::NotFound(format!("container {id:?} does not exist")))
+    }
+
+    /// Every container id, sorted.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.containers).keys().cloned().collect();
+        ids.sort();
+        ids
     }
 
     /// A process by container and exec id (empty or the container's own id: the init).
@@ -163,182 +259,21 @@ impl Sandbox {
             .ok_or_else(|| SandboxError::NotFound(format!("process {exec_id:?} of container {id:?} does not exist")))
     }
 
-    /// Creates a container from an OCI spec whose `root.path` is its rootfs.
-    pub async fn create_container(
-        &self,
-        id: &str,
-        exec_id: &str,
-        spec: oci_spec::runtime::Spec,
-    ) -> Result<(), SandboxError> {
-        rustjail::state::validate_id(id)?;
-        if lock(&self.containers).contains_key(id) || !lock(&self.creating).insert(id.to_string()) {
-            return Err(SandboxError::AlreadyExists(format!("container {id:?} already exists")));
-        }
-        let result = self.create_reserved(id, exec_id, spec).await;
-        lock(&self.creating).remove(id);
-        result
+    /// Waits for the next OOM kill of any container; returns its id.
+    pub async fn next_oom(&self) -> Result<String, SandboxError> {
+        let mut rx = self.oom_rx.lock().await;
+        rx.recv()
+            .await
+            .ok_or_else(|| SandboxError::Internal("OOM event queue closed".into()))
     }
 
-    async fn create_reserved(
-        &self,
-        id: &str,
-        exec_id: &str,
-        spec: oci_spec::runtime::Spec,
-    ) -> Result<(), SandboxError> {
-        if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
-            return Err(SandboxError::InvalidArgument(
-                "terminals are not supported by this agent yet".into(),
-            ));
-        }
-        let bundle = self.bundles.join(id);
-        std::fs::create_dir_all(&bundle)
-            .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundle.display())))?;
-        let result = self.create_in(id, exec_id, spec, bundle.clone()).await;
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&bundle);
-        }
-        result
+    /// Becomes true when DestroySandbox asks the agent to stop.
+    pub fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
-    async fn create_in(
-        &self,
-        id: &str,
-        exec_id: &str,
-        spec: oci_spec::runtime::Spec,
-        bundle: PathBuf,
-    ) -> Result<(), SandboxError> {
-        spec.save(bundle.join("config.json"))
-            .map_err(|e| SandboxError::Internal(format!("write config.json: {e}")))?;
-        let (ours, theirs) = stdio_pipes(self.pipe_size)?;
-        let rt = self.runtime.clone();
-        let opts = rustjail::CreateOptions {
-            id: id.to_string(),
-            bundle,
-            stdio: Some([theirs[0].as_raw_fd(), theirs[1].as_raw_fd(), theirs[2].as_raw_fd()]),
-            ..Default::default()
-        };
-        let state = blocking(move || {
-            let r = rt.create(&opts).map_err(SandboxError::from);
-            drop(theirs);
-            r
-        })
-        .await?;
-        let exit = self.reaper.watch(state.pid);
-        let exec_id = if exec_id.is_empty() {
-            id.to_string()
-        } else {
-            exec_id.to_string()
-        };
-        let init = Arc::new(Process::new(exec_id, state.pid, exit, ours)?);
-        let c = Arc::new(Container {
-            id: id.to_string(),
-            init,
-            execs: Mutex::new(HashMap::new()),
-        });
-        lock(&self.containers).insert(id.to_string(), c);
-        Ok(())
-    }
-
-    /// Lets the container's process run.
-    pub async fn start_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.container(id)?;
-        let rt = self.runtime.clone();
-        let id = id.to_string();
-        blocking(move || rt.start(&id).map(|_| ()).map_err(SandboxError::from)).await
-    }
-
-    /// Starts another process in a running container.
-    pub async fn exec_process(
-        &self,
-        id: &str,
-        exec_id: &str,
-        process: oci_spec::runtime::Process,
-    ) -> Result<(), SandboxError> {
-        let c = self.container(id)?;
-        if exec_id.is_empty() || exec_id == c.init.exec_id || lock(&c.execs).contains_key(exec_id) {
-            return Err(SandboxError::AlreadyExists(format!(
-                "process {exec_id:?} of container {id:?} already exists"
-            )));
-        }
-        if process.terminal().unwrap_or(false) {
-            return Err(SandboxError::InvalidArgument(
-                "terminals are not supported by this agent yet".into(),
-            ));
-        }
-        let (ours, theirs) = stdio_pipes(self.pipe_size)?;
-        let rt = self.runtime.clone();
-        let cid = id.to_string();
-        let stdio = Some([theirs[0].as_raw_fd(), theirs[1].as_raw_fd(), theirs[2].as_raw_fd()]);
-        let pid = blocking(move || {
-            let r = rt
-                .exec(
-                    &cid,
-                    rustjail::ExecOptions {
-                        process,
-                        console_socket: None,
-                        stdio,
-                    },
-                )
-                .map_err(SandboxError::from);
-            drop(theirs);
-            r
-        })
-        .await?;
-        let exit = self.reaper.watch(pid.as_raw());
-        let p = Arc::new(Process::new(exec_id.to_string(), pid.as_raw(), exit, ours)?);
-        lock(&c.execs).insert(exec_id.to_string(), p);
-        Ok(())
-    }
-
-    /// Sends `signal` (0 probes) to a process.
-    pub fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), SandboxError> {
-        let p = self.process(id, exec_id)?;
-        let sig = match signal {
-            0 => None,
-            n => Some(
-                Signal::try_from(n as i32).map_err(|_| SandboxError::InvalidArgument(format!("unknown signal {n}")))?,
-            ),
-        };
-        if p.exited().is_some() {
-            return Err(SandboxError::FailedPrecondition(format!(
-                "process {:?} has exited",
-                p.exec_id
-            )));
-        }
-        nix::sys::signal::kill(Pid::from_raw(p.pid), sig)
-            .map_err(|e| SandboxError::Internal(format!("kill pid {} ({}): {e}", p.pid, p.exec_id)))
-    }
-
-    /// Waits for a process; an exec'd process is forgotten once waited for.
-    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, SandboxError> {
-        let p = self.process(id, exec_id)?;
-        let exit = p.wait().await?;
-        if let Ok(c) = self.container(id) {
-            if p.exec_id != c.init.exec_id {
-                lock(&c.execs).remove(&p.exec_id);
-            }
-        }
-        Ok(exit)
-    }
-
-    /// Removes a container; one still running gets `timeout` to end by itself,
-    /// then SIGKILL.
-    pub async fn remove_container(&self, id: &str, timeout: Duration) -> Result<(), SandboxError> {
-        let c = self.container(id)?;
-        if c.init.exit_within(timeout).await.is_none() {
-            let _ = nix::sys::signal::kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
-            if c.init.exit_within(Duration::from_secs(10)).await.is_none() {
-                return Err(SandboxError::Internal(format!(
-                    "container {id} (pid {}) survived SIGKILL",
-                    c.init.pid
-                )));
-            }
-        }
-        let rt = self.runtime.clone();
-        let cid = id.to_string();
-        blocking(move || rt.delete(&cid, true).map(|_| ()).map_err(SandboxError::from)).await?;
-        lock(&self.containers).remove(id);
-        let _ = std::fs::remove_dir_all(self.bundles.join(id));
-        Ok(())
+    /// What CreateSandbox set up.
+    pub fn pod(&self) -> PodInfo {
+        lock(&self.pod).clone()
     }
 }

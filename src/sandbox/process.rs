@@ -1,34 +1,41 @@
 //! One process of a container (its init or an exec): pid, exit status, and the
-//! agent's ends of its stdio pipes. Output waits in the pipe until the host
-//! reads it, so nothing is lost when the process exits first, and a slow host
-//! blocks the process only once the pipe is full.
+//! agent's ends of its stdio (three pipes, or a pty master). Output waits in the
+//! pipe or terminal until the host reads it, so nothing is lost when the process
+//! exits first, and a slow host blocks the process only once the pipe is full.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::pipe;
+use tokio::io::Interest;
 use tokio::sync::{watch, Mutex};
 
+use super::stream::FdStream;
 use super::SandboxError;
 use crate::reaper::Exit;
 
 /// Largest chunk one ReadStdout/ReadStderr returns.
 pub const MAX_READ: usize = 1 << 20;
 
+/// The agent's ends of a process's stdio.
+pub enum Stdio {
+    /// Three pipes: stdin writer, stdout reader, stderr reader.
+    Pipes([OwnedFd; 3]),
+    /// The master side of the process's terminal; stdout and stderr both arrive on it.
+    Pty(OwnedFd),
+}
+
 /// One output stream.
 pub struct Output {
-    rx: Mutex<Option<pipe::Receiver>>,
-    eof_reported: AtomicBool,
+    rx: Mutex<Option<FdStream>>,
 }
 
 impl Output {
-    fn new(fd: OwnedFd) -> Result<Output, SandboxError> {
-        let rx = pipe::Receiver::from_owned_fd(fd).map_err(|e| SandboxError::Internal(format!("pipe: {e}")))?;
-        Ok(Output {
-            rx: Mutex::new(Some(rx)),
-            eof_reported: AtomicBool::new(false),
-        })
+    fn new(fd: Option<OwnedFd>, what: &'static str) -> Result<Output, SandboxError> {
+        let rx = fd
+            .map(|fd| FdStream::new(fd, Interest::READABLE, what))
+            .transpose()
+            .map_err(|e| SandboxError::Internal(format!("register {what}: {e}")))?;
+        Ok(Output { rx: Mutex::new(rx) })
     }
 
     /// Up to `len` bytes, waiting for data; at the end an empty read once, then an error.
@@ -46,7 +53,6 @@ impl Output {
             .map_err(|e| SandboxError::Internal(format!("read {what}: {e}")))?;
         if n == 0 {
             *guard = None;
-            self.eof_reported.store(true, Ordering::Relaxed);
         }
         buf.truncate(n);
         Ok(buf)
@@ -59,33 +65,48 @@ pub struct Process {
     pub exec_id: String,
     /// Host pid.
     pub pid: i32,
+    /// Whether its stdio is a terminal.
+    pub tty: bool,
+    /// The pty master, kept for window-size changes after stdin is closed.
+    term: Option<OwnedFd>,
     exit: watch::Receiver<Option<Exit>>,
     waited: AtomicBool,
-    stdin: Mutex<Option<pipe::Sender>>,
-    /// stdout.
+    stdin: Mutex<Option<FdStream>>,
+    /// stdout (the terminal's output when `tty`).
     pub stdout: Output,
-    /// stderr.
+    /// stderr (ends at once when `tty`: the terminal carries it).
     pub stderr: Output,
 }
 
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, SandboxError> {
+    fd.try_clone()
+        .map_err(|e| SandboxError::Internal(format!("fcntl(F_DUPFD_CLOEXEC, {}): {e}", fd.as_raw_fd())))
+}
+
 impl Process {
-    /// Wraps the agent's pipe ends (stdin writer, stdout and stderr readers).
+    /// Wraps the agent's ends of the process's stdio.
     pub fn new(
         exec_id: String,
         pid: i32,
         exit: watch::Receiver<Option<Exit>>,
-        stdio: [OwnedFd; 3],
+        stdio: Stdio,
     ) -> Result<Process, SandboxError> {
-        let [stdin, stdout, stderr] = stdio;
-        let stdin = pipe::Sender::from_owned_fd(stdin).map_err(|e| SandboxError::Internal(format!("pipe: {e}")))?;
+        let (term, stdin, stdout, stderr) = match stdio {
+            Stdio::Pipes([i, o, e]) => (None, i, Some(o), Some(e)),
+            Stdio::Pty(master) => (Some(dup(&master)?), dup(&master)?, Some(master), None),
+        };
+        let stdin = FdStream::new(stdin, Interest::WRITABLE, "stdin")
+            .map_err(|e| SandboxError::Internal(format!("register stdin: {e}")))?;
         Ok(Process {
             exec_id,
             pid,
+            tty: term.is_some(),
+            term,
             exit,
             waited: AtomicBool::new(false),
             stdin: Mutex::new(Some(stdin)),
-            stdout: Output::new(stdout)?,
-            stderr: Output::new(stderr)?,
+            stdout: Output::new(stdout, "stdout")?,
+            stderr: Output::new(stderr, "stderr")?,
         })
     }
 
@@ -120,18 +141,49 @@ impl Process {
 
     /// Writes to stdin; returns the bytes written.
     pub async fn write_stdin(&self, data: &[u8]) -> Result<usize, SandboxError> {
-        let mut guard = self.stdin.lock().await;
+        let guard = self.stdin.lock().await;
         let tx = guard
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| SandboxError::FailedPrecondition(format!("stdin of {} is closed", self.exec_id)))?;
         tx.write_all(data)
             .await
-            .map_err(|e| SandboxError::FailedPrecondition(format!("write stdin: {e}")))?;
+            .map_err(|e| SandboxError::FailedPrecondition(format!("write stdin of {}: {e}", self.exec_id)))?;
         Ok(data.len())
     }
 
-    /// Closes stdin so the process sees EOF.
+    /// Closes stdin so the process sees end of file. On a terminal, whose master
+    /// stays open for output, that is the EOF character (^D) the line discipline
+    /// turns into an empty read.
     pub async fn close_stdin(&self) {
-        self.stdin.lock().await.take();
+        let mut guard = self.stdin.lock().await;
+        if let (true, Some(tx)) = (self.tty, guard.as_ref()) {
+            let _ = tx.write_all(b"\x04").await;
+        }
+        guard.take();
+    }
+
+    /// Sets the terminal's window size.
+    pub fn resize(&self, rows: u32, cols: u32) -> Result<(), SandboxError> {
+        let Some(fd) = self.term.as_ref().map(|t| t.as_raw_fd()) else {
+            return Err(SandboxError::FailedPrecondition(format!(
+                "process {} has no terminal",
+                self.exec_id
+            )));
+        };
+        let ws = libc::winsize {
+            ws_row: rows.min(u16::MAX as u32) as u16,
+            ws_col: cols.min(u16::MAX as u32) as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on a pty master we own, with a valid winsize.
+        if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
+            return Err(SandboxError::Internal(format!(
+                "ioctl(TIOCSWINSZ) on the terminal of {}: {}",
+                self.exec_id,
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod containers;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -193,7 +195,9 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (apt-get install busybox-static)");
-    for tool in ["sh", "echo", "cat", "sleep", "true", "head", "wc", "md5sum", "hostname"] {
+    for tool in [
+        "sh", "echo", "cat", "sleep", "true", "head", "wc", "md5sum", "hostname", "stty", "tail", "dd", "tr", "tty",
+    ] {
         std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
     }
     root

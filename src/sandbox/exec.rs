@@ -1,0 +1,124 @@
+//! Processes: exec into a running container, signal, wait.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::process::{Process, Stdio};
+use super::tty::ConsoleSocket;
+use super::{blocking, lock, stdio_pipes, Container, Sandbox, SandboxError};
+use crate::reaper::Exit;
+
+/// Releases an exec id reservation however the exec ends.
+struct Reservation<'a> {
+    c: &'a Container,
+    exec_id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.c.starting).remove(&self.exec_id);
+    }
+}
+
+impl Sandbox {
+    /// Starts another process in a running container.
+    pub async fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: oci_spec::runtime::Process,
+    ) -> Result<(), SandboxError> {
+        let c = self.container(id)?;
+        if exec_id.is_empty() {
+            return Err(SandboxError::InvalidArgument(format!(
+                "ExecProcess into {id:?} without an exec_id"
+            )));
+        }
+        if exec_id == c.init.exec_id
+            || lock(&c.execs).contains_key(exec_id)
+            || !lock(&c.starting).insert(exec_id.to_string())
+        {
+            return Err(SandboxError::AlreadyExists(format!(
+                "process {exec_id:?} of container {id:?} already exists"
+            )));
+        }
+        let _reserved = Reservation {
+            c: &c,
+            exec_id: exec_id.to_string(),
+        };
+        let terminal = process.terminal().unwrap_or(false);
+        let console = terminal.then(|| ConsoleSocket::listen(&self.consoles)).transpose()?;
+        let (ours, theirs) = if terminal {
+            (None, None)
+        } else {
+            let (o, t) = stdio_pipes(self.cfg.pipe_size)?;
+            (Some(o), Some(t))
+        };
+        let rt = self.runtime.clone();
+        let cid = id.to_string();
+        let opts = rustjail::ExecOptions {
+            process,
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            stdio: theirs
+                .as_ref()
+                .map(|t| [t[0].as_raw_fd(), t[1].as_raw_fd(), t[2].as_raw_fd()]),
+        };
+        let pid = blocking(move || {
+            let r = rt.exec(&cid, opts).map_err(SandboxError::from);
+            drop(theirs);
+            r
+        })
+        .await?
+        .as_raw();
+        // Register before anything can fail, so the exit status is collected.
+        let exit = self.reaper.watch(pid);
+        let stdio = match (ours, console) {
+            (Some(p), _) => Stdio::Pipes(p),
+            (None, Some(cs)) => match cs.master().await {
+                Ok(m) => Stdio::Pty(m),
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    return Err(e);
+                }
+            },
+            (None, None) => unreachable!("either pipes or a terminal"),
+        };
+        let p = Arc::new(Process::new(exec_id.to_string(), pid, exit, stdio)?);
+        lock(&c.execs).insert(exec_id.to_string(), p);
+        Ok(())
+    }
+
+    /// Sends `signal` (0 probes) to a process.
+    pub fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), SandboxError> {
+        let p = self.process(id, exec_id)?;
+        let sig = match signal {
+            0 => None,
+            n => Some(
+                Signal::try_from(n as i32).map_err(|_| SandboxError::InvalidArgument(format!("unknown signal {n}")))?,
+            ),
+        };
+        if p.exited().is_some() {
+            return Err(SandboxError::FailedPrecondition(format!(
+                "process {:?} has exited",
+                p.exec_id
+            )));
+        }
+        nix::sys::signal::kill(Pid::from_raw(p.pid), sig)
+            .map_err(|e| SandboxError::Internal(format!("kill pid {} ({}): {e}", p.pid, p.exec_id)))
+    }
+
+    /// Waits for a process; an exec'd process is forgotten once waited for.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, SandboxError> {
+        let p: Arc<Process> = self.process(id, exec_id)?;
+        let exit = p.wait().await?;
+        if let Ok(c) = self.container(id) {
+            if p.exec_id != c.init.exec_id {
+                lock(&c.execs).remove(&p.exec_id);
+            }
+        }
+        Ok(exit)
+    }
+}

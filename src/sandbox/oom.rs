@@ -1,0 +1,58 @@
+//! OOM kills of containers, for `GetOOMEvent`. One task per container watches
+//! its cgroup (v1: the `memory.oom_control` eventfd; v2: `memory.events` with
+//! inotify) and queues the container id each time the kill count goes up.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use rustjail::cgroups::{Manager, OomWatch};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+/// Starts watching `cg` for container `id`; events go to `tx`. The task ends
+/// when the cgroup goes away or is aborted.
+pub fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> Result<JoinHandle<()>, String> {
+    let how = cg.oom_watch().map_err(|e| format!("OOM watch for {id}: {e}"))?;
+    // v1 signals the eventfd when the OOM starts, before the kill counter moves:
+    // each signal is an event. v2 touches memory.events for other events too:
+    // there the counter decides.
+    let by_counter = matches!(how, OomWatch::MemoryEvents(_));
+    let fd: OwnedFd = match how {
+        OomWatch::EventFd(fd) => fd,
+        OomWatch::MemoryEvents(path) => {
+            let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                .map_err(|e| format!("inotify_init1 for {id}: {e}"))?;
+            ino.add_watch(&path, AddWatchFlags::IN_MODIFY)
+                .map_err(|e| format!("inotify_add_watch({}): {e}", path.display()))?;
+            use std::os::fd::AsFd;
+            ino.as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("fcntl(F_DUPFD_CLOEXEC) on inotify fd for {id}: {e}"))?
+        }
+    };
+    // SAFETY: the OwnedFd stays open, and is the same descriptor, for the AsyncFd's lifetime.
+    let afd = unsafe { AsyncFd::register(fd) }.map_err(|e| format!("register OOM watch of {id}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        let mut seen = cg.oom_kill_count().unwrap_or(0);
+        loop {
+            let Ok(mut guard) = afd.readable().await else { return };
+            let mut buf = [0u8; 4096];
+            // Drain the eventfd counter or the inotify events; what matters is the count below.
+            // SAFETY: read into a buffer we own, of the length given.
+            let n = unsafe { libc::read(afd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                guard.clear_ready();
+                continue;
+            }
+            // The cgroup was removed (v1 signals that too): the count cannot be read any more.
+            let Ok(now) = cg.oom_kill_count() else { return };
+            if now > seen || !by_counter {
+                seen = now;
+                if tx.send(id.clone()).is_err() {
+                    return;
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,168 @@
+//! The sandbox as a whole: CreateSandbox (hostname, DNS, shared namespaces,
+//! guest hooks) and DestroySandbox (every container stopped and deleted,
+//! nothing left behind, then the agent stops).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::guest_hooks::GuestHooks;
+use super::{blocking, lock, shared_ns, PodInfo, Sandbox, SandboxError};
+
+/// What CreateSandbox asks for.
+#[derive(Debug, Default, Clone)]
+pub struct PodRequest {
+    /// The host's id for the sandbox.
+    pub id: String,
+    /// Hostname of the sandbox's UTS namespace.
+    pub hostname: String,
+    /// resolv.conf lines ("nameserver 10.0.0.1", "search example.com").
+    pub dns: Vec<String>,
+    /// Share one PID namespace among the containers.
+    pub sandbox_pidns: bool,
+    /// Directory of guest OCI hooks.
+    pub guest_hook_path: String,
+}
+
+/// Writes `lines` to `path` atomically (temporary file, fsync, rename).
+fn write_resolv_conf(path: &Path, lines: &[String]) -> Result<(), SandboxError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.pith-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("resolv")
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        for l in lines {
+            writeln!(f, "{l}")?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        SandboxError::Internal(format!("write {}: {e}", path.display()))
+    })
+}
+
+impl Sandbox {
+    /// Sets the sandbox up: the shared UTS (with the hostname) and IPC namespaces,
+    /// DNS, guest hooks, and whether containers share a PID namespace.
+    pub async fn create_sandbox(&self, req: PodRequest) -> Result<(), SandboxError> {
+        {
+            let pod = lock(&self.pod);
+            if pod.created {
+                return Err(SandboxError::AlreadyExists(format!(
+                    "sandbox {:?} was already created",
+                    pod.id
+                )));
+            }
+        }
+        if req.hostname.len() > 64 || req.hostname.contains(['/', '\0']) {
+            return Err(SandboxError::InvalidArgument(format!(
+                "hostname {:?} is not a valid host name (at most 64 bytes)",
+                req.hostname
+            )));
+        }
+        if let Some(bad) = req.dns.iter().find(|l| l.contains('\n')) {
+            return Err(SandboxError::InvalidArgument(format!(
+                "DNS entry {bad:?} holds a newline"
+            )));
+        }
+        let guest_hook_path = (!req.guest_hook_path.is_empty()).then(|| PathBuf::from(&req.guest_hook_path));
+        let guest_hooks = match &guest_hook_path {
+            Some(p) => GuestHooks::load(p).map_err(|e| SandboxError::InvalidArgument(format!("guest hooks: {e}")))?,
+            None => GuestHooks::default(),
+        };
+        if !req.dns.is_empty() {
+            write_resolv_conf(&self.cfg.resolv_conf, &req.dns)?;
+        }
+        let hostname = req.hostname.clone();
+        let holder = blocking(move || shared_ns::spawn_holder(&hostname)).await?;
+        let holder_exit = self.reaper.watch(holder);
+        *lock(&self.pod) = PodInfo {
+            created: true,
+            id: req.id,
+            hostname: req.hostname,
+            dns: req.dns,
+            sandbox_pidns: req.sandbox_pidns,
+            pidns_container: None,
+            ns_holder: Some(holder),
+            ns_holder_exit: Some(holder_exit),
+            guest_hook_path,
+            guest_hooks,
+        };
+        Ok(())
+    }
+
+    /// Stops and deletes every container, ends the namespace holder, removes the
+    /// sandbox's files, and asks the agent to stop. Every step is tried; the
+    /// error lists those that failed.
+    pub async fn destroy_sandbox(&self) -> Result<(), SandboxError> {
+        let mut failures = Vec::new();
+        for id in self.container_ids() {
+            if let Err(e) = self.kill_and_remove(&id).await {
+                failures.push(format!("container {id}: {e}"));
+            }
+        }
+        let pod = std::mem::take(&mut *lock(&self.pod));
+        if let (Some(pid), Some(mut exit)) = (pod.ns_holder, pod.ns_holder_exit) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let waited = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some())).await;
+            if waited.is_err() {
+                failures.push(format!("namespace holder {pid} did not end after SIGKILL"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.consoles);
+        let _ = self.shutdown.send(true);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::Internal(format!(
+                "DestroySandbox left work undone: {}",
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// SIGKILLs every process of a container, then removes it.
+    async fn kill_and_remove(&self, id: &str) -> Result<(), SandboxError> {
+        let c = self.container(id)?;
+        let rt = self.runtime.clone();
+        let cid = id.to_string();
+        // A paused container must thaw to die; errors mean "not paused" or "already gone".
+        let _ = blocking(move || {
+            let _ = rt.resume(&cid);
+            let _ = rt.kill_all(&cid, Signal::SIGKILL);
+            Ok(())
+        })
+        .await;
+        let _ = nix::sys::signal::kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
+        self.remove_container(id, Duration::ZERO).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_is_replaced_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("resolv.conf");
+        std::fs::write(&p, "nameserver 1.1.1.1\nsearch old\n").unwrap();
+        write_resolv_conf(&p, &["nameserver 10.0.0.2".into(), "search pod.local".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "nameserver 10.0.0.2\nsearch pod.local\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Non-blocking reads and writes on a process's stdio descriptors (pipe ends or a
+//! pty master) through tokio's reactor. One type serves both: a pty master is
+//! read and written like a pipe, except that its end of stream is `EIO` once the
+//! last slave descriptor closes.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// One descriptor registered with the reactor.
+pub struct FdStream {
+    fd: AsyncFd<OwnedFd>,
+    what: &'static str,
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl FdStream {
+    /// Registers `fd` (made non-blocking) for reading or writing; `what` names it in errors.
+    pub fn new(fd: OwnedFd, interest: Interest, what: &'static str) -> io::Result<FdStream> {
+        set_nonblocking(&fd)?;
+        Ok(FdStream {
+            // SAFETY: the OwnedFd stays open, and is the same descriptor, for the AsyncFd's lifetime.
+            fd: unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(std::io::Error::from)?,
+            what,
+        })
+    }
+
+    /// The raw descriptor (for ioctls such as TIOCSWINSZ).
+    pub fn raw(&self) -> i32 {
+        self.fd.get_ref().as_raw_fd()
+    }
+
+    /// What this stream is, for messages.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// Reads up to `buf.len()` bytes, waiting for data; 0 is the end of the stream
+    /// (a pty master's `EIO` after the slave side closed counts as the end).
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let r = guard.try_io(|fd| {
+                // SAFETY: read into a buffer we own, of the length given.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes all of `data`, waiting while the pipe or terminal is full.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            let r = guard.try_io(|fd| {
+                // SAFETY: write from a buffer we own, of the length given.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pipe_round_trip_and_end_of_stream() {
+        let (r, w) = std::io::pipe().unwrap();
+        let rx = FdStream::new(r.into(), Interest::READABLE, "stdout").unwrap();
+        let tx = FdStream::new(w.into(), Interest::WRITABLE, "stdin").unwrap();
+        let big = vec![7u8; 256 * 1024];
+        let writer = tokio::spawn(async move {
+            tx.write_all(&big).await.unwrap();
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = rx.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n].iter().all(|&b| b == 7));
+            got += n;
+        }
+        writer.await.unwrap();
+        assert_eq!(got, 256 * 1024);
+    }
+}
