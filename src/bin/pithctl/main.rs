@@ -1,6 +1,7 @@
 //! `pithctl`: the host side of pith on the command line. Talks to an agent over
 //! `unix://`, `vsock://` or hybrid vsock (`hvsock:///path/vmm.sock:PORT`).
 
+mod container;
 mod methods;
 
 use std::io::Read;
@@ -65,6 +66,8 @@ enum Cmd {
     },
     /// List every method with its request and response types.
     Methods,
+    #[command(flatten)]
+    Container(container::Cmd),
 }
 
 fn main() {
@@ -74,7 +77,16 @@ fn main() {
         .build()
         .expect("tokio runtime");
     match rt.block_on(run(cli)) {
-        Ok(out) => println!("{out}"),
+        Ok(container::Outcome::Print(out)) => {
+            if !out.is_empty() {
+                println!("{out}")
+            }
+        }
+        Ok(container::Outcome::Exit(status)) => {
+            // The stdin reader thread may still be blocked: leave without waiting for it.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(status)
+        }
         Err(e) => {
             eprintln!("pithctl: error: {e:#}");
             std::process::exit(1);
@@ -82,7 +94,11 @@ fn main() {
     }
 }
 
-async fn run(cli: Cli) -> Result<String> {
+async fn run(cli: Cli) -> Result<container::Outcome> {
+    run_inner(cli).await
+}
+
+async fn run_inner(cli: Cli) -> Result<container::Outcome> {
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         bail!("--timeout must be a positive number of seconds");
     }
@@ -101,7 +117,7 @@ async fn run(cli: Cli) -> Result<String> {
                     )
                 })
                 .collect();
-            return Ok(lines.join("\n"));
+            return Ok(container::Outcome::Print(lines.join("\n")));
         }
         Cmd::Check => ("grpc.Health/Check".to_string(), "{}".to_string()),
         Cmd::Version => ("grpc.Health/Version".to_string(), "{}".to_string()),
@@ -118,6 +134,11 @@ async fn run(cli: Cli) -> Result<String> {
             ("pith.Negotiation/Hello".to_string(), req.to_string())
         }
         Cmd::Call { method, json, file } => (method, read_request(json, file)?),
+        Cmd::Container(cmd) => {
+            let addr: Address = cli.addr.parse()?;
+            let client = client::connect(&addr, timeout).await?;
+            return container::run(&client, cmd, timeout).await;
+        }
     };
     let m = methods::find(&method)?;
     let payload = methods::encode_json(&m.input, &json)?;
@@ -129,7 +150,7 @@ async fn run(cli: Cli) -> Result<String> {
     req.payload = payload;
     req.timeout_nano = timeout.as_nanos() as i64;
     let resp = client.request(req).await.map_err(|e| rpc_error(&m, e))?;
-    methods::decode_to_json(&m.output, &resp.payload)
+    methods::decode_to_json(&m.output, &resp.payload).map(container::Outcome::Print)
 }
 
 fn read_request(inline: Option<String>, file: Option<PathBuf>) -> Result<String> {
