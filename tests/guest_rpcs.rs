@@ -224,6 +224,11 @@ async fn set_guest_date_time() {
     bad.Usec = 1_000_000;
     let (code, _) = call::<_, Empty>(&c, SVC, "SetGuestDateTime", &bad).await.unwrap_err();
     assert_eq!(code, Code::INVALID_ARGUMENT);
+    // An empty request (Sec unset) would mean 1970: refused.
+    let (code, msg) = call::<_, Empty>(&c, SVC, "SetGuestDateTime", &SetGuestDateTimeRequest::new())
+        .await
+        .unwrap_err();
+    assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
     if !is_root() {
         eprintln!("SKIPPED setting the clock: needs root");
         return;

@@ -117,9 +117,21 @@ async fn every_agent_service_method_answers_unimplemented_by_name() {
         "ReadStderr",
         "CloseStdin",
     ];
+    // Served for real in tests/guest_rpcs.rs, where an empty request is valid
+    // for some and would touch the machine (clock, sysfs): not called here.
+    const GUEST: &[&str] = &[
+        "GetGuestDetails",
+        "SetGuestDateTime",
+        "CopyFile",
+        "ReseedRandomDev",
+        "OnlineCPUMem",
+    ];
     let mut n = 0;
     for m in service.methods() {
         let name = m.proto().name().to_string();
+        if GUEST.contains(&name.as_str()) {
+            continue;
+        }
         if IMPLEMENTED.contains(&name.as_str()) {
             let (code, msg) = call_raw(&c, "grpc.AgentService", &name, Vec::new()).await.unwrap_err();
             assert_ne!(code, Code::UNIMPLEMENTED, "{name}: {msg}");
@@ -130,7 +142,13 @@ async fn every_agent_service_method_answers_unimplemented_by_name() {
         assert!(msg.contains(&format!("grpc.AgentService/{name}")), "{name}: {msg}");
         n += 1;
     }
-    assert!(n >= 30, "only {n} unimplemented methods checked");
+    let all = service.methods().count();
+    assert!(all >= 42, "only {all} methods declared");
+    assert_eq!(
+        n,
+        all - IMPLEMENTED.len() - GUEST.len(),
+        "unimplemented methods checked"
+    );
     assert_eq!(check(&c).await, ServingStatus::SERVING);
 }
 

@@ -4,9 +4,10 @@ use super::GuestError;
 
 /// The `timespec` for `sec` seconds and `usec` microseconds since the epoch.
 pub fn to_timespec(sec: i64, usec: i64) -> Result<libc::timespec, GuestError> {
-    if sec < 0 {
+    // 0 is what an unset field reads as: never move the clock back to 1970.
+    if sec <= 0 {
         return Err(GuestError::InvalidArgument(format!(
-            "SetGuestDateTime: negative seconds {sec}"
+            "SetGuestDateTime: {sec} is not a time to set (seconds since 1970, must be positive)"
         )));
     }
     if !(0..1_000_000).contains(&usec) {
@@ -40,6 +41,7 @@ mod tests {
         assert_eq!(ts.tv_sec, 1_700_000_000);
         assert_eq!(ts.tv_nsec, 123_456_000);
         assert!(matches!(to_timespec(-1, 0), Err(GuestError::InvalidArgument(_))));
+        assert!(matches!(to_timespec(0, 0), Err(GuestError::InvalidArgument(_))));
         assert!(matches!(to_timespec(1, 1_000_000), Err(GuestError::InvalidArgument(_))));
         assert!(matches!(to_timespec(1, -1), Err(GuestError::InvalidArgument(_))));
     }
