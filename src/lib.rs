@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod client;
 pub mod config;
+pub mod guest;
 pub mod logging;
 pub mod oci_convert;
 pub mod reaper;
@@ -13,6 +14,7 @@ pub mod rpc;
 pub mod sandbox;
 pub mod server;
 pub mod session;
+pub mod storage;
 
 /// Version of this agent build.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

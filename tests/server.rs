@@ -116,10 +116,32 @@ async fn every_agent_service_method_answers_unimplemented_by_name() {
         "ReadStdout",
         "ReadStderr",
         "CloseStdin",
+        "TtyWinResize",
+        "PauseContainer",
+        "ResumeContainer",
+        "UpdateContainer",
+        "StatsContainer",
+        "ListProcesses",
+    ];
+    // Served for real in tests/guest_rpcs.rs and tests/pod.rs, where an empty
+    // request is valid for some and would touch the machine (clock, sysfs),
+    // wait for an event, or stop the agent: not called here.
+    const NOT_CALLED: &[&str] = &[
+        "CreateSandbox",
+        "DestroySandbox",
+        "GetOOMEvent",
+        "GetGuestDetails",
+        "SetGuestDateTime",
+        "CopyFile",
+        "ReseedRandomDev",
+        "OnlineCPUMem",
     ];
     let mut n = 0;
     for m in service.methods() {
         let name = m.proto().name().to_string();
+        if NOT_CALLED.contains(&name.as_str()) {
+            continue;
+        }
         if IMPLEMENTED.contains(&name.as_str()) {
             let (code, msg) = call_raw(&c, "grpc.AgentService", &name, Vec::new()).await.unwrap_err();
             assert_ne!(code, Code::UNIMPLEMENTED, "{name}: {msg}");
@@ -130,7 +152,13 @@ async fn every_agent_service_method_answers_unimplemented_by_name() {
         assert!(msg.contains(&format!("grpc.AgentService/{name}")), "{name}: {msg}");
         n += 1;
     }
-    assert!(n >= 30, "only {n} unimplemented methods checked");
+    let all = service.methods().count();
+    assert!(all >= 42, "only {all} methods declared");
+    assert_eq!(
+        n,
+        all - IMPLEMENTED.len() - NOT_CALLED.len(),
+        "unimplemented methods checked"
+    );
     assert_eq!(check(&c).await, ServingStatus::SERVING);
 }
 

@@ -217,4 +217,21 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         p.resize(req.row, req.column).map_err(rpc_err)?;
         Ok(Empty::new())
     }
+
+    // --- guest basics ---
+    async fn get_guest_details(&self, _: &TtrpcContext, r: GuestDetailsRequest) -> ttrpc::Result<GuestDetailsResponse> {
+        super::guest::get_guest_details(r).await
+    }
+    async fn set_guest_date_time(&self, _: &TtrpcContext, r: SetGuestDateTimeRequest) -> ttrpc::Result<Empty> {
+        super::guest::set_guest_date_time(r).await
+    }
+    async fn copy_file(&self, _: &TtrpcContext, r: CopyFileRequest) -> ttrpc::Result<Empty> {
+        super::guest::copy_file(r).await
+    }
+    async fn reseed_random_dev(&self, _: &TtrpcContext, r: ReseedRandomDevRequest) -> ttrpc::Result<Empty> {
+        super::guest::reseed_random_dev(r).await
+    }
+    async fn online_cpu_mem(&self, _: &TtrpcContext, r: OnlineCPUMemRequest) -> ttrpc::Result<Empty> {
+        super::guest::online_cpu_mem(r).await
+    }
 }

@@ -2,6 +2,7 @@
 //! agent serves.
 
 pub mod agent;
+pub mod guest;
 pub mod health;
 pub mod introspection;
 pub mod negotiation;

@@ -170,7 +170,11 @@ fn spec(a: &RunArgs) -> Result<protocols::oci::Spec> {
     let user = spec.Process.as_ref().map(|p| p.User.clone()).unwrap_or_default();
     let mut p = process(&a.args, a.tty);
     p.User = user.into();
-    p.Capabilities = spec.Process.as_ref().map(|p| p.Capabilities.clone()).unwrap_or_default();
+    p.Capabilities = spec
+        .Process
+        .as_ref()
+        .map(|p| p.Capabilities.clone())
+        .unwrap_or_default();
     spec.Process = protobuf::MessageField::some(p);
     if let Some(limit) = a.memory {
         let linux = spec.Linux.mut_or_insert_default();
@@ -280,11 +284,9 @@ pub async fn run(c: &Client, cmd: Cmd, timeout: Duration) -> Result<Outcome> {
             r.sandbox_pidns = sandbox_pidns;
             call(c, "CreateSandbox", &r, timeout).await.map(empty)
         }
-        Cmd::Sandbox(SandboxCmd::Destroy) => {
-            call(c, "DestroySandbox", &DestroySandboxRequest::new(), timeout * 6)
-                .await
-                .map(empty)
-        }
+        Cmd::Sandbox(SandboxCmd::Destroy) => call(c, "DestroySandbox", &DestroySandboxRequest::new(), timeout * 6)
+            .await
+            .map(empty),
         Cmd::Run(a) => {
             let mut r = CreateContainerRequest::new();
             r.container_id = a.id.clone();
@@ -336,7 +338,7 @@ pub async fn run(c: &Client, cmd: Cmd, timeout: Duration) -> Result<Outcome> {
             let mut r = RemoveContainerRequest::new();
             r.container_id = id;
             r.timeout = grace;
-            call(c, "RemoveContainer", &r, timeout + Duration::from_secs(grace.into() ))
+            call(c, "RemoveContainer", &r, timeout + Duration::from_secs(grace.into()))
                 .await
                 .map(empty)
         }

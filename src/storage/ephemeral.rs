@@ -1,0 +1,54 @@
+//! `ephemeral`: a tmpfs (or another memory filesystem named by `fstype`, e.g.
+//! hugetlbfs) at the mount point, with the storage's options as mount options.
+//! `fsgid=N` (or `fs_group`) is not a mount option: it gives the mounted root to
+//! group N with the set-group-id bit, as Kata's agent does.
+
+use std::path::Path;
+
+use protocols::agent::Storage;
+
+use super::mount::{give_to_group, MountArgs, Record};
+use super::options::{fs_gid, mount_options, FSGID_OPTION};
+use super::StorageError;
+
+/// The mount an ephemeral storage makes.
+pub fn mount_args(s: &Storage) -> MountArgs {
+    let fstype = if s.fstype.is_empty() { "tmpfs" } else { &s.fstype };
+    let source = if s.source.is_empty() { fstype } else { &s.source };
+    MountArgs {
+        source: source.to_string(),
+        fstype: fstype.to_string(),
+        options: mount_options(&s.options, &[FSGID_OPTION]),
+    }
+}
+
+/// Mounts it.
+pub(super) fn setup(s: &Storage, rec: &mut Record) -> Result<(), StorageError> {
+    let gid = fs_gid(s)?;
+    let mp = Path::new(&s.mount_point);
+    mount_args(s).apply(mp, rec)?;
+    if let Some(gid) = gid {
+        give_to_group(mp, gid, None)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::mount::MsFlags;
+
+    #[test]
+    fn defaults_to_tmpfs_and_drops_fsgid() {
+        let mut s = Storage::new();
+        s.options = vec!["nosuid,size=1m".into(), "fsgid=5".into()];
+        let a = mount_args(&s);
+        assert_eq!((a.source.as_str(), a.fstype.as_str()), ("tmpfs", "tmpfs"));
+        assert_eq!(a.options.flags, MsFlags::MS_NOSUID);
+        assert_eq!(a.options.data, "size=1m");
+        s.fstype = "hugetlbfs".into();
+        s.source = "nodev".into();
+        let a = mount_args(&s);
+        assert_eq!((a.source.as_str(), a.fstype.as_str()), ("nodev", "hugetlbfs"));
+    }
+}

@@ -1,0 +1,294 @@
+//! Real mounts (root only). Each test first moves its thread into a private
+//! mount namespace, so nothing it mounts is seen outside, and everything it
+//! mounted goes away with the thread even if it fails half-way.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+
+use super::*;
+
+fn private_mount_ns(what: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED {what}: mounting needs root");
+        return false;
+    }
+    nix::sched::unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private");
+    true
+}
+
+/// The filesystem type mounted at `mp` in this thread's namespace, if any.
+fn mounted_fstype(mp: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (Path::new(f[4]) == mp).then(|| f[sep + 1].to_string())
+    })
+}
+
+fn storage(driver: &str, source: &str, mp: &Path, options: &[&str]) -> Storage {
+    let mut s = Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.mount_point = mp.display().to_string();
+    s.options = options.iter().map(|o| o.to_string()).collect();
+    s
+}
+
+fn tmpfs(mp: &Path) -> Storage {
+    storage("ephemeral", "tmpfs", mp, &["size=1m", "mode=0777"])
+}
+
+#[test]
+fn ephemeral_is_a_tmpfs_until_released() {
+    if !private_mount_ns("ephemeral") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("sandbox/ephemeral/vol");
+    let m = StorageManager::new();
+    let paths = m.add("c1", &[tmpfs(&mp)]).unwrap();
+    assert_eq!(paths, vec![mp.clone()]);
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
+    assert_eq!(std::fs::metadata(&mp).unwrap().permissions().mode() & 0o7777, 0o777);
+    std::fs::write(mp.join("f"), "data").unwrap();
+    assert_eq!(m.mount_points_of("c1"), vec![mp.clone()]);
+
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!d.path().join("sandbox").exists(), "created directories removed");
+    assert!(m.snapshot().entries.is_empty());
+}
+
+#[test]
+fn ephemeral_fsgid_gives_the_root_to_the_group() {
+    if !private_mount_ns("ephemeral fsgid") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("e");
+    let m = StorageManager::new();
+    m.add("c1", &[storage("ephemeral", "", &mp, &["fsgid=4321"])]).unwrap();
+    let meta = std::fs::metadata(&mp).unwrap();
+    assert_eq!(meta.gid(), 4321);
+    assert_ne!(meta.mode() & libc::S_ISGID, 0);
+    m.release_all().unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+}
+
+#[test]
+fn bind_ro_refuses_writes() {
+    if !private_mount_ns("bind ro") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("hello"), "hi").unwrap();
+    let mp = d.path().join("dst");
+    let m = StorageManager::new();
+    m.add("c1", &[storage("bind", src.to_str().unwrap(), &mp, &["bind", "ro"])])
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(mp.join("hello")).unwrap(), "hi");
+    let e = std::fs::write(mp.join("new"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    // The source itself stays writable.
+    std::fs::write(src.join("new"), "x").unwrap();
+    m.release("c1").unwrap();
+    assert!(!mp.exists());
+    assert!(src.join("hello").exists(), "release never touches the source");
+}
+
+#[test]
+fn bind_of_a_file() {
+    if !private_mount_ns("bind file") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("resolv.conf");
+    std::fs::write(&src, "nameserver 10.0.0.1\n").unwrap();
+    let mp = d.path().join("etc/resolv.conf");
+    let m = StorageManager::new();
+    m.add("sandbox", &[storage("bind", src.to_str().unwrap(), &mp, &[])])
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&mp).unwrap(), "nameserver 10.0.0.1\n");
+    m.release("sandbox").unwrap();
+    assert!(!d.path().join("etc").exists());
+    assert!(src.exists());
+}
+
+#[test]
+fn local_dir_has_mode_and_group_and_goes_with_its_data() {
+    if !private_mount_ns("local") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("local/vol");
+    let m = StorageManager::new();
+    m.add("c1", &[storage("local", "", &mp, &["mode=0750", "fsgid=1234"])])
+        .unwrap();
+    let meta = std::fs::metadata(&mp).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o7777, 0o750 | libc::S_ISGID);
+    assert_eq!(meta.gid(), 1234);
+    std::fs::write(mp.join("data"), "x").unwrap();
+    m.release("c1").unwrap();
+    assert!(!d.path().join("local").exists());
+
+    let plain = d.path().join("plain");
+    m.add("c1", &[storage("local", "", &plain, &["mode=0700"])]).unwrap();
+    assert_eq!(std::fs::metadata(&plain).unwrap().mode() & 0o7777, 0o700);
+    m.release("c1").unwrap();
+}
+
+#[test]
+fn two_owners_share_one_storage() {
+    if !private_mount_ns("shared storage") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("shm");
+    let m = StorageManager::new();
+    m.add("c1", &[tmpfs(&mp)]).unwrap();
+    std::fs::write(mp.join("from-c1"), "1").unwrap();
+    // Same storage, spelled with a trailing slash: the same mount point.
+    let mut again = tmpfs(&mp);
+    again.mount_point.push('/');
+    m.add("c2", &[again]).unwrap();
+    assert!(mp.join("from-c1").exists(), "not mounted a second time");
+    let snap = m.snapshot();
+    assert_eq!(snap.entries.len(), 1);
+    assert_eq!(
+        snap.entries[0].owners.iter().cloned().collect::<Vec<_>>(),
+        vec!["c1".to_string(), "c2".to_string()]
+    );
+
+    // A different storage at the same place is refused.
+    let e = m
+        .add("c3", &[storage("ephemeral", "tmpfs", &mp, &["size=2m"])])
+        .unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::ALREADY_EXISTS, "{e}");
+    assert!(m.mount_points_of("c3").is_empty());
+
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
+    assert!(mp.join("from-c1").exists());
+    m.release("c2").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!mp.exists());
+}
+
+#[test]
+fn a_failing_storage_rolls_back_the_call() {
+    if !private_mount_ns("rollback") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let kept = d.path().join("kept");
+    let first = d.path().join("first");
+    let m = StorageManager::new();
+    m.add("c1", &[tmpfs(&kept)]).unwrap();
+
+    let bad = storage("bind", "/nonexistent/source", &d.path().join("bad"), &[]);
+    let e = m.add("c2", &[tmpfs(&kept), tmpfs(&first), bad]).unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
+    assert!(e.to_string().contains("storage 2 (bind"), "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert_eq!(mounted_fstype(&first), None, "first storage unmounted");
+    assert!(!first.exists());
+    assert!(!d.path().join("bad").exists());
+    // The storage c1 had is untouched, and c2 holds nothing.
+    assert_eq!(mounted_fstype(&kept).as_deref(), Some("tmpfs"));
+    assert_eq!(m.mount_points_of("c1"), vec![kept.clone()]);
+    assert!(m.mount_points_of("c2").is_empty());
+    m.release_all().unwrap();
+    assert_eq!(mounted_fstype(&kept), None);
+}
+
+#[test]
+fn unknown_and_not_yet_supported_drivers_are_invalid() {
+    let d = tempfile::tempdir().unwrap();
+    let m = StorageManager::new();
+    for driver in ["blk", "scsi", "nvdimm", "mmioblk", "nosuchdriver"] {
+        let mp = d.path().join(driver);
+        let e = m.add("c1", &[storage(driver, "/dev/vda", &mp, &[])]).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(
+            e.to_string().contains(&format!("unknown storage driver {driver:?}")),
+            "{e}"
+        );
+        assert!(!mp.exists());
+    }
+    let e = m
+        .add("c1", &[storage("local", "", Path::new("rel/path"), &[])])
+        .unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert!(m.snapshot().entries.is_empty());
+}
+
+#[test]
+fn virtio_fs_without_the_device_fails_cleanly() {
+    if !private_mount_ns("virtio-fs error path") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("shared/containers");
+    let m = StorageManager::new();
+    for (driver, tag) in [("virtio-fs", "pithNoSuchTag"), ("9p", "pithNoSuchTag")] {
+        let mut s = storage(driver, tag, &mp, &["nodev"]);
+        if driver == "9p" {
+            s.options.push("trans=virtio,version=9p2000.L".into());
+        }
+        let e = m.add("sandbox", &[s]).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INTERNAL, "{e}");
+        let msg = e.to_string();
+        let prefix = format!(
+            "storage 0 ({driver} at {:?}): mount(\"pithNoSuchTag\" -> ",
+            mp.display().to_string()
+        );
+        assert!(msg.starts_with(&prefix), "{msg}");
+        assert!(
+            msg.contains(if driver == "9p" { ", 9p)" } else { ", virtiofs)" }),
+            "{msg}"
+        );
+        assert!(!d.path().join("shared").exists(), "mount point removed again");
+    }
+    assert!(m.snapshot().entries.is_empty());
+}
+
+#[test]
+fn state_survives_a_round_trip_and_can_be_released() {
+    if !private_mount_ns("state") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("a/b");
+    let m = StorageManager::new();
+    let mut s = tmpfs(&mp);
+    s.shared = true;
+    m.add("c1", &[s]).unwrap();
+    let json = serde_json::to_string(&m.snapshot()).unwrap();
+    let state: StorageState = serde_json::from_str(&json).unwrap();
+    assert_eq!(state, m.snapshot());
+    assert_eq!(state.entries[0].created, vec![d.path().join("a"), d.path().join("a/b")]);
+
+    let restored = StorageManager::from_state(state);
+    // Shared: the last owner leaving does not unmount it ...
+    restored.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
+    // ... the sandbox going away does.
+    restored.release_all().unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!d.path().join("a").exists());
+}
