@@ -448,3 +448,87 @@ async fn pause_resume_stats_and_process_list() {
     );
     remove(&c, &id).await;
 }
+
+fn storage(driver: &str, source: &str, mount_point: &std::path::Path, options: &[&str]) -> Storage {
+    let mut s = Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.fstype = if driver == "ephemeral" {
+        "tmpfs".into()
+    } else {
+        "bind".into()
+    };
+    s.options = options.iter().map(|o| o.to_string()).collect();
+    s.mount_point = mount_point.display().to_string();
+    s
+}
+
+fn mounted(path: &std::path::Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == path.to_str())
+}
+
+#[tokio::test]
+async fn storages_are_mounted_for_their_users_and_released() {
+    if !root_or_skip("storages_are_mounted_for_their_users_and_released") {
+        return;
+    }
+    let mut agent = agent();
+    let c = agent.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shm = dir.path().join("sandbox-shm");
+    let mut req = CreateSandboxRequest::new();
+    req.sandbox_id = "sb".into();
+    req.storages = vec![storage("ephemeral", "tmpfs", &shm, &["size=1m"])];
+    let _: Empty = call(&c, SVC, "CreateSandbox", &req).await.unwrap();
+    assert!(mounted(&shm), "sandbox tmpfs not mounted at {}", shm.display());
+
+    // A host directory bound in through a container storage, then into the container.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hello"), "from the storage\n").unwrap();
+    let mp = dir.path().join("mnt").join("c1");
+    let id = unique("stor");
+    let mut create = create_req(&dir.path().join("r"), &id, &["cat", "/data/hello"]);
+    create.storages = vec![storage("bind", data.to_str().unwrap(), &mp, &["ro"])];
+    let mut m = protocols::oci::Mount::new();
+    m.destination = "/data".into();
+    m.source = mp.display().to_string();
+    m.type_ = "bind".into();
+    m.options = vec!["rbind".into(), "ro".into()];
+    create.OCI.as_mut().unwrap().Mounts.push(m);
+    let _: Empty = call(&c, SVC, "CreateContainer", &create).await.unwrap();
+    assert!(mounted(&mp));
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.clone();
+    let _: Empty = call(&c, SVC, "StartContainer", &s).await.unwrap();
+    assert_eq!(wait(&c, &id, &id).await.unwrap(), 0);
+    assert_eq!(read_all(&c, &id, &id, "ReadStdout").await, b"from the storage\n");
+    remove(&c, &id).await;
+    assert!(!mounted(&mp), "container storage still mounted after RemoveContainer");
+    assert!(mounted(&shm), "sandbox storage must outlive the container");
+
+    // A container whose storage fails leaves nothing mounted.
+    let bad_id = unique("badstor");
+    let mut bad = create_req(&dir.path().join("b"), &bad_id, &["true"]);
+    let mp_ok = dir.path().join("mnt").join("ok");
+    bad.storages = vec![
+        storage("bind", data.to_str().unwrap(), &mp_ok, &[]),
+        storage("nosuchdriver", "x", &dir.path().join("mnt").join("bad"), &[]),
+    ];
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &bad).await.unwrap_err();
+    assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("nosuchdriver"), "{msg}");
+    assert!(!mounted(&mp_ok), "first storage not rolled back");
+
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!mounted(&shm), "sandbox storage still mounted after DestroySandbox");
+}

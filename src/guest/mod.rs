@@ -11,8 +11,6 @@ pub mod time;
 
 use std::path::{Path, PathBuf};
 
-use crate::storage::StorageManager;
-
 /// Where CopyFile may write when nothing else is configured: Kata's directory and ours.
 pub const DEFAULT_COPY_ROOTS: &[&str] = &["/run/kata-containers", "/run/pith"];
 /// Environment variable with the CopyFile roots, colon-separated.
@@ -78,8 +76,6 @@ pub struct Guest {
     pub random_dev: PathBuf,
     /// How OnlineCPUMem waits for hot-added CPUs.
     pub online_retry: online::Retry,
-    /// Storages mounted for the sandbox and its containers.
-    pub storages: StorageManager,
 }
 
 impl Default for Guest {
@@ -89,7 +85,6 @@ impl Default for Guest {
             copy_roots: DEFAULT_COPY_ROOTS.iter().map(PathBuf::from).collect(),
             random_dev: PathBuf::from(random::RANDOM_DEV),
             online_retry: online::Retry::default(),
-            storages: StorageManager::new(),
         }
     }
 }

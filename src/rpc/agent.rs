@@ -52,6 +52,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             dns: req.dns.clone(),
             sandbox_pidns: req.sandbox_pidns,
             guest_hook_path: req.guest_hook_path.clone(),
+            storages: req.storages.clone(),
         };
         self.sandbox.create_sandbox(pod).await.map_err(rpc_err)?;
         Ok(Empty::new())
@@ -72,6 +73,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             id: req.container_id.clone(),
             exec_id: req.exec_id.clone(),
             sandbox_pidns: req.sandbox_pidns,
+            storages: req.storages.clone(),
         };
         self.sandbox.create_container(create, spec).await.map_err(rpc_err)?;
         Ok(Empty::new())

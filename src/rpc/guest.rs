@@ -21,7 +21,7 @@ pub fn init(g: Guest) -> bool {
     GUEST.set(Arc::new(g)).is_ok()
 }
 
-/// The process-wide guest state (its storages included).
+/// The process-wide guest state.
 pub fn guest() -> Arc<Guest> {
     GUEST
         .get_or_init(|| Arc::new(Guest::from_env(&|k| std::env::var(k).ok())))

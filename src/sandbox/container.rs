@@ -24,6 +24,8 @@ pub struct CreateRequest {
     pub exec_id: String,
     /// Join the sandbox's PID namespace (also on when CreateSandbox set it).
     pub sandbox_pidns: bool,
+    /// Storages to mount before the container is created (its rootfs may be one).
+    pub storages: Vec<protocols::agent::Storage>,
 }
 
 impl Sandbox {
@@ -35,9 +37,15 @@ impl Sandbox {
             return Err(SandboxError::AlreadyExists(format!("container {id:?} already exists")));
         }
         let bundle = self.bundles.join(&id);
-        let result = self.create_reserved(&req, spec, bundle.clone()).await;
+        let storages = self.storages.clone();
+        let (owner, list) = (id.clone(), req.storages.clone());
+        let mut result = blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(SandboxError::from)).await;
+        if result.is_ok() {
+            result = self.create_reserved(&req, spec, bundle.clone()).await;
+        }
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&bundle);
+            let _ = self.storages.release(&id);
         }
         lock(&self.creating).remove(&id);
         result
@@ -185,6 +193,9 @@ impl Sandbox {
         blocking(move || rt.delete(&cid, true).map(|_| ()).map_err(SandboxError::from)).await?;
         lock(&self.containers).remove(id);
         let _ = std::fs::remove_dir_all(&c.bundle);
+        let storages = self.storages.clone();
+        let owner = id.to_string();
+        blocking(move || storages.release(&owner).map_err(SandboxError::from)).await?;
         let mut pod = lock(&self.pod);
         if pod.pidns_container.as_deref() == Some(id) {
             pod.pidns_container = None;

@@ -48,6 +48,17 @@ pub enum SandboxError {
     Internal(String),
 }
 
+impl From<crate::storage::StorageError> for SandboxError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        let msg = e.to_string();
+        match e.code() {
+            ttrpc::Code::INVALID_ARGUMENT => SandboxError::InvalidArgument(msg),
+            ttrpc::Code::ALREADY_EXISTS => SandboxError::AlreadyExists(msg),
+            _ => SandboxError::Internal(msg),
+        }
+    }
+}
+
 impl From<rustjail::Error> for SandboxError {
     fn from(e: rustjail::Error) -> Self {
         let msg = e.to_string();
@@ -132,10 +143,15 @@ pub struct Sandbox {
     /// Ids being created, so that two requests for one id cannot both proceed.
     creating: Mutex<HashSet<String>>,
     pod: Mutex<PodInfo>,
+    /// Storages of the sandbox (owner [`SANDBOX_OWNER`]) and of each container (owner: its id).
+    storages: Arc<crate::storage::StorageManager>,
     oom_tx: mpsc::UnboundedSender<String>,
     oom_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
+
+/// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
+pub const SANDBOX_OWNER: &str = "/sandbox";
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -225,6 +241,7 @@ impl Sandbox {
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
             pod: Mutex::new(PodInfo::default()),
+            storages: Arc::new(crate::storage::StorageManager::new()),
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,

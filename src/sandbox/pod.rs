@@ -25,6 +25,8 @@ pub struct PodRequest {
     pub sandbox_pidns: bool,
     /// Directory of guest OCI hooks.
     pub guest_hook_path: String,
+    /// Storages shared by the sandbox's containers.
+    pub storages: Vec<protocols::agent::Storage>,
 }
 
 /// Writes `lines` to `path` atomically (temporary file, fsync, rename).
@@ -80,8 +82,23 @@ impl Sandbox {
         if !req.dns.is_empty() {
             write_resolv_conf(&self.cfg.resolv_conf, &req.dns)?;
         }
+        let storages = self.storages.clone();
+        let list = req.storages.clone();
+        blocking(move || {
+            storages
+                .add(super::SANDBOX_OWNER, &list)
+                .map(|_| ())
+                .map_err(SandboxError::from)
+        })
+        .await?;
         let hostname = req.hostname.clone();
-        let holder = blocking(move || shared_ns::spawn_holder(&hostname)).await?;
+        let holder = match blocking(move || shared_ns::spawn_holder(&hostname)).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.storages.release(super::SANDBOX_OWNER);
+                return Err(e);
+            }
+        };
         let holder_exit = self.reaper.watch(holder);
         *lock(&self.pod) = PodInfo {
             created: true,
@@ -115,6 +132,10 @@ impl Sandbox {
             if waited.is_err() {
                 failures.push(format!("namespace holder {pid} did not end after SIGKILL"));
             }
+        }
+        let storages = self.storages.clone();
+        if let Err(e) = blocking(move || storages.release_all().map_err(SandboxError::from)).await {
+            failures.push(format!("storages: {e}"));
         }
         let _ = std::fs::remove_dir_all(&self.consoles);
         let _ = self.shutdown.send(true);

@@ -54,6 +54,9 @@ pub struct SandboxSnapshot {
     pub guest_hook_path: Option<String>,
     /// Containers, by id.
     pub containers: Vec<ContainerSnapshot>,
+    /// Mounted storages and their users.
+    #[serde(default)]
+    pub storages: crate::storage::StorageState,
 }
 
 fn process(p: &Process) -> ProcessSnapshot {
@@ -93,6 +96,7 @@ impl Sandbox {
             ns_holder: pod.ns_holder,
             guest_hook_path: pod.guest_hook_path.map(|p| p.display().to_string()),
             containers,
+            storages: self.storages.snapshot(),
         }
     }
 }
@@ -128,6 +132,7 @@ mod tests {
                     exit_status: Some(137),
                 }],
             }],
+            storages: Default::default(),
         };
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<SandboxSnapshot>(&text).unwrap(), s);
