@@ -169,7 +169,7 @@ fn spec(a: &RunArgs) -> Result<protocols::oci::Spec> {
     let mut spec = pith_agent::oci_convert::from_oci(&s);
     let user = spec.Process.as_ref().map(|p| p.User.clone()).unwrap_or_default();
     let mut p = process(&a.args, a.tty);
-    p.User = user.into();
+    p.User = user;
     p.Capabilities = spec
         .Process
         .as_ref()
