@@ -71,11 +71,11 @@ fn call_takes_json_inline_from_stdin_and_from_a_file() {
 #[test]
 fn call_reports_status_errors_and_bad_json() {
     let agent = Agent::start(&[]);
-    let out = pithctl(&agent, &["call", "CreateSandbox", r#"{"hostname":"h1"}"#], None);
+    let out = pithctl(&agent, &["call", "ListRoutes", "{}"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/CreateSandbox"),
+        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/ListRoutes"),
         "{err}"
     );
 
@@ -123,4 +123,74 @@ fn no_agent_is_a_clear_error_after_the_timeout() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("unknown scheme"), "{err}");
+}
+
+fn text(out: &Output) -> String {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The README's walk-through: a sandbox, a container run to completion, a
+/// detached one with execs, ps, rm, and the sandbox destroyed.
+#[test]
+fn drives_a_pod_from_the_command_line() {
+    if !common::root_or_skip("drives_a_pod_from_the_command_line") {
+        return;
+    }
+    let resolv = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let agent = Agent::start(&["--resolv-conf", resolv.to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = common::busybox_rootfs(dir.path());
+    let rootfs = rootfs.to_str().unwrap();
+    text(&pithctl(&agent, &["sandbox", "create", "--hostname", "demo"], None));
+
+    let out = pithctl(
+        &agent,
+        &[
+            "run",
+            "--rm",
+            "--rootfs",
+            rootfs,
+            "--id",
+            "once",
+            "--",
+            "sh",
+            "-c",
+            "hostname; echo err >&2; exit 4",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "demo\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    let web = format!("web-{}", std::process::id());
+    let web = web.as_str();
+    assert_eq!(
+        text(&pithctl(
+            &agent,
+            &["run", "-d", "--rootfs", rootfs, "--id", web, "--", "sleep", "1000"],
+            None
+        )),
+        format!("{web}\n")
+    );
+    assert_eq!(
+        text(&pithctl(&agent, &["exec", web, "--", "echo", "inside"], None)),
+        "inside\n"
+    );
+    let cat = pithctl(
+        &agent,
+        &["exec", "-i", "--exec-id", "cat1", web, "--", "cat"],
+        Some("round trip\n"),
+    );
+    assert_eq!(text(&cat), "round trip\n");
+    let pids: Vec<i32> = serde_json::from_str(&text(&pithctl(&agent, &["ps", web, "--format", "json"], None))).unwrap();
+    assert_eq!(pids.len(), 1);
+    assert!(text(&pithctl(&agent, &["ps", web], None)).contains("sleep 1000"));
+    text(&pithctl(&agent, &["kill", web, "0"], None));
+    text(&pithctl(&agent, &["rm", web], None));
+    let gone = pithctl(&agent, &["ps", web], None);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NOT_FOUND"));
+    text(&pithctl(&agent, &["sandbox", "destroy"], None));
 }

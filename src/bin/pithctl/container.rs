@@ -44,13 +44,13 @@ pub enum Cmd {
         #[arg(long, default_value = "")]
         exec_id: String,
     },
-    /// Remove a container (SIGKILL after --timeout seconds).
+    /// Remove a container (SIGKILL after --grace seconds).
     Rm {
         /// Container id.
         id: String,
         /// Seconds to let it end by itself.
         #[arg(long, default_value_t = 0)]
-        timeout: u32,
+        grace: u32,
     },
 }
 
@@ -331,9 +331,9 @@ pub async fn run(c: &Client, cmd: Cmd, timeout: Duration) -> Result<Outcome> {
             r.signal = signal;
             call(c, "SignalProcess", &r, timeout).await.map(empty)
         }
-        Cmd::Rm { id, timeout: grace } => {
+        Cmd::Rm { id, grace } => {
             if grace > 3600 {
-                bail!("--timeout is at most 3600 seconds");
+                bail!("--grace is at most 3600 seconds");
             }
             let mut r = RemoveContainerRequest::new();
             r.container_id = id;
