@@ -32,7 +32,8 @@ pub struct AgentConfig {
     pub debug_console: bool,
     /// vsock port of the debug console (`agent.debug_console_vport`).
     pub debug_console_vport: u32,
-    /// Pipe size for container stdio in bytes, 0 = kernel default (`agent.container_pipe_size`).
+    /// Pipe size for container stdio in bytes (`agent.container_pipe_size`); 0: the kernel's
+    /// default for stdin, 1 MiB for stdout/stderr (see `sandbox::DEFAULT_OUTPUT_PIPE_SIZE`).
     pub container_pipe_size: u32,
     /// vsock port to stream logs to, 0 = off (`agent.log_vport`).
     pub log_vport: u32,

@@ -165,25 +165,38 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| SandboxError::Internal(format!("worker thread: {e}")))?
 }
 
-/// Three pipes: (our ends [stdin writer, stdout reader, stderr reader], the process's ends).
+/// Output pipe size when `agent.container_pipe_size` is 0: one ReadStdout can
+/// then carry a whole 1 MiB chunk (the kernel's default pipe holds 64 KiB).
+/// Pages are allocated only as output waits, so an idle pipe costs nothing.
+pub const DEFAULT_OUTPUT_PIPE_SIZE: u32 = 1 << 20;
+
+fn set_pipe_size(w: &OwnedFd, size: u32) -> std::io::Result<()> {
+    // SAFETY: fcntl on a pipe we own.
+    if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Three pipes: (our ends [stdin writer, stdout reader, stderr reader], the
+/// process's ends). `pipe_size` 0: kernel default for stdin, and
+/// [`DEFAULT_OUTPUT_PIPE_SIZE`] for output where the system allows it.
 fn stdio_pipes(pipe_size: u32) -> Result<([OwnedFd; 3], [OwnedFd; 3]), SandboxError> {
-    let p = || -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let p = |output: bool| -> Result<(OwnedFd, OwnedFd), SandboxError> {
         let (r, w) = std::io::pipe().map_err(|e| SandboxError::Internal(format!("pipe2: {e}")))?;
         let (r, w): (OwnedFd, OwnedFd) = (r.into(), w.into());
         if pipe_size > 0 {
-            // SAFETY: fcntl on a pipe we own.
-            if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, pipe_size as libc::c_int) } < 0 {
-                return Err(SandboxError::Internal(format!(
-                    "fcntl(F_SETPIPE_SZ, {pipe_size}): {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
+            set_pipe_size(&w, pipe_size)
+                .map_err(|e| SandboxError::Internal(format!("fcntl(F_SETPIPE_SZ, {pipe_size}): {e}")))?;
+        } else if output {
+            // Best effort: a lower fs.pipe-max-size or the per-user limit keeps the default.
+            let _ = set_pipe_size(&w, DEFAULT_OUTPUT_PIPE_SIZE);
         }
         Ok((r, w))
     };
-    let (in_r, in_w) = p()?;
-    let (out_r, out_w) = p()?;
-    let (err_r, err_w) = p()?;
+    let (in_r, in_w) = p(false)?;
+    let (out_r, out_w) = p(true)?;
+    let (err_r, err_w) = p(true)?;
     Ok(([in_w, out_r, err_r], [in_r, out_w, err_w]))
 }
 

@@ -46,15 +46,14 @@ impl Output {
                 "{what}: end of stream already reported"
             )));
         };
-        let mut buf = vec![0u8; len.clamp(1, MAX_READ)];
+        let mut buf = Vec::new();
         let n = rx
-            .read(&mut buf)
+            .read_available(&mut buf, len.clamp(1, MAX_READ))
             .await
             .map_err(|e| SandboxError::Internal(format!("read {what}: {e}")))?;
         if n == 0 {
             *guard = None;
         }
-        buf.truncate(n);
         Ok(buf)
     }
 }

@@ -31,11 +31,15 @@ pub fn run_if_holder() {
             std::process::exit(1);
         }
     }
+    let parent = nix::unistd::getppid();
     println!("ready");
-    loop {
-        // SAFETY: pause has no arguments; it returns only after a caught signal.
-        unsafe { libc::pause() };
+    // The holder must not outlive an agent that dies without cleaning up. Not
+    // PR_SET_PDEATHSIG: that fires when the spawning *thread* ends, and the
+    // agent spawns from short-lived worker threads. Re-parenting is the sign.
+    while nix::unistd::getppid() == parent {
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
+    std::process::exit(0);
 }
 
 /// Starts the holder of the sandbox's UTS and IPC namespaces, with `hostname`
@@ -50,10 +54,6 @@ pub fn spawn_holder(hostname: &str) -> Result<i32, SandboxError> {
     unsafe {
         cmd.pre_exec(|| {
             if libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The holder must not outlive an agent that dies without cleaning up.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

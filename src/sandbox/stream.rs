@@ -73,6 +73,46 @@ impl FdStream {
         }
     }
 
+    /// Appends to `buf` up to `max` bytes: waits for the first, then takes what
+    /// else is ready without waiting (a pipe holds 64 KiB by default; one RPC can
+    /// carry several pipefuls). Returns the bytes added; 0 is the end of the stream.
+    pub async fn read_available(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let start = buf.len();
+        loop {
+            let mut guard = self.fd.readable().await?;
+            loop {
+                let room = max - (buf.len() - start);
+                if room == 0 {
+                    return Ok(buf.len() - start);
+                }
+                let spare = &mut buf.spare_capacity_mut()[..room];
+                // SAFETY: read writes at most `room` bytes into the spare capacity we reserved.
+                let n = unsafe { libc::read(self.raw(), spare.as_mut_ptr().cast(), room) };
+                if n > 0 {
+                    // SAFETY: the kernel initialised the n bytes it reported.
+                    unsafe { buf.set_len(buf.len() + n as usize) };
+                    continue;
+                }
+                let got = buf.len() - start;
+                let err = io::Error::last_os_error();
+                match n {
+                    0 => return Ok(got),
+                    _ if err.raw_os_error() == Some(libc::EIO) => return Ok(got),
+                    _ if err.kind() == io::ErrorKind::Interrupted => continue,
+                    _ if err.kind() == io::ErrorKind::WouldBlock => {
+                        if got > 0 {
+                            return Ok(got);
+                        }
+                        guard.clear_ready();
+                        break;
+                    }
+                    _ => return if got > 0 { Ok(got) } else { Err(err) },
+                }
+            }
+        }
+    }
+
     /// Writes all of `data`, waiting while the pipe or terminal is full.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {

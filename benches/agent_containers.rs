@@ -1,0 +1,304 @@
+//! `make bench` part 3: containers through the agent's RPCs (root only).
+//!
+//! * create → start → wait → remove of `/bin/true` in a busybox container,
+//!   through the agent's RPCs over a Unix socket, with a long-lived "pause"
+//!   container in the sandbox (as a Kata pod has): median and p90 of 100
+//!   cycles, next to `rustjail run` (the CLI doing the same create, start, wait
+//!   and delete in one process) measured in the same run;
+//! * `ReadStdout` throughput: 1 GiB from `dd` in a container, read with 1 MiB
+//!   requests, next to the same bytes through a plain pipe (`dd | cat`);
+//! * the agent's RSS with 10 idle containers.
+//!
+//! The agent binary is `PITH_AGENT_BIN` (make bench passes the static musl
+//! build that goes into the guest image), or the release build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use protobuf::Message;
+use protocols::agent::*;
+use ttrpc::proto::Request;
+use ttrpc::r#async::Client;
+
+const CYCLES: usize = 100;
+const WARMUP: usize = 5;
+const STREAM_BYTES: u64 = 1 << 30;
+const IDLE_CONTAINERS: usize = 10;
+
+async fn call<Req: Message, Resp: Message>(c: &Client, method: &str, req: &Req) -> Resp {
+    let mut r = Request::new();
+    r.service = "grpc.AgentService".into();
+    r.method = method.into();
+    r.payload = req.write_to_bytes().unwrap();
+    let resp = c.request(r).await.unwrap_or_else(|e| panic!("{method}: {e}"));
+    Resp::parse_from_bytes(&resp.payload).unwrap()
+}
+
+type Empty = protobuf::well_known_types::empty::Empty;
+
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (apt-get install busybox-static)");
+    for tool in ["sh", "true", "sleep", "dd", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    root
+}
+
+fn spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(rootfs.to_path_buf());
+    spec.set_root(Some(root));
+    spec.set_hostname(None);
+    let mut p = spec.process().clone().unwrap();
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p.set_terminal(Some(false));
+    spec.set_process(Some(p));
+    spec
+}
+
+fn create_req(rootfs: &Path, id: &str, args: &[&str]) -> CreateContainerRequest {
+    let mut req = CreateContainerRequest::new();
+    req.container_id = id.into();
+    req.exec_id = id.into();
+    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec(rootfs, args)));
+    req
+}
+
+async fn start(c: &Client, rootfs: &Path, id: &str, args: &[&str]) {
+    let _: Empty = call(c, "CreateContainer", &create_req(rootfs, id, args)).await;
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.into();
+    let _: Empty = call(c, "StartContainer", &s).await;
+}
+
+async fn wait(c: &Client, id: &str) -> i32 {
+    let mut w = WaitProcessRequest::new();
+    w.container_id = id.into();
+    w.exec_id = id.into();
+    call::<_, WaitProcessResponse>(c, "WaitProcess", &w).await.status
+}
+
+async fn remove(c: &Client, id: &str) {
+    let mut r = RemoveContainerRequest::new();
+    r.container_id = id.into();
+    let _: Empty = call(c, "RemoveContainer", &r).await;
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(&ms, 0.5), percentile(&ms, 0.9))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct AgentProc {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(bin: &str, dir: &Path) -> AgentProc {
+    let sock = dir.join("agent.sock");
+    let cmdline = dir.join("cmdline");
+    std::fs::write(&cmdline, "").unwrap();
+    let child = Command::new(bin)
+        .arg("--server-addr")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--cmdline")
+        .arg(&cmdline)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--resolv-conf")
+        .arg(dir.join("resolv.conf"))
+        .arg("--log-level")
+        .arg("warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn agent");
+    AgentProc { child, sock }
+}
+
+/// `rustjail run` of the same container, as one CLI command (create, start, wait, delete).
+fn rustjail_cycle(rustjail: &Path, root: &Path, bundle: &Path, id: &str) -> f64 {
+    let t = Instant::now();
+    let st = Command::new(rustjail)
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .status()
+        .expect("rustjail run");
+    assert!(st.success(), "rustjail run {id}: {st}");
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("containers through the agent: skipped (needs root)");
+        return;
+    }
+    let bin = std::env::var("PITH_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pith-agent").to_string());
+    let rustjail = PathBuf::from(env!("CARGO_BIN_EXE_pith-agent"))
+        .parent()
+        .unwrap()
+        .join("rustjail");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs(dir.path());
+    let agent = start_agent(&bin, dir.path());
+    println!("containers through the agent ({bin})");
+    rt.block_on(async {
+        let addr = pith_agent::addr::Address::Unix(agent.sock.clone());
+        let c = pith_agent::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "bench".into();
+        sb.hostname = "bench".into();
+        let _: Empty = call(&c, "CreateSandbox", &sb).await;
+        let pause = format!("pause-{}", std::process::id());
+        start(&c, &rootfs, &pause, &["sleep", "100000"]).await;
+
+        // 1. create → start → wait → remove, interleaved with `rustjail run`.
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        spec(&rootfs, &["true"]).save(bundle.join("config.json")).unwrap();
+        let rj_root = dir.path().join("rustjail-root");
+        let (mut rpc, mut cli) = (Vec::new(), Vec::new());
+        let mut phases: [Vec<f64>; 4] = Default::default();
+        for i in 0..WARMUP + CYCLES {
+            let id = format!("true-{}-{i}", std::process::id());
+            let t = Instant::now();
+            let _: Empty = call(&c, "CreateContainer", &create_req(&rootfs, &id, &["true"])).await;
+            let t1 = Instant::now();
+            let mut s = StartContainerRequest::new();
+            s.container_id = id.clone();
+            let _: Empty = call(&c, "StartContainer", &s).await;
+            let t2 = Instant::now();
+            assert_eq!(wait(&c, &id).await, 0);
+            let t3 = Instant::now();
+            remove(&c, &id).await;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if i >= WARMUP {
+                for (k, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
+                    phases[k].push(d.as_secs_f64() * 1e3);
+                }
+            }
+            let cli_ms = if rustjail.exists() {
+                Some(rustjail_cycle(&rustjail, &rj_root, &bundle, &format!("rj-{}-{i}", std::process::id())))
+            } else {
+                None
+            };
+            if i >= WARMUP {
+                rpc.push(ms);
+                cli.extend(cli_ms);
+            }
+        }
+        let (m, p90) = summary(rpc);
+        println!("  create+start+wait+remove of /bin/true, {CYCLES} cycles after {WARMUP} warm-up, pause container running:");
+        println!("    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms   (target: median < 5 ms; Kata's agent: 7-10 ms)");
+        let med: Vec<String> = ["create", "start", "wait", "remove"]
+            .iter()
+            .zip(phases)
+            .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
+            .collect();
+        println!("      phase medians (ms): {}", med.join(", "));
+        if cli.is_empty() {
+            println!("    rustjail run:   skipped ({} not built)", rustjail.display());
+        } else {
+            let (cm, cp90) = summary(cli);
+            println!(
+                "    rustjail run:   median {cm:.2} ms, p90 {cp90:.2} ms   (agent / CLI: {:.2}x)",
+                m / cm
+            );
+        }
+
+        // 2. ReadStdout throughput.
+        let id = format!("stream-{}", std::process::id());
+        let cmd = format!("dd if=/dev/zero bs=1M count={} 2>/dev/null", STREAM_BYTES >> 20);
+        start(&c, &rootfs, &id, &["sh", "-c", &cmd]).await;
+        let t = Instant::now();
+        let mut total = 0u64;
+        loop {
+            let mut r = ReadStreamRequest::new();
+            r.container_id = id.clone();
+            r.exec_id = id.clone();
+            r.len = 1 << 20;
+            let resp: ReadStreamResponse = call(&c, "ReadStdout", &r).await;
+            if resp.data.is_empty() {
+                break;
+            }
+            total += resp.data.len() as u64;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(total, STREAM_BYTES);
+        assert_eq!(wait(&c, &id).await, 0);
+        remove(&c, &id).await;
+        let rpc_mib_s = total as f64 / (1 << 20) as f64 / secs;
+        let t = Instant::now();
+        let st = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "/bin/busybox dd if=/dev/zero bs=1M count={} 2>/dev/null | /bin/busybox cat > /dev/null",
+                    STREAM_BYTES >> 20
+                ),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let pipe_mib_s = STREAM_BYTES as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "  ReadStdout, 1 GiB in 1 MiB reads: {rpc_mib_s:.0} MiB/s (target >= 1024); \
+             dd | cat through a pipe: {pipe_mib_s:.0} MiB/s (agent / pipe: {:.2}x)",
+            rpc_mib_s / pipe_mib_s
+        );
+
+        // 3. RSS with idle containers (the pause container plus nine more).
+        let idle0 = rss_kib(agent.child.id());
+        let mut ids = Vec::new();
+        for i in 0..IDLE_CONTAINERS - 1 {
+            let id = format!("idle-{}-{i}", std::process::id());
+            start(&c, &rootfs, &id, &["sleep", "100000"]).await;
+            ids.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rss = rss_kib(agent.child.id());
+        println!(
+            "  agent RSS: {:.2} MiB with {IDLE_CONTAINERS} idle containers (target < 4 MiB; Kata's agent: 9-13 MiB with none); \
+             {:.2} MiB with 1",
+            rss as f64 / 1024.0,
+            idle0 as f64 / 1024.0
+        );
+        let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+    });
+}
