@@ -128,7 +128,8 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
             .with_context(|| format!("set up container state in {}", args.state_dir.display()))?,
     );
     let mut destroyed = sandbox.shutdown_requested();
-    let dispatcher = Dispatcher::new(rpc::services(ctx, sandbox, log));
+    let reads = rpc::stdio_read::stream_reads(sandbox.clone());
+    let dispatcher = Dispatcher::with_stream_reads(rpc::services(ctx, sandbox, log), reads);
     let server = Server::start(listeners, dispatcher, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):

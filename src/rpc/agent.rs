@@ -28,15 +28,19 @@ impl AgentServiceImpl {
     }
 }
 
-fn rpc_err(e: SandboxError) -> ttrpc::Error {
-    let code = match &e {
+/// The status code a sandbox error answers with.
+pub fn code_of(e: &SandboxError) -> ttrpc::Code {
+    match e {
         SandboxError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
         SandboxError::NotFound(_) => ttrpc::Code::NOT_FOUND,
         SandboxError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
         SandboxError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
         SandboxError::Internal(_) => ttrpc::Code::INTERNAL,
-    };
-    status(code, e)
+    }
+}
+
+fn rpc_err(e: SandboxError) -> ttrpc::Error {
+    status(code_of(&e), e)
 }
 
 fn convert_err(e: oci_convert::ConvertError) -> ttrpc::Error {

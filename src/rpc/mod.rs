@@ -8,6 +8,7 @@ pub mod introspection;
 pub mod negotiation;
 pub mod ps;
 pub mod stats;
+pub mod stdio_read;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -40,21 +40,27 @@ impl Output {
 
     /// Up to `len` bytes, waiting for data; at the end an empty read once, then an error.
     pub async fn read(&self, len: usize, what: &str) -> Result<Vec<u8>, SandboxError> {
+        let mut buf = Vec::new();
+        self.read_into(&mut buf, len, what).await?;
+        Ok(buf)
+    }
+
+    /// Like [`Output::read`], appending to `out` (nothing appended: the end).
+    pub async fn read_into(&self, out: &mut Vec<u8>, len: usize, what: &str) -> Result<(), SandboxError> {
         let mut guard = self.rx.lock().await;
         let Some(rx) = guard.as_mut() else {
             return Err(SandboxError::FailedPrecondition(format!(
                 "{what}: end of stream already reported"
             )));
         };
-        let mut buf = Vec::new();
         let n = rx
-            .read_available(&mut buf, len.clamp(1, MAX_READ))
+            .read_available(out, len.clamp(1, MAX_READ))
             .await
             .map_err(|e| SandboxError::Internal(format!("read {what}: {e}")))?;
         if n == 0 {
             *guard = None;
         }
-        Ok(buf)
+        Ok(())
     }
 }
 

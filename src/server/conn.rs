@@ -13,8 +13,9 @@ use tokio::sync::Mutex;
 use ttrpc::proto::Request;
 use ttrpc::MessageHeader;
 
-use super::dispatch::{encode_response, Dispatcher};
+use super::dispatch::{encode_response, status_response, Dispatcher};
 use super::frame::{self, FrameError, MAX_FRAME};
+use super::stream_read::{finish_frame, BufferPool, StreamRead};
 
 /// Serves requests from `reader` until the peer closes or misbehaves.
 pub async fn serve<R, W>(reader: R, writer: W, dispatcher: Arc<Dispatcher>, log: Logger)
@@ -24,6 +25,7 @@ where
 {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let writer = Arc::new(Mutex::new(writer));
+    let pool = BufferPool::default();
     let mut body = Vec::new();
     debug!(log, "connection opened");
     loop {
@@ -52,6 +54,17 @@ where
             type_: header.kind,
             flags: header.flags,
         };
+        if let Some(sr) = dispatcher.stream_read(&req.service, &req.method) {
+            tokio::spawn(respond_stream(
+                sr,
+                header.stream_id,
+                req,
+                writer.clone(),
+                pool.clone(),
+                log.clone(),
+            ));
+            continue;
+        }
         let mut call = Box::pin(respond(dispatcher.clone(), mh, req, writer.clone(), log.clone()));
         // Quick calls (Check, Version, most errors) finish in their first poll:
         // run them here, without a task spawn or a hop to another worker thread.
@@ -77,4 +90,62 @@ where
     if let Err(e) = w.write_all(&bytes).await {
         debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
     }
+}
+
+/// Serves a stream read: the data lands in a pooled frame buffer, written as is.
+async fn respond_stream<W>(
+    sr: Arc<dyn StreamRead>,
+    stream_id: u32,
+    req: Request,
+    writer: Arc<Mutex<W>>,
+    pool: BufferPool,
+    log: Logger,
+) where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = pool.take();
+    let fut = sr.read(&req.payload, &mut buf);
+    let result = if req.timeout_nano > 0 {
+        match tokio::time::timeout(std::time::Duration::from_nanos(req.timeout_nano as u64), fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ttrpc::get_status(
+                ttrpc::Code::DEADLINE_EXCEEDED,
+                format!(
+                    "{}/{}: the client's timeout of {} ns ran out",
+                    req.service, req.method, req.timeout_nano
+                ),
+            )),
+        }
+    } else {
+        fut.await
+    };
+    let mut w = writer.lock().await;
+    let written = match result {
+        Ok(()) if buf.len() - super::stream_read::PREFIX <= MAX_FRAME - 64 => {
+            let start = finish_frame(&mut buf, stream_id);
+            w.write_all(&buf[start..]).await
+        }
+        Ok(()) => {
+            let msg = format!(
+                "{}/{}: read of {} bytes exceeds the frame limit",
+                req.service,
+                req.method,
+                buf.len()
+            );
+            let resp = status_response(ttrpc::Code::RESOURCE_EXHAUSTED, msg);
+            w.write_all(&frame::response_frame(stream_id, &encode_response(&resp, MAX_FRAME)))
+                .await
+        }
+        Err(status) => {
+            let mut resp = ttrpc::proto::Response::new();
+            resp.status = protobuf::MessageField::some(status);
+            w.write_all(&frame::response_frame(stream_id, &encode_response(&resp, MAX_FRAME)))
+                .await
+        }
+    };
+    drop(w);
+    if let Err(e) = written {
+        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
+    }
+    pool.give(buf);
 }

@@ -9,6 +9,7 @@
 pub mod conn;
 pub mod dispatch;
 pub mod frame;
+pub mod stream_read;
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;

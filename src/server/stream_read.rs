@@ -1,0 +1,133 @@
+//! The hot path of a streaming host: `ReadStdout`/`ReadStderr`, served without
+//! the generated handler. Their response is one `bytes` field; the data is
+//! read from the process's pipe straight into a reused frame buffer, after
+//! room for the frame header and the two protobuf prefixes, which are then
+//! written just in front of it. No fresh memory per call: on these VMs a page
+//! fault costs ~3 µs, so four fresh 1 MiB buffers per call cost ~3 ms.
+//!
+//! The bytes are exactly what the generated handler would send: a `Response`
+//! with an OK status and the encoded message as payload.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use ttrpc::proto::Status;
+
+use super::frame::{Header, HEADER_LEN, TYPE_RESPONSE};
+
+/// A method whose response message is a single `bytes` field number 1.
+pub trait StreamRead: Send + Sync {
+    /// Decodes the request `payload` and appends the response's bytes to `out`
+    /// (nothing appended: an empty read).
+    fn read<'a>(
+        &'a self,
+        payload: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>;
+}
+
+/// Frame header, `Response.status` (OK: an empty message), and room for the
+/// two length-delimited prefixes (tag + at most 5 varint bytes each).
+pub const PREFIX: usize = HEADER_LEN + 2 + 6 + 6;
+
+fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut [u8], mut v: usize) {
+    for b in out.iter_mut() {
+        *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
+/// Writes the frame header and prefixes in front of the data in `buf`
+/// (which starts at [`PREFIX`]); returns where the frame starts.
+pub fn finish_frame(buf: &mut [u8], stream_id: u32) -> usize {
+    let n = buf.len() - PREFIX;
+    // Response { status: OK (0a 00), payload (12 len) = ReadStreamResponse { data (0a len) } };
+    // proto3 leaves out an empty payload.
+    let mut body = vec![0x0a, 0x00];
+    if n > 0 {
+        let inner = 1 + varint_len(n) + n;
+        let mut p = vec![0u8; 1 + varint_len(inner) + 1 + varint_len(n)];
+        p[0] = 0x12;
+        let a = varint_len(inner);
+        put_varint(&mut p[1..1 + a], inner);
+        p[1 + a] = 0x0a;
+        put_varint(&mut p[2 + a..], n);
+        body.extend_from_slice(&p);
+    }
+    let start = PREFIX - body.len() - HEADER_LEN;
+    let header = Header {
+        len: (body.len() + n) as u32,
+        stream_id,
+        kind: TYPE_RESPONSE,
+        flags: 0,
+    };
+    buf[start..start + HEADER_LEN].copy_from_slice(&header.encode());
+    buf[start + HEADER_LEN..PREFIX].copy_from_slice(&body);
+    start
+}
+
+/// Frame buffers of one connection, reused from call to call.
+#[derive(Default, Clone)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers kept per connection: a host reads stdout and stderr of a few processes at once.
+const POOL_MAX: usize = 4;
+
+impl BufferPool {
+    /// A buffer holding [`PREFIX`] bytes of room.
+    pub fn take(&self) -> Vec<u8> {
+        let mut b = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        b.clear();
+        b.resize(PREFIX, 0);
+        b
+    }
+
+    /// Returns a buffer for later calls.
+    pub fn give(&self, b: Vec<u8>) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protobuf::Message;
+    use ttrpc::proto::Response;
+
+    #[test]
+    fn frames_match_what_the_generated_handler_sends() {
+        for n in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 20] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+            let mut buf = vec![0u8; PREFIX];
+            buf.extend_from_slice(&data);
+            let start = finish_frame(&mut buf, 9);
+
+            let mut msg = protocols::agent::ReadStreamResponse::new();
+            msg.data = data.clone();
+            let mut resp = Response::new();
+            resp.status = protobuf::MessageField::some(ttrpc::get_status(ttrpc::Code::OK, ""));
+            resp.payload = msg.write_to_bytes().unwrap();
+            let body = resp.write_to_bytes().unwrap();
+            let want = super::super::frame::response_frame(9, &body);
+            assert_eq!(&buf[start..], &want[..], "n = {n}");
+        }
+    }
+}
