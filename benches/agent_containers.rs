@@ -111,12 +111,20 @@ fn rss_kib(pid: u32) -> u64 {
 struct AgentProc {
     child: Child,
     sock: PathBuf,
+    state: PathBuf,
 }
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Containers outlive a killed agent (a bench that failed half-way): delete them.
+        let state = self.state.join("containers");
+        if let (Ok(rt), Ok(list)) = (rustjail::Runtime::new(&state), std::fs::read_dir(&state)) {
+            for e in list.flatten() {
+                let _ = rt.delete(&e.file_name().to_string_lossy(), true);
+            }
+        }
     }
 }
 
@@ -140,7 +148,11 @@ fn start_agent(bin: &str, dir: &Path) -> AgentProc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn agent");
-    AgentProc { child, sock }
+    AgentProc {
+        child,
+        sock,
+        state: dir.join("state"),
+    }
 }
 
 /// `rustjail run` of the same container, as one CLI command (create, start, wait, delete).
