@@ -1,6 +1,7 @@
 //! `pithctl`: the host side of pith on the command line. Talks to an agent over
 //! `unix://`, `vsock://` or hybrid vsock (`hvsock:///path/vmm.sock:PORT`).
 
+mod console;
 mod methods;
 
 use std::io::Read;
@@ -65,6 +66,12 @@ enum Cmd {
     },
     /// List every method with its request and response types.
     Methods,
+    /// The agent's debug console (agent.debug_console): a shell on the terminal.
+    Console {
+        /// Port of the console, replacing the port of --addr (default: the port of --addr).
+        #[arg(long)]
+        port: Option<u32>,
+    },
 }
 
 fn main() {
@@ -74,6 +81,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     match rt.block_on(run(cli)) {
+        Ok(out) if out.is_empty() => {}
         Ok(out) => println!("{out}"),
         Err(e) => {
             eprintln!("pithctl: error: {e:#}");
@@ -118,6 +126,17 @@ async fn run(cli: Cli) -> Result<String> {
             ("pith.Negotiation/Hello".to_string(), req.to_string())
         }
         Cmd::Call { method, json, file } => (method, read_request(json, file)?),
+        Cmd::Console { port } => {
+            let mut addr: Address = cli.addr.parse()?;
+            if let Some(p) = port {
+                match &mut addr {
+                    Address::Vsock { port, .. } | Address::HybridVsock { port, .. } => *port = p,
+                    Address::Unix(_) => bail!("--port needs a vsock:// or hvsock:// address"),
+                }
+            }
+            console::run(&addr, timeout).await?;
+            return Ok(String::new());
+        }
     };
     let m = methods::find(&method)?;
     let payload = methods::encode_json(&m.input, &json)?;
