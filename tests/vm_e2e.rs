@@ -372,7 +372,10 @@ fn guest_image_end_to_end() {
         "the agent's lines are not in dmesg:\n{console}"
     );
     println!("debug console (dmesg through it):");
-    for l in console.lines().filter(|l| l.contains("pith-agent: INFO")) {
+    for l in console
+        .lines()
+        .filter(|l| l.trim_start().starts_with('[') && l.contains("pith-agent: INFO"))
+    {
         println!("  {}", l.trim());
     }
 
