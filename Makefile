@@ -70,8 +70,13 @@ ROOTFS_IMAGE ?= pith-rootfs
 # ROOTFS_VARIANT=init: the agent is /sbin/init; =service: a systemd unit starts it.
 ROOTFS_VARIANT ?= init
 
-initrd: static
-	vm/mkinitrd.sh
+# The static musl agent; where the musl target cannot be installed, the gnu
+# build with its shared libraries copied into the initrd.
+initrd: toolchain
+	@if $(MAKE) -s static; then agent=$(STATIC_BIN); else \
+	  echo "NOTE: no $(MUSL_TARGET) target: the initrd gets the gnu build and its shared libraries"; \
+	  $(CARGO) build --profile guest --bin pith-agent && agent=target/guest/pith-agent; fi; \
+	AGENT=$$agent vm/mkinitrd.sh
 
 rootfs:
 	@if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then \

@@ -6,7 +6,8 @@
 #   /pith-test/rootfs      a busybox container rootfs for the end-to-end test
 # and writes target/vm/kernel_modules: the agent.kernel_modules value to boot with.
 #
-#   AGENT=path        agent binary (default: the musl build of `make static`)
+#   AGENT=path        agent binary (default: the musl build of `make static`); a
+#                     dynamically linked one gets its shared libraries copied along
 #   PITH_INITRD_GZIP=1  gzip the archive (smaller file; slower to unpack under TCG)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,14 @@ ln -s bin "$root/sbin"
 mkdir -p "$root/usr" && ln -s ../bin "$root/usr/bin" && ln -s ../bin "$root/usr/sbin"
 
 install -m 0755 "$AGENT" "$root/init"
+# A dynamic agent (the gnu fallback when the musl target is missing) needs its
+# loader and libraries at the same paths in the guest.
+if ldd "$AGENT" >/dev/null 2>&1; then
+  for lib in $(ldd "$AGENT" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+  done
+  echo "NOTE: $AGENT is dynamically linked; copied its libraries: $(ldd "$AGENT" | grep -o '/[^ ]*' | tr '\n' ' ')"
+fi
 install -m 0755 "$VM/busybox" "$root/bin/busybox"
 for a in $("$VM/busybox" --list); do
   [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
