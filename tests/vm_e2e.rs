@@ -89,6 +89,7 @@ impl Vm {
             ))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("vhost.log")).unwrap())
+            .die_with_parent()
             .spawn()
             .expect("start vhost-device-vsock");
         let mut vm = Vm {
@@ -131,7 +132,8 @@ impl Vm {
             .arg(format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(d.join("qemu.log")).unwrap())
-            .stderr(std::fs::File::create(d.join("qemu.err")).unwrap());
+            .stderr(std::fs::File::create(d.join("qemu.err")).unwrap())
+            .die_with_parent();
         vm.started = Instant::now();
         vm.qemu = Some(cmd.spawn().expect("start qemu-system-x86_64"));
         vm
@@ -194,6 +196,27 @@ impl Drop for Vm {
         }
         let _ = self.backend.kill();
         let _ = self.backend.wait();
+    }
+}
+
+/// Children that get SIGKILL when the test process dies (a timeout's SIGKILL
+/// skips every Drop): no qemu left spinning.
+trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn die_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only prctl(2), async-signal-safe, runs between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
     }
 }
 
