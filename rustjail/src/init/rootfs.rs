@@ -206,7 +206,9 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
 /// Whether "/" is the kernel's rootfs (ramfs or tmpfs): an initramfs root.
 fn root_is_initramfs() -> bool {
     nix::sys::statfs::statfs("/").is_ok_and(|s| {
-        // RAMFS_MAGIC and TMPFS_MAGIC from linux/magic.h.
+        // RAMFS_MAGIC and TMPFS_MAGIC from linux/magic.h. f_type is i64 on
+        // glibc, u64 on musl: the cast is needed there.
+        #[allow(clippy::unnecessary_cast)]
         let t = s.filesystem_type().0 as i64;
         t == 0x8584_58f6 || t == 0x0102_1994
     })
