@@ -291,20 +291,9 @@ fn accel(img: &Image) -> String {
     verdict.into()
 }
 
+/// A container on the busybox rootfs inside the initrd.
 fn container_request(id: &str, args: &[&str]) -> CreateContainerRequest {
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(PathBuf::from("/pith-test/rootfs"));
-    spec.set_root(Some(root));
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
-    let mut req = CreateContainerRequest::new();
-    req.container_id = id.into();
-    req.exec_id = id.into();
-    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec));
-    req
+    common::container_request(PathBuf::from("/pith-test/rootfs"), id, args)
 }
 
 async fn read_stdout(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> String {
