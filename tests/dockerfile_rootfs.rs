@@ -65,6 +65,14 @@ fn make_var(makefile: &str, name: &str) -> String {
 #[test]
 fn every_copied_file_exists() {
     let text = repo("Dockerfile.rootfs");
+    let dockerignore = repo(".dockerignore");
+    let ignored: Vec<&str> = dockerignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // target/ holds gigabytes that docker would send as context.
+    assert!(ignored.contains(&"target"), ".dockerignore must leave out target");
     let mut copies = 0;
     for ins in instructions(&text) {
         let words: Vec<&str> = ins.split_whitespace().collect();
@@ -79,6 +87,11 @@ fn every_copied_file_exists() {
         for src in &args[..args.len() - 1] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(src);
             assert!(p.exists(), "Dockerfile.rootfs copies {src}, which does not exist");
+            let top = src.split('/').next().unwrap();
+            assert!(
+                !ignored.contains(&top),
+                ".dockerignore leaves {src} out of the build context"
+            );
             copies += 1;
         }
     }
