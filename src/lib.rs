@@ -7,6 +7,7 @@ pub mod addr;
 pub mod client;
 pub mod config;
 pub mod guest;
+pub mod init;
 pub mod logging;
 pub mod oci_convert;
 pub mod reaper;

@@ -12,7 +12,7 @@ use pith_agent::config::{self, AgentConfig, FlagOverrides, Sources};
 use pith_agent::sandbox::{Sandbox, SandboxConfig};
 use pith_agent::server::{dispatch::Dispatcher, Listener, Server};
 use pith_agent::session::AgentContext;
-use pith_agent::{logging, rpc, AGENT_VERSION};
+use pith_agent::{init, logging, rpc, AGENT_VERSION};
 
 /// The pith agent: runs containers inside a VM for a host runtime, speaking the
 /// Kata Containers agent protocol over vsock.
@@ -67,6 +67,8 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let init_mode = std::process::id() == 1;
+    // As the guest's init: /proc, /sys, /dev, cgroups... before anything reads them.
+    let early = init_mode.then(init::early_setup);
     let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
     let flags = FlagOverrides {
         server_addrs: args.server_addrs.clone(),
@@ -91,6 +93,10 @@ fn run(args: Args) -> Result<()> {
     for w in &loaded.warnings {
         warn!(log, "{w}"; "subsystem" => "config");
     }
+    if let Some(report) = &early {
+        init::log_early(report, &log);
+    }
+    init::load_modules(&cfg.kernel_modules, &log);
     info!(log, "starting";
           "init_mode" => init_mode,
           "server_addr" => cfg.server_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
@@ -105,6 +111,10 @@ fn run(args: Args) -> Result<()> {
     let result = rt.block_on(serve(&cfg, init_mode, &args, &log));
     if let Err(e) = &result {
         error!(log, "agent failed: {e:#}");
+    }
+    if init_mode {
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        init::power_off(&log, _guard);
     }
     result
 }
@@ -145,6 +155,11 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
         }
     }
     let _reaping = reaper.spawn_on_sigchld().context("install SIGCHLD handler")?;
+    if cfg.debug_console {
+        if let Err(e) = init::debug_console::spawn(cfg.debug_console_vport, log) {
+            warn!(log, "debug console not started: {e}");
+        }
+    }
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;

@@ -216,6 +216,14 @@ async fn dns_is_written_and_hostname_is_private_to_the_sandbox() {
     let agent = Agent::start(&["--resolv-conf", resolv.to_str().unwrap()]);
     let c = agent.client().await;
     let host_name_before = nix::unistd::gethostname().unwrap();
+    // A kernel module that does not exist: a clear error, and the sandbox is not created.
+    let mut bad = CreateSandboxRequest::new();
+    let mut m = KernelModule::new();
+    m.name = "pith_no_such_module".into();
+    bad.kernel_modules = vec![m];
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateSandbox", &bad).await.unwrap_err();
+    assert_ne!(code, Code::OK);
+    assert!(msg.contains("pith_no_such_module"), "{msg}");
     create_sandbox(&c, "sb", "pith-private", false).await;
     assert_eq!(
         std::fs::read_to_string(&resolv).unwrap(),

@@ -57,7 +57,7 @@ pub fn parse(text: &str) -> Result<FileValues, String> {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Array(items) if canonical == "server_addr" => items
+            toml::Value::Array(items) if canonical == "server_addr" || canonical == "kernel_modules" => items
                 .iter()
                 .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                 .collect::<Vec<_>>()
@@ -80,6 +80,7 @@ fn canonical_key(key: &str) -> Option<&'static str> {
         "log_vport" => "log_vport",
         "dev_mode" | "devmode" => "devmode",
         "log_kmsg" => "log_kmsg",
+        "kernel_modules" => "kernel_modules",
         _ => return None,
     })
 }
@@ -92,13 +93,15 @@ mod tests {
     fn kata_style_file() {
         let FileValues { pairs, warnings } = parse(
             "log_level = \"debug\"\ndev_mode = true\nhotplug_timeout = 7\n\
-             server_addr = [\"vsock://-1:1024\", \"unix:///tmp/a.sock\"]\nfrobnicate = 1\n",
+             server_addr = [\"vsock://-1:1024\", \"unix:///tmp/a.sock\"]\nfrobnicate = 1\n\
+             kernel_modules = [\"virtio_pci\", \"vsock\"]\n",
         )
         .unwrap();
         assert!(pairs.contains(&("log", "debug".to_string())));
         assert!(pairs.contains(&("devmode", "true".to_string())));
         assert!(pairs.contains(&("hotplug_timeout", "7".to_string())));
         assert!(pairs.contains(&("server_addr", "vsock://-1:1024,unix:///tmp/a.sock".to_string())));
+        assert!(pairs.contains(&("kernel_modules", "virtio_pci,vsock".to_string())));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("frobnicate"));
     }

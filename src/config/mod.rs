@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub config_file: Option<PathBuf>,
     /// Also log to `/dev/kmsg` (always on when PID 1; `agent.log_kmsg` or `--kmsg`).
     pub log_kmsg: bool,
+    /// Kernel modules to load at start, dependencies resolved from each `.ko`
+    /// (`agent.kernel_modules=virtio_pci,vsock,...`, comma-separated; pith's own key).
+    pub kernel_modules: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -58,6 +61,7 @@ impl Default for AgentConfig {
             dev_mode: false,
             config_file: None,
             log_kmsg: false,
+            kernel_modules: Vec::new(),
         }
     }
 }
@@ -177,6 +181,7 @@ impl AgentConfig {
             "container_pipe_size" => need(value).and_then(parse_u32).map(|p| self.container_pipe_size = p),
             "log_vport" => need(value).and_then(parse_u32).map(|p| self.log_vport = p),
             "config_file" => need(value).map(|p| self.config_file = Some(PathBuf::from(p))),
+            "kernel_modules" => need(value).and_then(parse_module_list).map(|l| self.kernel_modules = l),
             _ => Ok(()), // unknown keys are ignored, as Kata's agent does
         };
         if let Err(why) = result {
@@ -204,6 +209,7 @@ impl AgentConfig {
             "debug_console_vport" => self.debug_console_vport.to_string(),
             "container_pipe_size" => self.container_pipe_size.to_string(),
             "log_vport" => self.log_vport.to_string(),
+            "kernel_modules" => format!("{:?}", self.kernel_modules),
             _ => "the previous value".into(),
         }
     }
@@ -230,6 +236,20 @@ fn parse_seconds(v: &str) -> Result<Duration, String> {
     match v.parse::<u64>() {
         Ok(s) if s > 0 && s <= 3600 => Ok(Duration::from_secs(s)),
         _ => Err("not a whole number of seconds in 1..=3600".into()),
+    }
+}
+
+/// A comma-separated list of module names; each a plain file name stem.
+fn parse_module_list(v: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    match names.iter().find(|n| n.contains('/') || n.starts_with('.')) {
+        Some(bad) => Err(format!("{bad:?} is not a module name")),
+        None => Ok(names),
     }
 }
 
@@ -283,7 +303,7 @@ mod tests {
         let l = load(
             "quiet agent.log=debug agent.server_addr=unix:///tmp/x.sock agent.hotplug_timeout=10 \
              agent.debug_console agent.debug_console_vport=2000 agent.container_pipe_size=65536 \
-             agent.log_vport=1025 agent.trace=true",
+             agent.log_vport=1025 agent.trace=true agent.kernel_modules=virtio_pci,vmw_vsock_virtio_transport",
             &[],
             &FlagOverrides::default(),
         );
@@ -295,7 +315,11 @@ mod tests {
         assert_eq!(c.debug_console_vport, 2000);
         assert_eq!(c.container_pipe_size, 65536);
         assert_eq!(c.log_vport, 1025);
+        assert_eq!(c.kernel_modules, ["virtio_pci", "vmw_vsock_virtio_transport"]);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let l = load("agent.kernel_modules=../evil", &[], &FlagOverrides::default());
+        assert!(l.config.kernel_modules.is_empty());
+        assert!(l.warnings[0].contains("not a module name"), "{:?}", l.warnings);
     }
 
     #[test]

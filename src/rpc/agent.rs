@@ -57,6 +57,11 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             sandbox_pidns: req.sandbox_pidns,
             guest_hook_path: req.guest_hook_path.clone(),
             storages: req.storages.clone(),
+            kernel_modules: req
+                .kernel_modules
+                .iter()
+                .map(|m| (m.name.clone(), m.parameters.clone()))
+                .collect(),
         };
         self.sandbox.create_sandbox(pod).await.map_err(rpc_err)?;
         Ok(Empty::new())

@@ -27,6 +27,31 @@ pub struct PodRequest {
     pub guest_hook_path: String,
     /// Storages shared by the sandbox's containers.
     pub storages: Vec<protocols::agent::Storage>,
+    /// Kernel modules to load first: (name, `key=value` parameters).
+    pub kernel_modules: Vec<(String, Vec<String>)>,
+}
+
+/// Loads the modules CreateSandbox asks for, dependencies first (from the
+/// modules of the running kernel). Called on a blocking thread.
+fn load_modules(modules: &[(String, Vec<String>)]) -> Result<(), SandboxError> {
+    use crate::init::modules;
+    if modules.is_empty() {
+        return Ok(());
+    }
+    let index = modules::ModuleIndex::scan(&modules::running_kernel_root()).map_err(|e| {
+        let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+        SandboxError::Internal(format!("kernel modules {}: {e}", names.join(",")))
+    })?;
+    for (name, params) in modules {
+        if name.is_empty() {
+            return Err(SandboxError::InvalidArgument("kernel module with an empty name".into()));
+        }
+        modules::load_with(&index, name, params).map_err(|e| match e {
+            modules::ModuleError::NotFound { .. } => SandboxError::InvalidArgument(e.to_string()),
+            _ => SandboxError::Internal(e.to_string()),
+        })?;
+    }
+    Ok(())
 }
 
 /// Writes `lines` to `path` atomically (temporary file, fsync, rename).
@@ -79,6 +104,8 @@ impl Sandbox {
             Some(p) => GuestHooks::load(p).map_err(|e| SandboxError::InvalidArgument(format!("guest hooks: {e}")))?,
             None => GuestHooks::default(),
         };
+        let modules = req.kernel_modules.clone();
+        blocking(move || load_modules(&modules)).await?;
         if !req.dns.is_empty() {
             write_resolv_conf(&self.cfg.resolv_conf, &req.dns)?;
         }

@@ -23,21 +23,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// A CreateContainerRequest for a busybox container running `args`.
 pub fn create_req(dir: &std::path::Path, id: &str, args: &[&str]) -> CreateContainerRequest {
-    let rootfs = busybox_rootfs(dir);
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs);
-    spec.set_root(Some(root));
+    let mut req = super::container_request(busybox_rootfs(dir), id, args);
     // The sandbox's hostname, not oci-spec's placeholder.
-    spec.set_hostname(None);
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
-    let mut req = CreateContainerRequest::new();
-    req.container_id = id.to_string();
-    req.exec_id = id.to_string();
-    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec));
+    req.OCI.as_mut().unwrap().Hostname.clear();
     req
 }
 

@@ -211,6 +211,23 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     root
 }
 
+/// A CreateContainerRequest for a container on `rootfs` running `args` on pipes.
+pub fn container_request(rootfs: PathBuf, id: &str, args: &[&str]) -> protocols::agent::CreateContainerRequest {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(rootfs);
+    spec.set_root(Some(root));
+    let mut p = spec.process().clone().unwrap();
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p.set_terminal(Some(false));
+    spec.set_process(Some(p));
+    let mut req = protocols::agent::CreateContainerRequest::new();
+    req.container_id = id.to_string();
+    req.exec_id = id.to_string();
+    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec));
+    req
+}
+
 /// Whether whole-container tests can run (they need root).
 pub fn root_or_skip(what: &str) -> bool {
     if nix::unistd::geteuid().is_root() {

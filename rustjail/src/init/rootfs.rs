@@ -176,12 +176,18 @@ fn create_device(
 /// `no_pivot` (a root on initramfs, where pivot_root fails) MS_MOVE + chroot.
 pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
     nix::unistd::chdir(rootfs).map_err(sys("chdir", rootfs.display()))?;
-    if no_pivot {
+    // pivot_root refuses (EINVAL) a root that is the initramfs: fall back to
+    // MS_MOVE + chroot there even when the caller did not ask for it.
+    let pivoted = match no_pivot {
+        true => Err(nix::Error::EINVAL),
+        false => nix::unistd::pivot_root(".", "."),
+    };
+    if no_pivot || (pivoted == Err(nix::Error::EINVAL) && root_is_initramfs()) {
         mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
             .map_err(sys("mount", format!("move {} to /", rootfs.display())))?;
         nix::unistd::chroot(".").map_err(sys("chroot", rootfs.display()))?;
     } else {
-        nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root", rootfs.display()))?;
+        pivoted.map_err(sys("pivot_root", rootfs.display()))?;
         // The old root is stacked under the new one at "."; keep its mounts'
         // events away from the host, then drop it.
         mount(
@@ -195,6 +201,17 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("umount2", "old root"))?;
     }
     nix::unistd::chdir("/").map_err(sys("chdir", "/"))
+}
+
+/// Whether "/" is the kernel's rootfs (ramfs or tmpfs): an initramfs root.
+fn root_is_initramfs() -> bool {
+    nix::sys::statfs::statfs("/").is_ok_and(|s| {
+        // RAMFS_MAGIC and TMPFS_MAGIC from linux/magic.h. f_type is i64 on
+        // glibc, u64 on musl: the cast is needed there.
+        #[allow(clippy::unnecessary_cast)]
+        let t = s.filesystem_type().0 as i64;
+        t == 0x8584_58f6 || t == 0x0102_1994
+    })
 }
 
 /// Masks paths (dirs get an empty read-only tmpfs, files /dev/null) and makes

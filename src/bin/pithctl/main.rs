@@ -1,6 +1,7 @@
 //! `pithctl`: the host side of pith on the command line. Talks to an agent over
 //! `unix://`, `vsock://` or hybrid vsock (`hvsock:///path/vmm.sock:PORT`).
 
+mod console;
 mod container;
 mod methods;
 
@@ -68,6 +69,12 @@ enum Cmd {
     Methods,
     #[command(flatten)]
     Container(container::Cmd),
+    /// The agent's debug console (agent.debug_console): a shell on the terminal.
+    Console {
+        /// Port of the console, replacing the port of --addr (default: the port of --addr).
+        #[arg(long)]
+        port: Option<u32>,
+    },
 }
 
 fn main() {
@@ -138,6 +145,17 @@ async fn run_inner(cli: Cli) -> Result<container::Outcome> {
             let addr: Address = cli.addr.parse()?;
             let client = client::connect(&addr, timeout).await?;
             return container::run(&client, cmd, timeout).await;
+        }
+        Cmd::Console { port } => {
+            let mut addr: Address = cli.addr.parse()?;
+            if let Some(p) = port {
+                match &mut addr {
+                    Address::Vsock { port, .. } | Address::HybridVsock { port, .. } => *port = p,
+                    Address::Unix(_) => bail!("--port needs a vsock:// or hvsock:// address"),
+                }
+            }
+            console::run(&addr, timeout).await?;
+            return Ok(container::Outcome::Print(String::new()));
         }
     };
     let m = methods::find(&method)?;

@@ -1,0 +1,85 @@
+#!/bin/bash
+# Builds target/vm/initrd.img without Docker: a newc cpio initramfs with
+#   /init                  the static pith-agent (PID 1)
+#   /bin/busybox + applets Debian's busybox-static (from vm/fetch.sh), for the debug console
+#   /lib/modules/<rel>/    the kernel modules the guest needs and their dependencies
+#   /pith-test/rootfs      a busybox container rootfs for the end-to-end test
+# and writes target/vm/kernel_modules: the agent.kernel_modules value to boot with.
+#
+#   AGENT=path        agent binary (default: the musl build of `make static`); a
+#                     dynamically linked one gets its shared libraries copied along
+#   PITH_INITRD_GZIP=1  gzip the archive (smaller file; slower to unpack under TCG)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VM=target/vm
+AGENT=${AGENT:-target/x86_64-unknown-linux-musl/guest/pith-agent}
+# Loaded by the agent at boot, in this order (each after its depends=).
+MODULES=(virtio_pci vmw_vsock_virtio_transport virtio_scsi sd_mod virtio_blk overlay ext4)
+
+[ -x "$AGENT" ] || { echo "no agent binary at $AGENT (run make static)" >&2; exit 1; }
+vm/fetch.sh >/dev/null
+command -v cpio >/dev/null || { apt-get install -y -qq cpio >/dev/null; }
+command -v modinfo >/dev/null || { apt-get install -y -qq kmod >/dev/null; }
+
+rel=$(cat "$VM/kernel.release")
+kmods="$VM/kernel/lib/modules/$rel"
+root="$VM/initrd-root"
+rm -rf "$root"
+mkdir -p "$root"/{bin,dev,proc,sys,run,tmp,etc,root,lib/modules/"$rel"}
+ln -s bin "$root/sbin"
+mkdir -p "$root/usr" && ln -s ../bin "$root/usr/bin" && ln -s ../bin "$root/usr/sbin"
+
+install -m 0755 "$AGENT" "$root/init"
+# A dynamic agent (the gnu fallback when the musl target is missing) needs its
+# loader and libraries at the same paths in the guest.
+if ldd "$AGENT" >/dev/null 2>&1; then
+  for lib in $(ldd "$AGENT" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+  done
+  echo "NOTE: $AGENT is dynamically linked; copied its libraries: $(ldd "$AGENT" | grep -o '/[^ ]*' | tr '\n' ' ')"
+fi
+install -m 0755 "$VM/busybox" "$root/bin/busybox"
+for a in $("$VM/busybox" --list); do
+  [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
+done
+echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+echo "root:x:0:" > "$root/etc/group"
+
+# The modules asked for and everything their depends= fields pull in.
+find_ko() { find "$kmods/kernel" -name "$1.ko" -o -name "${1//_/-}.ko" | head -1; }
+declare -A seen=()
+want=("${MODULES[@]}")
+while [ ${#want[@]} -gt 0 ]; do
+  m=${want[0]}; want=("${want[@]:1}")
+  key=${m//-/_}
+  [ -n "${seen[$key]:-}" ] && continue
+  seen[$key]=1
+  ko=$(find_ko "$key")
+  if [ -z "$ko" ]; then
+    grep -q "/${key}.ko$\|/${key//_/-}.ko$" "$kmods/modules.builtin" || { echo "module $m: not in $kmods" >&2; exit 1; }
+    continue # built into the kernel
+  fi
+  dest="$root/lib/modules/$rel/${ko#"$kmods"/}"
+  mkdir -p "$(dirname "$dest")" && cp "$ko" "$dest"
+  deps=$(modinfo -F depends "$ko")
+  [ -n "$deps" ] && IFS=, read -r -a more <<< "$deps" && want+=("${more[@]}")
+done
+cp "$kmods/modules.builtin" "$kmods/modules.order" "$root/lib/modules/$rel/"
+(IFS=,; echo "${MODULES[*]}") > "$VM/kernel_modules"
+
+# The test container's rootfs: busybox (a hard link: stored once in the archive).
+ct="$root/pith-test/rootfs"
+mkdir -p "$ct"/{bin,dev,proc,sys,tmp,etc,root}
+ln "$root/bin/busybox" "$ct/bin/busybox"
+for a in sh echo cat ls sleep uname id true false dmesg; do ln -s busybox "$ct/bin/$a"; done
+cp "$root/etc/passwd" "$root/etc/group" "$ct/etc/"
+
+out="$VM/initrd.img"
+if [ "${PITH_INITRD_GZIP:-0}" = 1 ]; then
+  (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -1) > "$out.tmp"
+else
+  (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$out.tmp"
+fi
+mv "$out.tmp" "$out"
+echo "initrd: $out ($(stat -c %s "$out") bytes; kernel $rel; modules $(find "$root/lib/modules" -name '*.ko' | wc -l) .ko; agent $(stat -c %s "$AGENT") bytes)"
+echo "boot with: agent.kernel_modules=$(cat "$VM/kernel_modules")"
