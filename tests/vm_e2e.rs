@@ -293,7 +293,10 @@ fn accel(img: &Image) -> String {
 
 /// A container on the busybox rootfs inside the initrd.
 fn container_request(id: &str, args: &[&str]) -> CreateContainerRequest {
-    common::container_request(PathBuf::from("/pith-test/rootfs"), id, args)
+    let mut req = common::container_request(PathBuf::from("/pith-test/rootfs"), id, args);
+    // The sandbox's hostname applies (oci-spec's default spec names one).
+    req.OCI.as_mut().unwrap().Hostname.clear();
+    req
 }
 
 async fn read_stdout(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> String {
@@ -437,12 +440,15 @@ fn guest_image_end_to_end() {
         let mut e = ExecProcessRequest::new();
         e.container_id = id.into();
         e.exec_id = "x1".into();
-        let mut spec = container_request(id, &["sh", "-c", "echo exec-ok; cat /proc/self/cgroup"]);
+        let mut spec = container_request(id, &["sh", "-c", "echo exec-ok; hostname; cat /proc/self/cgroup"]);
         e.process = spec.OCI.take().unwrap().Process;
         let _: Empty = call(&c, SVC, "ExecProcess", &e).await.expect("ExecProcess");
         let exec_out = read_stdout(&c, id, "x1").await;
         assert!(exec_out.starts_with("exec-ok\n"), "{exec_out}");
         assert!(exec_out.contains("0::/"), "not in a cgroup v2 hierarchy: {exec_out}");
+        if sandbox {
+            assert!(exec_out.contains("\npith-e2e\n"), "not the sandbox's hostname: {exec_out}");
+        }
         assert_eq!(wait_process(&c, id, "x1").await, 0);
 
         let out = read_stdout(&c, id, id).await;
