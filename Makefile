@@ -126,6 +126,11 @@ bench: toolchain
 	unshare -m --propagation private sh -c 'if mountpoint -q /sys/fs/cgroup/unified; then \
 	    umount /sys/fs/cgroup/unified 2>/dev/null || umount -l /sys/fs/cgroup/unified || exit 1; fi; \
 	  exec $(CARGO) bench -p rustjail --bench lifecycle'
+	@# Containers through the agent's RPCs (the guest build when there is one), next to the rustjail CLI.
+	$(CARGO) build --release -p rustjail --bin rustjail
+	@echo "== containers through the agent"; \
+	if [ -x $(STATIC_BIN) ]; then agent=$(CURDIR)/$(STATIC_BIN); else agent=$(CURDIR)/target/release/pith-agent; fi; \
+	PITH_AGENT_BIN=$$agent $(CARGO) bench --bench agent_containers
 
 clean:
 	$(CARGO) clean

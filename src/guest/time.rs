@@ -16,7 +16,7 @@ pub fn to_timespec(sec: i64, usec: i64) -> Result<libc::timespec, GuestError> {
         )));
     }
     Ok(libc::timespec {
-        tv_sec: sec as libc::time_t,
+        tv_sec: sec as _,
         tv_nsec: (usec * 1000) as libc::c_long,
     })
 }
