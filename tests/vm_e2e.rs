@@ -300,26 +300,11 @@ fn container_request(id: &str, args: &[&str]) -> CreateContainerRequest {
 }
 
 async fn read_stdout(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> String {
-    let mut out = Vec::new();
-    loop {
-        let mut r = ReadStreamRequest::new();
-        r.container_id = id.into();
-        r.exec_id = exec_id.into();
-        r.len = 1 << 16;
-        let resp: ReadStreamResponse = call(c, SVC, "ReadStdout", &r).await.expect("ReadStdout");
-        if resp.data.is_empty() {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-        out.extend_from_slice(&resp.data);
-    }
+    String::from_utf8_lossy(&common::containers::read_all(c, id, exec_id, "ReadStdout").await).into_owned()
 }
 
 async fn wait_process(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> i32 {
-    let mut w = WaitProcessRequest::new();
-    w.container_id = id.into();
-    w.exec_id = exec_id.into();
-    let r: WaitProcessResponse = call(c, SVC, "WaitProcess", &w).await.expect("WaitProcess");
-    r.status
+    common::containers::wait(c, id, exec_id).await.expect("WaitProcess")
 }
 
 #[test]

@@ -20,12 +20,22 @@ struct OpenHow {
     resolve: u64,
 }
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
+/// openat2 `resolve` flag: no /proc magic links.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// openat2 `resolve` flag: fail (EXDEV) on anything leading out of the directory.
+pub const RESOLVE_BENEATH: u64 = 0x08;
+/// openat2 `resolve` flag: resolve as if the directory were `/`.
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// Opens `rel` (taken as relative to `root` even when absolute) with `flags`,
 /// confined to `root`.
 pub fn open_in_root(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    openat2(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// `openat2(root, rel, flags | O_CLOEXEC, resolve)`; `rel` is taken as relative
+/// even when absolute, and empty means `root` itself.
+pub fn openat2(root: &OwnedFd, rel: &Path, flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
     let rel = rel.strip_prefix("/").unwrap_or(rel);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -36,7 +46,7 @@ pub fn open_in_root(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<Own
     let how = OpenHow {
         flags: (flags | OFlag::O_CLOEXEC).bits() as u64,
         mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     // SAFETY: openat2 with a valid dirfd, NUL-terminated path and a correctly sized open_how.
     let fd = unsafe {

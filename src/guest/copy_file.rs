@@ -17,7 +17,7 @@
 //!   of the root, is refused with INVALID_ARGUMENT;
 //! * a `dir_mode` without permission bits means 0755, not 0000.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -124,53 +124,22 @@ fn open_root(root: &Path) -> Result<OwnedFd, GuestError> {
     .map_err(sys("open", root.display()))
 }
 
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_BENEATH: u64 = 0x08;
-
 /// Opens `rel` below `root` without leaving it (`openat2(RESOLVE_BENEATH)`).
 fn open_beneath(root: &OwnedFd, root_path: &Path, rel: &Path, flags: OFlag) -> Result<OwnedFd, GuestError> {
-    let rel_c = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
+    use rustjail::paths::{openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS};
     let shown = root_path.join(rel);
-    let c = CString::new(rel_c.as_os_str().as_bytes())
-        .map_err(|_| invalid(format!("CopyFile: {}: NUL in path", shown.display())))?;
-    let how = OpenHow {
-        flags: (flags | OFlag::O_CLOEXEC).bits() as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a live dirfd, a NUL-terminated path and an open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(match Errno::last() {
-            Errno::EXDEV | Errno::ELOOP => invalid(format!(
-                "CopyFile: {}: a symlink leads out of {}",
-                shown.display(),
-                root_path.display()
-            )),
-            Errno::ENOTDIR => invalid(format!("CopyFile: {}: not a directory", shown.display())),
-            e => sys("openat2", shown.display())(e),
-        });
-    }
-    Ok(owned(fd as i32))
+    openat2(root, rel, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS).map_err(|e| match e {
+        Errno::EXDEV | Errno::ELOOP => invalid(format!(
+            "CopyFile: {}: a symlink leads out of {}",
+            shown.display(),
+            root_path.display()
+        )),
+        Errno::ENOTDIR => invalid(format!("CopyFile: {}: not a directory", shown.display())),
+        Errno::EINVAL if rel.as_os_str().as_bytes().contains(&0) => {
+            invalid(format!("CopyFile: {}: NUL in path", shown.display()))
+        }
+        e => sys("openat2", shown.display())(e),
+    })
 }
 
 /// Opens (creating as needed, with `dir_mode` and the owner) each directory of

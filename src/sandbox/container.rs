@@ -2,7 +2,6 @@
 //! pause, resume, update, stats, pids.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,9 +10,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
-use super::process::{Process, Stdio};
-use super::tty::ConsoleSocket;
-use super::{blocking, lock, oom, shared_ns, stdio_pipes, Container, Sandbox, SandboxError};
+use super::new_stdio::NewStdio;
+use super::process::Process;
+use super::{blocking, lock, oom, shared_ns, Container, Sandbox, SandboxError};
 
 /// What CreateContainer asks for beyond the spec.
 #[derive(Debug, Default, Clone)]
@@ -100,39 +99,28 @@ impl Sandbox {
         spec.save(bundle.join("config.json"))
             .map_err(|e| SandboxError::Internal(format!("write {}/config.json: {e}", bundle.display())))?;
 
-        let console = terminal.then(|| ConsoleSocket::listen(&self.consoles)).transpose()?;
-        let (ours, theirs) = if terminal {
-            (None, None)
-        } else {
-            let (o, t) = stdio_pipes(self.cfg.pipe_size)?;
-            (Some(o), Some(t))
-        };
+        let mut stdio = NewStdio::new(terminal, &self.consoles, self.cfg.pipe_size)?;
         let rt = self.runtime.clone();
         let opts = rustjail::CreateOptions {
             id: id.clone(),
             bundle: bundle.clone(),
             no_pivot: self.no_pivot,
-            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-            stdio: theirs
-                .as_ref()
-                .map(|t| [t[0].as_raw_fd(), t[1].as_raw_fd(), t[2].as_raw_fd()]),
+            console_socket: stdio.console_path(),
+            stdio: stdio.raw(),
         };
+        let theirs = stdio.take_theirs();
         let state = blocking(move || {
             let r = rt.create(&opts).map_err(SandboxError::from);
             drop(theirs);
             r
         })
         .await?;
-        let stdio = match (ours, console) {
-            (Some(p), _) => Stdio::Pipes(p),
-            (None, Some(c)) => match c.master().await {
-                Ok(m) => Stdio::Pty(m),
-                Err(e) => {
-                    self.destroy_created(id).await;
-                    return Err(e);
-                }
-            },
-            (None, None) => unreachable!("either pipes or a terminal"),
+        let stdio = match stdio.finish().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.destroy_created(id).await;
+                return Err(e);
+            }
         };
         let exit = self.reaper.watch(state.pid);
         let exec_id = if req.exec_id.is_empty() {

@@ -1,14 +1,13 @@
 //! Processes: exec into a running container, signal, wait.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::process::{Process, Stdio};
-use super::tty::ConsoleSocket;
-use super::{blocking, lock, stdio_pipes, Container, Sandbox, SandboxError};
+use super::new_stdio::NewStdio;
+use super::process::Process;
+use super::{blocking, lock, Container, Sandbox, SandboxError};
 use crate::reaper::Exit;
 
 /// Releases an exec id reservation however the exec ends.
@@ -50,22 +49,15 @@ impl Sandbox {
             exec_id: exec_id.to_string(),
         };
         let terminal = process.terminal().unwrap_or(false);
-        let console = terminal.then(|| ConsoleSocket::listen(&self.consoles)).transpose()?;
-        let (ours, theirs) = if terminal {
-            (None, None)
-        } else {
-            let (o, t) = stdio_pipes(self.cfg.pipe_size)?;
-            (Some(o), Some(t))
-        };
+        let mut stdio = NewStdio::new(terminal, &self.consoles, self.cfg.pipe_size)?;
         let rt = self.runtime.clone();
         let cid = id.to_string();
         let opts = rustjail::ExecOptions {
             process,
-            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-            stdio: theirs
-                .as_ref()
-                .map(|t| [t[0].as_raw_fd(), t[1].as_raw_fd(), t[2].as_raw_fd()]),
+            console_socket: stdio.console_path(),
+            stdio: stdio.raw(),
         };
+        let theirs = stdio.take_theirs();
         let pid = blocking(move || {
             let r = rt.exec(&cid, opts).map_err(SandboxError::from);
             drop(theirs);
@@ -75,16 +67,12 @@ impl Sandbox {
         .as_raw();
         // Register before anything can fail, so the exit status is collected.
         let exit = self.reaper.watch(pid);
-        let stdio = match (ours, console) {
-            (Some(p), _) => Stdio::Pipes(p),
-            (None, Some(cs)) => match cs.master().await {
-                Ok(m) => Stdio::Pty(m),
-                Err(e) => {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    return Err(e);
-                }
-            },
-            (None, None) => unreachable!("either pipes or a terminal"),
+        let stdio = match stdio.finish().await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(e);
+            }
         };
         let p = Arc::new(Process::new(exec_id.to_string(), pid, exit, stdio)?);
         lock(&c.execs).insert(exec_id.to_string(), p);
