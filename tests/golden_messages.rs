@@ -342,19 +342,35 @@ fn create_sandbox_round_trip_preserves_unknown_field_bytes() {
 async fn golden_create_sandbox_requests_get_a_status_not_a_transport_failure() {
     let agent = Agent::start(&[]);
     let c = agent.client().await;
-    for rev in ["old", "new"] {
+    // Both requests decode and run for real. Each asks for something this test
+    // machine does not have, so each fails cleanly at that step, naming it, and
+    // leaves nothing behind (no DNS written, nothing mounted, no sandbox):
+    // the old one a 9p share, the new one the nvidia kernel module.
+    for (rev, missing) in [("old", "9p"), ("new", "nvidia")] {
         let bytes = golden(&format!("create_sandbox/{rev}.bin"));
         // call_raw panics on a transport failure; a status comes back as Err.
         let r = call_raw(&c, "grpc.AgentService", "CreateSandbox", bytes).await;
-        // The payload decoded (an undecodable one is INVALID_ARGUMENT, below) and
-        // reached the handler, which pith does not implement yet. When it does,
-        // this becomes a check of the sandbox it created.
-        let (code, msg) = r.expect_err("CreateSandbox is not implemented yet");
-        assert_eq!(code, Code::UNIMPLEMENTED, "{rev}: {msg}");
-        assert!(msg.contains("CreateSandbox"), "{rev}: {msg}");
+        let (code, msg) = r.expect_err("the machine has neither 9p nor nvidia");
+        assert!(code != Code::UNIMPLEMENTED && code != Code::OK, "{rev}: {code:?} {msg}");
+        assert!(msg.contains(missing), "{rev}: {msg}");
+        assert!(
+            !agent.resolv_conf().exists(),
+            "{rev}: DNS written by a failed CreateSandbox"
+        );
         // Same connection, still healthy.
         health_check(&c).await;
     }
+    // The failures left no half-made sandbox: a plain one is created now.
+    let mut ok = CreateSandboxRequest::new();
+    ok.hostname = "after-golden".into();
+    ok.dns = vec!["nameserver 10.0.0.1".into()];
+    call_raw(&c, "grpc.AgentService", "CreateSandbox", ok.write_to_bytes().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(agent.resolv_conf()).unwrap(),
+        "nameserver 10.0.0.1\n"
+    );
 
     // Control: the same bytes cut short do not decode.
     let mut cut = golden("create_sandbox/new.bin");

@@ -137,8 +137,7 @@ fn drives_a_pod_from_the_command_line() {
     if !common::root_or_skip("drives_a_pod_from_the_command_line") {
         return;
     }
-    let resolv = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    let agent = Agent::start(&["--resolv-conf", resolv.to_str().unwrap()]);
+    let agent = Agent::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let rootfs = common::busybox_rootfs(dir.path());
     let rootfs = rootfs.to_str().unwrap();

@@ -14,10 +14,9 @@ use protocols::agent::*;
 use ttrpc::proto::Code;
 use ttrpc::r#async::Client;
 
-/// An agent whose CreateSandbox writes DNS to a private file.
+/// An agent (its CreateSandbox writes DNS to a private file, see the fixture).
 fn agent() -> Agent {
-    let resolv = tempfile::NamedTempFile::new().unwrap().into_temp_path().keep().unwrap();
-    Agent::start(&["--resolv-conf", resolv.to_str().unwrap()])
+    Agent::start(&[])
 }
 
 async fn create_sandbox(c: &Client, id: &str, hostname: &str, pidns: bool) {
@@ -212,8 +211,8 @@ async fn dns_is_written_and_hostname_is_private_to_the_sandbox() {
     if !root_or_skip("dns_is_written_and_hostname_is_private_to_the_sandbox") {
         return;
     }
-    let resolv = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    let agent = Agent::start(&["--resolv-conf", resolv.to_str().unwrap()]);
+    let agent = agent();
+    let resolv = agent.resolv_conf();
     let c = agent.client().await;
     let host_name_before = nix::unistd::gethostname().unwrap();
     // A kernel module that does not exist: a clear error, and the sandbox is not created.

@@ -106,9 +106,6 @@ impl Sandbox {
         };
         let modules = req.kernel_modules.clone();
         blocking(move || load_modules(&modules)).await?;
-        if !req.dns.is_empty() {
-            write_resolv_conf(&self.cfg.resolv_conf, &req.dns)?;
-        }
         let storages = self.storages.clone();
         let list = req.storages.clone();
         blocking(move || {
@@ -118,6 +115,13 @@ impl Sandbox {
                 .map_err(SandboxError::from)
         })
         .await?;
+        // DNS after the storages: a request that fails leaves resolv.conf alone.
+        if !req.dns.is_empty() {
+            if let Err(e) = write_resolv_conf(&self.cfg.resolv_conf, &req.dns) {
+                let _ = self.storages.release(super::SANDBOX_OWNER);
+                return Err(e);
+            }
+        }
         let hostname = req.hostname.clone();
         let holder = match blocking(move || shared_ns::spawn_holder(&hostname)).await {
             Ok(h) => h,

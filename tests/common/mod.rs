@@ -46,6 +46,9 @@ impl Agent {
             .arg(&cmdline)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            // Never the machine's /etc/resolv.conf: CreateSandbox writes DNS here.
+            .arg("--resolv-conf")
+            .arg(dir.path().join("resolv.conf"))
             .args(extra)
             .env_remove("PITH_AGENT_SERVER_ADDR")
             .env_remove("KATA_AGENT_SERVER_ADDR")
@@ -80,6 +83,11 @@ impl Agent {
             self.sock.display(),
             self.log()
         );
+    }
+
+    /// The file CreateSandbox writes DNS lines to.
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.path().join("resolv.conf")
     }
 
     pub fn address(&self) -> Address {
