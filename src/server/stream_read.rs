@@ -80,8 +80,9 @@ pub fn finish_frame(buf: &mut [u8], stream_id: u32) -> usize {
 #[derive(Default, Clone)]
 pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
-/// Buffers kept per connection: a host reads stdout and stderr of a few processes at once.
-const POOL_MAX: usize = 4;
+/// Buffers kept per connection: a host reads stdout and stderr at once. Each
+/// may hold 1 MiB for as long as the connection lives, so keep few.
+const POOL_MAX: usize = 2;
 
 impl BufferPool {
     /// A buffer holding [`PREFIX`] bytes of room.
