@@ -58,6 +58,8 @@ fn main() {
     rustjail::init::run_if_init();
     // The holder of the sandbox's shared namespaces is this binary too.
     pith_agent::sandbox::shared_ns::run_if_holder();
+    // So is the helper that makes device nodes inside a running container.
+    pith_agent::device::node::run_if_helper();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");

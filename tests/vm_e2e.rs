@@ -447,7 +447,10 @@ fn guest_image_end_to_end() {
         assert!(exec_out.starts_with("exec-ok\n"), "{exec_out}");
         assert!(exec_out.contains("0::/"), "not in a cgroup v2 hierarchy: {exec_out}");
         if sandbox {
-            assert!(exec_out.contains("\npith-e2e\n"), "not the sandbox's hostname: {exec_out}");
+            assert!(
+                exec_out.contains("\npith-e2e\n"),
+                "not the sandbox's hostname: {exec_out}"
+            );
         }
         assert_eq!(wait_process(&c, id, "x1").await, 0);
 
