@@ -122,6 +122,8 @@ fn run(args: Args) -> Result<()> {
 }
 
 async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logger) -> Result<()> {
+    // Before any listener: no device event may come before someone keeps it.
+    let devices = Arc::new(pith_agent::device::Devices::start(cfg.hotplug_timeout, log));
     let listeners = cfg
         .server_addrs
         .iter()
@@ -141,7 +143,7 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     );
     let mut destroyed = sandbox.shutdown_requested();
     let reads = rpc::stdio_read::stream_reads(sandbox.clone());
-    let dispatcher = Dispatcher::with_stream_reads(rpc::services(ctx, sandbox, log), reads);
+    let dispatcher = Dispatcher::with_stream_reads(rpc::services(ctx, sandbox, devices, log), reads);
     let server = Server::start(listeners, dispatcher, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):

@@ -71,27 +71,48 @@ pub enum NodeError {
     Failed(String),
 }
 
-/// Runs `req` in a fresh helper process (blocking: call from a blocking thread).
-pub fn run(req: &NodeRequest) -> Result<NodeOutcome, NodeError> {
+/// Runs `req` in a fresh helper process. The agent reaps every child on
+/// SIGCHLD, so the helper's exit comes from `reaper`, not from `waitpid`.
+pub async fn run(req: &NodeRequest, reaper: &crate::reaper::Reaper) -> Result<NodeOutcome, NodeError> {
+    use std::io::Read;
     let json = serde_json::to_string(req).map_err(|e| NodeError::Failed(format!("encode node request: {e}")))?;
-    let out = Command::new("/proc/self/exe")
+    let mut child = Command::new("/proc/self/exe")
         .env(HELPER_ENV, json)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| NodeError::Failed(format!("start device node helper (execve /proc/self/exe): {e}")))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    match out.status.code() {
-        Some(0) => match String::from_utf8_lossy(&out.stdout).trim() {
+    let pid = child.id() as i32;
+    let mut exited = reaper.watch(pid);
+    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let (stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = out.read_to_string(&mut o);
+        let _ = err.read_to_string(&mut e);
+        (o, e)
+    })
+    .await
+    .map_err(|e| NodeError::Failed(format!("worker thread: {e}")))?;
+    let exit = exited
+        .wait_for(|e| e.is_some())
+        .await
+        .ok()
+        .and_then(|e| *e)
+        .ok_or_else(|| NodeError::Failed(format!("device node helper {pid}: exit status lost")))?;
+    let stderr = stderr.trim().to_string();
+    match exit {
+        crate::reaper::Exit::Code(0) => match stdout.trim() {
             "created" => Ok(NodeOutcome::Created),
             "existed" => Ok(NodeOutcome::Existed),
             "removed" => Ok(NodeOutcome::Removed),
             "absent" => Ok(NodeOutcome::Absent),
             other => Err(NodeError::Failed(format!("device node helper said {other:?}"))),
         },
-        Some(EXIT_CONFLICT) => Err(NodeError::Conflict(stderr)),
-        _ => Err(NodeError::Failed(format!(
-            "device node helper for {} in process {} failed ({}): {stderr}",
-            req.path, req.pid, out.status
+        crate::reaper::Exit::Code(EXIT_CONFLICT) => Err(NodeError::Conflict(stderr)),
+        other => Err(NodeError::Failed(format!(
+            "device node helper for {} in process {} failed ({other:?}): {stderr}",
+            req.path, req.pid
         ))),
     }
 }
