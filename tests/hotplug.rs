@@ -285,3 +285,66 @@ async fn hotplug_into_running_container() {
     wait(&c, &id, &id).await.unwrap();
     remove(&c, &id).await;
 }
+
+#[tokio::test]
+async fn create_container_rewrites_devices_to_the_guest() {
+    if !root_or_skip("create_container_rewrites_devices_to_the_guest") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Loop::new(tmp.path());
+    let (major, minor) = disk.numbers();
+    std::fs::write(&disk.file, b"from-the-host\n").unwrap();
+    let agent = Agent::start(&["--hotplug-timeout", "1"]);
+    let c = agent.client().await;
+
+    // The host's spec names the disk by its own numbers (8:99); the agent finds the guest's.
+    let with_device = |id: &str, vm_path: &str| {
+        let mut req = create_req(&tmp.path().join(id), id, &["dd", "if=/dev/xvdc", "bs=14", "count=1"]);
+        let linux = req.OCI.as_mut().unwrap().Linux.as_mut().unwrap();
+        let mut d = protocols::oci::LinuxDevice::new();
+        (d.Path, d.Type, d.Major, d.Minor, d.FileMode) = ("/dev/xvdc".into(), "b".into(), 8, 99, 0o660);
+        linux.Devices.push(d);
+        let mut r = protocols::oci::LinuxDeviceCgroup::new();
+        (r.Allow, r.Type, r.Major, r.Minor, r.Access) = (true, "b".into(), 8, 99, "rwm".into());
+        linux.Resources.mut_or_insert_default().Devices.push(r);
+        let mut dev = Device::new();
+        dev.type_ = "mmioblk".into();
+        dev.vm_path = vm_path.into();
+        dev.container_path = "/dev/xvdc".into();
+        req.devices.push(dev);
+        req
+    };
+    let id = unique("create-dev");
+    let req = with_device(&id, &disk.dev.to_string_lossy());
+    let _: Empty = call(&c, SVC, "CreateContainer", &req).await.unwrap();
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.clone();
+    let _: Empty = call(&c, SVC, "StartContainer", &s).await.unwrap();
+    let out = String::from_utf8_lossy(&read_all(&c, &id, &id, "ReadStdout").await).into_owned();
+    assert_eq!(wait(&c, &id, &id).await.unwrap(), 0, "{out}");
+    assert_eq!(out, "from-the-host\n");
+    let spec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.dir.path().join("state/bundles").join(&id).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let d = &spec["linux"]["devices"][0];
+    assert_eq!(
+        (d["major"].as_u64(), d["minor"].as_u64()),
+        (Some(major.into()), Some(minor.into()))
+    );
+    remove(&c, &id).await;
+
+    // A device that never appears: DEADLINE_EXCEEDED, no container.
+    let id2 = unique("create-dev");
+    let t = Instant::now();
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &with_device(&id2, "/dev/vdzz"))
+        .await
+        .unwrap_err();
+    assert_eq!(code, Code::DEADLINE_EXCEEDED, "{msg}");
+    assert!(
+        msg.contains("mmio block device vdzz") && msg.contains("/dev/xvdc"),
+        "{msg}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(2500));
+}

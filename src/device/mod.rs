@@ -6,6 +6,7 @@
 //! * [`pci`]: PCI paths through bridges (virtio-blk);
 //! * [`blk`]: block devices already present in sysfs;
 //! * [`wait`]: a device kind and address in, the guest's block device out;
+//! * [`spec`]: CreateContainer's devices, rewritten to the guest's numbers;
 //! * [`node`]: the single-threaded helper that makes and removes device nodes
 //!   inside a running container's mount namespace.
 
@@ -13,6 +14,7 @@ pub mod blk;
 pub mod node;
 pub mod pci;
 pub mod scsi;
+pub mod spec;
 pub mod uevent;
 pub mod wait;
 

@@ -29,7 +29,7 @@ pub fn services(
     let mut all = HashMap::new();
     all.extend(protocols::health_ttrpc::create_health(Arc::new(health::HealthService)));
     all.extend(protocols::agent_ttrpc::create_agent_service(Arc::new(
-        agent::AgentServiceImpl::new(sandbox.clone()),
+        agent::AgentServiceImpl::new(sandbox.clone(), devices.clone()),
     )));
     all.extend(protocols::pith_ttrpc::create_devices(Arc::new(
         devices::DevicesService::new(ctx.clone(), sandbox, devices, log),
