@@ -90,7 +90,7 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
         .await
         .unwrap_err();
     assert_eq!(code, Code::FAILED_PRECONDITION);
-    assert!(msg.contains("[5, 9]") && msg.contains("[1, 2]"), "{msg}");
+    assert!(msg.contains("[5, 9]") && msg.contains("[1, 3]"), "{msg}");
     let log = agent.wait_log("negotiation failed");
     assert!(log.contains("negotiation failed"), "{log}");
 }
