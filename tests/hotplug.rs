@@ -28,8 +28,21 @@ struct Loop {
 
 impl Loop {
     fn new(dir: &Path) -> Loop {
+        Self::with_size(dir, 1 << 20, false)
+    }
+
+    /// A loop device over a file of `size` bytes, formatted ext4 when `ext4`.
+    fn with_size(dir: &Path, size: usize, ext4: bool) -> Loop {
         let file = dir.join("disk.img");
-        std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+        std::fs::write(&file, vec![0u8; size]).unwrap();
+        if ext4 {
+            let st = Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mkfs.ext4 {}", file.display());
+        }
         let out = Command::new("losetup")
             .args(["-f", "--show"])
             .arg(&file)
@@ -347,4 +360,64 @@ async fn create_container_rewrites_devices_to_the_guest() {
         "{msg}"
     );
     assert!(t.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test]
+async fn hotplug_mounts_a_filesystem_in_the_container() {
+    if !root_or_skip("hotplug_mounts_a_filesystem_in_the_container") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Loop::with_size(tmp.path(), 8 << 20, true);
+    let agent = Agent::start(&["--hotplug-timeout", "1"]);
+    let c = agent.client().await;
+    let mut h = HelloRequest::new();
+    (h.min_level, h.max_level) = (3, 3);
+    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    let id = unique("hotplug-mount");
+    let dir = tmp.path().join(&id);
+    create_and_start(&c, &dir, &id, &["sleep", "120"]).await;
+    // The rootfs is read-only: the mount point comes with the image.
+    std::fs::create_dir_all(dir.join("rootfs/mnt/data")).unwrap();
+
+    let path = disk.dev.to_string_lossy().into_owned();
+    let mut add = add_req(&id, "path", &path, "/dev/data");
+    add.mount_path = "/mnt/data".into();
+    add.fstype = "ext4".into();
+    add.mount_options = vec!["noatime".into()];
+    for round in 0..2 {
+        let r: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &add).await.unwrap();
+        assert_eq!(r.mount_path, "/mnt/data");
+        if round == 0 {
+            let (st, out) = sh(
+                &c,
+                &dir,
+                &id,
+                "echo kept > /mnt/data/f && grep ' /mnt/data ' /proc/mounts",
+            )
+            .await;
+            assert_eq!(st, 0, "{out}");
+            assert!(out.contains("ext4") && out.contains("noatime"), "{out}");
+            // Adding again leaves the one mount alone.
+            let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &add).await.unwrap();
+            let (_, out) = sh(&c, &dir, &id, "grep -c ' /mnt/data ' /proc/mounts").await;
+            assert_eq!(out.trim(), "1");
+        } else {
+            // Written through the first mount, read back through a new one.
+            let (st, out) = sh(&c, &dir, &id, "cat /mnt/data/f").await;
+            assert_eq!((st, out.as_str()), (0, "kept\n"));
+        }
+        let _: BlockDeviceResponse = call(&c, DEV, "RemoveBlockDevice", &remove_req(&id, "/dev/data"))
+            .await
+            .unwrap();
+        let (st, out) = sh(
+            &c,
+            &dir,
+            &id,
+            "grep ' /mnt/data ' /proc/mounts; test -e /mnt/data/f || test -e /dev/data",
+        )
+        .await;
+        assert_ne!(st, 0, "unmounted and node gone: {out}");
+    }
+    remove(&c, &id).await;
 }

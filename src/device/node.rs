@@ -45,6 +45,22 @@ pub struct NodeRequest {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// Filesystem to mount from the node (add) or unmount (remove).
+    #[serde(default)]
+    pub mount: Option<NodeMount>,
+}
+
+/// A mount of the device's filesystem inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMount {
+    /// Absolute mount point inside the container.
+    pub target: String,
+    /// Filesystem type.
+    pub fstype: String,
+    /// MS_* flags (bits).
+    pub flags: u64,
+    /// Filesystem data (comma-separated options).
+    pub data: String,
 }
 
 /// What the helper did.
@@ -219,25 +235,82 @@ fn helper(req: &NodeRequest) -> Result<&'static str, (i32, String)> {
                 nix::sys::stat::FchmodatFlags::FollowSymlink,
             )
             .map_err(|e| fail(format!("chmod {} {:o}: {e}", req.path, req.mode)))?;
+            if let Some(m) = &req.mount {
+                mount_fs(req, m, want)?;
+            }
             Ok(if created { "created" } else { "existed" })
         }
-        NodeOp::Remove => match existing {
-            None => Ok("absent"),
-            Some(st) if same(&st) => {
-                nix::unistd::unlink(path).map_err(|e| fail(format!("unlink {} in container: {e}", req.path)))?;
-                Ok("removed")
+        NodeOp::Remove => {
+            if let Some(m) = &req.mount {
+                unmount_fs(m, want)?;
             }
-            Some(st) => Err((
-                EXIT_CONFLICT,
-                format!(
-                    "{} in the container is {}, not block device {}:{}; left alone",
-                    req.path,
-                    describe(&st),
-                    req.major,
-                    req.minor
-                ),
-            )),
-        },
+            remove_node(req, existing, same, describe)
+        }
+    }
+}
+
+/// Whether `target` is the root of a mount of device `dev`.
+fn mounted_from(target: &str, dev: u64) -> bool {
+    match (lstat(target), lstat(format!("{target}/..").as_str())) {
+        (Ok(t), Ok(parent)) => t.st_dev == dev && parent.st_dev != dev,
+        _ => false,
+    }
+}
+
+fn mount_fs(req: &NodeRequest, m: &NodeMount, dev: u64) -> Result<(), (i32, String)> {
+    if mounted_from(&m.target, dev) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&m.target).map_err(|e| (1, format!("mkdir -p {} in container: {e}", m.target)))?;
+    let flags = nix::mount::MsFlags::from_bits_truncate(m.flags as libc::c_ulong);
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    nix::mount::mount(
+        Some(req.path.as_str()),
+        m.target.as_str(),
+        Some(m.fstype.as_str()),
+        flags,
+        data,
+    )
+    .map_err(|e| {
+        (
+            1,
+            format!("mount({} -> {}, {}) in container: {e}", req.path, m.target, m.fstype),
+        )
+    })
+}
+
+fn unmount_fs(m: &NodeMount, dev: u64) -> Result<(), (i32, String)> {
+    if !mounted_from(&m.target, dev) {
+        return Ok(());
+    }
+    nix::mount::umount2(m.target.as_str(), nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| (1, format!("umount2({}, MNT_DETACH) in container: {e}", m.target)))
+}
+
+fn remove_node(
+    req: &NodeRequest,
+    existing: Option<nix::sys::stat::FileStat>,
+    same: impl Fn(&nix::sys::stat::FileStat) -> bool,
+    describe: impl Fn(&nix::sys::stat::FileStat) -> String,
+) -> Result<&'static str, (i32, String)> {
+    let fail = |m: String| (1, m);
+    let path = std::path::Path::new(&req.path);
+    match existing {
+        None => Ok("absent"),
+        Some(st) if same(&st) => {
+            nix::unistd::unlink(path).map_err(|e| fail(format!("unlink {} in container: {e}", req.path)))?;
+            Ok("removed")
+        }
+        Some(st) => Err((
+            EXIT_CONFLICT,
+            format!(
+                "{} in the container is {}, not block device {}:{}; left alone",
+                req.path,
+                describe(&st),
+                req.major,
+                req.minor
+            ),
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use slog::{info, Logger};
 use ttrpc::r#async::TtrpcContext;
 
 use super::status;
-use crate::device::node::{self, NodeError, NodeOp, NodeOutcome, NodeRequest};
+use crate::device::node::{self, NodeError, NodeMount, NodeOp, NodeOutcome, NodeRequest};
 use crate::device::{BlockDev, DeviceAddr, DeviceError, Devices};
 use crate::sandbox::hotplug::allow_block;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -29,6 +29,7 @@ struct Plugged {
     path: String,
     dev: BlockDev,
     access: String,
+    mount: Option<NodeMount>,
 }
 
 /// Serves `pith.Devices`.
@@ -118,7 +119,26 @@ fn response(p: &Plugged) -> BlockDeviceResponse {
     r.major = p.dev.major;
     r.minor = p.dev.minor;
     r.container_path = p.path.clone();
+    r.mount_path = p.mount.as_ref().map(|m| m.target.clone()).unwrap_or_default();
     r
+}
+
+/// The mount AddBlockDevice asks for, if any.
+fn mount_of(req: &AddBlockDeviceRequest) -> ttrpc::Result<Option<NodeMount>> {
+    if req.mount_path.is_empty() {
+        return Ok(None);
+    }
+    check_path(&req.mount_path)?;
+    if req.fstype.is_empty() {
+        return Err(invalid(format!("mount_path {:?} without fstype", req.mount_path)));
+    }
+    let o = crate::storage::options::mount_options(&req.mount_options, &[]);
+    Ok(Some(NodeMount {
+        target: req.mount_path.clone(),
+        fstype: req.fstype.clone(),
+        flags: o.flags.bits() as u64,
+        data: o.data,
+    }))
 }
 
 impl DevicesService {
@@ -150,6 +170,7 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
         let id = req.container_id.as_str();
         check_path(&req.container_path)?;
         let access = check_access(&req.access)?;
+        let mount = mount_of(&req)?;
         let addr = DeviceAddr::parse(&req.type_, &req.address).map_err(|e| device_err(e, id))?;
         let mode = if req.mode == 0 { 0o660 } else { req.mode };
         if mode & !0o7777 != 0 {
@@ -174,12 +195,14 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
                 mode,
                 uid: req.uid,
                 gid: req.gid,
+                mount: mount.clone(),
             })
             .await?;
         let entry = Plugged {
             path: req.container_path.clone(),
             dev: dev.clone(),
             access,
+            mount,
         };
         let mut list = map.get(id).cloned().unwrap_or_default();
         list.retain(|p| p.path != entry.path);
@@ -201,6 +224,7 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
                         mode,
                         uid: req.uid,
                         gid: req.gid,
+                        mount: entry.mount.clone(),
                     })
                     .await;
             }
@@ -251,6 +275,7 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
                 mode: 0,
                 uid: 0,
                 gid: 0,
+                mount: entry.mount.clone(),
             })
             .await?;
         info!(self.log, "block device removed";
