@@ -133,6 +133,8 @@ fn mount_of(req: &AddBlockDeviceRequest) -> ttrpc::Result<Option<NodeMount>> {
         return Err(invalid(format!("mount_path {:?} without fstype", req.mount_path)));
     }
     let o = crate::storage::options::mount_options(&req.mount_options, &[]);
+    // MsFlags bits are a c_ulong, which is not u64 on every target.
+    #[allow(clippy::unnecessary_cast)]
     Ok(Some(NodeMount {
         target: req.mount_path.clone(),
         fstype: req.fstype.clone(),
