@@ -43,6 +43,9 @@ impl Loop {
                 .unwrap();
             assert!(st.success(), "mkfs.ext4 {}", file.display());
         }
+        // The tests of this file run in parallel: one `losetup -f` at a time.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("losetup")
             .args(["-f", "--show"])
             .arg(&file)
