@@ -424,3 +424,90 @@ async fn hotplug_mounts_a_filesystem_in_the_container() {
     }
     remove(&c, &id).await;
 }
+
+/// A loop device that does not exist yet, created (and removed on drop) through
+/// /dev/loop-control, so that the kernel sends a real `add block` uevent.
+struct NewLoop {
+    ctl: std::fs::File,
+    index: u32,
+}
+
+const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
+const LOOP_CTL_REMOVE: libc::c_ulong = 0x4C81;
+
+impl NewLoop {
+    /// Picks an index above every existing loop device; nothing is created yet.
+    fn unused() -> NewLoop {
+        let ctl = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")
+            .unwrap();
+        let top = std::fs::read_dir("/sys/class/block")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("loop")?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
+        NewLoop { ctl, index: top + 40 }
+    }
+
+    fn add(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: ioctl on an open /dev/loop-control with an integer argument.
+        let r = unsafe { libc::ioctl(self.ctl.as_raw_fd(), LOOP_CTL_ADD, self.index as libc::c_ulong) };
+        assert!(
+            r >= 0,
+            "ioctl(LOOP_CTL_ADD, {}): {}",
+            self.index,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for NewLoop {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as in add(); failure (never added) is fine.
+        unsafe { libc::ioctl(self.ctl.as_raw_fd(), LOOP_CTL_REMOVE, self.index as libc::c_ulong) };
+    }
+}
+
+#[tokio::test]
+async fn device_that_appears_after_the_request_is_found() {
+    if !root_or_skip("device_that_appears_after_the_request_is_found") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&["--hotplug-timeout", "3"]);
+    let c = agent.client().await;
+    let mut h = HelloRequest::new();
+    (h.min_level, h.max_level) = (3, 3);
+    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    let id = unique("hotplug-late");
+    let dir = tmp.path().join(&id);
+    create_and_start(&c, &dir, &id, &["sleep", "120"]).await;
+
+    let late = NewLoop::unused();
+    let name = format!("loop{}", late.index);
+    let req = add_req(&id, "mmioblk", &name, "/dev/late");
+    let t = Instant::now();
+    let (res, ()) = tokio::join!(call::<_, BlockDeviceResponse>(&c, DEV, "AddBlockDevice", &req), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        late.add();
+    });
+    let took = t.elapsed();
+    let r = res.unwrap();
+    assert_eq!((r.guest_path.as_str(), r.major), (format!("/dev/{name}").as_str(), 7));
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    eprintln!("device plugged 500 ms after the request; AddBlockDevice returned after {took:?}");
+    let (st, out) = sh(&c, &dir, &id, "test -b /dev/late && echo ok").await;
+    assert_eq!((st, out.trim()), (0, "ok"));
+    let _: BlockDeviceResponse = call(&c, DEV, "RemoveBlockDevice", &remove_req(&id, "/dev/late"))
+        .await
+        .unwrap();
+    remove(&c, &id).await;
+}
