@@ -479,7 +479,7 @@ async fn device_that_appears_after_the_request_is_found() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let agent = Agent::start(&["--hotplug-timeout", "3"]);
+    let agent = Agent::start(&["--hotplug-timeout", "3", "--log-level", "trace"]);
     let c = agent.client().await;
     let mut h = HelloRequest::new();
     (h.min_level, h.max_level) = (3, 3);
@@ -504,6 +504,13 @@ async fn device_that_appears_after_the_request_is_found() {
         "{took:?}"
     );
     eprintln!("device plugged 500 ms after the request; AddBlockDevice returned after {took:?}");
+    // The listener saw the kernel's event for it.
+    let log = agent.wait_log(&format!("\"devname\":\"{name}\""));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"msg\":\"uevent\"") && l.contains(&format!("/block/{name}\""))),
+        "{log}"
+    );
     let (st, out) = sh(&c, &dir, &id, "test -b /dev/late && echo ok").await;
     assert_eq!((st, out.trim()), (0, "ok"));
     let _: BlockDeviceResponse = call(&c, DEV, "RemoveBlockDevice", &remove_req(&id, "/dev/late"))
