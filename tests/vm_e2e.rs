@@ -544,6 +544,63 @@ fn guest_image_end_to_end() {
             t_unplug.as_millis(),
             unplugged.trim()
         );
+        // The same with virtio-blk: the PCI path comes from query-pci.
+        let disk2 = vm.path("disk2.raw");
+        let mut bytes = b"pith-vm-blk\n".to_vec();
+        bytes.resize(1 << 20, 0);
+        std::fs::write(&disk2, bytes).unwrap();
+        let t = Instant::now();
+        let plugged = pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &[
+                "hotplug",
+                "--qmp",
+                &qmp,
+                "--bus",
+                "blk",
+                "--name",
+                "pithblk1",
+                "--path",
+                "/dev/xvdc",
+                id,
+                disk2.to_str().unwrap(),
+            ],
+            None,
+        );
+        let t_plug = t.elapsed();
+        let _: Empty = call(
+            &c,
+            SVC,
+            "ExecProcess",
+            &exec("d3", "read -r l < /dev/xvdc && echo \"$l\""),
+        )
+        .await
+        .expect("ExecProcess d3");
+        let read_back = read_stdout(&c, id, "d3").await;
+        assert_eq!(wait_process(&c, id, "d3").await, 0, "{read_back}\n{}", vm.diagnostics());
+        assert_eq!(read_back, "pith-vm-blk\n");
+        pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &[
+                "hotunplug",
+                "--qmp",
+                &qmp,
+                "--name",
+                "pithblk1",
+                "--path",
+                "/dev/xvdc",
+                id,
+            ],
+            None,
+        );
+        println!(
+            "hot-plug virtio-blk: pithctl hotplug {} ms ({})",
+            t_plug.as_millis(),
+            plugged.trim()
+        );
+
         let mut r = RemoveContainerRequest::new();
         r.container_id = id.into();
         r.timeout = 1;
