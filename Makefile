@@ -111,6 +111,7 @@ bench: toolchain
 	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; fi; \
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
 	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
+	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench hotplug
 	@# Container lifecycle against runc and crun (Debian's), same busybox bundle.
 	@missing=; for p in runc crun busybox-static; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then :; \

@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod client;
 pub mod config;
+pub mod device;
 pub mod guest;
 pub mod init;
 pub mod logging;

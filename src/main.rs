@@ -58,6 +58,8 @@ fn main() {
     rustjail::init::run_if_init();
     // The holder of the sandbox's shared namespaces is this binary too.
     pith_agent::sandbox::shared_ns::run_if_holder();
+    // So is the helper that makes device nodes inside a running container.
+    pith_agent::device::node::run_if_helper();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");
@@ -120,6 +122,8 @@ fn run(args: Args) -> Result<()> {
 }
 
 async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logger) -> Result<()> {
+    // Before any listener: no device event may come before someone keeps it.
+    let devices = Arc::new(pith_agent::device::Devices::start(cfg.hotplug_timeout, log));
     let listeners = cfg
         .server_addrs
         .iter()
@@ -139,7 +143,7 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     );
     let mut destroyed = sandbox.shutdown_requested();
     let reads = rpc::stdio_read::stream_reads(sandbox.clone());
-    let dispatcher = Dispatcher::with_stream_reads(rpc::services(ctx, sandbox, log), reads);
+    let dispatcher = Dispatcher::with_stream_reads(rpc::services(ctx, sandbox, devices, log), reads);
     let server = Server::start(listeners, dispatcher, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):

@@ -62,8 +62,8 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
     )
     .await
     .unwrap();
-    assert_eq!(r.level, 2);
-    assert_eq!((r.agent_min_level, r.agent_max_level), (1, 2));
+    assert_eq!(r.level, 3);
+    assert_eq!((r.agent_min_level, r.agent_max_level), (1, 3));
     assert_eq!(r.agent_version, pith_agent::AGENT_VERSION);
     assert!(r.features.contains(&"introspection".to_string()), "{:?}", r.features);
     assert_eq!(r.missing_features, vec!["warp-drive".to_string()]);
@@ -75,7 +75,7 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
         .unwrap();
     assert_eq!(
         (s.level, s.host_name.as_str(), s.host_version.as_str()),
-        (2, "server-test", "9.9.9")
+        (3, "server-test", "9.9.9")
     );
     assert_eq!(s.listen_addresses, vec![format!("unix://{}", agent.sock.display())]);
 
@@ -90,7 +90,7 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
         .await
         .unwrap_err();
     assert_eq!(code, Code::FAILED_PRECONDITION);
-    assert!(msg.contains("[5, 9]") && msg.contains("[1, 2]"), "{msg}");
+    assert!(msg.contains("[5, 9]") && msg.contains("[1, 3]"), "{msg}");
     let log = agent.wait_log("negotiation failed");
     assert!(log.contains("negotiation failed"), "{log}");
 }

@@ -453,6 +453,146 @@ fn guest_image_end_to_end() {
         r.timeout = 5;
         let _: Empty = call(&c, SVC, "RemoveContainer", &r).await.expect("RemoveContainer");
 
+        // 6b. Block device hot-plug into a running container: pithctl hotplug (QMP
+        // blockdev-add + device_add scsi-hd, then pith.Devices/AddBlockDevice), read the
+        // disk in the container (its cgroup v2 device program allows it), hotunplug.
+        let id = "e2e-disk";
+        let _: Empty = call(&c, SVC, "CreateContainer", &container_request(id, &["sleep", "60"]))
+            .await
+            .expect("CreateContainer e2e-disk");
+        let mut s = StartContainerRequest::new();
+        s.container_id = id.into();
+        let _: Empty = call(&c, SVC, "StartContainer", &s)
+            .await
+            .expect("StartContainer e2e-disk");
+        let disk = vm.path("disk1.raw");
+        let mut bytes = b"pith-vm-disk\n".to_vec();
+        bytes.resize(1 << 20, 0);
+        std::fs::write(&disk, bytes).unwrap();
+        let qmp = vm.path("qmp.sock").display().to_string();
+        let t = Instant::now();
+        let plugged = pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &[
+                "hotplug",
+                "--qmp",
+                &qmp,
+                "--scsi-id",
+                "0",
+                "--lun",
+                "1",
+                "--path",
+                "/dev/xvdb",
+                id,
+                disk.to_str().unwrap(),
+            ],
+            None,
+        );
+        let t_plug = t.elapsed();
+        assert!(plugged.contains("\"containerPath\":\"/dev/xvdb\""), "{plugged}");
+        let exec = |exec_id: &str, script: &str| {
+            let mut e = ExecProcessRequest::new();
+            e.container_id = id.into();
+            e.exec_id = exec_id.into();
+            let mut spec = container_request(id, &["sh", "-c", script]);
+            e.process = spec.OCI.take().unwrap().Process;
+            e
+        };
+        let _: Empty = call(
+            &c,
+            SVC,
+            "ExecProcess",
+            &exec("d1", "test -b /dev/xvdb && read -r l < /dev/xvdb && echo \"$l\""),
+        )
+        .await
+        .expect("ExecProcess d1");
+        let read_back = read_stdout(&c, id, "d1").await;
+        assert_eq!(wait_process(&c, id, "d1").await, 0, "{read_back}\n{}", vm.diagnostics());
+        assert_eq!(read_back, "pith-vm-disk\n");
+        let t = Instant::now();
+        let unplugged = pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &["hotunplug", "--qmp", &qmp, "--path", "/dev/xvdb", id],
+            None,
+        );
+        let t_unplug = t.elapsed();
+        let _: Empty = call(&c, SVC, "ExecProcess", &exec("d2", "test -e /dev/xvdb"))
+            .await
+            .expect("ExecProcess d2");
+        assert_ne!(wait_process(&c, id, "d2").await, 0, "node still there after hotunplug");
+        println!(
+            "hot-plug: pithctl hotplug {} ms ({}), read in the container, hotunplug {} ms ({})",
+            t_plug.as_millis(),
+            plugged.trim(),
+            t_unplug.as_millis(),
+            unplugged.trim()
+        );
+        // The same with virtio-blk: the PCI path comes from query-pci.
+        let disk2 = vm.path("disk2.raw");
+        let mut bytes = b"pith-vm-blk\n".to_vec();
+        bytes.resize(1 << 20, 0);
+        std::fs::write(&disk2, bytes).unwrap();
+        let t = Instant::now();
+        let plugged = pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &[
+                "hotplug",
+                "--qmp",
+                &qmp,
+                "--bus",
+                "blk",
+                "--name",
+                "pithblk1",
+                "--path",
+                "/dev/xvdc",
+                id,
+                disk2.to_str().unwrap(),
+            ],
+            None,
+        );
+        let t_plug = t.elapsed();
+        let _: Empty = call(
+            &c,
+            SVC,
+            "ExecProcess",
+            &exec("d3", "read -r l < /dev/xvdc && echo \"$l\""),
+        )
+        .await
+        .expect("ExecProcess d3");
+        let read_back = read_stdout(&c, id, "d3").await;
+        assert_eq!(wait_process(&c, id, "d3").await, 0, "{read_back}\n{}", vm.diagnostics());
+        assert_eq!(read_back, "pith-vm-blk\n");
+        pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &[
+                "hotunplug",
+                "--qmp",
+                &qmp,
+                "--name",
+                "pithblk1",
+                "--path",
+                "/dev/xvdc",
+                id,
+            ],
+            None,
+        );
+        println!(
+            "hot-plug virtio-blk: pithctl hotplug {} ms ({})",
+            t_plug.as_millis(),
+            plugged.trim()
+        );
+
+        let mut r = RemoveContainerRequest::new();
+        r.container_id = id.into();
+        r.timeout = 1;
+        let _: Empty = call(&c, SVC, "RemoveContainer", &r)
+            .await
+            .expect("RemoveContainer e2e-disk");
+
         // 7. The end: DestroySandbox, after which the agent (PID 1) powers off.
         if sandbox {
             let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())

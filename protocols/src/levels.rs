@@ -11,11 +11,13 @@ use std::fmt;
 pub const LEVEL_KATA: u32 = 1;
 /// pith's first extension level: the `pith.Introspection` service.
 pub const LEVEL_INTROSPECTION: u32 = 2;
+/// Block device hot-plug into running containers: the `pith.Devices` service.
+pub const LEVEL_BLOCK_HOTPLUG: u32 = 3;
 
 /// Lowest level this build of the protocol serves.
 pub const MIN_LEVEL: u32 = LEVEL_KATA;
 /// Highest level this build of the protocol serves.
-pub const MAX_LEVEL: u32 = LEVEL_INTROSPECTION;
+pub const MAX_LEVEL: u32 = LEVEL_BLOCK_HOTPLUG;
 
 /// A named capability and the level that brings it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "introspection",
         since: LEVEL_INTROSPECTION,
+    },
+    Feature {
+        name: "block-hotplug",
+        since: LEVEL_BLOCK_HOTPLUG,
     },
 ];
 

@@ -19,12 +19,13 @@ use crate::sandbox::{Sandbox, SandboxError};
 /// Serves `grpc.AgentService`.
 pub struct AgentServiceImpl {
     sandbox: Arc<Sandbox>,
+    devices: Arc<crate::device::Devices>,
 }
 
 impl AgentServiceImpl {
-    /// A service over `sandbox`.
-    pub fn new(sandbox: Arc<Sandbox>) -> Self {
-        AgentServiceImpl { sandbox }
+    /// A service over `sandbox`, waiting for CreateContainer's devices through `devices`.
+    pub fn new(sandbox: Arc<Sandbox>, devices: Arc<crate::device::Devices>) -> Self {
+        AgentServiceImpl { sandbox, devices }
     }
 }
 
@@ -77,7 +78,17 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             .OCI
             .as_ref()
             .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "CreateContainer without OCI spec"))?;
-        let spec = oci_convert::to_oci(spec).map_err(convert_err)?;
+        let mut spec = oci_convert::to_oci(spec).map_err(convert_err)?;
+        crate::device::spec::apply(&self.devices, &req.devices, &mut spec)
+            .await
+            .map_err(|e| {
+                let code = if e.is_timeout() {
+                    ttrpc::Code::DEADLINE_EXCEEDED
+                } else {
+                    ttrpc::Code::INVALID_ARGUMENT
+                };
+                status(code, format!("container {:?}: {e}", req.container_id))
+            })?;
         let create = CreateRequest {
             id: req.container_id.clone(),
             exec_id: req.exec_id.clone(),

@@ -2,6 +2,7 @@
 //! agent serves.
 
 pub mod agent;
+pub mod devices;
 pub mod guest;
 pub mod health;
 pub mod introspection;
@@ -22,12 +23,16 @@ use crate::session::AgentContext;
 pub fn services(
     ctx: Arc<AgentContext>,
     sandbox: Arc<crate::sandbox::Sandbox>,
+    devices: Arc<crate::device::Devices>,
     log: &Logger,
 ) -> HashMap<String, Service> {
     let mut all = HashMap::new();
     all.extend(protocols::health_ttrpc::create_health(Arc::new(health::HealthService)));
     all.extend(protocols::agent_ttrpc::create_agent_service(Arc::new(
-        agent::AgentServiceImpl::new(sandbox),
+        agent::AgentServiceImpl::new(sandbox.clone(), devices.clone()),
+    )));
+    all.extend(protocols::pith_ttrpc::create_devices(Arc::new(
+        devices::DevicesService::new(ctx.clone(), sandbox, devices, log),
     )));
     all.extend(protocols::pith_ttrpc::create_negotiation(Arc::new(
         negotiation::NegotiationService::new(ctx.clone(), log),

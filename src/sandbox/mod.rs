@@ -10,6 +10,7 @@
 pub mod container;
 pub mod exec;
 pub mod guest_hooks;
+pub mod hotplug;
 pub mod new_stdio;
 pub mod oom;
 pub mod pod;

@@ -3,6 +3,7 @@
 
 mod console;
 mod container;
+mod hotplug;
 mod methods;
 
 use std::io::Read;
@@ -69,6 +70,10 @@ enum Cmd {
     Methods,
     #[command(flatten)]
     Container(container::Cmd),
+    /// Plug a disk image into the VM (QMP) and into a running container (pith.Devices, level 3).
+    Hotplug(hotplug::PlugArgs),
+    /// Remove a hot-plugged disk from the container, then from the VM (QMP).
+    Hotunplug(hotplug::UnplugArgs),
     /// The agent's debug console (agent.debug_console): a shell on the terminal.
     Console {
         /// Port of the console, replacing the port of --addr (default: the port of --addr).
@@ -145,6 +150,16 @@ async fn run_inner(cli: Cli) -> Result<container::Outcome> {
             let addr: Address = cli.addr.parse()?;
             let client = client::connect(&addr, timeout).await?;
             return container::run(&client, cmd, timeout).await;
+        }
+        Cmd::Hotplug(a) => {
+            let client = client::connect(&cli.addr.parse()?, timeout).await?;
+            return hotplug::plug(&client, a, timeout).await.map(container::Outcome::Print);
+        }
+        Cmd::Hotunplug(a) => {
+            let client = client::connect(&cli.addr.parse()?, timeout).await?;
+            return hotplug::unplug(&client, a, timeout)
+                .await
+                .map(container::Outcome::Print);
         }
         Cmd::Console { port } => {
             let mut addr: Address = cli.addr.parse()?;
