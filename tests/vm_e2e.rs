@@ -503,7 +503,12 @@ fn guest_image_end_to_end() {
             &c,
             SVC,
             "ExecProcess",
-            &exec("d1", "test -b /dev/xvdb && read -r l < /dev/xvdb && echo \"$l\""),
+            // Read the host's marker, and write one for the host to find at 4 KiB.
+            &exec(
+                "d1",
+                "test -b /dev/xvdb && read -r l < /dev/xvdb && echo \"$l\" && \
+                 echo pith-written-by-scsi | dd of=/dev/xvdb bs=4096 seek=1 conv=notrunc,fsync 2>/dev/null",
+            ),
         )
         .await
         .expect("ExecProcess d1");
@@ -522,8 +527,16 @@ fn guest_image_end_to_end() {
             .await
             .expect("ExecProcess d2");
         assert_ne!(wait_process(&c, id, "d2").await, 0, "node still there after hotunplug");
+        // What the container wrote is in the host's disk image.
+        let image = std::fs::read(&disk).unwrap();
+        assert_eq!(
+            &image[4096..4096 + 21],
+            b"pith-written-by-scsi\n",
+            "the container's write is not in {}",
+            disk.display()
+        );
         println!(
-            "hot-plug: pithctl hotplug {} ms ({}), read in the container, hotunplug {} ms ({})",
+            "hot-plug: pithctl hotplug {} ms ({}), read and written in the container, host read it back, hotunplug {} ms ({})",
             t_plug.as_millis(),
             plugged.trim(),
             t_unplug.as_millis(),
@@ -558,7 +571,11 @@ fn guest_image_end_to_end() {
             &c,
             SVC,
             "ExecProcess",
-            &exec("d3", "read -r l < /dev/xvdc && echo \"$l\""),
+            &exec(
+                "d3",
+                "read -r l < /dev/xvdc && echo \"$l\" && \
+                 echo pith-written-by-blk | dd of=/dev/xvdc bs=4096 seek=1 conv=notrunc,fsync 2>/dev/null",
+            ),
         )
         .await
         .expect("ExecProcess d3");
@@ -580,8 +597,15 @@ fn guest_image_end_to_end() {
             ],
             None,
         );
+        let image = std::fs::read(&disk2).unwrap();
+        assert_eq!(
+            &image[4096..4096 + 20],
+            b"pith-written-by-blk\n",
+            "the container's write is not in {}",
+            disk2.display()
+        );
         println!(
-            "hot-plug virtio-blk: pithctl hotplug {} ms ({})",
+            "hot-plug virtio-blk: pithctl hotplug {} ms ({}), container wrote, host read it back",
             t_plug.as_millis(),
             plugged.trim()
         );

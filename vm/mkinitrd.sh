@@ -71,7 +71,7 @@ cp "$kmods/modules.builtin" "$kmods/modules.order" "$root/lib/modules/$rel/"
 ct="$root/pith-test/rootfs"
 mkdir -p "$ct"/{bin,dev,proc,sys,tmp,etc,root}
 ln "$root/bin/busybox" "$ct/bin/busybox"
-for a in sh echo cat ls sleep uname id true false dmesg; do ln -s busybox "$ct/bin/$a"; done
+for a in sh echo cat ls sleep uname id true false dmesg dd hostname; do ln -s busybox "$ct/bin/$a"; done
 cp "$root/etc/passwd" "$root/etc/group" "$ct/etc/"
 
 out="$VM/initrd.img"
