@@ -542,6 +542,23 @@ fn guest_image_end_to_end() {
             t_unplug.as_millis(),
             unplugged.trim()
         );
+        // Latency, as make bench asks for it in the VM: four more SCSI cycles,
+        // each timed from pithctl hotplug's start (QMP blockdev-add, device_add,
+        // then AddBlockDevice) to the node being usable in the container.
+        let mut plug_ms = vec![t_plug.as_millis()];
+        for _ in 0..4 {
+            let t = Instant::now();
+            pithctl_ok(
+                &vm,
+                AGENT_PORT,
+                &["hotplug", "--qmp", &qmp, "--scsi-id", "0", "--lun", "1", "--path", "/dev/xvdb", id, disk.to_str().unwrap()],
+                None,
+            );
+            plug_ms.push(t.elapsed().as_millis());
+            pithctl_ok(&vm, AGENT_PORT, &["hotunplug", "--qmp", &qmp, "--path", "/dev/xvdb", id], None);
+        }
+        plug_ms.sort_unstable();
+        println!("VM hot-plug latency, SCSI, QMP device_add to usable node: median of 5 = {} ms ({plug_ms:?})", plug_ms[2]);
         // The same with virtio-blk: the PCI path comes from query-pci.
         let disk2 = vm.path("disk2.raw");
         let mut bytes = b"pith-vm-blk\n".to_vec();
