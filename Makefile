@@ -132,6 +132,10 @@ bench: toolchain
 	@echo "== containers through the agent"; \
 	if [ -x $(STATIC_BIN) ]; then agent=$(CURDIR)/$(STATIC_BIN); else agent=$(CURDIR)/target/release/pith-agent; fi; \
 	PITH_AGENT_BIN=$$agent $(CARGO) bench --bench agent_containers
+	@# Hot-plug in a real VM: the end-to-end test prints the median of 5 SCSI hot-plugs
+	@# (QMP device_add to a usable node in the container) among its timings.
+	@echo "== hot-plug in the VM (make vm-e2e)"
+	$(MAKE) -s vm-e2e
 
 clean:
 	$(CARGO) clean
