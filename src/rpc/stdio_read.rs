@@ -13,7 +13,7 @@ use protocols::agent::ReadStreamRequest;
 use ttrpc::proto::Status;
 
 use crate::sandbox::Sandbox;
-use crate::server::stream_read::StreamRead;
+use crate::server::stream_read::{StreamRead, StreamReads};
 
 /// Reads one output stream of a process.
 struct StdioRead {
@@ -44,16 +44,16 @@ impl StreamRead for StdioRead {
 }
 
 /// The fast-path table: `grpc.AgentService` ReadStdout and ReadStderr.
-pub fn stream_reads(sandbox: Arc<Sandbox>) -> HashMap<(String, String), Arc<dyn StreamRead>> {
-    let mut m: HashMap<(String, String), Arc<dyn StreamRead>> = HashMap::new();
+pub fn stream_reads(sandbox: Arc<Sandbox>) -> StreamReads {
+    let mut methods: HashMap<String, Arc<dyn StreamRead>> = HashMap::new();
     for (method, stderr) in [("ReadStdout", false), ("ReadStderr", true)] {
-        m.insert(
-            ("grpc.AgentService".to_string(), method.to_string()),
+        methods.insert(
+            method.to_string(),
             Arc::new(StdioRead {
                 sandbox: sandbox.clone(),
                 stderr,
             }),
         );
     }
-    m
+    StreamReads::from([("grpc.AgentService".to_string(), methods)])
 }

@@ -12,37 +12,29 @@ use ttrpc::proto::{Code, Request, Response};
 use ttrpc::r#async::{Service, TtrpcContext};
 use ttrpc::{get_status, MessageHeader};
 
-use super::stream_read::StreamRead;
+use super::stream_read::{StreamRead, StreamReads};
 
 /// Every service the agent answers, by fully qualified name.
 pub struct Dispatcher {
     services: HashMap<String, Service>,
-    stream_reads: HashMap<(String, String), Arc<dyn StreamRead>>,
+    stream_reads: StreamReads,
 }
 
 impl Dispatcher {
     /// Wraps the maps returned by the generated `create_*` functions.
     pub fn new(services: HashMap<String, Service>) -> Arc<Dispatcher> {
-        Self::with_stream_reads(services, HashMap::new())
+        Self::with_stream_reads(services, StreamReads::new())
     }
 
     /// Like [`Dispatcher::new`], with methods (by service and method name) served
     /// by the stream-read fast path instead of their generated handlers.
-    pub fn with_stream_reads(
-        services: HashMap<String, Service>,
-        stream_reads: HashMap<(String, String), Arc<dyn StreamRead>>,
-    ) -> Arc<Dispatcher> {
+    pub fn with_stream_reads(services: HashMap<String, Service>, stream_reads: StreamReads) -> Arc<Dispatcher> {
         Arc::new(Dispatcher { services, stream_reads })
     }
 
     /// The fast path for `service/method`, if it has one.
     pub fn stream_read(&self, service: &str, method: &str) -> Option<Arc<dyn StreamRead>> {
-        if self.stream_reads.is_empty() {
-            return None;
-        }
-        self.stream_reads
-            .get(&(service.to_string(), method.to_string()))
-            .cloned()
+        self.stream_reads.get(service)?.get(method).cloned()
     }
 
     /// Runs one request to completion and returns the encoded `Response`.

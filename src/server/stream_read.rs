@@ -27,6 +27,10 @@ pub trait StreamRead: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>;
 }
 
+/// Stream-read methods by service name, then method name (looked up with the
+/// request's strings as they are: no allocation per request).
+pub type StreamReads = std::collections::HashMap<String, std::collections::HashMap<String, Arc<dyn StreamRead>>>;
+
 /// Frame header, `Response.status` (OK: an empty message), and room for the
 /// two length-delimited prefixes (tag + at most 5 varint bytes each).
 pub const PREFIX: usize = HEADER_LEN + 2 + 6 + 6;
@@ -40,10 +44,15 @@ fn varint_len(mut v: usize) -> usize {
     n
 }
 
-fn put_varint(out: &mut [u8], mut v: usize) {
-    for b in out.iter_mut() {
-        *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+/// Appends `v` as a protobuf varint to `out` at `*at`.
+fn put_varint(out: &mut [u8], at: &mut usize, mut v: usize) {
+    loop {
+        out[*at] = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+        *at += 1;
         v >>= 7;
+        if v == 0 {
+            return;
+        }
     }
 }
 
@@ -53,26 +62,26 @@ pub fn finish_frame(buf: &mut [u8], stream_id: u32) -> usize {
     let n = buf.len() - PREFIX;
     // Response { status: OK (0a 00), payload (12 len) = ReadStreamResponse { data (0a len) } };
     // proto3 leaves out an empty payload.
-    let mut body = vec![0x0a, 0x00];
+    let mut body = [0u8; PREFIX - HEADER_LEN];
+    body[..2].copy_from_slice(&[0x0a, 0x00]);
+    let mut len = 2;
     if n > 0 {
-        let inner = 1 + varint_len(n) + n;
-        let mut p = vec![0u8; 1 + varint_len(inner) + 1 + varint_len(n)];
-        p[0] = 0x12;
-        let a = varint_len(inner);
-        put_varint(&mut p[1..1 + a], inner);
-        p[1 + a] = 0x0a;
-        put_varint(&mut p[2 + a..], n);
-        body.extend_from_slice(&p);
+        body[len] = 0x12;
+        len += 1;
+        put_varint(&mut body, &mut len, 1 + varint_len(n) + n);
+        body[len] = 0x0a;
+        len += 1;
+        put_varint(&mut body, &mut len, n);
     }
-    let start = PREFIX - body.len() - HEADER_LEN;
+    let start = PREFIX - len - HEADER_LEN;
     let header = Header {
-        len: (body.len() + n) as u32,
+        len: (len + n) as u32,
         stream_id,
         kind: TYPE_RESPONSE,
         flags: 0,
     };
     buf[start..start + HEADER_LEN].copy_from_slice(&header.encode());
-    buf[start + HEADER_LEN..PREFIX].copy_from_slice(&body);
+    buf[start + HEADER_LEN..PREFIX].copy_from_slice(&body[..len]);
     start
 }
 
