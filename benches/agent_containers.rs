@@ -119,11 +119,8 @@ impl Drop for AgentProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Containers outlive a killed agent (a bench that failed half-way): delete them.
-        let state = self.state.join("containers");
-        if let (Ok(rt), Ok(list)) = (rustjail::Runtime::new(&state), std::fs::read_dir(&state)) {
-            for e in list.flatten() {
-                let _ = rt.delete(&e.file_name().to_string_lossy(), true);
-            }
+        if let Ok(rt) = rustjail::Runtime::new(&self.state.join("containers")) {
+            let _ = rt.delete_all();
         }
     }
 }

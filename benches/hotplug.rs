@@ -43,11 +43,8 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.agent.kill();
         let _ = self.agent.wait();
-        let state = self.dir.path().join("state/containers");
-        if let (Ok(rt), Ok(list)) = (rustjail::Runtime::new(&state), std::fs::read_dir(&state)) {
-            for e in list.flatten() {
-                let _ = rt.delete(&e.file_name().to_string_lossy(), true);
-            }
+        if let Ok(rt) = rustjail::Runtime::new(&self.dir.path().join("state/containers")) {
+            let _ = rt.delete_all();
         }
         if let Some(d) = &self.loop_dev {
             let _ = Command::new("losetup").arg("-d").arg(d).status();

@@ -599,6 +599,22 @@ impl Runtime {
         Ok(cg.stats()?)
     }
 
+    /// Force-deletes every container under the root, whatever its state (to
+    /// clean up after a runtime user that died); returns the ids that could
+    /// not be deleted, with why.
+    pub fn delete_all(&self) -> Vec<(String, Error)> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let id = e.file_name().to_string_lossy().into_owned();
+                self.delete(&id, true).err().map(|err| (id, err))
+            })
+            .collect()
+    }
+
     /// Every container under the root.
     pub fn list(&self) -> Result<Vec<(State, Status)>> {
         let mut out = Vec::new();

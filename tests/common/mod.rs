@@ -162,11 +162,8 @@ impl Drop for Agent {
         }
         // Containers outlive a killed agent (a test that failed half-way):
         // delete them so they do not hold their cgroups for later tests.
-        let state = self.dir.path().join("state").join("containers");
-        if let (Ok(rt), Ok(list)) = (rustjail::Runtime::new(&state), std::fs::read_dir(&state)) {
-            for e in list.flatten() {
-                let _ = rt.delete(&e.file_name().to_string_lossy(), true);
-            }
+        if let Ok(rt) = rustjail::Runtime::new(&self.dir.path().join("state").join("containers")) {
+            let _ = rt.delete_all();
         }
     }
 }
