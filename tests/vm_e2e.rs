@@ -471,24 +471,22 @@ fn guest_image_end_to_end() {
         std::fs::write(&disk, bytes).unwrap();
         let qmp = vm.path("qmp.sock").display().to_string();
         let t = Instant::now();
-        let plugged = pithctl_ok(
-            &vm,
-            AGENT_PORT,
-            &[
-                "hotplug",
-                "--qmp",
-                &qmp,
-                "--scsi-id",
-                "0",
-                "--lun",
-                "1",
-                "--path",
-                "/dev/xvdb",
-                id,
-                disk.to_str().unwrap(),
-            ],
-            None,
-        );
+        let disk_arg = disk.to_str().unwrap();
+        let scsi_plug = [
+            "hotplug",
+            "--qmp",
+            &qmp,
+            "--scsi-id",
+            "0",
+            "--lun",
+            "1",
+            "--path",
+            "/dev/xvdb",
+            id,
+            disk_arg,
+        ];
+        let scsi_unplug = ["hotunplug", "--qmp", &qmp, "--path", "/dev/xvdb", id];
+        let plugged = pithctl_ok(&vm, AGENT_PORT, &scsi_plug, None);
         let t_plug = t.elapsed();
         assert!(plugged.contains("\"containerPath\":\"/dev/xvdb\""), "{plugged}");
         let exec = |exec_id: &str, script: &str| {
@@ -516,12 +514,7 @@ fn guest_image_end_to_end() {
         assert_eq!(wait_process(&c, id, "d1").await, 0, "{read_back}\n{}", vm.diagnostics());
         assert_eq!(read_back, "pith-vm-disk\n");
         let t = Instant::now();
-        let unplugged = pithctl_ok(
-            &vm,
-            AGENT_PORT,
-            &["hotunplug", "--qmp", &qmp, "--path", "/dev/xvdb", id],
-            None,
-        );
+        let unplugged = pithctl_ok(&vm, AGENT_PORT, &scsi_unplug, None);
         let t_unplug = t.elapsed();
         let _: Empty = call(&c, SVC, "ExecProcess", &exec("d2", "test -e /dev/xvdb"))
             .await
@@ -548,17 +541,15 @@ fn guest_image_end_to_end() {
         let mut plug_ms = vec![t_plug.as_millis()];
         for _ in 0..4 {
             let t = Instant::now();
-            pithctl_ok(
-                &vm,
-                AGENT_PORT,
-                &["hotplug", "--qmp", &qmp, "--scsi-id", "0", "--lun", "1", "--path", "/dev/xvdb", id, disk.to_str().unwrap()],
-                None,
-            );
+            pithctl_ok(&vm, AGENT_PORT, &scsi_plug, None);
             plug_ms.push(t.elapsed().as_millis());
-            pithctl_ok(&vm, AGENT_PORT, &["hotunplug", "--qmp", &qmp, "--path", "/dev/xvdb", id], None);
+            pithctl_ok(&vm, AGENT_PORT, &scsi_unplug, None);
         }
         plug_ms.sort_unstable();
-        println!("VM hot-plug latency, SCSI, QMP device_add to usable node: median of 5 = {} ms ({plug_ms:?})", plug_ms[2]);
+        println!(
+            "VM hot-plug latency, SCSI, QMP device_add to usable node: median of 5 = {} ms ({plug_ms:?})",
+            plug_ms[2]
+        );
         // The same with virtio-blk: the PCI path comes from query-pci.
         let disk2 = vm.path("disk2.raw");
         let mut bytes = b"pith-vm-blk\n".to_vec();
