@@ -12,7 +12,7 @@ use oci_spec::runtime::Spec;
 
 use super::new_stdio::NewStdio;
 use super::process::Process;
-use super::{blocking, lock, oom, shared_ns, Container, Sandbox, SandboxError};
+use super::{blocking, lock, oom, shared_ns, Container, Reservation, Sandbox, SandboxError};
 
 /// What CreateContainer asks for beyond the spec.
 #[derive(Debug, Default, Clone)]
@@ -32,9 +32,12 @@ impl Sandbox {
     pub async fn create_container(&self, req: CreateRequest, spec: Spec) -> Result<(), SandboxError> {
         let id = req.id.clone();
         rustjail::state::validate_id(&id)?;
-        if lock(&self.containers).contains_key(&id) || !lock(&self.creating).insert(id.clone()) {
+        let reserved = (!lock(&self.containers).contains_key(&id))
+            .then(|| Reservation::take(&self.creating, &id))
+            .flatten();
+        let Some(_reserved) = reserved else {
             return Err(SandboxError::AlreadyExists(format!("container {id:?} already exists")));
-        }
+        };
         let bundle = self.bundles.join(&id);
         let storages = self.storages.clone();
         let (owner, list) = (id.clone(), req.storages.clone());
@@ -46,7 +49,6 @@ impl Sandbox {
             let _ = std::fs::remove_dir_all(&bundle);
             let _ = self.storages.release(&id);
         }
-        lock(&self.creating).remove(&id);
         result
     }
 

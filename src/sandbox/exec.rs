@@ -7,20 +7,8 @@ use nix::unistd::Pid;
 
 use super::new_stdio::NewStdio;
 use super::process::Process;
-use super::{blocking, lock, Container, Sandbox, SandboxError};
+use super::{blocking, lock, Reservation, Sandbox, SandboxError};
 use crate::reaper::Exit;
-
-/// Releases an exec id reservation however the exec ends.
-struct Reservation<'a> {
-    c: &'a Container,
-    exec_id: String,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        lock(&self.c.starting).remove(&self.exec_id);
-    }
-}
 
 impl Sandbox {
     /// Starts another process in a running container.
@@ -36,17 +24,13 @@ impl Sandbox {
                 "ExecProcess into {id:?} without an exec_id"
             )));
         }
-        if exec_id == c.init.exec_id
-            || lock(&c.execs).contains_key(exec_id)
-            || !lock(&c.starting).insert(exec_id.to_string())
-        {
+        let reserved = (exec_id != c.init.exec_id && !lock(&c.execs).contains_key(exec_id))
+            .then(|| Reservation::take(&c.starting, exec_id))
+            .flatten();
+        let Some(_reserved) = reserved else {
             return Err(SandboxError::AlreadyExists(format!(
                 "process {exec_id:?} of container {id:?} already exists"
             )));
-        }
-        let _reserved = Reservation {
-            c: &c,
-            exec_id: exec_id.to_string(),
         };
         let terminal = process.terminal().unwrap_or(false);
         let mut stdio = NewStdio::new(terminal, &self.consoles, self.cfg.pipe_size)?;

@@ -155,6 +155,30 @@ pub struct Sandbox {
 /// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
 pub const SANDBOX_OWNER: &str = "/sandbox";
 
+/// An id held in a set of ids being created or started, so two requests for
+/// one id cannot both proceed; released on drop, also when the request's
+/// future is dropped (the client's deadline ran out).
+pub(crate) struct Reservation<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Reservation<'a> {
+    /// Holds `id` in `set`; None when someone already holds it.
+    pub(crate) fn take(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<Reservation<'a>> {
+        lock(set).insert(id.to_string()).then(|| Reservation {
+            set,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.id);
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
