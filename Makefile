@@ -31,7 +31,7 @@ build: toolchain
 	$(CARGO) build --workspace --bins
 
 run: toolchain
-	$(CARGO) build --bin pith-agent --bin pithctl
+	$(CARGO) build -p pith-agent -p pithctl --bin pith-agent --bin pithctl
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 

@@ -65,7 +65,7 @@ fn create_req(rootfs: &Path, id: &str, args: &[&str]) -> CreateContainerRequest 
     let mut req = CreateContainerRequest::new();
     req.container_id = id.into();
     req.exec_id = id.into();
-    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec(rootfs, args)));
+    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec(rootfs, args)));
     req
 }
 
@@ -257,10 +257,8 @@ fn main() {
     let agent = start_agent(&bin, dir.path());
     println!("containers through the agent ({bin})");
     rt.block_on(async {
-        let addr = pith_agent::addr::Address::Unix(agent.sock.clone());
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let addr = protocols::addr::Address::Unix(agent.sock.clone());
+        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
         let mut sb = CreateSandboxRequest::new();
         sb.sandbox_id = "bench".into();
         sb.hostname = "bench".into();
@@ -405,8 +403,8 @@ fn main() {
     let dir2 = tempfile::tempdir().unwrap();
     let agent = start_agent(&bin, dir2.path());
     rt.block_on(async {
-        let addr = pith_agent::addr::Address::Unix(agent.sock.clone());
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+        let addr = protocols::addr::Address::Unix(agent.sock.clone());
+        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
         let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
         let idle0 = rss_kib(agent.child.id());
         for i in 0..IDLE_CONTAINERS {

@@ -73,7 +73,7 @@ fn create_req(rootfs: &Path, id: &str) -> CreateContainerRequest {
     let mut req = CreateContainerRequest::new();
     req.container_id = id.into();
     req.exec_id = id.into();
-    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec));
+    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec));
     req
 }
 
@@ -135,10 +135,8 @@ fn main() {
         .unwrap();
     println!("block device hot-plug into a running container ({bin}, {loop_dev})");
     rt.block_on(async {
-        let addr = pith_agent::addr::Address::Unix(sock);
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let addr = protocols::addr::Address::Unix(sock);
+        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
         let mut h = HelloRequest::new();
         (h.min_level, h.max_level) = (3, 3);
         let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await;

@@ -179,8 +179,8 @@ fn measure_interleaved(targets: &[(String, PathBuf, ClientKind)]) -> Vec<Stats> 
         for (_, sock, kind) in targets {
             conns.push(match kind {
                 ClientKind::Async => {
-                    let addr = pith_agent::addr::Address::Unix(sock.clone());
-                    let Ok(c) = pith_agent::client::connect(&addr, Duration::from_secs(5)).await else {
+                    let addr = protocols::addr::Address::Unix(sock.clone());
+                    let Ok(c) = pithctl::client::connect(&addr, Duration::from_secs(5)).await else {
                         panic!("connect {}", sock.display())
                     };
                     Conn::Async(protocols::health_ttrpc::HealthClient::new(c))

@@ -1,16 +1,14 @@
 //! pith-agent: the agent that runs containers inside a VM for a host runtime,
 //! over the Kata Containers agent protocol (ttrpc on vsock).
 //!
-//! The library holds everything the `pith-agent` and `pithctl` binaries share.
+//! The library is the agent; `main.rs` only calls into it. Host tools live in
+//! the `pithctl` crate and are never linked in.
 
-pub mod addr;
-pub mod client;
 pub mod config;
 pub mod device;
 pub mod guest;
 pub mod init;
 pub mod logging;
-pub mod oci_convert;
 pub mod reaper;
 pub mod rpc;
 pub mod sandbox;

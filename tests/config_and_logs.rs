@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::Agent;
-use pith_agent::addr::Address;
+use protocols::addr::Address;
 
 #[tokio::test]
 async fn environment_address_and_malformed_cmdline_values() {
@@ -28,7 +28,7 @@ async fn environment_address_and_malformed_cmdline_values() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let client = pith_agent::client::connect(&Address::Unix(sock.clone()), Duration::from_secs(10)).await;
+    let client = pithctl::client::connect(&Address::Unix(sock.clone()), Duration::from_secs(10)).await;
     let ok = client.is_ok();
     child.kill().unwrap();
     child.wait().unwrap();

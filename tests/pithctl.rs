@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use common::Agent;
 
 fn pithctl(agent: &Agent, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+    let mut child = Command::new(common::pithctl_bin())
         .env("PITH_ADDR", agent.address().to_string())
         .args(args)
         .stdin(Stdio::piped())
@@ -106,7 +106,7 @@ fn methods_lists_every_service() {
 
 #[test]
 fn no_agent_is_a_clear_error_after_the_timeout() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+    let out = Command::new(common::pithctl_bin())
         .args(["--addr", "unix:///nonexistent/pith.sock", "--timeout", "0.3", "check"])
         .output()
         .unwrap();
@@ -117,7 +117,7 @@ fn no_agent_is_a_clear_error_after_the_timeout() {
         "{err}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+    let out = Command::new(common::pithctl_bin())
         .args(["--addr", "tcp://1.2.3.4:1", "check"])
         .output()
         .unwrap();

@@ -3,6 +3,8 @@
 //! is printed until the guest closes, and the write side is never half-closed
 //! (hybrid vsock backends drop a half-closed connection).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
@@ -36,7 +38,7 @@ fn console_pipes_stdin_and_prints_until_the_guest_closes() {
         drop(r);
         (line, got, half_closed)
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+    let mut child = Command::new(common::pithctl_bin())
         .arg("--addr")
         .arg(format!("hvsock://{}:1024", path.display()))
         .args(["console", "--port", "1026"])
@@ -57,7 +59,7 @@ fn console_pipes_stdin_and_prints_until_the_guest_closes() {
 
 #[test]
 fn console_port_needs_a_vsock_address() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+    let out = Command::new(common::pithctl_bin())
         .args(["--addr", "unix:///nonexistent.sock", "console", "--port", "1026"])
         .stdin(Stdio::null())
         .output()

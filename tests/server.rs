@@ -311,7 +311,7 @@ async fn listens_on_every_address_at_once() {
     // The fixture's own --server-addr comes first; flags accumulate.
     let c1 = agent.client().await;
     assert_eq!(check(&c1).await, ServingStatus::SERVING);
-    let c2 = pith_agent::client::connect(&pith_agent::addr::Address::Unix(second.clone()), Duration::from_secs(5))
+    let c2 = pithctl::client::connect(&protocols::addr::Address::Unix(second.clone()), Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(check(&c2).await, ServingStatus::SERVING);
@@ -344,7 +344,7 @@ async fn a_live_socket_is_not_stolen_and_a_stale_one_is_reused() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
     let other = Agent::start(&["--server-addr", &format!("unix://{}", stale.display())]);
-    let c = pith_agent::client::connect(&pith_agent::addr::Address::Unix(stale.clone()), Duration::from_secs(5))
+    let c = pithctl::client::connect(&protocols::addr::Address::Unix(stale.clone()), Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(check(&c).await, ServingStatus::SERVING);

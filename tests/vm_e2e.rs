@@ -232,7 +232,7 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
 }
 
 fn pithctl(addr: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pithctl"))
+    let mut child = Command::new(common::pithctl_bin())
         .args(["--addr", addr, "--timeout", "20"])
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -383,9 +383,9 @@ fn guest_image_end_to_end() {
         .enable_all()
         .build()
         .unwrap();
-    let addr: pith_agent::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
+    let addr: protocols::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
     rt.block_on(async {
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(20))
+        let c = pithctl::client::connect(&addr, Duration::from_secs(20))
             .await
             .expect("connect");
 

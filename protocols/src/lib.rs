@@ -1,10 +1,14 @@
 //! pith's wire protocol: the Kata Containers agent protocol (package `grpc`,
 //! services `grpc.AgentService` and `grpc.Health`), pith's own package `pith`
-//! (negotiation and extensions), and the API levels that gate them.
+//! (negotiation and extensions), and the API levels that gate them; plus what
+//! both ends of the wire share: transport addresses ([`addr`]) and the
+//! conversion between the wire OCI spec and `oci_spec`'s ([`oci_convert`]).
 //!
 //! The code is generated at build time from `protos/` by `ttrpc-codegen`.
 
+pub mod addr;
 pub mod levels;
+pub mod oci_convert;
 
 macro_rules! generated {
     ($($name:ident),* $(,)?) => {$(

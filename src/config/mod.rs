@@ -10,7 +10,7 @@ pub mod file;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::addr::{self, Address};
+use protocols::addr::{self, Address};
 
 /// The agent's default listen address, as Kata's agent.
 pub const DEFAULT_SERVER_ADDR: &str = "vsock://-1:1024";

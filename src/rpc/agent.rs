@@ -11,10 +11,10 @@ use protocols::agent::*;
 use ttrpc::r#async::TtrpcContext;
 
 use super::{ps, stats, status};
-use crate::oci_convert;
 use crate::sandbox::container::CreateRequest;
 use crate::sandbox::pod::PodRequest;
 use crate::sandbox::{Sandbox, SandboxError};
+use protocols::oci_convert;
 
 /// Serves `grpc.AgentService`.
 pub struct AgentServiceImpl {

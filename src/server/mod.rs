@@ -21,8 +21,8 @@ use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tokio_vsock::{VsockAddr, VsockListener};
 
-use crate::addr::Address;
 use dispatch::Dispatcher;
+use protocols::addr::Address;
 
 /// Binding a listen address failed.
 #[derive(Debug, thiserror::Error)]

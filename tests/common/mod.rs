@@ -14,7 +14,7 @@ use protobuf::Message;
 use ttrpc::proto::{Code, Request};
 use ttrpc::r#async::Client;
 
-use pith_agent::addr::Address;
+use protocols::addr::Address;
 
 /// A running agent; killed (SIGKILL) on drop if not stopped before.
 pub struct Agent {
@@ -96,7 +96,7 @@ impl Agent {
 
     /// A ttrpc client on a new connection.
     pub async fn client(&self) -> Client {
-        match pith_agent::client::connect(&self.address(), Duration::from_secs(5)).await {
+        match pithctl::client::connect(&self.address(), Duration::from_secs(5)).await {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
@@ -229,8 +229,48 @@ pub fn container_request(rootfs: PathBuf, id: &str, args: &[&str]) -> protocols:
     let mut req = protocols::agent::CreateContainerRequest::new();
     req.container_id = id.to_string();
     req.exec_id = id.to_string();
-    req.OCI = protobuf::MessageField::some(pith_agent::oci_convert::from_oci(&spec));
+    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec));
     req
+}
+
+/// The `pithctl` binary, built from its own crate (the host tools are not part
+/// of the agent's package, so Cargo does not hand its path to these tests):
+/// `cargo build -p pithctl` once per test process, into the same target
+/// directory and profile as the test itself, so the binary is never stale.
+pub fn pithctl_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        // <target>/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let target = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()).unwrap() {
+            "debug" => "dev".to_string(),
+            other => other.to_string(),
+        };
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "pithctl",
+                "--bin",
+                "pithctl",
+                "--profile",
+                &profile,
+            ])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build -p pithctl");
+        assert!(
+            out.status.success(),
+            "cargo build -p pithctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir.join("pithctl")
+    })
+    .clone()
 }
 
 /// Whether whole-container tests can run (they need root).

@@ -14,8 +14,8 @@
 //! Not on the wire: `memory.useHierarchy`, `memory.checkBeforeUpdate`, `cpu.idle`, `cpu.burst`,
 //! `rdma`, `unified`.
 
+use crate::oci as grpc;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
 
 use super::{
     built, fit, map_vec, opt_num, opt_string, opt_true, opt_vec, parse_enum, try_opt_vec, ConvertError, Within,

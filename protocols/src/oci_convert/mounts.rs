@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::oci as grpc;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
 
 use super::{opt_clone, opt_path, opt_path_string, opt_string, path_string};
 

@@ -9,7 +9,7 @@ use tokio::net::UnixStream;
 use ttrpc::r#async::transport::Socket;
 use ttrpc::r#async::Client;
 
-use crate::addr::Address;
+use protocols::addr::Address;
 
 /// No connection could be made before the deadline.
 #[derive(Debug, thiserror::Error)]

@@ -166,7 +166,7 @@ fn spec(a: &RunArgs) -> Result<protocols::oci::Spec> {
     s.set_root(Some(root));
     // The sandbox's hostname applies.
     s.set_hostname(None);
-    let mut spec = pith_agent::oci_convert::from_oci(&s);
+    let mut spec = protocols::oci_convert::from_oci(&s);
     let user = spec.Process.as_ref().map(|p| p.User.clone()).unwrap_or_default();
     let mut p = process(&a.args, a.tty);
     p.User = user;

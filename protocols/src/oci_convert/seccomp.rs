@@ -9,9 +9,9 @@
 //!
 //! Not on the wire: `defaultErrnoRet`, `listenerPath`, `listenerMetadata`.
 
+use crate::oci as grpc;
+use crate::oci::linux_syscall::ErrnoRet;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
-use protocols::oci::linux_syscall::ErrnoRet;
 
 use super::{built, fit, map_vec, opt_num, parse_enum, try_opt_vec, ConvertError, Within};
 

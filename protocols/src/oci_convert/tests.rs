@@ -1,10 +1,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::oci as grpc;
+use crate::oci::linux_syscall::ErrnoRet;
 use oci_spec::runtime as oci;
 use protobuf::MessageField;
-use protocols::oci as grpc;
-use protocols::oci::linux_syscall::ErrnoRet;
 
 use super::{from_oci, to_oci, ConvertError};
 

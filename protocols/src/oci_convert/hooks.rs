@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::oci as grpc;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
 
 use super::{map_vec, opt_clone, path_string, try_opt_vec, ConvertError};
 

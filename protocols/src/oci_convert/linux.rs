@@ -11,8 +11,8 @@
 
 use std::path::PathBuf;
 
+use crate::oci as grpc;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
 
 use super::{
     built, map_vec, opt_clone, opt_map, opt_num, opt_path, opt_path_string, opt_string, parse_enum, path_string,

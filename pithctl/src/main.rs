@@ -15,15 +15,15 @@ use clap::{Parser, Subcommand};
 use protocols::levels;
 use ttrpc::proto::Request;
 
-use pith_agent::addr::Address;
-use pith_agent::client;
+use pithctl::client;
+use protocols::addr::Address;
 
 /// Default address: where `make run` starts the agent.
 const DEFAULT_ADDR: &str = "unix:///tmp/pith-agent.sock";
 
 /// Host-side command line for the pith agent.
 #[derive(Parser, Debug)]
-#[command(name = "pithctl", version = pith_agent::AGENT_VERSION)]
+#[command(name = "pithctl", version = pithctl::VERSION)]
 struct Cli {
     /// Agent address: unix:///path, vsock://CID:PORT or hvsock:///path/vmm.sock:PORT.
     #[arg(long, global = true, env = "PITH_ADDR", default_value = DEFAULT_ADDR)]
@@ -140,7 +140,7 @@ async fn run_inner(cli: Cli) -> Result<container::Outcome> {
             name,
         } => {
             let req = serde_json::json!({
-                "hostName": name, "hostVersion": pith_agent::AGENT_VERSION,
+                "hostName": name, "hostVersion": pithctl::VERSION,
                 "minLevel": min, "maxLevel": max, "wantedFeatures": features,
             });
             ("pith.Negotiation/Hello".to_string(), req.to_string())

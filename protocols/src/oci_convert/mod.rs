@@ -30,8 +30,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::oci as grpc;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
 
 /// A wire spec that cannot be turned into an OCI spec. The message starts with the path of the
 /// offending field in OCI JSON notation, e.g. `linux.namespaces[2].type`.

@@ -14,8 +14,8 @@ use std::io::{Read, Write};
 use anyhow::{anyhow, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use pith_agent::addr::Address;
-use pith_agent::client::hybrid_handshake;
+use pithctl::client::hybrid_handshake;
+use protocols::addr::Address;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}

@@ -196,7 +196,7 @@ async fn call<Req: Message, Resp: Message>(
 async fn negotiate(c: &Client, timeout: Duration) -> Result<()> {
     let mut h = HelloRequest::new();
     h.host_name = "pithctl".into();
-    h.host_version = pith_agent::AGENT_VERSION.into();
+    h.host_version = pithctl::VERSION.into();
     (h.min_level, h.max_level) = (protocols::levels::LEVEL_BLOCK_HOTPLUG, protocols::levels::MAX_LEVEL);
     h.wanted_features = vec!["block-hotplug".into()];
     let _: HelloResponse = call(c, "pith.Negotiation", "Hello", &h, timeout).await?;

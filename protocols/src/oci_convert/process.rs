@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use crate::oci as grpc;
 use oci_spec::runtime as oci;
-use protocols::oci as grpc;
 
 use super::{
     built, fit, map_vec, opt_clone, opt_num, opt_string, parse_enum, path_string, try_opt_vec, ConvertError, Within,
