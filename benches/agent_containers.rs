@@ -111,18 +111,39 @@ fn rss_kib(pid: u32) -> u64 {
 struct AgentProc {
     child: Child,
     sock: PathBuf,
-    state: PathBuf,
 }
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
+        // Containers outlive a killed agent (a bench that failed half-way): let
+        // it remove them first.
+        destroy_sandbox(&self.sock);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Containers outlive a killed agent (a bench that failed half-way): delete them.
-        if let Ok(rt) = rustjail::Runtime::new(&self.state.join("containers")) {
-            let _ = rt.delete_all();
-        }
     }
+}
+
+/// Asks the agent on `sock` to end its sandbox (every container killed and
+/// removed), on a connection and runtime of its own; errors are ignored (the
+/// agent may be gone already).
+fn destroy_sandbox(sock: &Path) {
+    let addr = protocols::addr::Address::Unix(sock.to_path_buf());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let c = pithctl::client::connect(&addr, Duration::from_secs(2)).await.ok()?;
+            let mut r = Request::new();
+            r.service = "grpc.AgentService".into();
+            r.method = "DestroySandbox".into();
+            r.payload = DestroySandboxRequest::new().write_to_bytes().ok()?;
+            r.timeout_nano = Duration::from_secs(20).as_nanos() as i64;
+            c.request(r).await.ok()
+        })
+    })
+    .join();
 }
 
 fn start_agent(bin: &str, dir: &Path) -> AgentProc {
@@ -145,11 +166,7 @@ fn start_agent(bin: &str, dir: &Path) -> AgentProc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn agent");
-    AgentProc {
-        child,
-        sock,
-        state: dir.join("state"),
-    }
+    AgentProc { child, sock }
 }
 
 /// `rustjail run` of the same container, as one CLI command (create, start, wait, delete).

@@ -53,13 +53,17 @@ struct Args {
 }
 
 fn main() {
-    // In a container's init (the agent starts them from a sealed copy of itself)
-    // this never returns.
-    rustjail::init::run_if_init();
-    // The holder of the sandbox's shared namespaces is this binary too.
-    pith_agent::sandbox::shared_ns::run_if_holder();
-    // So is the helper that makes device nodes inside a running container.
-    pith_agent::device::node::run_if_helper();
+    // Every mode this binary starts in besides the agent: single-threaded
+    // helpers that rustjail starts from its sealed copy of this binary. In
+    // one of them this never returns.
+    rustjail::helper::dispatch(&[
+        // A container's init, and a process exec'd into a running container.
+        rustjail::helper::Mode::CONTAINER,
+        // The holder of the sandbox's shared UTS and IPC namespaces.
+        pith_agent::sandbox::shared_ns::MODE,
+        // Makes and removes device nodes inside a running container.
+        pith_agent::device::node::MODE,
+    ]);
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");

@@ -30,6 +30,12 @@ async fn environment_address_and_malformed_cmdline_values() {
         .unwrap();
     let client = pithctl::client::connect(&Address::Unix(sock.clone()), Duration::from_secs(10)).await;
     let ok = client.is_ok();
+    // Logging is asynchronous: let the startup records reach the file before the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log_path).unwrap().contains("\"starting\"") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap();

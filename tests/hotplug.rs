@@ -110,9 +110,17 @@ async fn sh(c: &Client, dir: &Path, id: &str, script: &str) -> (i32, String) {
 }
 
 /// The v1 devices cgroup's devices.list of container `id`'s init.
-fn devices_list(agent: &Agent, id: &str) -> Option<String> {
-    let state = std::fs::read_to_string(agent.dir.path().join("state/containers").join(id).join("state.json")).ok()?;
-    let pid = serde_json::from_str::<serde_json::Value>(&state).ok()?["pid"].as_i64()?;
+/// The v1 devices cgroup's list of container `id` (None on cgroup v2), found
+/// from a pid of the container (ListProcesses).
+async fn devices_list(c: &Client, id: &str) -> Option<String> {
+    let mut req = ListProcessesRequest::new();
+    req.container_id = id.into();
+    req.format = "json".into();
+    let resp: ListProcessesResponse = call(c, SVC, "ListProcesses", &req).await.ok()?;
+    let pid = serde_json::from_slice::<Vec<i64>>(&resp.process_list)
+        .ok()?
+        .first()
+        .copied()?;
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let rel = cg.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
@@ -187,7 +195,7 @@ async fn hotplug_into_running_container() {
     let _: BlockDeviceResponse = call(&c, DEV, "RemoveBlockDevice", &remove_req(&id, "/dev/sub/userdisk"))
         .await
         .unwrap();
-    let list = devices_list(&agent, &id).expect("v1 devices cgroup of the container");
+    let list = devices_list(&c, &id).await.expect("v1 devices cgroup of the container");
     assert!(list.lines().any(|l| l == format!("b {major}:{minor} rwm")), "{list}");
 
     // The container can write and read it now (both nodes: the cgroup allows the device).
@@ -237,7 +245,7 @@ async fn hotplug_into_running_container() {
     let (st, out) = sh(&c, &dir, &id, "dd if=/pre-disk of=/dev/null bs=512 count=1").await;
     assert_ne!(st, 0, "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");
-    let list = devices_list(&agent, &id).unwrap();
+    let list = devices_list(&c, &id).await.unwrap();
     assert!(
         !list.lines().any(|l| l.starts_with(&format!("b {major}:{minor} "))),
         "{list}"

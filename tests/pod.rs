@@ -157,6 +157,9 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
     pids.extend(pids_of(&c, &app).await);
     assert!(pids.len() >= 3, "{pids:?}");
     assert!(pids.iter().all(|&p| alive(p)));
+    // This agent's namespace holder (other tests run agents with holders too).
+    let holders = holders_of(agent.child.as_ref().unwrap().id() as i32);
+    assert_eq!(holders.len(), 1, "one namespace holder: {holders:?}");
 
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
         .await
@@ -190,20 +193,30 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
     }
     assert!(!state.join("consoles").exists());
     // No namespace holder left either: nothing of ours holds the hostname.
-    let holders = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "grep -l PITH_SANDBOX_NS_HOLDER /proc/[0-9]*/environ 2>/dev/null || true",
-        ])
-        .output()
-        .unwrap();
-    let holders = String::from_utf8_lossy(&holders.stdout);
     assert!(
-        holders
-            .lines()
-            .all(|l| !alive(l.split('/').nth(2).unwrap().parse().unwrap())),
-        "{holders}"
+        holders.iter().all(|&h| !alive(h)),
+        "holder {holders:?} survived DestroySandbox"
     );
+}
+
+/// The namespace holders among `agent`'s children (rustjail's helper mode in
+/// their environment).
+fn holders_of(agent: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok())
+        });
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if ppid == Some(agent) && env.split(|&b| b == 0).any(|v| v == b"_RUSTJAIL_MODE=ns-holder") {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
-//! The runtime side of the lifecycle: create, start, state, kill, delete, list,
-//! with runc's semantics.
+//! The runtime side of the lifecycle: create, start, exec, kill, delete,
+//! pause, resume, update, with runc's semantics, on [`Container`] values the
+//! caller holds (the spec stays in memory; nothing is read back from disk).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,53 +16,84 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 
 use crate::cgroups::Manager;
 use crate::error::{io, sys, Error, Result};
+use crate::helper::{CONTAINER_MODE, MODE_ENV, SYNC_FD};
 use crate::hooks::{self, HookState};
-use crate::init::{INIT_ENV, SYNC_FD};
 use crate::spawn::{spawn, spawn_with, SealedBinary, SpawnSpec};
-use crate::state::{self, State, Status};
+use crate::state::{self, Container, Status};
 use crate::sync::{self, ExecTarget, FromInit, Go, InitConfig};
 
 /// How long `start` waits for the init to take the FIFO before giving up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A state directory of containers, and the binary their inits run from.
+/// A directory for the containers' runtime files (the exec FIFO), and the
+/// binary their processes run from.
 pub struct Runtime {
     root: PathBuf,
-    /// Made on first use: only create and exec start processes.
+    /// Made on first use: only create, exec and helpers start processes.
     binary: std::sync::OnceLock<SealedBinary>,
-    /// Collects hook statuses when the embedding program reaps children itself.
+    /// Collects statuses of hooks and helpers when the embedding program reaps
+    /// children itself.
     waiter: Option<hooks::ChildWaiter>,
 }
 
 /// Options of `create`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct CreateOptions {
     /// Container id.
     pub id: String,
-    /// Bundle directory with config.json.
+    /// The runtime spec. A relative `root.path` is taken from `bundle`.
+    pub spec: Spec,
+    /// Bundle directory (for hooks' state, and a relative `root.path`).
     pub bundle: PathBuf,
     /// MS_MOVE + chroot instead of pivot_root.
     pub no_pivot: bool,
-    /// Where to send the pty master when the process has a terminal.
-    pub console_socket: Option<PathBuf>,
-    /// stdin, stdout, stderr of the container's process; `None` inherits the caller's.
-    pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// stdin, stdout, stderr of the container's process; `None` inherits the
+    /// caller's. Closed in the caller once the init has them. Ignored with a
+    /// terminal (`process.terminal`): then [`Created::terminal`] is its master.
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// A container just created.
+#[derive(Debug)]
+pub struct Created {
+    /// The container, for every later operation.
+    pub container: Container,
+    /// The master of the process's terminal, when `process.terminal` is set.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Options of `exec`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct ExecOptions {
     /// The process to start.
     pub process: Process,
-    /// Where to send the pty master when the process has a terminal.
-    pub console_socket: Option<PathBuf>,
     /// stdin, stdout, stderr of the process; `None` inherits the caller's.
-    pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// Closed in the caller once the process has them. Ignored with a
+    /// terminal (`process.terminal`): then [`Spawned::terminal`] is its master.
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// A process started in a container.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its host pid; it is the caller's child.
+    pub pid: Pid,
+    /// The master of its terminal, when `process.terminal` is set.
+    pub terminal: Option<OwnedFd>,
+}
+
+fn wrong_state(c: &Container, status: Status, why: &'static str) -> Error {
+    Error::WrongState {
+        id: c.id.clone(),
+        status: status.to_string(),
+        why,
+    }
 }
 
 impl Runtime {
-    /// A runtime keeping state under `root`, starting inits from a sealed copy
-    /// of the running executable (which must call [`crate::init::run_if_init`]).
+    /// A runtime keeping runtime files under `root`, starting processes from a
+    /// sealed copy of the running executable (which must call
+    /// [`crate::helper::dispatch`] with [`crate::helper::Mode::CONTAINER`] first).
     pub fn new(root: &Path) -> Result<Runtime> {
         std::fs::create_dir_all(root).map_err(io("mkdir", root.display()))?;
         Ok(Runtime {
@@ -71,26 +103,26 @@ impl Runtime {
         })
     }
 
-    /// A runtime whose inits run from a sealed copy of `binary`, a program that
-    /// calls [`crate::init::run_if_init`] first (e.g. the `rustjail` command).
+    /// A runtime whose processes run from a sealed copy of `binary`, a program
+    /// that dispatches rustjail's modes first (e.g. the `rustjail` command).
     pub fn with_binary(root: &Path, binary: &Path) -> Result<Runtime> {
         let rt = Runtime::new(root)?;
         let _ = rt.binary.set(SealedBinary::copy_of(binary)?);
         Ok(rt)
     }
 
-    /// The state directory.
+    /// The directory of runtime files.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Lets hooks run by this runtime (prestart, createRuntime, poststart,
-    /// poststop) report through `waiter` rather than `waitpid`.
+    /// Lets hooks and helpers started by this runtime report through `waiter`
+    /// rather than `waitpid`.
     pub fn set_child_waiter(&mut self, waiter: hooks::ChildWaiter) {
         self.waiter = Some(waiter);
     }
 
-    fn binary(&self) -> Result<&SealedBinary> {
+    pub(crate) fn binary(&self) -> Result<&SealedBinary> {
         if let Some(b) = self.binary.get() {
             return Ok(b);
         }
@@ -100,59 +132,55 @@ impl Runtime {
         Ok(self.binary.get().expect("set above"))
     }
 
+    /// Collects the exit of a child this runtime started.
+    pub(crate) fn reap(&self, pid: Pid) {
+        match &self.waiter {
+            Some(w) => {
+                let _ = w(pid.as_raw(), Some(Duration::from_secs(10)));
+            }
+            None => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+        }
+    }
+
     /// Creates the container: its init is set up and waits for `start`.
-    /// Returns the init's pid.
-    pub fn create(&self, opts: &CreateOptions) -> Result<State> {
+    pub fn create(&self, opts: CreateOptions) -> Result<Created> {
         state::validate_id(&opts.id)?;
-        let bundle = opts
-            .bundle
-            .canonicalize()
-            .map_err(io("resolve bundle", opts.bundle.display()))?;
-        let config = bundle.join("config.json");
-        let spec = Spec::load(&config).map_err(|e| Error::Spec(format!("{}: {e}", config.display())))?;
-        let root_path = spec
+        let root_path = opts
+            .spec
             .root()
             .as_ref()
             .map(|r| r.path().clone())
             .ok_or_else(|| Error::Spec("no root in spec".into()))?;
-        let rootfs = bundle.join(root_path);
+        let rootfs = opts.bundle.join(root_path);
         let rootfs = rootfs.canonicalize().map_err(io("resolve rootfs", rootfs.display()))?;
-        if spec.process().is_none() {
+        if opts.spec.process().is_none() {
             return Err(Error::Spec("no process in spec".into()));
         }
-        let flags = clone_flags(&spec)?;
-        let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
-        if terminal != opts.console_socket.is_some() {
-            return Err(Error::Spec(if terminal {
-                "process.terminal is true: give a --console-socket to receive the pty".into()
-            } else {
-                "a console socket was given but process.terminal is false".into()
-            }));
-        }
-
+        let flags = clone_flags(&opts.spec)?;
         let dir = state::dir(&self.root, &opts.id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists(opts.id.clone())),
             Err(e) => return Err(io("mkdir", dir.display())(e)),
         }
-        let result = self.create_in(&dir, opts, spec, bundle, rootfs, flags);
+        let result = self.create_in(opts, rootfs, flags);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         result
     }
 
-    fn create_in(
-        &self,
-        dir: &Path,
-        opts: &CreateOptions,
-        spec: Spec,
-        bundle: PathBuf,
-        rootfs: PathBuf,
-        flags: CloneFlags,
-    ) -> Result<State> {
-        let fifo = state::fifo_path(&self.root, &opts.id);
+    fn create_in(&self, opts: CreateOptions, rootfs: PathBuf, flags: CloneFlags) -> Result<Created> {
+        let CreateOptions {
+            id,
+            spec,
+            bundle,
+            no_pivot,
+            stdio,
+        } = opts;
+        let fifo = state::fifo_path(&self.root, &id);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys("mkfifo", fifo.display()))?;
         // Past the umask: the init may run as another uid (a user namespace).
         nix::sys::stat::fchmodat(
@@ -162,6 +190,7 @@ impl Runtime {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(sys("chmod", fifo.display()))?;
+        let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", "init sync"))?;
         let maps = |pid: Pid| -> Result<()> {
             let linux = spec.linux().clone().unwrap_or_default();
@@ -172,19 +201,20 @@ impl Runtime {
         let pid = spawn_with(
             &SpawnSpec {
                 binary: self.binary()?,
-                args: vec![CString::new("rustjail").unwrap(), CString::new("init").unwrap()],
-                env: vec![CString::new(format!("{INIT_ENV}=1")).unwrap()],
+                args: container_args("init"),
+                env: container_env(),
                 flags,
-                fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], opts.stdio),
+                fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
             },
             if userns { Some(&maps) } else { None },
         )?;
-        drop(theirs);
+        // The init has its copies now.
+        drop((theirs, stdio));
         let guard = KillOnDrop(Some(pid));
         // The init joins its cgroup before it gets its config, so that its
         // cgroup namespace, and everything it forks, start there.
         let linux = spec.linux().clone().unwrap_or_default();
-        let cgroup = Manager::new(linux.cgroups_path().as_deref(), &opts.id)?;
+        let cgroup = Manager::new(linux.cgroups_path().as_deref(), &id)?;
         cgroup.create()?;
         let busy = cgroup.pids()?;
         if !busy.is_empty() {
@@ -197,39 +227,34 @@ impl Runtime {
         cgroup.apply(&crate::devices::effective_resources(&spec))?;
         cgroup.add_task(pid.as_raw())?;
         let annotations = spec.annotations().clone().unwrap_or_default();
-        // Later commands (exec, hooks) use the spec as it was at create.
-        let saved = dir.join("config.json");
-        spec.save(&saved).map_err(|e| Error::State {
-            path: saved.display().to_string(),
-            why: e.to_string(),
-        })?;
         let cfg = InitConfig {
-            id: opts.id.clone(),
+            id: id.clone(),
             spec,
             rootfs: rootfs.clone(),
-            no_pivot: opts.no_pivot,
-            exec_fifo: Some(fifo),
+            no_pivot,
+            exec_fifo: Some(fifo.clone()),
             exec: None,
-            console: opts.console_socket.is_some(),
+            console: terminal,
             bundle: bundle.clone(),
             host_pid: pid.as_raw(),
         };
-        let hooks = cfg.spec.hooks().clone().unwrap_or_default();
-        let oci_version = cfg.spec.version().clone();
         sync::send(&mut ours, &cfg)?;
+        let spec = cfg.spec;
+        let hooks = spec.hooks().clone().unwrap_or_default();
         let mut pid = pid;
         let mut init = KillOnDrop(Some(pid));
         guard.defuse();
-        let mut msg = recv_forwarding_console(&mut ours, opts.console_socket.as_deref())?;
+        let mut master = None;
+        let mut msg = recv_keeping_console(&mut ours, &mut master)?;
         if let Some(FromInit::Pid(p)) = msg {
             // The init joined an existing PID namespace and forked into it; the
             // child (ours too, by CLONE_PARENT) is the container's init now and
             // the first process exits: reap it.
-            let _ = nix::sys::wait::waitpid(pid, None);
+            self.reap(pid);
             init.defuse();
             pid = Pid::from_raw(p);
             init = KillOnDrop(Some(pid));
-            msg = recv_forwarding_console(&mut ours, opts.console_socket.as_deref())?;
+            msg = recv_keeping_console(&mut ours, &mut master)?;
         }
         match msg {
             Some(FromInit::Mounted) => {}
@@ -237,8 +262,8 @@ impl Runtime {
             _ => return Err(Error::Init("init exited before its mounts were done".into())),
         }
         let hook_state = HookState {
-            oci_version,
-            id: opts.id.clone(),
+            oci_version: spec.version().clone(),
+            id: id.clone(),
             status: "creating".into(),
             pid: pid.as_raw(),
             bundle: bundle.display().to_string(),
@@ -254,17 +279,20 @@ impl Runtime {
             self.waiter.as_ref(),
         )?;
         sync::send(&mut ours, &Go::Continue)?;
-        match recv_forwarding_console(&mut ours, opts.console_socket.as_deref())? {
+        match recv_keeping_console(&mut ours, &mut master)? {
             Some(FromInit::Created) => {}
             Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
             Some(FromInit::Pid(_) | FromInit::Console | FromInit::Mounted) | None => {
                 return Err(Error::Init("init exited before reporting".into()))
             }
         }
+        if terminal && master.is_none() {
+            return Err(Error::Init("the init set up no terminal".into()));
+        }
         let (start_time, _) = state::proc_start_time(pid.as_raw())
             .ok_or_else(|| Error::Init(format!("init pid {pid} vanished after setup")))?;
-        let st = State {
-            id: opts.id.clone(),
+        let container = Container {
+            id,
             pid: pid.as_raw(),
             start_time,
             bundle,
@@ -272,72 +300,66 @@ impl Runtime {
             created: state::now_rfc3339(),
             owner: nix::unistd::getuid().to_string(),
             annotations,
-            cgroup: Some(cgroup),
+            cgroup,
+            exec_fifo: fifo,
+            spec,
         };
-        st.save(&self.root)?;
         init.defuse();
         cg_guard.defuse();
-        Ok(st)
+        Ok(Created {
+            container,
+            terminal: master,
+        })
     }
 
     /// Lets the init run the user's program, then runs the poststart hooks;
     /// their failures are returned as warnings (the container keeps running).
-    pub fn start(&self, id: &str) -> Result<Vec<String>> {
-        let st = State::load(&self.root, id)?;
-        let status = st.status(&self.root);
+    pub fn start(&self, c: &Container) -> Result<Vec<String>> {
+        let status = c.status();
         if status != Status::Created {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "only a created container can start",
-            });
+            return Err(wrong_state(c, status, "only a created container can start"));
         }
-        let fifo = state::fifo_path(&self.root, id);
+        let fifo = &c.exec_fifo;
         let fd = nix::fcntl::open(
-            &fifo,
+            fifo,
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(sys("open", fifo.display()))?;
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let deadline = Instant::now() + START_TIMEOUT;
         let mut buf = [0u8; 1];
         loop {
-            match nix::unistd::read(fd, &mut buf) {
+            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
                 Ok(1) => break,
                 Ok(_) | Err(nix::Error::EAGAIN) => {
-                    if st.status(&self.root) == Status::Stopped {
-                        let _ = nix::unistd::close(fd);
-                        return Err(Error::Init(format!("init of {id} exited before start")));
+                    if c.status() == Status::Stopped {
+                        return Err(Error::Init(format!("init of {} exited before start", c.id)));
                     }
                     if Instant::now() > deadline {
-                        let _ = nix::unistd::close(fd);
                         return Err(Error::Init(format!(
-                            "init of {id} did not take the start signal in {START_TIMEOUT:?}"
+                            "init of {} did not take the start signal in {START_TIMEOUT:?}",
+                            c.id
                         )));
                     }
                     // Wake as soon as the init writes; look at its liveness every 50 ms.
-                    // SAFETY: fd stays open for the duration of the poll.
-                    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                    let mut fds = [nix::poll::PollFd::new(bfd, nix::poll::PollFlags::POLLIN)];
+                    let mut fds = [nix::poll::PollFd::new(
+                        std::os::fd::AsFd::as_fd(&fd),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
                     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u8)) {
                         Ok(_) | Err(nix::Error::EINTR) => {}
-                        Err(e) => {
-                            let _ = nix::unistd::close(fd);
-                            return Err(sys("poll", fifo.display())(e));
-                        }
+                        Err(e) => return Err(sys("poll", fifo.display())(e)),
                     }
                 }
-                Err(e) => {
-                    let _ = nix::unistd::close(fd);
-                    return Err(sys("read", fifo.display())(e));
-                }
+                Err(e) => return Err(sys("read", fifo.display())(e)),
             }
         }
-        let _ = nix::unistd::close(fd);
-        std::fs::remove_file(&fifo).map_err(io("unlink", fifo.display()))?;
-        let spec = self.spec(id)?;
-        let hooks = spec.hooks().clone().unwrap_or_default();
-        Ok(self.hooks_as_warnings("poststart", hooks.poststart(), &st, &spec, "running"))
+        drop(fd);
+        std::fs::remove_file(fifo).map_err(io("unlink", fifo.display()))?;
+        let hooks = c.spec.hooks().clone().unwrap_or_default();
+        Ok(self.hooks_as_warnings("poststart", hooks.poststart(), c, "running"))
     }
 
     /// Runs hooks whose failure must not undo the operation (poststart,
@@ -346,11 +368,17 @@ impl Runtime {
         &self,
         kind: &str,
         list: &Option<Vec<oci_spec::runtime::Hook>>,
-        st: &State,
-        spec: &Spec,
+        c: &Container,
         status: &str,
     ) -> Vec<String> {
-        let state = self.hook_state(st, spec, status);
+        let state = HookState {
+            oci_version: c.spec.version().clone(),
+            id: c.id.clone(),
+            status: status.into(),
+            pid: if status == "stopped" { 0 } else { c.pid },
+            bundle: c.bundle.display().to_string(),
+            annotations: c.annotations.clone(),
+        };
         hooks::run_with(kind, list.as_deref().unwrap_or(&[]), &state, self.waiter.as_ref())
             .err()
             .map(|e| e.to_string())
@@ -358,79 +386,37 @@ impl Runtime {
             .collect()
     }
 
-    fn hook_state(&self, st: &State, spec: &Spec, status: &str) -> HookState {
-        HookState {
-            oci_version: spec.version().clone(),
-            id: st.id.clone(),
-            status: status.into(),
-            pid: if status == "stopped" { 0 } else { st.pid },
-            bundle: st.bundle.display().to_string(),
-            annotations: st.annotations.clone(),
-        }
-    }
-
-    /// The state and current status.
-    pub fn state(&self, id: &str) -> Result<(State, Status)> {
-        let st = State::load(&self.root, id)?;
-        let status = st.status(&self.root);
-        Ok((st, status))
-    }
-
-    /// The spec the container was created with.
-    pub fn spec(&self, id: &str) -> Result<Spec> {
-        let path = state::dir(&self.root, id).join("config.json");
-        if !path.exists() {
-            return Err(Error::NotFound(id.to_string()));
-        }
-        Spec::load(&path).map_err(|e| Error::State {
-            path: path.display().to_string(),
-            why: e.to_string(),
-        })
-    }
-
     /// Starts `process` inside the running (or created) container; returns its
-    /// host pid. The process is a child of the calling process.
-    pub fn exec(&self, id: &str, opts: ExecOptions) -> Result<Pid> {
-        let ExecOptions {
-            process,
-            console_socket,
-            stdio,
-        } = opts;
-        let console_socket = console_socket.as_deref();
-        if process.terminal().unwrap_or(false) != console_socket.is_some() {
-            return Err(Error::Spec(
-                "a terminal needs a console socket, and a console socket a terminal".into(),
-            ));
-        }
-        let (st, status) = self.state(id)?;
+    /// host pid (the process is a child of the calling process) and, with
+    /// `process.terminal`, its terminal's master.
+    pub fn exec(&self, c: &Container, opts: ExecOptions) -> Result<Spawned> {
+        let ExecOptions { process, stdio } = opts;
+        let status = c.status();
         if !matches!(status, Status::Created | Status::Running) {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "exec needs a created or running container",
-            });
+            return Err(wrong_state(c, status, "exec needs a created or running container"));
         }
-        let spec = self.spec(id)?;
+        let terminal = process.terminal().unwrap_or(false);
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", "exec sync"))?;
         let helper = spawn(&SpawnSpec {
             binary: self.binary()?,
-            args: vec![CString::new("rustjail").unwrap(), CString::new("exec").unwrap()],
-            env: vec![CString::new(format!("{INIT_ENV}=1")).unwrap()],
+            args: container_args("exec"),
+            env: container_env(),
             flags: CloneFlags::empty(),
-            fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio),
+            fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
         })?;
-        drop(theirs);
-        let _reap = KillOnDrop(Some(helper));
+        drop((theirs, stdio));
+        let _reap = ReapOnDrop(self, Some(helper));
         let cfg = InitConfig {
-            id: id.to_string(),
-            spec,
-            rootfs: st.rootfs.clone(),
+            id: c.id.clone(),
+            // The exec'd process takes only the container's seccomp profile from its spec.
+            spec: exec_spec(&c.spec),
+            rootfs: c.rootfs.clone(),
             no_pivot: false,
             exec_fifo: None,
-            exec: Some(ExecTarget { pid: st.pid, process }),
-            console: console_socket.is_some(),
-            bundle: st.bundle.clone(),
-            host_pid: st.pid,
+            exec: Some(ExecTarget { pid: c.pid, process }),
+            console: terminal,
+            bundle: c.bundle.clone(),
+            host_pid: c.pid,
         };
         sync::send(&mut ours, &cfg)?;
         let pid = match sync::recv::<FromInit>(&mut ours)? {
@@ -441,139 +427,104 @@ impl Runtime {
             }
         };
         let guard = KillOnDrop(Some(pid));
-        if let Some(cg) = &st.cgroup {
-            cg.add_task(pid.as_raw())?;
-        }
+        c.cgroup.add_task(pid.as_raw())?;
         sync::send(&mut ours, &Go::Continue)?;
-        match recv_forwarding_console(&mut ours, console_socket)? {
+        let mut master = None;
+        match recv_keeping_console(&mut ours, &mut master)? {
             // The socket closes at execve: the process runs.
             None => {}
             Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
             Some(other) => return Err(Error::Init(format!("unexpected message from exec: {other:?}"))),
         }
+        if terminal && master.is_none() {
+            return Err(Error::Init("exec set up no terminal".into()));
+        }
         guard.defuse();
-        Ok(pid)
+        Ok(Spawned { pid, terminal: master })
     }
 
     /// Sends `sig` to the init.
-    pub fn kill(&self, id: &str, sig: Signal) -> Result<()> {
-        let (st, status) = self.state(id)?;
+    pub fn kill(&self, c: &Container, sig: Signal) -> Result<()> {
+        let status = c.status();
         if status == Status::Stopped {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "cannot signal a stopped container",
-            });
+            return Err(wrong_state(c, status, "cannot signal a stopped container"));
         }
-        nix::sys::signal::kill(Pid::from_raw(st.pid), sig).map_err(sys("kill", format!("pid {} ({id})", st.pid)))
+        nix::sys::signal::kill(Pid::from_raw(c.pid), sig).map_err(sys("kill", format!("pid {} ({})", c.pid, c.id)))
     }
 
     /// Removes a stopped container (with `force`, kills it first), then runs
     /// the poststop hooks; their failures are returned as warnings.
-    pub fn delete(&self, id: &str, force: bool) -> Result<Vec<String>> {
-        let (st, status) = self.state(id)?;
+    pub fn delete(&self, c: &Container, force: bool) -> Result<Vec<String>> {
+        let status = c.status();
         if status != Status::Stopped {
             if !force {
-                return Err(Error::WrongState {
-                    id: id.into(),
-                    status: status.to_string(),
-                    why: "stop it first or use --force",
-                });
+                return Err(wrong_state(c, status, "stop it first or use --force"));
             }
-            let _ = nix::sys::signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(c.pid), Signal::SIGKILL);
             if status == Status::Paused {
                 // A frozen process gets its SIGKILL only once thawed.
-                if let Some(cg) = &st.cgroup {
-                    cg.thaw()?;
-                }
+                c.cgroup.thaw()?;
             }
             let deadline = Instant::now() + Duration::from_secs(5);
-            while st.status(&self.root) != Status::Stopped {
+            while c.status() != Status::Stopped {
                 if Instant::now() > deadline {
                     return Err(Error::Init(format!(
-                        "container {id} (pid {}) survived SIGKILL for 5s",
-                        st.pid
+                        "container {} (pid {}) survived SIGKILL for 5s",
+                        c.id, c.pid
                     )));
                 }
                 // Reap it if it is our child (run, or a library user).
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(st.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(c.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        if let Some(cg) = &st.cgroup {
-            // Processes exec'd into a container without its own PID namespace can
-            // outlive the init.
-            kill_and_destroy(cg)?;
+        // Processes exec'd into a container without its own PID namespace can
+        // outlive the init.
+        kill_and_destroy(&c.cgroup)?;
+        let dir = state::dir(&self.root, &c.id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("rm -r", dir.display())(e)),
         }
-        let spec = self.spec(id).ok();
-        let dir = state::dir(&self.root, id);
-        std::fs::remove_dir_all(&dir).map_err(io("rm -r", dir.display()))?;
-        let Some(spec) = spec else { return Ok(Vec::new()) };
-        let hooks = spec.hooks().clone().unwrap_or_default();
-        Ok(self.hooks_as_warnings("poststop", hooks.poststop(), &st, &spec, "stopped"))
-    }
-
-    fn cgroup_of(&self, id: &str) -> Result<(State, Status, Manager)> {
-        let (st, status) = self.state(id)?;
-        let cg = st.cgroup.clone().ok_or_else(|| Error::State {
-            path: state::dir(&self.root, id).join("state.json").display().to_string(),
-            why: "no cgroup recorded for this container".into(),
-        })?;
-        Ok((st, status, cg))
-    }
-
-    /// The cgroup recorded for a container (for OOM watches and the like).
-    pub fn cgroup(&self, id: &str) -> Result<Manager> {
-        self.cgroup_of(id).map(|(_, _, cg)| cg)
+        let hooks = c.spec.hooks().clone().unwrap_or_default();
+        Ok(self.hooks_as_warnings("poststop", hooks.poststop(), c, "stopped"))
     }
 
     /// Freezes every process of a running container.
-    pub fn pause(&self, id: &str) -> Result<()> {
-        let (_, status, cg) = self.cgroup_of(id)?;
+    pub fn pause(&self, c: &Container) -> Result<()> {
+        let status = c.status();
         if status != Status::Running {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "only a running container can pause",
-            });
+            return Err(wrong_state(c, status, "only a running container can pause"));
         }
-        Ok(cg.freeze()?)
+        Ok(c.cgroup.freeze()?)
     }
 
     /// Thaws a paused container.
-    pub fn resume(&self, id: &str) -> Result<()> {
-        let (_, status, cg) = self.cgroup_of(id)?;
+    pub fn resume(&self, c: &Container) -> Result<()> {
+        let status = c.status();
         if status != Status::Paused {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "only a paused container can resume",
-            });
+            return Err(wrong_state(c, status, "only a paused container can resume"));
         }
-        Ok(cg.thaw()?)
+        Ok(c.cgroup.thaw()?)
     }
 
     /// Host pids of every process in the container's cgroup.
-    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
-        let (_, _, cg) = self.cgroup_of(id)?;
-        Ok(cg.pids()?)
+    pub fn pids(&self, c: &Container) -> Result<Vec<i32>> {
+        Ok(c.cgroup.pids()?)
     }
 
     /// Sends `sig` to every process in the container (`kill --all`).
-    pub fn kill_all(&self, id: &str, sig: Signal) -> Result<()> {
-        let (_, status, cg) = self.cgroup_of(id)?;
+    pub fn kill_all(&self, c: &Container, sig: Signal) -> Result<()> {
+        let status = c.status();
         if status == Status::Stopped {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "cannot signal a stopped container",
-            });
+            return Err(wrong_state(c, status, "cannot signal a stopped container"));
         }
-        for p in cg.pids()? {
+        for p in c.cgroup.pids()? {
             // A process may exit between listing and signalling.
             match nix::sys::signal::kill(Pid::from_raw(p), sig) {
                 Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => return Err(sys("kill", format!("pid {p} ({id})"))(e)),
+                Err(e) => return Err(sys("kill", format!("pid {p} ({})", c.id))(e)),
             }
         }
         Ok(())
@@ -581,27 +532,28 @@ impl Runtime {
 
     /// Changes the resource limits of a container; returns notes about
     /// settings the host could not apply.
-    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
-        let (_, status, cg) = self.cgroup_of(id)?;
+    pub fn update(&self, c: &Container, resources: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
+        let status = c.status();
         if status == Status::Stopped {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                why: "cannot update a stopped container",
-            });
+            return Err(wrong_state(c, status, "cannot update a stopped container"));
         }
-        Ok(cg.apply(resources)?)
+        Ok(c.cgroup.apply(resources)?)
     }
 
     /// The cgroup statistics of a container.
-    pub fn stats(&self, id: &str) -> Result<crate::cgroups::Stats> {
-        let (_, _, cg) = self.cgroup_of(id)?;
-        Ok(cg.stats()?)
+    pub fn stats(&self, c: &Container) -> Result<crate::cgroups::Stats> {
+        Ok(c.cgroup.stats()?)
     }
 
-    /// Force-deletes every container under the root, whatever its state (to
-    /// clean up after a runtime user that died); returns the ids that could
-    /// not be deleted, with why.
+    /// Reads the command line's record of container `id`.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        state::validate_id(id)?;
+        Container::load(&self.root, id)
+    }
+
+    /// Force-deletes every container recorded under the root, whatever its
+    /// state (to clean up after a runtime user that died); returns the ids that
+    /// could not be deleted, with why.
     pub fn delete_all(&self) -> Vec<(String, Error)> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
@@ -610,31 +562,53 @@ impl Runtime {
             .flatten()
             .filter_map(|e| {
                 let id = e.file_name().to_string_lossy().into_owned();
-                self.delete(&id, true).err().map(|err| (id, err))
+                let deleted = self.load(&id).and_then(|c| self.delete(&c, true));
+                deleted.err().map(|err| (id, err))
             })
             .collect()
     }
 
-    /// Every container under the root.
-    pub fn list(&self) -> Result<Vec<(State, Status)>> {
+    /// Every container recorded under the root.
+    pub fn list(&self) -> Result<Vec<Container>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.root).map_err(io("readdir", self.root.display()))? {
             let e = e.map_err(io("readdir", self.root.display()))?;
             if let Some(id) = e.file_name().to_str() {
-                if let Ok(s) = self.state(id) {
-                    out.push(s);
+                if let Ok(c) = self.load(id) {
+                    out.push(c);
                 }
             }
         }
-        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 }
 
+fn container_args(what: &str) -> Vec<CString> {
+    vec![c"rustjail".into(), CString::new(what).expect("no NUL")]
+}
+
+fn container_env() -> Vec<CString> {
+    vec![CString::new(format!("{MODE_ENV}={CONTAINER_MODE}")).expect("no NUL")]
+}
+
+/// The part of a container's spec an exec'd process uses: its seccomp profile.
+fn exec_spec(spec: &Spec) -> Spec {
+    let mut linux = oci_spec::runtime::Linux::default();
+    linux.set_seccomp(spec.linux().as_ref().and_then(|l| l.seccomp().clone()));
+    let mut s = Spec::default();
+    s.set_linux(Some(linux));
+    s.set_mounts(None);
+    s.set_process(None);
+    s.set_root(None);
+    s.set_hooks(None);
+    s
+}
+
 /// Adds `stdio` as the child's fds 0, 1 and 2.
-fn with_stdio(mut fds: Vec<(RawFd, RawFd)>, stdio: Option<[RawFd; 3]>) -> Vec<(RawFd, RawFd)> {
+fn with_stdio(mut fds: Vec<(RawFd, RawFd)>, stdio: Option<&[OwnedFd; 3]>) -> Vec<(RawFd, RawFd)> {
     if let Some(s) = stdio {
-        fds.extend(s.iter().enumerate().map(|(i, &fd)| (fd, i as RawFd)));
+        fds.extend(s.iter().enumerate().map(|(i, fd)| (fd.as_raw_fd(), i as RawFd)));
     }
     fds
 }
@@ -720,17 +694,24 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Receives the next message from an init; a pty master on the way is passed
-/// on to the console socket, as runc does.
-fn recv_forwarding_console(sock: &mut UnixStream, console: Option<&Path>) -> Result<Option<FromInit>> {
+/// Kills (if still there) and reaps a helper, through the runtime's waiter.
+struct ReapOnDrop<'a>(&'a Runtime, Option<Pid>);
+
+impl Drop for ReapOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.1 {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            self.0.reap(pid);
+        }
+    }
+}
+
+/// Receives the next message from an init; a pty master on the way is kept
+/// in `master` for the caller.
+fn recv_keeping_console(sock: &mut UnixStream, master: &mut Option<OwnedFd>) -> Result<Option<FromInit>> {
     loop {
         match sync::recv::<FromInit>(sock)? {
-            Some(FromInit::Console) => {
-                let master = sync::recv_fd(sock)?;
-                let path = console.ok_or_else(|| Error::Init("init sent a pty nobody asked for".into()))?;
-                let out = UnixStream::connect(path).map_err(io("connect", path.display()))?;
-                sync::send_fd(&out, master.as_raw_fd())?;
-            }
+            Some(FromInit::Console) => *master = Some(sync::recv_fd(sock)?),
             other => return Ok(other),
         }
     }

@@ -58,6 +58,16 @@ pub enum Error {
     /// The seccomp profile cannot be compiled or installed.
     #[error("seccomp: {0}")]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    /// A helper mode failed (inside the container, when it entered one).
+    #[error("{mode} in container {container:?}: {message}")]
+    Helper {
+        /// The helper's mode.
+        mode: String,
+        /// The container it entered (empty: none).
+        container: String,
+        /// What went wrong, as the helper said.
+        message: String,
+    },
     /// State on disk could not be read or written.
     #[error("state {path}: {why}")]
     State {

@@ -1,13 +1,18 @@
 //! rustjail: turns an OCI runtime spec into a running container.
 //!
-//! Built piece by piece under the issue "rustjail: OCI containers with namespaces
-//! and cgroups"; each module below is usable and tested on its own.
+//! The library takes the spec in memory and owned descriptors, and hands back
+//! a [`Container`] that the caller keeps: nothing is read back from disk (the
+//! `rustjail` command line, a new process for every call, saves it in its
+//! state directory). Every process it starts, including helpers that work
+//! inside a running container, is the caller's binary in a mode listed once
+//! ([`helper`]).
 
 pub mod cgroups;
 pub mod container;
 pub mod devices;
 pub mod error;
 pub mod features;
+pub mod helper;
 pub mod hooks;
 pub mod init;
 pub mod paths;
@@ -16,6 +21,6 @@ pub mod spawn;
 pub mod state;
 pub mod sync;
 
-pub use container::{CreateOptions, ExecOptions, Runtime};
+pub use container::{CreateOptions, Created, ExecOptions, Runtime, Spawned};
 pub use error::{Error, Result};
-pub use state::{State, Status};
+pub use state::{Container, Status};

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
-use rustjail::{CreateOptions, Runtime};
+use rustjail::helper::Mode;
+use rustjail::{Container, CreateOptions, Runtime};
 
 /// OCI container runtime (runc-compatible command line).
 #[derive(Parser, Debug)]
@@ -179,7 +180,8 @@ struct CreateArgs {
 }
 
 fn main() {
-    rustjail::init::run_if_init();
+    // The containers' inits and exec'd processes are this binary too.
+    rustjail::helper::dispatch(&[Mode::CONTAINER]);
     let cli = Cli::parse();
     let log = cli.log.clone();
     let json = cli.log_format == "json";
@@ -213,23 +215,59 @@ fn parse_signal(s: &str) -> Result<Signal> {
     name.parse::<Signal>().with_context(|| format!("unknown signal {s:?}"))
 }
 
-fn create(rt: &Runtime, a: &CreateArgs) -> Result<i32> {
-    let st = rt.create(&CreateOptions {
+/// Checks that a terminal and a console socket come together (as runc does).
+fn check_console(terminal: bool, socket: &Option<PathBuf>) -> Result<()> {
+    match (terminal, socket) {
+        (true, None) => bail!("process.terminal is true: give a --console-socket to receive the pty"),
+        (false, Some(_)) => bail!("a console socket was given but process.terminal is false"),
+        _ => Ok(()),
+    }
+}
+
+/// Sends a terminal's master to the console socket (SCM_RIGHTS), as runc does.
+fn send_console(master: Option<std::os::fd::OwnedFd>, socket: &Option<PathBuf>) -> Result<()> {
+    if let (Some(m), Some(path)) = (master, socket) {
+        let s = std::os::unix::net::UnixStream::connect(path)
+            .with_context(|| format!("connect to console socket {}", path.display()))?;
+        rustjail::sync::send_fd(&s, std::os::fd::AsRawFd::as_raw_fd(&m))?;
+    }
+    Ok(())
+}
+
+fn create(rt: &Runtime, a: &CreateArgs) -> Result<Container> {
+    let bundle = a
+        .bundle
+        .canonicalize()
+        .with_context(|| format!("resolve bundle {}", a.bundle.display()))?;
+    let config = bundle.join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&config).with_context(|| format!("read {}", config.display()))?;
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    check_console(terminal, &a.console_socket)?;
+    let created = rt.create(CreateOptions {
         id: a.id.clone(),
-        bundle: a.bundle.clone(),
+        spec,
+        bundle,
         no_pivot: a.no_pivot,
-        console_socket: a.console_socket.clone(),
         stdio: None,
     })?;
-    if let Some(p) = &a.pid_file {
-        std::fs::write(p, st.pid.to_string()).with_context(|| format!("write pid file {}", p.display()))?;
+    let c = created.container;
+    let saved = c.save(rt.root()).and_then(|()| {
+        send_console(created.terminal, &a.console_socket).map_err(|e| rustjail::Error::Init(format!("{e:#}")))
+    });
+    if let Err(e) = saved {
+        let _ = rt.delete(&c, true);
+        return Err(e.into());
     }
-    Ok(st.pid)
+    if let Some(p) = &a.pid_file {
+        std::fs::write(p, c.pid.to_string()).with_context(|| format!("write pid file {}", p.display()))?;
+    }
+    Ok(c)
 }
 
 fn run(cli: Cli) -> Result<i32> {
     let state_json = |rt: &Runtime, id: &str| -> Result<String> {
-        let (st, status) = rt.state(id)?;
+        let st = rt.load(id)?;
+        let status = st.status();
         let pid = if status == rustjail::Status::Stopped { 0 } else { st.pid };
         Ok(serde_json::to_string_pretty(&serde_json::json!({
             "ociVersion": "1.0.2",
@@ -262,12 +300,12 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::List => {
             let rt = Runtime::new(&cli.root)?;
             println!("{:<20} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
-            for (st, status) in rt.list()? {
+            for st in rt.list()? {
                 println!(
                     "{:<20} {:<8} {:<10} {:<40} {}",
                     st.id,
                     st.pid,
-                    status,
+                    st.status(),
                     st.bundle.display(),
                     st.created
                 );
@@ -279,24 +317,25 @@ fn run(cli: Cli) -> Result<i32> {
     let rt = Runtime::new(&cli.root)?;
     match cli.cmd {
         Cmd::Create(a) => create(&rt, &a).map(|_| 0),
-        Cmd::Start { id } => rt.start(&id).map(warn).map_err(Into::into),
+        Cmd::Start { id } => rt.start(&rt.load(&id)?).map(warn).map_err(Into::into),
         Cmd::State { id } => {
             println!("{}", state_json(&rt, &id)?);
             Ok(0)
         }
         Cmd::Kill { id, signal, all } => {
             let sig = parse_signal(&signal)?;
+            let c = rt.load(&id)?;
             if all {
-                rt.kill_all(&id, sig)?
+                rt.kill_all(&c, sig)?
             } else {
-                rt.kill(&id, sig)?
+                rt.kill(&c, sig)?
             }
             Ok(0)
         }
-        Cmd::Pause { id } => rt.pause(&id).map(|_| 0).map_err(Into::into),
-        Cmd::Resume { id } => rt.resume(&id).map(|_| 0).map_err(Into::into),
+        Cmd::Pause { id } => rt.pause(&rt.load(&id)?).map(|_| 0).map_err(Into::into),
+        Cmd::Resume { id } => rt.resume(&rt.load(&id)?).map(|_| 0).map_err(Into::into),
         Cmd::Ps { id, format } => {
-            let pids = rt.pids(&id)?;
+            let pids = rt.pids(&rt.load(&id)?)?;
             match format.as_str() {
                 "json" => println!("{}", serde_json::to_string(&pids)?),
                 "table" => {
@@ -316,18 +355,18 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Update(a) => update(&rt, a),
-        Cmd::Delete { id, force } => rt.delete(&id, force).map(warn).map_err(Into::into),
+        Cmd::Delete { id, force } => rt.delete(&rt.load(&id)?, force).map(warn).map_err(Into::into),
         Cmd::Run(a) => {
-            let pid = create(&rt, &a)?;
-            match rt.start(&a.id) {
+            let c = create(&rt, &a)?;
+            match rt.start(&c) {
                 Ok(w) => warn(w),
                 Err(e) => {
-                    let _ = rt.delete(&a.id, true);
+                    let _ = rt.delete(&c, true);
                     return Err(e.into());
                 }
             };
-            let code = wait_exit_code(nix::unistd::Pid::from_raw(pid))?;
-            warn(rt.delete(&a.id, true)?);
+            let code = wait_exit_code(nix::unistd::Pid::from_raw(c.pid))?;
+            warn(rt.delete(&c, true)?);
             Ok(code)
         }
         Cmd::Exec(a) => exec(&rt, a),
@@ -338,6 +377,7 @@ fn run(cli: Cli) -> Result<i32> {
 /// Builds the exec'd process: the container's own process as the base (as
 /// runc does), overridden by the flags, or process.json as given.
 fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
+    let c = rt.load(&a.id)?;
     let process = match &a.process {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
@@ -348,8 +388,7 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
             if a.args.is_empty() {
                 bail!("exec needs a command, or --process process.json");
             }
-            let spec = rt.spec(&a.id)?;
-            let mut p = spec.process().clone().unwrap_or_default();
+            let mut p = c.spec.process().clone().unwrap_or_default();
             p.set_args(Some(a.args.clone()));
             p.set_terminal(Some(a.tty));
             let mut env = p.env().clone().unwrap_or_default();
@@ -379,14 +418,14 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
             p
         }
     };
-    let pid = rt.exec(
-        &a.id,
-        rustjail::ExecOptions {
-            process,
-            console_socket: a.console_socket.clone(),
-            stdio: None,
-        },
-    )?;
+    check_console(process.terminal().unwrap_or(false), &a.console_socket)?;
+    let spawned = rt.exec(&c, rustjail::ExecOptions { process, stdio: None })?;
+    let pid = spawned.pid;
+    if let Err(e) = send_console(spawned.terminal, &a.console_socket) {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(e);
+    }
     if let Some(p) = &a.pid_file {
         std::fs::write(p, pid.to_string()).with_context(|| format!("write pid file {}", p.display()))?;
     }
@@ -447,7 +486,7 @@ fn update(rt: &Runtime, a: UpdateArgs) -> Result<i32> {
         set("cpu", "mems", v.clone().into());
     }
     let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(r).context("resources")?;
-    for note in rt.update(&a.id, &resources)? {
+    for note in rt.update(&rt.load(&a.id)?, &resources)? {
         eprintln!("rustjail: warning: {note}");
     }
     Ok(0)

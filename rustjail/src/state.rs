@@ -1,9 +1,12 @@
-//! A container's state on disk: one directory per container under the root
-//! (`--root`), holding `state.json` and, until `start`, the exec FIFO.
+//! A container as the library hands it out ([`Container`]: in memory, the spec
+//! included), its status read from the kernel, and its state file for the
+//! command line: one directory per container under the root (`--root`),
+//! holding `state.json` (the CLI's only) and, until `start`, the exec FIFO.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, Error, Result};
@@ -26,17 +29,21 @@ pub enum Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        f.write_str(&s)
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
     }
 }
 
-/// What is kept on disk about a container.
+/// A container the runtime created: everything later operations need, held by
+/// the caller. Nothing here is read back from disk by the library; the command
+/// line, whose every call is a new process, saves it with [`Container::save`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct State {
+pub struct Container {
     /// Container id.
     pub id: String,
     /// Host pid of the init.
@@ -54,11 +61,14 @@ pub struct State {
     /// Annotations from the spec.
     pub annotations: std::collections::HashMap<String, String>,
     /// The container's cgroup, as created.
-    #[serde(default)]
-    pub cgroup: Option<crate::cgroups::Manager>,
+    pub cgroup: crate::cgroups::Manager,
+    /// The exec FIFO the init blocks on until `start` (removed by `start`).
+    pub exec_fifo: PathBuf,
+    /// The spec the container was created with.
+    pub spec: Spec,
 }
 
-/// The directory holding container `id`'s state.
+/// The directory holding container `id`'s runtime files.
 pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join(id)
 }
@@ -68,8 +78,8 @@ pub fn fifo_path(root: &Path, id: &str) -> PathBuf {
     dir(root, id).join("exec.fifo")
 }
 
-impl State {
-    /// Writes state.json atomically.
+impl Container {
+    /// Writes `<root>/<id>/state.json` atomically (the command line's record).
     pub fn save(&self, root: &Path) -> Result<()> {
         let d = dir(root, &self.id);
         let tmp = d.join("state.json.tmp");
@@ -81,8 +91,8 @@ impl State {
         std::fs::rename(&tmp, d.join("state.json")).map_err(io("rename", d.join("state.json").display()))
     }
 
-    /// Reads container `id`'s state.
-    pub fn load(root: &Path, id: &str) -> Result<State> {
+    /// Reads container `id`'s state file.
+    pub fn load(root: &Path, id: &str) -> Result<Container> {
         let path = dir(root, id).join("state.json");
         let body = match std::fs::read(&path) {
             Ok(b) => b,
@@ -95,18 +105,18 @@ impl State {
         })
     }
 
-    /// The status now, from the process and the FIFO.
-    pub fn status(&self, root: &Path) -> Status {
+    /// The status now, from the kernel: the init's liveness, the exec FIFO
+    /// (created until `start`) and the freezer.
+    pub fn status(&self) -> Status {
         match proc_start_time(self.pid) {
             Some((t, state)) if t == self.start_time && state != 'Z' && state != 'X' => {
-                let frozen = self
-                    .cgroup
-                    .as_ref()
-                    .and_then(|c| c.state().ok())
-                    .is_some_and(|s| s != crate::cgroups::FreezerState::Thawed);
-                if fifo_path(root, &self.id).exists() {
+                if self.exec_fifo.exists() {
                     Status::Created
-                } else if frozen {
+                } else if self
+                    .cgroup
+                    .state()
+                    .is_ok_and(|s| s != crate::cgroups::FreezerState::Thawed)
+                {
                     Status::Paused
                 } else {
                     Status::Running

@@ -4,11 +4,21 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use common::{can_run, Bundle};
 use rustjail::{CreateOptions, ExecOptions, Runtime};
+
+/// The bundle's spec, read as the command line would.
+fn spec(b: &Bundle) -> oci_spec::runtime::Spec {
+    oci_spec::runtime::Spec::load(b.path().join("config.json")).unwrap()
+}
+
+/// A copy of one of this process's descriptors (stdin, stderr).
+fn dup(fd: impl AsFd) -> OwnedFd {
+    fd.as_fd().try_clone_to_owned().unwrap()
+}
 
 fn runtime(b: &Bundle) -> Runtime {
     // The test binary cannot serve as the init: use the rustjail command.
@@ -35,16 +45,17 @@ fn container_stdio_on_the_callers_pipes() {
     let (mut err_r, err_w) = std::io::pipe().unwrap();
     let id = format!("lib-{}", std::process::id());
     let st = rt
-        .create(&CreateOptions {
+        .create(CreateOptions {
             id: id.clone(),
+            spec: spec(&b),
             bundle: b.path().to_path_buf(),
-            stdio: Some([in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]),
+            // Taken and closed by create, so EOF comes when the container exits.
+            stdio: Some([in_r.into(), out_w.into(), err_w.into()]),
             ..Default::default()
         })
-        .unwrap();
-    // Our copies of the container's ends go away, so EOF comes when it exits.
-    drop((in_r, out_w, err_w));
-    rt.start(&id).unwrap();
+        .unwrap()
+        .container;
+    rt.start(&st).unwrap();
     in_w.write_all(b"hello\n").unwrap();
     drop(in_w);
     let mut out = String::new();
@@ -55,7 +66,7 @@ fn container_stdio_on_the_callers_pipes() {
     assert_eq!(err, "oops\n");
     // The init is this process's child: its status is ours to collect.
     assert_eq!(wait_code(nix::unistd::Pid::from_raw(st.pid)), 9);
-    rt.delete(&id, false).unwrap();
+    rt.delete(&st, false).unwrap();
 }
 
 #[test]
@@ -67,15 +78,19 @@ fn exec_stdio_on_the_callers_pipes() {
     let rt = runtime(&b);
     let id = format!("libx-{}", std::process::id());
     let (null_in, _keep) = std::io::pipe().unwrap();
-    rt.create(&CreateOptions {
-        id: id.clone(),
-        bundle: b.path().to_path_buf(),
-        stdio: Some([null_in.as_raw_fd(), 2, 2]),
-        ..Default::default()
-    })
-    .unwrap();
-    rt.start(&id).unwrap();
-    let mut process = rt.spec(&id).unwrap().process().clone().unwrap();
+    let c = rt
+        .create(CreateOptions {
+            id: id.clone(),
+            spec: spec(&b),
+            bundle: b.path().to_path_buf(),
+            stdio: Some([null_in.into(), dup(std::io::stderr()), dup(std::io::stderr())]),
+            ..Default::default()
+        })
+        .unwrap()
+        .container;
+    rt.start(&c).unwrap();
+    // The spec the container was created with is in the handle.
+    let mut process = c.spec.process().clone().unwrap();
     process.set_args(Some(vec![
         "sh".into(),
         "-c".into(),
@@ -84,18 +99,69 @@ fn exec_stdio_on_the_callers_pipes() {
     let (mut out_r, out_w) = std::io::pipe().unwrap();
     let pid = rt
         .exec(
-            &id,
+            &c,
             ExecOptions {
                 process,
-                console_socket: None,
-                stdio: Some([0, out_w.as_raw_fd(), 2]),
+                stdio: Some([dup(std::io::stdin()), out_w.into(), dup(std::io::stderr())]),
             },
         )
-        .unwrap();
-    drop(out_w);
+        .unwrap()
+        .pid;
     let mut out = String::new();
     out_r.read_to_string(&mut out).unwrap();
     assert_eq!(out, "from exec\nsleep\n");
     assert_eq!(wait_code(pid), 0);
-    rt.delete(&id, true).unwrap();
+    rt.delete(&c, true).unwrap();
+}
+
+#[test]
+fn terminal_master_is_returned_by_create_and_exec() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sh", "-c", "tty; read x; echo \"init got $x\""]);
+    b.edit(|c| c["process"]["terminal"] = true.into());
+    let rt = runtime(&b);
+    let id = format!("libt-{}", std::process::id());
+    let created = rt
+        .create(CreateOptions {
+            id: id.clone(),
+            spec: spec(&b),
+            bundle: b.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+    let c = created.container;
+    let mut term = std::fs::File::from(created.terminal.expect("a terminal master from create"));
+    rt.start(&c).unwrap();
+    let mut process = c.spec.process().clone().unwrap();
+    process.set_args(Some(vec!["sh".into(), "-c".into(), "tty; echo exec done".into()]));
+    let spawned = rt.exec(&c, ExecOptions { process, stdio: None }).unwrap();
+    let mut exec_term = std::fs::File::from(spawned.terminal.expect("a terminal master from exec"));
+    // EIO once the slave side is gone: read what came before it.
+    let read_all = |f: &mut std::fs::File| {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let exec_out = read_all(&mut exec_term);
+    assert!(
+        exec_out.contains("/dev/pts/") && exec_out.contains("exec done"),
+        "{exec_out:?}"
+    );
+    assert_eq!(wait_code(spawned.pid), 0);
+    term.write_all(b"hi\n").unwrap();
+    let init_out = read_all(&mut term);
+    assert!(
+        init_out.contains("/dev/pts/") && init_out.contains("init got hi"),
+        "{init_out:?}"
+    );
+    assert_eq!(wait_code(nix::unistd::Pid::from_raw(c.pid)), 0);
+    rt.delete(&c, true).unwrap();
 }

@@ -1,20 +1,16 @@
 //! Device nodes inside a running container. `setns(CLONE_NEWNS)` fails in a
-//! multi-threaded process, so the agent re-executes itself as a one-shot,
-//! single-threaded helper ([`run_if_helper`], called first thing in `main`):
-//! the helper enters the container's mount namespace and root, makes or
-//! removes the node, prints what it did and exits. No Rust code runs between
-//! fork and exec in the agent.
+//! multi-threaded process, so the work runs in rustjail's one-shot helper
+//! ([`MODE`]): the agent's binary, started from rustjail's sealed copy,
+//! single-threaded, already in the container's mount namespace and root
+//! ([`rustjail::Runtime::run_in`]). It makes or removes the node (and mounts
+//! or unmounts its filesystem) and answers what it did.
 
-use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
-
-use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{lstat, makedev, mknod, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
-/// Environment variable that carries the request and turns the binary into the helper.
-const HELPER_ENV: &str = "PITH_DEVICE_NODE_HELPER";
-/// Helper exit status: the path exists and is something else.
+/// The helper mode that makes and removes device nodes.
+pub const MODE: rustjail::helper::Mode = rustjail::helper::Mode::op("device-node", op);
+/// Failure kind: the path exists and is something else.
 const EXIT_CONFLICT: i32 = 10;
 
 /// Make or remove.
@@ -26,13 +22,11 @@ pub enum NodeOp {
     Remove,
 }
 
-/// One node operation in the mount namespace of process `pid`.
+/// One node operation inside a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRequest {
     /// What to do.
     pub op: NodeOp,
-    /// A process of the container (its init), in the agent's PID namespace.
-    pub pid: i32,
     /// Absolute path inside the container.
     pub path: String,
     /// Device major.
@@ -64,7 +58,7 @@ pub struct NodeMount {
 }
 
 /// What the helper did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeOutcome {
     /// A new node was made.
     Created,
@@ -87,97 +81,49 @@ pub enum NodeError {
     Failed(String),
 }
 
-/// Runs `req` in a fresh helper process. The agent reaps every child on
-/// SIGCHLD, so the helper's exit comes from `reaper`, not from `waitpid`.
-pub async fn run(req: &NodeRequest, reaper: &crate::reaper::Reaper) -> Result<NodeOutcome, NodeError> {
-    use std::io::Read;
-    let json = serde_json::to_string(req).map_err(|e| NodeError::Failed(format!("encode node request: {e}")))?;
-    let mut child = Command::new("/proc/self/exe")
-        .env(HELPER_ENV, json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| NodeError::Failed(format!("start device node helper (execve /proc/self/exe): {e}")))?;
-    let pid = child.id() as i32;
-    let mut exited = reaper.watch(pid);
-    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-    let (stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let (mut o, mut e) = (String::new(), String::new());
-        let _ = out.read_to_string(&mut o);
-        let _ = err.read_to_string(&mut e);
-        (o, e)
-    })
-    .await
-    .map_err(|e| NodeError::Failed(format!("worker thread: {e}")))?;
-    let exit = exited
-        .wait_for(|e| e.is_some())
-        .await
-        .ok()
-        .and_then(|e| *e)
-        .ok_or_else(|| NodeError::Failed(format!("device node helper {pid}: exit status lost")))?;
-    let stderr = stderr.trim().to_string();
-    match exit {
-        crate::reaper::Exit::Code(0) => match stdout.trim() {
-            "created" => Ok(NodeOutcome::Created),
-            "existed" => Ok(NodeOutcome::Existed),
-            "removed" => Ok(NodeOutcome::Removed),
-            "absent" => Ok(NodeOutcome::Absent),
-            other => Err(NodeError::Failed(format!("device node helper said {other:?}"))),
-        },
-        crate::reaper::Exit::Code(EXIT_CONFLICT) => Err(NodeError::Conflict(stderr)),
-        other => Err(NodeError::Failed(format!(
-            "device node helper for {} in process {} failed ({other:?}): {stderr}",
-            req.path, req.pid
-        ))),
+/// The helper's answer.
+#[derive(Debug, Serialize, Deserialize)]
+enum NodeReply {
+    Done(NodeOutcome),
+    Conflict(String),
+}
+
+/// Runs `req` inside `container` in a fresh helper process. Blocks: call on a
+/// blocking thread.
+pub fn run(
+    runtime: &rustjail::Runtime,
+    container: &rustjail::Container,
+    req: &NodeRequest,
+) -> Result<NodeOutcome, NodeError> {
+    let payload = serde_json::to_value(req).map_err(|e| NodeError::Failed(format!("encode node request: {e}")))?;
+    let answer = runtime
+        .run_in(
+            container,
+            MODE.name(),
+            &[oci_spec::runtime::LinuxNamespaceType::Mount],
+            payload,
+        )
+        .map_err(|e| NodeError::Failed(format!("device node {} : {e}", req.path)))?;
+    match serde_json::from_value(answer) {
+        Ok(NodeReply::Done(o)) => Ok(o),
+        Ok(NodeReply::Conflict(m)) => Err(NodeError::Conflict(m)),
+        Err(e) => Err(NodeError::Failed(format!("device node helper: bad answer: {e}"))),
     }
 }
 
-/// In the helper process: do the request in the environment and exit. Returns
-/// at once in any other process.
-pub fn run_if_helper() {
-    let Ok(json) = std::env::var(HELPER_ENV) else {
-        return;
+/// In the helper, already in the container's mount namespace and root.
+fn op(payload: serde_json::Value) -> Result<serde_json::Value, String> {
+    let req: NodeRequest = serde_json::from_value(payload).map_err(|e| format!("bad node request: {e}"))?;
+    let reply = match helper(&req) {
+        Ok(o) => NodeReply::Done(o),
+        Err((EXIT_CONFLICT, m)) => NodeReply::Conflict(m),
+        Err((_, m)) => return Err(m),
     };
-    let req: NodeRequest = match serde_json::from_str(&json) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("device node helper: bad request: {e}");
-            std::process::exit(1);
-        }
-    };
-    match helper(&req) {
-        Ok(what) => {
-            println!("{what}");
-            std::process::exit(0);
-        }
-        Err((code, msg)) => {
-            eprintln!("{msg}");
-            std::process::exit(code);
-        }
-    }
+    serde_json::to_value(reply).map_err(|e| e.to_string())
 }
 
-fn helper(req: &NodeRequest) -> Result<&'static str, (i32, String)> {
+fn helper(req: &NodeRequest) -> Result<NodeOutcome, (i32, String)> {
     let fail = |m: String| (1, m);
-    let root_path = format!("/proc/{}/root", req.pid);
-    let root = open(
-        root_path.as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(format!("open {root_path}: {e}")))?;
-    let ns_path = format!("/proc/{}/ns/mnt", req.pid);
-    let ns = open(ns_path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| fail(format!("open {ns_path}: {e}")))?;
-    let ns = unsafe_owned(ns);
-    let root = unsafe_owned(root);
-    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| fail(format!("setns({ns_path}, CLONE_NEWNS): {e}")))?;
-    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&root))
-        .map_err(|e| fail(format!("fchdir({root_path}): {e}")))?;
-    nix::unistd::chroot(".").map_err(|e| fail(format!("chroot({root_path}): {e}")))?;
-    nix::unistd::chdir("/").map_err(|e| fail(format!("chdir(/) in {root_path}: {e}")))?;
     nix::sys::stat::umask(Mode::empty());
 
     let path = std::path::Path::new(&req.path);
@@ -238,7 +184,11 @@ fn helper(req: &NodeRequest) -> Result<&'static str, (i32, String)> {
             if let Some(m) = &req.mount {
                 mount_fs(req, m, want)?;
             }
-            Ok(if created { "created" } else { "existed" })
+            Ok(if created {
+                NodeOutcome::Created
+            } else {
+                NodeOutcome::Existed
+            })
         }
         NodeOp::Remove => {
             if let Some(m) = &req.mount {
@@ -292,14 +242,14 @@ fn remove_node(
     existing: Option<nix::sys::stat::FileStat>,
     same: impl Fn(&nix::sys::stat::FileStat) -> bool,
     describe: impl Fn(&nix::sys::stat::FileStat) -> String,
-) -> Result<&'static str, (i32, String)> {
+) -> Result<NodeOutcome, (i32, String)> {
     let fail = |m: String| (1, m);
     let path = std::path::Path::new(&req.path);
     match existing {
-        None => Ok("absent"),
+        None => Ok(NodeOutcome::Absent),
         Some(st) if same(&st) => {
             nix::unistd::unlink(path).map_err(|e| fail(format!("unlink {} in container: {e}", req.path)))?;
-            Ok("removed")
+            Ok(NodeOutcome::Removed)
         }
         Some(st) => Err((
             EXIT_CONFLICT,
@@ -312,10 +262,4 @@ fn remove_node(
             ),
         )),
     }
-}
-
-fn unsafe_owned(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }

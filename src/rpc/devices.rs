@@ -17,7 +17,7 @@ use slog::{info, Logger};
 use ttrpc::r#async::TtrpcContext;
 
 use super::status;
-use crate::device::node::{self, NodeError, NodeMount, NodeOp, NodeOutcome, NodeRequest};
+use crate::device::node::{NodeError, NodeMount, NodeOp, NodeOutcome, NodeRequest};
 use crate::device::{BlockDev, DeviceAddr, DeviceError, Devices};
 use crate::sandbox::hotplug::allow_block;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -144,8 +144,12 @@ fn mount_of(req: &AddBlockDeviceRequest) -> ttrpc::Result<Option<NodeMount>> {
 }
 
 impl DevicesService {
-    async fn run_node(&self, req: NodeRequest) -> ttrpc::Result<NodeOutcome> {
-        node::run(&req, self.sandbox.reaper()).await.map_err(node_err)
+    async fn run_node(&self, c: &Arc<crate::sandbox::Container>, req: NodeRequest) -> ttrpc::Result<NodeOutcome> {
+        let (sandbox, c) = (self.sandbox.clone(), c.clone());
+        tokio::task::spawn_blocking(move || sandbox.device_node(&c, &req))
+            .await
+            .map_err(|e| status(ttrpc::Code::INTERNAL, format!("worker thread: {e}")))?
+            .map_err(node_err)
     }
 
     fn rules(list: &[Plugged]) -> Vec<oci_spec::runtime::LinuxDeviceCgroup> {
@@ -179,26 +183,28 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
             return Err(invalid(format!("mode {mode:o}: want permission bits only")));
         }
         // Fail fast for a container that cannot take the device.
-        self.sandbox.running_init(id).map_err(sandbox_err)?;
+        self.sandbox.running(id).map_err(sandbox_err)?;
         let started = std::time::Instant::now();
         let dev = self.devices.wait_block(&addr).await.map_err(|e| device_err(e, id))?;
         let waited = started.elapsed();
 
         let mut map = self.plugged.lock().await;
         self.prune(&mut map);
-        let pid = self.sandbox.running_init(id).map_err(sandbox_err)?;
+        let c = self.sandbox.running(id).map_err(sandbox_err)?;
         let outcome = self
-            .run_node(NodeRequest {
-                op: NodeOp::Add,
-                pid,
-                path: req.container_path.clone(),
-                major: dev.major,
-                minor: dev.minor,
-                mode,
-                uid: req.uid,
-                gid: req.gid,
-                mount: mount.clone(),
-            })
+            .run_node(
+                &c,
+                NodeRequest {
+                    op: NodeOp::Add,
+                    path: req.container_path.clone(),
+                    major: dev.major,
+                    minor: dev.minor,
+                    mode,
+                    uid: req.uid,
+                    gid: req.gid,
+                    mount: mount.clone(),
+                },
+            )
             .await?;
         let entry = Plugged {
             path: req.container_path.clone(),
@@ -217,17 +223,19 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
         if let Err(e) = set {
             if outcome == NodeOutcome::Created {
                 let _ = self
-                    .run_node(NodeRequest {
-                        op: NodeOp::Remove,
-                        pid,
-                        path: entry.path.clone(),
-                        major: dev.major,
-                        minor: dev.minor,
-                        mode,
-                        uid: req.uid,
-                        gid: req.gid,
-                        mount: entry.mount.clone(),
-                    })
+                    .run_node(
+                        &c,
+                        NodeRequest {
+                            op: NodeOp::Remove,
+                            path: entry.path.clone(),
+                            major: dev.major,
+                            minor: dev.minor,
+                            mode,
+                            uid: req.uid,
+                            gid: req.gid,
+                            mount: entry.mount.clone(),
+                        },
+                    )
                     .await;
             }
             return Err(sandbox_err(e));
@@ -250,7 +258,7 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
         check_path(&req.container_path)?;
         let mut map = self.plugged.lock().await;
         self.prune(&mut map);
-        let pid = self.sandbox.running_init(id).map_err(sandbox_err)?;
+        let c = self.sandbox.running(id).map_err(sandbox_err)?;
         let list = map.get(id).cloned().unwrap_or_default();
         let Some(entry) = list.iter().find(|p| p.path == req.container_path).cloned() else {
             // Nothing hot-plugged there: nothing to undo.
@@ -268,17 +276,19 @@ impl protocols::pith_ttrpc::Devices for DevicesService {
             .map_err(sandbox_err)?;
         map.insert(id.to_string(), rest);
         let outcome = self
-            .run_node(NodeRequest {
-                op: NodeOp::Remove,
-                pid,
-                path: entry.path.clone(),
-                major: entry.dev.major,
-                minor: entry.dev.minor,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                mount: entry.mount.clone(),
-            })
+            .run_node(
+                &c,
+                NodeRequest {
+                    op: NodeOp::Remove,
+                    path: entry.path.clone(),
+                    major: entry.dev.major,
+                    minor: entry.dev.minor,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    mount: entry.mount.clone(),
+                },
+            )
             .await?;
         info!(self.log, "block device removed";
               "container" => id, "guest_path" => entry.dev.guest_path(), "container_path" => &entry.path,

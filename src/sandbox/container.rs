@@ -96,48 +96,43 @@ impl Sandbox {
         }
         let (spec, becomes_pidns) = self.adapt_spec(req, spec)?;
         let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+        // The OCI bundle, as Kata writes it: the directory hooks are told about,
+        // with the spec as the container runs it. Written for them and for
+        // people debugging; rustjail takes the spec in memory and nothing here
+        // reads the file back.
         std::fs::create_dir_all(&bundle)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundle.display())))?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| SandboxError::Internal(format!("write {}/config.json: {e}", bundle.display())))?;
-
-        let mut stdio = NewStdio::new(terminal, &self.consoles, self.cfg.pipe_size)?;
+        let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
         let rt = self.runtime.clone();
         let opts = rustjail::CreateOptions {
             id: id.clone(),
+            spec,
             bundle: bundle.clone(),
             no_pivot: self.no_pivot,
-            console_socket: stdio.console_path(),
-            stdio: stdio.raw(),
+            stdio: stdio.take_theirs(),
         };
-        let theirs = stdio.take_theirs();
-        let state = blocking(move || {
-            let r = rt.create(&opts).map_err(SandboxError::from);
-            drop(theirs);
-            r
-        })
-        .await?;
-        let stdio = match stdio.finish().await {
+        let created = blocking(move || rt.create(opts).map_err(SandboxError::from)).await?;
+        let rj = created.container;
+        let stdio = match stdio.finish(created.terminal) {
             Ok(s) => s,
             Err(e) => {
-                self.destroy_created(id).await;
+                self.destroy_created(rj).await;
                 return Err(e);
             }
         };
-        let exit = self.reaper.watch(state.pid);
+        let exit = self.reaper.watch(rj.pid);
         let exec_id = if req.exec_id.is_empty() {
             id.clone()
         } else {
             req.exec_id.clone()
         };
-        let init = Arc::new(Process::new(exec_id, state.pid, exit, stdio)?);
-        let oom_watch = match self.runtime.cgroup(id) {
-            Ok(cg) => oom::watch(id.clone(), cg, self.oom_tx.clone()).ok(),
-            Err(_) => None,
-        };
+        let init = Arc::new(Process::new(exec_id, rj.pid, exit, stdio)?);
+        let oom_watch = oom::watch(id.clone(), rj.cgroup.clone(), self.oom_tx.clone()).ok();
         let c = Arc::new(Container {
             id: id.clone(),
-            bundle,
+            rj,
             init,
             execs: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
@@ -151,18 +146,14 @@ impl Sandbox {
     }
 
     /// Kills and deletes a container rustjail created but the sandbox does not hold.
-    async fn destroy_created(&self, id: &str) {
+    async fn destroy_created(&self, c: rustjail::Container) {
         let rt = self.runtime.clone();
-        let id = id.to_string();
-        let _ = blocking(move || rt.delete(&id, true).map(|_| ()).map_err(SandboxError::from)).await;
+        let _ = blocking(move || rt.delete(&c, true).map(|_| ()).map_err(SandboxError::from)).await;
     }
 
     /// Lets the container's process run.
     pub async fn start_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.container(id)?;
-        let rt = self.runtime.clone();
-        let id = id.to_string();
-        blocking(move || rt.start(&id).map(|_| ()).map_err(SandboxError::from)).await
+        self.on_runtime(id, |rt, c| rt.start(c).map(|_| ())).await
     }
 
     /// Removes a container; one still running gets `timeout` to end by itself,
@@ -179,10 +170,10 @@ impl Sandbox {
             }
         }
         let rt = self.runtime.clone();
-        let cid = id.to_string();
-        blocking(move || rt.delete(&cid, true).map(|_| ()).map_err(SandboxError::from)).await?;
+        let held = c.clone();
+        blocking(move || rt.delete(&held.rj, true).map(|_| ()).map_err(SandboxError::from)).await?;
         lock(&self.containers).remove(id);
-        let _ = std::fs::remove_dir_all(&c.bundle);
+        let _ = std::fs::remove_dir_all(&c.rj.bundle);
         let storages = self.storages.clone();
         let owner = id.to_string();
         blocking(move || storages.release(&owner).map_err(SandboxError::from)).await?;
@@ -196,22 +187,21 @@ impl Sandbox {
     async fn on_runtime<T: Send + 'static>(
         &self,
         id: &str,
-        f: impl FnOnce(&rustjail::Runtime, &str) -> rustjail::Result<T> + Send + 'static,
+        f: impl FnOnce(&rustjail::Runtime, &rustjail::Container) -> rustjail::Result<T> + Send + 'static,
     ) -> Result<T, SandboxError> {
-        self.container(id)?;
+        let c = self.container(id)?;
         let rt = self.runtime.clone();
-        let id = id.to_string();
-        blocking(move || f(&rt, &id).map_err(SandboxError::from)).await
+        blocking(move || f(&rt, &c.rj).map_err(SandboxError::from)).await
     }
 
     /// Freezes every process of the container.
     pub async fn pause_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.on_runtime(id, |rt, id| rt.pause(id)).await
+        self.on_runtime(id, |rt, c| rt.pause(c)).await
     }
 
     /// Thaws a paused container.
     pub async fn resume_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.on_runtime(id, |rt, id| rt.resume(id)).await
+        self.on_runtime(id, |rt, c| rt.resume(c)).await
     }
 
     /// Changes the container's resource limits; returns notes on what the host could not apply.
@@ -220,16 +210,16 @@ impl Sandbox {
         id: &str,
         resources: oci_spec::runtime::LinuxResources,
     ) -> Result<Vec<String>, SandboxError> {
-        self.on_runtime(id, move |rt, id| rt.update(id, &resources)).await
+        self.on_runtime(id, move |rt, c| rt.update(c, &resources)).await
     }
 
     /// The container's cgroup statistics.
     pub async fn container_stats(&self, id: &str) -> Result<rustjail::cgroups::Stats, SandboxError> {
-        self.on_runtime(id, |rt, id| rt.stats(id)).await
+        self.on_runtime(id, |rt, c| rt.stats(c)).await
     }
 
     /// Pids of every process in the container.
     pub async fn container_pids(&self, id: &str) -> Result<Vec<i32>, SandboxError> {
-        self.on_runtime(id, |rt, id| rt.pids(id)).await
+        self.on_runtime(id, |rt, c| rt.pids(c)).await
     }
 }

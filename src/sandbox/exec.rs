@@ -33,25 +33,18 @@ impl Sandbox {
             )));
         };
         let terminal = process.terminal().unwrap_or(false);
-        let mut stdio = NewStdio::new(terminal, &self.consoles, self.cfg.pipe_size)?;
+        let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
         let rt = self.runtime.clone();
-        let cid = id.to_string();
         let opts = rustjail::ExecOptions {
             process,
-            console_socket: stdio.console_path(),
-            stdio: stdio.raw(),
+            stdio: stdio.take_theirs(),
         };
-        let theirs = stdio.take_theirs();
-        let pid = blocking(move || {
-            let r = rt.exec(&cid, opts).map_err(SandboxError::from);
-            drop(theirs);
-            r
-        })
-        .await?
-        .as_raw();
+        let held = c.clone();
+        let spawned = blocking(move || rt.exec(&held.rj, opts).map_err(SandboxError::from)).await?;
+        let pid = spawned.pid.as_raw();
         // Register before anything can fail, so the exit status is collected.
         let exit = self.reaper.watch(pid);
-        let stdio = match stdio.finish().await {
+        let stdio = match stdio.finish(spawned.terminal) {
             Ok(s) => s,
             Err(e) => {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);

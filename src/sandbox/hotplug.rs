@@ -1,9 +1,11 @@
 //! What block-device hot-plug needs from the sandbox: a running container's
 //! init, and its device cgroup rules with the hot-plugged devices added.
 
+use std::sync::Arc;
+
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
-use super::{lock, Sandbox, SandboxError};
+use super::{Container, Sandbox, SandboxError};
 
 /// A device cgroup rule allowing block device `major:minor` with `access` (`rwm` letters).
 pub fn allow_block(major: u32, minor: u32, access: &str) -> LinuxDeviceCgroup {
@@ -22,31 +24,38 @@ impl Sandbox {
         &self.reaper
     }
 
-    /// The init pid of container `id`, which must exist and be running.
-    pub fn running_init(&self, id: &str) -> Result<i32, SandboxError> {
-        if !lock(&self.containers).contains_key(id) {
-            return Err(SandboxError::NotFound(format!("container {id:?} does not exist")));
-        }
-        let (state, status) = self.runtime.state(id)?;
+    /// Container `id`, which must exist and be running.
+    pub fn running(&self, id: &str) -> Result<Arc<Container>, SandboxError> {
+        let c = self.container(id)?;
+        let status = c.rj.status();
         if status != rustjail::Status::Running {
             return Err(SandboxError::FailedPrecondition(format!(
-                "container {id:?} is not running (it is {status:?})"
+                "container {id:?} is not running (it is {status})"
             )));
         }
-        Ok(state.pid)
+        Ok(c)
     }
 
     /// Sets container `id`'s device cgroup to what its spec allows plus `extra`
     /// (later rules win), on cgroup v1 and v2 alike.
     pub fn set_device_rules(&self, id: &str, extra: &[LinuxDeviceCgroup]) -> Result<(), SandboxError> {
-        let spec = self.runtime.spec(id)?;
-        let mut rules = rustjail::devices::effective_resources(&spec)
+        let c = self.container(id)?;
+        let mut rules = rustjail::devices::effective_resources(&c.rj.spec)
             .devices()
             .clone()
             .unwrap_or_default();
         rules.extend_from_slice(extra);
-        let cg = self.runtime.cgroup(id)?;
-        cg.update_devices(&rules)
+        c.rj.cgroup
+            .update_devices(&rules)
             .map_err(|e| SandboxError::Internal(format!("device cgroup of container {id:?}: {e}")))
+    }
+
+    /// Runs a device node operation inside container `c`. Blocks.
+    pub fn device_node(
+        &self,
+        c: &Container,
+        req: &crate::device::node::NodeRequest,
+    ) -> Result<crate::device::node::NodeOutcome, crate::device::node::NodeError> {
+        crate::device::node::run(&self.runtime, &c.rj, req)
     }
 }

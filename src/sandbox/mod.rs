@@ -18,7 +18,6 @@ pub mod process;
 pub mod shared_ns;
 pub mod snapshot;
 pub mod stream;
-pub mod tty;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -78,8 +77,8 @@ impl From<rustjail::Error> for SandboxError {
 pub struct Container {
     /// Container id.
     pub id: String,
-    /// Its bundle directory (config.json).
-    pub bundle: PathBuf,
+    /// rustjail's handle: pid, cgroup, the spec as created.
+    pub rj: rustjail::Container,
     /// Its init.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -113,6 +112,8 @@ pub struct PodInfo {
     pub pidns_container: Option<String>,
     /// The process holding the shared UTS and IPC namespaces.
     pub ns_holder: Option<i32>,
+    /// Its socket: closing it ends the holder.
+    pub ns_holder_channel: Option<Arc<rustjail::helper::Resident>>,
     /// Its exit, from the reaper.
     pub ns_holder_exit: Option<tokio::sync::watch::Receiver<Option<Exit>>>,
     /// Directory of guest hooks.
@@ -124,7 +125,7 @@ pub struct PodInfo {
 /// Where the sandbox keeps files and how it starts processes.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Container state, bundles and console sockets go here.
+    /// Container runtime files and bundles go here.
     pub state_dir: PathBuf,
     /// `agent.container_pipe_size` (0: the kernel's default).
     pub pipe_size: u32,
@@ -137,7 +138,6 @@ pub struct Sandbox {
     runtime: Arc<rustjail::Runtime>,
     cfg: SandboxConfig,
     bundles: PathBuf,
-    consoles: PathBuf,
     reaper: Reaper,
     /// `pivot_root` cannot leave an initramfs: use MS_MOVE + chroot there.
     no_pivot: bool,
@@ -272,7 +272,6 @@ impl Sandbox {
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
         Ok(Sandbox {
             runtime: Arc::new(runtime),
-            consoles: cfg.state_dir.join("consoles"),
             cfg,
             bundles,
             reaper,

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -123,14 +124,15 @@ impl Sandbox {
             }
         }
         let hostname = req.hostname.clone();
-        let holder = match blocking(move || shared_ns::spawn_holder(&hostname)).await {
+        let rt = self.runtime.clone();
+        let holder = match blocking(move || shared_ns::spawn_holder(&rt, &hostname).map_err(SandboxError::from)).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = self.storages.release(super::SANDBOX_OWNER);
                 return Err(e);
             }
         };
-        let holder_exit = self.reaper.watch(holder);
+        let holder_exit = self.reaper.watch(holder.pid);
         *lock(&self.pod) = PodInfo {
             created: true,
             id: req.id,
@@ -138,7 +140,8 @@ impl Sandbox {
             dns: req.dns,
             sandbox_pidns: req.sandbox_pidns,
             pidns_container: None,
-            ns_holder: Some(holder),
+            ns_holder: Some(holder.pid),
+            ns_holder_channel: Some(Arc::new(holder)),
             ns_holder_exit: Some(holder_exit),
             guest_hook_path,
             guest_hooks,
@@ -158,6 +161,8 @@ impl Sandbox {
         }
         let pod = std::mem::take(&mut *lock(&self.pod));
         if let (Some(pid), Some(mut exit)) = (pod.ns_holder, pod.ns_holder_exit) {
+            // Closing its socket ends the holder; SIGKILL in case it is stuck.
+            drop(pod.ns_holder_channel);
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             let waited = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some())).await;
             if waited.is_err() {
@@ -168,7 +173,6 @@ impl Sandbox {
         if let Err(e) = blocking(move || storages.release_all().map_err(SandboxError::from)).await {
             failures.push(format!("storages: {e}"));
         }
-        let _ = std::fs::remove_dir_all(&self.consoles);
         let _ = self.shutdown.send(true);
         if failures.is_empty() {
             Ok(())
@@ -184,11 +188,11 @@ impl Sandbox {
     async fn kill_and_remove(&self, id: &str) -> Result<(), SandboxError> {
         let c = self.container(id)?;
         let rt = self.runtime.clone();
-        let cid = id.to_string();
+        let held = c.clone();
         // A paused container must thaw to die; errors mean "not paused" or "already gone".
         let _ = blocking(move || {
-            let _ = rt.resume(&cid);
-            let _ = rt.kill_all(&cid, Signal::SIGKILL);
+            let _ = rt.resume(&held.rj);
+            let _ = rt.kill_all(&held.rj, Signal::SIGKILL);
             Ok(())
         })
         .await;

@@ -3,80 +3,33 @@
 //! small holder process, and optionally one PID namespace: that of the first
 //! container created while `sandbox_pidns` is on.
 //!
-//! The holder is this binary re-executed: the forked child only calls
-//! `unshare(2)` before `execve`, so no Rust code runs between fork and exec in
-//! the multi-threaded agent.
-
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+//! The holder is rustjail's resident helper [`MODE`]: the agent's binary,
+//! started from rustjail's sealed copy in new UTS and IPC namespaces. It sets
+//! the hostname, answers, and stays until the agent closes its end of the
+//! helper's socket (or dies).
 
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
-use super::SandboxError;
+/// The helper mode of the namespace holder.
+pub const MODE: rustjail::helper::Mode = rustjail::helper::Mode::resident("ns-holder", holder);
 
-/// Environment variable that turns the binary into a namespace holder.
-const HOLDER_ENV: &str = "PITH_SANDBOX_NS_HOLDER";
-
-/// In the holder process (the agent re-executed by [`spawn_holder`]): set the
-/// hostname, report readiness on stdout, then sleep until killed. Returns at
-/// once in any other process.
-pub fn run_if_holder() {
-    let Ok(hostname) = std::env::var(HOLDER_ENV) else {
-        return;
-    };
+/// In the holder, in its new UTS and IPC namespaces: set the hostname.
+fn holder(payload: serde_json::Value) -> Result<serde_json::Value, String> {
+    let hostname = payload.get("hostname").and_then(|h| h.as_str()).unwrap_or_default();
     if !hostname.is_empty() {
-        if let Err(e) = nix::unistd::sethostname(&hostname) {
-            eprintln!("pith-agent namespace holder: sethostname({hostname}): {e}");
-            std::process::exit(1);
-        }
+        nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname({hostname}): {e}"))?;
     }
-    let parent = nix::unistd::getppid();
-    println!("ready");
-    // The holder must not outlive an agent that dies without cleaning up. Not
-    // PR_SET_PDEATHSIG: that fires when the spawning *thread* ends, and the
-    // agent spawns from short-lived worker threads. Re-parenting is the sign.
-    while nix::unistd::getppid() == parent {
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
-    std::process::exit(0);
+    Ok(serde_json::Value::Null)
 }
 
 /// Starts the holder of the sandbox's UTS and IPC namespaces, with `hostname`
-/// set in its UTS namespace, and waits until it is ready. Returns its pid.
-pub fn spawn_holder(hostname: &str) -> Result<i32, SandboxError> {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.env(HOLDER_ENV, hostname)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // SAFETY: only async-signal-safe syscalls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        SandboxError::Internal(format!(
-            "start namespace holder (unshare UTS|IPC, execve /proc/self/exe): {e}"
-        ))
-    })?;
-    let pid = child.id() as i32;
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped stdout");
-    BufReader::new(out)
-        .read_line(&mut line)
-        .map_err(|e| SandboxError::Internal(format!("read from namespace holder {pid}: {e}")))?;
-    if line.trim() != "ready" {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        return Err(SandboxError::Internal(format!(
-            "namespace holder {pid} failed to start (hostname {hostname:?}); see the agent's stderr"
-        )));
-    }
-    Ok(pid)
+/// set in its UTS namespace, and waits until it is ready. Blocks.
+pub fn spawn_holder(runtime: &rustjail::Runtime, hostname: &str) -> rustjail::Result<rustjail::helper::Resident> {
+    runtime.spawn_resident(
+        MODE.name(),
+        nix::sched::CloneFlags::CLONE_NEWUTS | nix::sched::CloneFlags::CLONE_NEWIPC,
+        serde_json::json!({ "hostname": hostname }),
+    )
 }
 
 /// Points the spec's UTS and IPC namespaces at the holder's, and its PID

@@ -79,7 +79,7 @@ impl Sandbox {
                 execs.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
                 ContainerSnapshot {
                     id: c.id.clone(),
-                    bundle: c.bundle.display().to_string(),
+                    bundle: c.rj.bundle.display().to_string(),
                     init: process(&c.init),
                     execs,
                 }

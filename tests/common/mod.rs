@@ -157,15 +157,48 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Containers (and the namespace holder) are the agent's children and
+            // would outlive it (a test that failed half-way): let the agent
+            // remove them, as a host ends a sandbox, before it goes.
+            if has_children(c.id() as i32) {
+                let addr = self.address();
+                let _ = std::thread::spawn(move || destroy_sandbox(&addr)).join();
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Containers outlive a killed agent (a test that failed half-way):
-        // delete them so they do not hold their cgroups for later tests.
-        if let Ok(rt) = rustjail::Runtime::new(&self.dir.path().join("state").join("containers")) {
-            let _ = rt.delete_all();
-        }
     }
+}
+
+/// Whether process `pid` has children (from the ppid field of /proc/*/stat).
+fn has_children(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+        }) == Some(pid)
+    })
+}
+
+/// DestroySandbox on a connection of its own (outside any test's runtime).
+fn destroy_sandbox(addr: &Address) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    rt.block_on(async {
+        let Ok(client) = pithctl::client::connect(addr, Duration::from_secs(2)).await else {
+            return;
+        };
+        let mut req = Request::new();
+        req.service = "grpc.AgentService".into();
+        req.method = "DestroySandbox".into();
+        req.payload = protocols::agent::DestroySandboxRequest::new().write_to_bytes().unwrap();
+        req.timeout_nano = Duration::from_secs(20).as_nanos() as i64;
+        let _ = client.request(req).await;
+    });
 }
 
 /// The outcome of a raw call: the response payload, or the status code and message.

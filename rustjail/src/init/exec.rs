@@ -1,31 +1,15 @@
 //! `exec`: a new process joining every namespace of a running container. The
-//! helper enters the namespaces (it is single-threaded, so `setns` of the mount
+//! helper enters the namespaces and root ([`crate::helper::enter`], shared with
+//! every in-container helper; it is single-threaded, so `setns` of the mount
 //! namespace works), then forks with CLONE_PARENT so that the process that
 //! runs in the container's PID namespace is the runtime's own child.
 
 use std::convert::Infallible;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-
-use nix::fcntl::OFlag;
-use nix::sched::CloneFlags;
-use nix::sys::stat::Mode;
 
 use super::{finish, process};
 use crate::error::{sys, Error, Result};
 use crate::sync::{self, FromInit, Go, InitConfig};
-
-/// Namespaces in the order they are entered: user first (it grants the rights
-/// for the others), mount last (it changes the root under our feet).
-const ORDER: &[(&str, CloneFlags)] = &[
-    ("user", CloneFlags::CLONE_NEWUSER),
-    ("ipc", CloneFlags::CLONE_NEWIPC),
-    ("uts", CloneFlags::CLONE_NEWUTS),
-    ("net", CloneFlags::CLONE_NEWNET),
-    ("pid", CloneFlags::CLONE_NEWPID),
-    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-    ("mnt", CloneFlags::CLONE_NEWNS),
-];
 
 /// Joins the container of `cfg.exec` and runs its process there.
 pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible> {
@@ -33,22 +17,7 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
         .exec
         .as_ref()
         .ok_or_else(|| Error::Init("exec without a target".into()))?;
-    let mut fds = Vec::new();
-    for (name, flag) in ORDER {
-        let theirs = format!("/proc/{}/ns/{name}", target.pid);
-        let same = std::fs::read_link(&theirs).ok() == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
-        if same {
-            continue;
-        }
-        let fd = nix::fcntl::open(theirs.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(sys("open", &theirs))?;
-        // SAFETY: a fresh fd we own.
-        fds.push((unsafe { OwnedFd::from_raw_fd(fd) }, *flag, theirs));
-    }
-    for (fd, flag, path) in &fds {
-        nix::sched::setns(fd, *flag).map_err(sys("setns", path))?;
-    }
-    drop(fds);
+    crate::helper::enter(&crate::helper::Enter::all(target.pid))?;
     if fork_to_runtime(sock)? > 0 {
         std::process::exit(0);
     }

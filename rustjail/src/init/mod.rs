@@ -24,17 +24,12 @@ pub use mounts::parse_options;
 use crate::error::{sys, Error, Result};
 use crate::sync::{self, FromInit, InitConfig};
 
-/// Environment variable that puts a binary into init mode.
-pub const INIT_ENV: &str = "_RUSTJAIL_INIT";
 /// Descriptor number of the sync socket in the init.
-pub const SYNC_FD: RawFd = 3;
+pub const SYNC_FD: RawFd = crate::helper::SYNC_FD;
 
-/// Call first thing in `main` of every binary that starts containers with
-/// rustjail: in a container's init it never returns.
-pub fn run_if_init() {
-    if std::env::var_os(INIT_ENV).is_none() {
-        return;
-    }
+/// A container's init or exec'd process (mode [`crate::helper::Mode::CONTAINER`]
+/// of [`crate::helper::dispatch`]): never returns.
+pub(crate) fn run() -> ! {
     // SAFETY: fd 3 was placed there by spawn() for this process alone.
     let mut sock = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
     let err = match sync::recv::<InitConfig>(&mut sock) {
