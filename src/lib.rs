@@ -1,20 +1,34 @@
 //! pith-agent: the agent that runs containers inside a VM for a host runtime,
 //! over the Kata Containers agent protocol (ttrpc on vsock).
 //!
-//! The library is the agent; `main.rs` only calls into it. Host tools live in
-//! the `pithctl` crate and are never linked in.
+//! The library is the agent; `main.rs` only calls [`main`]. Host tools live in
+//! the `pithctl` crate and are never linked in. Modules are private to the
+//! crate: what the whole-agent tests need is re-exported below, on purpose.
+//!
+//! Layout: `server/` (framing, dispatch, listeners) -> `rpc/` (adapters, the
+//! one error-to-status map, call logging) -> `sandbox/` (the one owner of
+//! state, over a container engine seam) -> rustjail; beside them `device/`
+//! (uevents, waiting for block devices, device nodes), `storage/`, `guest/`,
+//! `init/` (PID 1 duties), `config/`, `logging.rs`, `reaper.rs`.
 
-pub mod config;
-pub mod device;
-pub mod guest;
-pub mod init;
-pub mod logging;
-pub mod reaper;
-pub mod rpc;
-pub mod sandbox;
-pub mod server;
-pub mod session;
-pub mod storage;
+mod config;
+mod context;
+mod daemon;
+mod device;
+mod error;
+mod guest;
+mod init;
+mod logging;
+mod reaper;
+mod rpc;
+mod sandbox;
+mod server;
+mod storage;
+
+pub use daemon::main;
 
 /// Version of this agent build.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The storage drivers this agent has, as GetGuestDetails lists them.
+pub const STORAGE_DRIVERS: &[&str] = storage::DRIVERS;

@@ -34,10 +34,12 @@ pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<Stri
         }
     });
     let both = slog::Duplicate::new(json, OptionalDrain(kmsg_drain)).fuse();
-    let filtered = slog::LevelFilter::new(both, level).fuse();
-    let (drain, guard) = slog_async::Async::new(filtered).chan_size(4096).build_with_guard();
+    let (drain, guard) = slog_async::Async::new(both).chan_size(4096).build_with_guard();
+    // Filtered before the queue: a record below the level (every RPC's debug
+    // line, normally) costs a comparison, not a copy into the log thread.
+    let filtered = slog::LevelFilter::new(drain.fuse(), level).fuse();
     let logger = Logger::root(
-        drain.fuse(),
+        filtered,
         o!("name" => LOG_NAME, "pid" => std::process::id(), "version" => crate::AGENT_VERSION),
     );
     (logger, LogGuard(Some(guard)), kmsg_error)

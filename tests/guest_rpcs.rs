@@ -109,7 +109,7 @@ async fn get_guest_details_answers_what_was_asked() {
     assert!(!a.init_daemon, "the test agent is not PID 1");
     assert!(a.supports_seccomp);
     assert!(a.device_handlers.is_empty());
-    assert_eq!(a.storage_handlers, pith_agent::storage::DRIVERS);
+    assert_eq!(a.storage_handlers, pith_agent::STORAGE_DRIVERS);
 
     let plain: GuestDetailsResponse = call(&c, SVC, "GetGuestDetails", &GuestDetailsRequest::new())
         .await

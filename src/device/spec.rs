@@ -1,12 +1,12 @@
 //! CreateContainer's `devices`: each names a block device the host plugged
 //! and the spec entry (`linux.devices[].path == container_path`) that stands
-//! for it. The agent waits for the device and rewrites that entry, and the
-//! device cgroup rules that named the host's numbers, to the guest's major and
-//! minor (as Kata does).
+//! for it. The sandbox waits for the device and [`rewrite`]s that entry, and
+//! the device cgroup rules that named the host's numbers, to the guest's major
+//! and minor (as Kata does).
 
 use oci_spec::runtime::{LinuxDeviceType, Spec};
 
-use super::{BlockDev, DeviceAddr, DeviceError, Devices};
+use super::{BlockDev, DeviceAddr, DeviceError};
 
 /// The address a Kata `Device` gives for its type: `id` (SCSI address, PCI path),
 /// or `vm_path` for `mmioblk` (and for `blk` from hosts that send no PCI path).
@@ -18,53 +18,6 @@ pub fn device_addr(d: &protocols::agent::Device) -> Result<DeviceAddr, DeviceErr
         "mmioblk" => DeviceAddr::parse("mmioblk", if d.vm_path.is_empty() { &d.id } else { &d.vm_path }),
         other => Err(DeviceError::BadType(other.to_string())),
     }
-}
-
-/// Why CreateContainer's devices could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SpecDeviceError {
-    /// The device's address is bad, or it never appeared.
-    #[error("device for {path}: {source}")]
-    Device {
-        /// Its container path.
-        path: String,
-        /// What went wrong.
-        source: DeviceError,
-    },
-    /// The spec has no entry for it.
-    #[error("{0}")]
-    Spec(String),
-}
-
-impl SpecDeviceError {
-    /// Whether the device never appeared (DEADLINE_EXCEEDED).
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            SpecDeviceError::Device {
-                source: DeviceError::Timeout { .. },
-                ..
-            }
-        )
-    }
-}
-
-/// Waits for every device of a CreateContainer request and rewrites `spec` to them.
-pub async fn apply(
-    devices: &Devices,
-    list: &[protocols::agent::Device],
-    spec: &mut Spec,
-) -> Result<(), SpecDeviceError> {
-    for d in list {
-        let wrap = |source| SpecDeviceError::Device {
-            path: d.container_path.clone(),
-            source,
-        };
-        let addr = device_addr(d).map_err(wrap)?;
-        let dev = devices.wait_block(&addr).await.map_err(wrap)?;
-        rewrite(spec, &d.container_path, &dev).map_err(SpecDeviceError::Spec)?;
-    }
-    Ok(())
 }
 
 /// Points the spec's device at `container_path` to `dev`, and moves the block

@@ -152,7 +152,8 @@ impl Hub {
         self.lock().waiters.retain(|w| w.id != id);
     }
 
-    /// Number of waiters registered (for tests and logs).
+    /// Number of waiters registered.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.lock().waiters.len()
     }

@@ -38,11 +38,6 @@ impl Devices {
         Devices::new(hub, Path::new("/sys"), timeout)
     }
 
-    /// The hot-plug timeout in force.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     fn matcher(&self, addr: &DeviceAddr) -> Result<Matcher, DeviceError> {
         Ok(match addr {
             DeviceAddr::Scsi(a) => {

@@ -424,7 +424,7 @@ mod tests {
             format!("{}/rootx/file", d.path().display()),
         ] {
             let e = copy_file(&roots, &req(&bad, b"x")).unwrap_err();
-            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{bad}: {e}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{bad}: {e}");
         }
         assert!(!d.path().join("escape").exists());
     }
@@ -441,7 +441,7 @@ mod tests {
         for bad in ["abs/f", "rel/f", "abs/new/f"] {
             let p = format!("{root}/{bad}");
             let e = copy_file(&roots, &req(&p, b"x")).unwrap_err();
-            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{bad}: {e}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{bad}: {e}");
             assert!(e.to_string().contains("leads out"), "{e}");
         }
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
@@ -469,15 +469,21 @@ mod tests {
         let dest = format!("{root}/f");
         let mut r = req(&dest, b"abcdef");
         r.file_size = 3;
-        assert_eq!(copy_file(&roots, &r).unwrap_err().code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert_eq!(
+            copy_file(&roots, &r).unwrap_err().kind(),
+            crate::error::ErrorKind::InvalidArgument
+        );
         r.file_size = 10;
         r.offset = -1;
-        assert_eq!(copy_file(&roots, &r).unwrap_err().code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert_eq!(
+            copy_file(&roots, &r).unwrap_err().kind(),
+            crate::error::ErrorKind::InvalidArgument
+        );
         let mut fifo = req(&dest, b"");
         fifo.file_mode = libc::S_IFIFO | 0o644;
         assert_eq!(
-            copy_file(&roots, &fifo).unwrap_err().code(),
-            ttrpc::Code::INVALID_ARGUMENT
+            copy_file(&roots, &fifo).unwrap_err().kind(),
+            crate::error::ErrorKind::InvalidArgument
         );
     }
 

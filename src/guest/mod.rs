@@ -11,6 +11,8 @@ pub mod time;
 
 use std::path::{Path, PathBuf};
 
+use crate::error::ErrorKind;
+
 /// Where CopyFile may write when nothing else is configured: Kata's directory and ours.
 pub const DEFAULT_COPY_ROOTS: &[&str] = &["/run/kata-containers", "/run/pith"];
 /// Environment variable with the CopyFile roots, colon-separated.
@@ -40,12 +42,12 @@ pub enum GuestError {
 }
 
 impl GuestError {
-    /// The ttrpc status code this error answers with.
-    pub fn code(&self) -> ttrpc::Code {
+    /// The kind of failure (the RPC layer picks the status from it).
+    pub(crate) fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            GuestError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
-            GuestError::DeadlineExceeded(_) => ttrpc::Code::DEADLINE_EXCEEDED,
-            GuestError::Sys { .. } => ttrpc::Code::INTERNAL,
+            GuestError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            GuestError::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            GuestError::Sys { .. } => ErrorKind::Internal,
         }
     }
 }
@@ -143,14 +145,14 @@ mod tests {
     #[test]
     fn error_codes_and_messages() {
         let e = sys("mount", "\"/a\" -> \"/b\", tmpfs")(nix::Error::EPERM);
-        assert_eq!(e.code(), ttrpc::Code::INTERNAL);
+        assert_eq!(e.kind(), ErrorKind::Internal);
         assert!(
             e.to_string().starts_with("mount(\"/a\" -> \"/b\", tmpfs): EPERM"),
             "{e}"
         );
         assert_eq!(
-            GuestError::InvalidArgument("x".into()).code(),
-            ttrpc::Code::INVALID_ARGUMENT
+            GuestError::InvalidArgument("x".into()).kind(),
+            ErrorKind::InvalidArgument
         );
     }
 }

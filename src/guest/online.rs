@@ -231,7 +231,7 @@ mod tests {
     fn gives_up_with_deadline_exceeded() {
         let (_d, g) = fake_sysfs(&[None, Some("0")], &[]);
         let e = online_cpu_mem(&g, 3, true).unwrap_err();
-        assert_eq!(e.code(), ttrpc::Code::DEADLINE_EXCEEDED);
+        assert_eq!(e.kind(), crate::error::ErrorKind::DeadlineExceeded);
         assert!(e.to_string().contains("onlined 1 of 3"), "{e}");
     }
 

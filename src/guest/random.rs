@@ -82,6 +82,6 @@ mod tests {
         std::fs::write(&f, "").unwrap();
         let e = reseed(&f, b"x").unwrap_err();
         assert!(e.to_string().contains("RNDADDENTROPY"), "{e}");
-        assert_eq!(e.code(), ttrpc::Code::INTERNAL);
+        assert_eq!(e.kind(), crate::error::ErrorKind::Internal);
     }
 }

@@ -50,6 +50,6 @@ mod tests {
     fn bad_values_never_reach_the_clock() {
         // No clock change happens here: validation fails first.
         let e = set_time(-5, 0).unwrap_err();
-        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
     }
 }

@@ -8,135 +8,153 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
+use protocols::oci_convert;
 use ttrpc::r#async::TtrpcContext;
 
-use super::{ps, stats, status};
-use crate::sandbox::container::CreateRequest;
+use super::{convert_err, invalid, ps, stats, Ids, Rpc};
+use crate::sandbox::container::{CreateRequest, SpecDevice};
 use crate::sandbox::pod::PodRequest;
-use crate::sandbox::{Sandbox, SandboxError};
-use protocols::oci_convert;
+use crate::sandbox::Error;
+
+/// `grpc.AgentService/<name>`.
+macro_rules! method {
+    ($name:literal) => {
+        concat!("grpc.AgentService/", $name)
+    };
+}
 
 /// Serves `grpc.AgentService`.
-pub struct AgentServiceImpl {
-    sandbox: Arc<Sandbox>,
-    devices: Arc<crate::device::Devices>,
+pub(crate) struct AgentServiceImpl {
+    rpc: Arc<Rpc>,
 }
 
 impl AgentServiceImpl {
-    /// A service over `sandbox`, waiting for CreateContainer's devices through `devices`.
-    pub fn new(sandbox: Arc<Sandbox>, devices: Arc<crate::device::Devices>) -> Self {
-        AgentServiceImpl { sandbox, devices }
+    /// A service over the sandbox of `rpc`.
+    pub(crate) fn new(rpc: Arc<Rpc>) -> Self {
+        AgentServiceImpl { rpc }
     }
 }
 
-/// The status code a sandbox error answers with.
-pub fn code_of(e: &SandboxError) -> ttrpc::Code {
-    match e {
-        SandboxError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
-        SandboxError::NotFound(_) => ttrpc::Code::NOT_FOUND,
-        SandboxError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
-        SandboxError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
-        SandboxError::Internal(_) => ttrpc::Code::INTERNAL,
-    }
-}
-
-fn rpc_err(e: SandboxError) -> ttrpc::Error {
-    status(code_of(&e), e)
-}
-
-fn convert_err(e: oci_convert::ConvertError) -> ttrpc::Error {
-    status(ttrpc::Code::INVALID_ARGUMENT, format!("OCI spec: {e}"))
+/// CreateContainer's devices as the sandbox takes them.
+fn spec_devices(id: &str, list: &[Device]) -> Result<Vec<SpecDevice>, Error> {
+    list.iter()
+        .map(|d| {
+            let addr = crate::device::spec::device_addr(d).map_err(|source| Error::Device {
+                context: format!("container {id:?}: device for {}", d.container_path),
+                source,
+            })?;
+            Ok(SpecDevice {
+                container_path: d.container_path.clone(),
+                addr,
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
 impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     async fn create_sandbox(&self, _ctx: &TtrpcContext, req: CreateSandboxRequest) -> ttrpc::Result<Empty> {
-        let pod = PodRequest {
-            id: req.sandbox_id.clone(),
-            hostname: req.hostname.clone(),
-            dns: req.dns.clone(),
-            sandbox_pidns: req.sandbox_pidns,
-            guest_hook_path: req.guest_hook_path.clone(),
-            storages: req.storages.clone(),
-            kernel_modules: req
-                .kernel_modules
-                .iter()
-                .map(|m| (m.name.clone(), m.parameters.clone()))
-                .collect(),
-        };
-        self.sandbox.create_sandbox(pod).await.map_err(rpc_err)?;
-        Ok(Empty::new())
+        self.rpc
+            .run(method!("CreateSandbox"), Ids::NONE, async {
+                let pod = PodRequest {
+                    id: req.sandbox_id.clone(),
+                    hostname: req.hostname.clone(),
+                    dns: req.dns.clone(),
+                    sandbox_pidns: req.sandbox_pidns,
+                    guest_hook_path: req.guest_hook_path.clone(),
+                    storages: req.storages.clone(),
+                    kernel_modules: req
+                        .kernel_modules
+                        .iter()
+                        .map(|m| (m.name.clone(), m.parameters.clone()))
+                        .collect(),
+                };
+                self.rpc.sandbox.create_sandbox(pod).await?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn destroy_sandbox(&self, _ctx: &TtrpcContext, _req: DestroySandboxRequest) -> ttrpc::Result<Empty> {
-        self.sandbox.destroy_sandbox().await.map_err(rpc_err)?;
-        Ok(Empty::new())
+        self.rpc
+            .run(method!("DestroySandbox"), Ids::NONE, async {
+                self.rpc.sandbox.destroy_sandbox().await?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn create_container(&self, _ctx: &TtrpcContext, req: CreateContainerRequest) -> ttrpc::Result<Empty> {
-        let spec = req
-            .OCI
-            .as_ref()
-            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "CreateContainer without OCI spec"))?;
-        let mut spec = oci_convert::to_oci(spec).map_err(convert_err)?;
-        crate::device::spec::apply(&self.devices, &req.devices, &mut spec)
-            .await
-            .map_err(|e| {
-                let code = if e.is_timeout() {
-                    ttrpc::Code::DEADLINE_EXCEEDED
-                } else {
-                    ttrpc::Code::INVALID_ARGUMENT
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("CreateContainer"), ids, async {
+                let spec = req
+                    .OCI
+                    .as_ref()
+                    .ok_or_else(|| invalid("CreateContainer without OCI spec"))?;
+                let spec = oci_convert::to_oci(spec).map_err(convert_err)?;
+                let create = CreateRequest {
+                    id: req.container_id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    sandbox_pidns: req.sandbox_pidns,
+                    storages: req.storages.clone(),
+                    devices: spec_devices(&req.container_id, &req.devices)?,
                 };
-                status(code, format!("container {:?}: {e}", req.container_id))
-            })?;
-        let create = CreateRequest {
-            id: req.container_id.clone(),
-            exec_id: req.exec_id.clone(),
-            sandbox_pidns: req.sandbox_pidns,
-            storages: req.storages.clone(),
-        };
-        self.sandbox.create_container(create, spec).await.map_err(rpc_err)?;
-        Ok(Empty::new())
+                self.rpc.sandbox.create_container(create, spec).await?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn start_container(&self, _ctx: &TtrpcContext, req: StartContainerRequest) -> ttrpc::Result<Empty> {
-        self.sandbox.start_container(&req.container_id).await.map_err(rpc_err)?;
-        Ok(Empty::new())
+        self.rpc
+            .run(method!("StartContainer"), Ids::container(&req.container_id), async {
+                self.rpc.sandbox.start_container(&req.container_id).await?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn remove_container(&self, _ctx: &TtrpcContext, req: RemoveContainerRequest) -> ttrpc::Result<Empty> {
-        let timeout = Duration::from_secs(req.timeout as u64);
-        self.sandbox
-            .remove_container(&req.container_id, timeout)
+        self.rpc
+            .run(method!("RemoveContainer"), Ids::container(&req.container_id), async {
+                let timeout = Duration::from_secs(req.timeout as u64);
+                self.rpc.sandbox.remove_container(&req.container_id, timeout).await?;
+                Ok(Empty::new())
+            })
             .await
-            .map_err(rpc_err)?;
-        Ok(Empty::new())
     }
 
     async fn pause_container(&self, _ctx: &TtrpcContext, req: PauseContainerRequest) -> ttrpc::Result<Empty> {
-        self.sandbox.pause_container(&req.container_id).await.map_err(rpc_err)?;
-        Ok(Empty::new())
+        self.rpc
+            .run(method!("PauseContainer"), Ids::container(&req.container_id), async {
+                self.rpc.sandbox.pause_container(&req.container_id).await?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn resume_container(&self, _ctx: &TtrpcContext, req: ResumeContainerRequest) -> ttrpc::Result<Empty> {
-        self.sandbox
-            .resume_container(&req.container_id)
+        self.rpc
+            .run(method!("ResumeContainer"), Ids::container(&req.container_id), async {
+                self.rpc.sandbox.resume_container(&req.container_id).await?;
+                Ok(Empty::new())
+            })
             .await
-            .map_err(rpc_err)?;
-        Ok(Empty::new())
     }
 
     async fn update_container(&self, _ctx: &TtrpcContext, req: UpdateContainerRequest) -> ttrpc::Result<Empty> {
-        let r = req
-            .resources
-            .as_ref()
-            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "UpdateContainer without resources"))?;
-        let resources = oci_convert::resources_to_oci(r).map_err(convert_err)?;
-        self.sandbox
-            .update_container(&req.container_id, resources)
+        self.rpc
+            .run(method!("UpdateContainer"), Ids::container(&req.container_id), async {
+                let r = req
+                    .resources
+                    .as_ref()
+                    .ok_or_else(|| invalid("UpdateContainer without resources"))?;
+                let resources = oci_convert::resources_to_oci(r).map_err(convert_err)?;
+                self.rpc.sandbox.update_container(&req.container_id, resources).await?;
+                Ok(Empty::new())
+            })
             .await
-            .map_err(rpc_err)?;
-        Ok(Empty::new())
     }
 
     async fn stats_container(
@@ -144,11 +162,15 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         _ctx: &TtrpcContext,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
-        let s = self.sandbox.container_stats(&req.container_id).await.map_err(rpc_err)?;
-        let mut r = StatsContainerResponse::new();
-        r.cgroup_stats = protobuf::MessageField::some(stats::cgroup_stats(&s));
-        r.network_stats = stats::network_stats(&std::fs::read_to_string("/proc/net/dev").unwrap_or_default());
-        Ok(r)
+        self.rpc
+            .run(method!("StatsContainer"), Ids::container(&req.container_id), async {
+                let s = self.rpc.sandbox.stats(&req.container_id).await?;
+                let mut r = StatsContainerResponse::new();
+                r.cgroup_stats = protobuf::MessageField::some(stats::cgroup_stats(&s.cgroup));
+                r.network_stats = stats::network_stats(&s.interfaces);
+                Ok(r)
+            })
+            .await
     }
 
     async fn list_processes(
@@ -156,104 +178,172 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         _ctx: &TtrpcContext,
         req: ListProcessesRequest,
     ) -> ttrpc::Result<ListProcessesResponse> {
-        let pids = self.sandbox.container_pids(&req.container_id).await.map_err(rpc_err)?;
-        let mut r = ListProcessesResponse::new();
-        r.process_list = ps::render(&pids, &req.format).map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, e))?;
-        Ok(r)
+        self.rpc
+            .run(method!("ListProcesses"), Ids::container(&req.container_id), async {
+                let pids = self.rpc.sandbox.container_pids(&req.container_id).await?;
+                let mut r = ListProcessesResponse::new();
+                r.process_list = ps::render(&pids, &req.format).map_err(invalid)?;
+                Ok(r)
+            })
+            .await
     }
 
     async fn get_oom_event(&self, _ctx: &TtrpcContext, _req: GetOOMEventRequest) -> ttrpc::Result<OOMEvent> {
-        let id = self.sandbox.next_oom().await.map_err(rpc_err)?;
-        let mut r = OOMEvent::new();
-        r.container_id = id;
-        Ok(r)
+        self.rpc
+            .run(method!("GetOOMEvent"), Ids::NONE, async {
+                let id = self.rpc.sandbox.next_oom().await?;
+                let mut r = OOMEvent::new();
+                r.container_id = id;
+                Ok(r)
+            })
+            .await
     }
 
     async fn exec_process(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        let p = req
-            .process
-            .as_ref()
-            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "ExecProcess without process"))?;
-        let mut wrapper = protocols::oci::Spec::new();
-        wrapper.Process = protobuf::MessageField::some(p.clone());
-        let process = oci_convert::to_oci(&wrapper)
-            .map_err(convert_err)?
-            .process()
-            .clone()
-            .unwrap_or_default();
-        self.sandbox
-            .exec_process(&req.container_id, &req.exec_id, process)
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("ExecProcess"), ids, async {
+                let p = req
+                    .process
+                    .as_ref()
+                    .ok_or_else(|| invalid("ExecProcess without process"))?;
+                let mut wrapper = protocols::oci::Spec::new();
+                wrapper.Process = protobuf::MessageField::some(p.clone());
+                let process = oci_convert::to_oci(&wrapper)
+                    .map_err(convert_err)?
+                    .process()
+                    .clone()
+                    .unwrap_or_default();
+                self.rpc
+                    .sandbox
+                    .exec_process(&req.container_id, &req.exec_id, process)
+                    .await?;
+                Ok(Empty::new())
+            })
             .await
-            .map_err(rpc_err)?;
-        Ok(Empty::new())
     }
 
     async fn signal_process(&self, _ctx: &TtrpcContext, req: SignalProcessRequest) -> ttrpc::Result<Empty> {
-        self.sandbox
-            .signal(&req.container_id, &req.exec_id, req.signal)
-            .map_err(rpc_err)?;
-        Ok(Empty::new())
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("SignalProcess"), ids, async {
+                self.rpc.sandbox.signal(&req.container_id, &req.exec_id, req.signal)?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn wait_process(&self, _ctx: &TtrpcContext, req: WaitProcessRequest) -> ttrpc::Result<WaitProcessResponse> {
-        let exit = self
-            .sandbox
-            .wait(&req.container_id, &req.exec_id)
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("WaitProcess"), ids, async {
+                let exit = self.rpc.sandbox.wait(&req.container_id, &req.exec_id).await?;
+                let mut r = WaitProcessResponse::new();
+                r.status = exit.status();
+                Ok(r)
+            })
             .await
-            .map_err(rpc_err)?;
-        let mut r = WaitProcessResponse::new();
-        r.status = exit.status();
-        Ok(r)
     }
 
     async fn write_stdin(&self, _ctx: &TtrpcContext, req: WriteStreamRequest) -> ttrpc::Result<WriteStreamResponse> {
-        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
-        let n = p.write_stdin(&req.data).await.map_err(rpc_err)?;
-        let mut r = WriteStreamResponse::new();
-        r.len = n as u32;
-        Ok(r)
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("WriteStdin"), ids, async {
+                let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
+                let n = p.write_stdin(&req.data).await?;
+                let mut r = WriteStreamResponse::new();
+                r.len = n as u32;
+                Ok(r)
+            })
+            .await
     }
 
     async fn read_stdout(&self, _ctx: &TtrpcContext, req: ReadStreamRequest) -> ttrpc::Result<ReadStreamResponse> {
-        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
-        let mut r = ReadStreamResponse::new();
-        r.data = p.stdout.read(req.len as usize, "stdout").await.map_err(rpc_err)?;
-        Ok(r)
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("ReadStdout"), ids, async {
+                let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
+                let mut r = ReadStreamResponse::new();
+                r.data = p.stdout.read(req.len as usize, "stdout").await?;
+                Ok(r)
+            })
+            .await
     }
 
     async fn read_stderr(&self, _ctx: &TtrpcContext, req: ReadStreamRequest) -> ttrpc::Result<ReadStreamResponse> {
-        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
-        let mut r = ReadStreamResponse::new();
-        r.data = p.stderr.read(req.len as usize, "stderr").await.map_err(rpc_err)?;
-        Ok(r)
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("ReadStderr"), ids, async {
+                let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
+                let mut r = ReadStreamResponse::new();
+                r.data = p.stderr.read(req.len as usize, "stderr").await?;
+                Ok(r)
+            })
+            .await
     }
 
     async fn close_stdin(&self, _ctx: &TtrpcContext, req: CloseStdinRequest) -> ttrpc::Result<Empty> {
-        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
-        p.close_stdin().await;
-        Ok(Empty::new())
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("CloseStdin"), ids, async {
+                let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
+                p.close_stdin().await;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     async fn tty_win_resize(&self, _ctx: &TtrpcContext, req: TtyWinResizeRequest) -> ttrpc::Result<Empty> {
-        let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(rpc_err)?;
-        p.resize(req.row, req.column).map_err(rpc_err)?;
-        Ok(Empty::new())
+        let ids = Ids::process(&req.container_id, &req.exec_id);
+        self.rpc
+            .run(method!("TtyWinResize"), ids, async {
+                let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
+                p.resize(req.row, req.column)?;
+                Ok(Empty::new())
+            })
+            .await
     }
 
     // --- guest basics ---
     async fn get_guest_details(&self, _: &TtrpcContext, r: GuestDetailsRequest) -> ttrpc::Result<GuestDetailsResponse> {
-        super::guest::get_guest_details(r).await
+        self.rpc
+            .run(
+                method!("GetGuestDetails"),
+                Ids::NONE,
+                super::guest::get_guest_details(&self.rpc, r),
+            )
+            .await
     }
     async fn set_guest_date_time(&self, _: &TtrpcContext, r: SetGuestDateTimeRequest) -> ttrpc::Result<Empty> {
-        super::guest::set_guest_date_time(r).await
+        self.rpc
+            .run(
+                method!("SetGuestDateTime"),
+                Ids::NONE,
+                super::guest::set_guest_date_time(&self.rpc, r),
+            )
+            .await
     }
     async fn copy_file(&self, _: &TtrpcContext, r: CopyFileRequest) -> ttrpc::Result<Empty> {
-        super::guest::copy_file(r).await
+        self.rpc
+            .run(method!("CopyFile"), Ids::NONE, super::guest::copy_file(&self.rpc, r))
+            .await
     }
     async fn reseed_random_dev(&self, _: &TtrpcContext, r: ReseedRandomDevRequest) -> ttrpc::Result<Empty> {
-        super::guest::reseed_random_dev(r).await
+        self.rpc
+            .run(
+                method!("ReseedRandomDev"),
+                Ids::NONE,
+                super::guest::reseed_random_dev(&self.rpc, r),
+            )
+            .await
     }
     async fn online_cpu_mem(&self, _: &TtrpcContext, r: OnlineCPUMemRequest) -> ttrpc::Result<Empty> {
-        super::guest::online_cpu_mem(r).await
+        self.rpc
+            .run(
+                method!("OnlineCPUMem"),
+                Ids::NONE,
+                super::guest::online_cpu_mem(&self.rpc, r),
+            )
+            .await
     }
 }

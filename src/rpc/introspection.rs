@@ -3,40 +3,47 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use protocols::levels::{self, LEVEL_INTROSPECTION};
+use protocols::levels::LEVEL_INTROSPECTION;
 use protocols::pith::{StatusRequest, StatusResponse};
 use ttrpc::r#async::TtrpcContext;
 
-use super::status;
-use crate::session::AgentContext;
+use super::{Ids, Rpc};
 
 /// Serves `pith.Introspection`.
-pub struct IntrospectionService {
-    ctx: Arc<AgentContext>,
+pub(crate) struct IntrospectionService {
+    rpc: Arc<Rpc>,
 }
 
 impl IntrospectionService {
-    /// A service reporting on `ctx`.
-    pub fn new(ctx: Arc<AgentContext>) -> Self {
-        IntrospectionService { ctx }
+    /// A service reporting on the agent of `rpc`.
+    pub(crate) fn new(rpc: Arc<Rpc>) -> Self {
+        IntrospectionService { rpc }
     }
 }
 
 #[async_trait]
 impl protocols::pith_ttrpc::Introspection for IntrospectionService {
     async fn status(&self, _ctx: &TtrpcContext, _req: StatusRequest) -> ttrpc::Result<StatusResponse> {
-        let session = self.ctx.session();
-        levels::require(session.level, LEVEL_INTROSPECTION, "pith.Introspection/Status")
-            .map_err(|m| status(ttrpc::Code::FAILED_PRECONDITION, m))?;
-        let mut r = StatusResponse::new();
-        r.agent_version = crate::AGENT_VERSION.to_string();
-        r.uptime_ms = self.ctx.started.elapsed().as_millis() as u64;
-        r.listen_addresses = self.ctx.listen.clone();
-        r.level = session.level;
-        r.host_name = session.host_name;
-        r.host_version = session.host_version;
-        r.pid = std::process::id();
-        r.init_mode = self.ctx.init_mode;
-        Ok(r)
+        const METHOD: &str = "pith.Introspection/Status";
+        self.rpc
+            .run(METHOD, Ids::NONE, async {
+                self.rpc.sandbox.require_level(LEVEL_INTROSPECTION, METHOD)?;
+                let session = self.rpc.sandbox.session();
+                let ctx = &self.rpc.ctx;
+                let mut r = StatusResponse::new();
+                r.agent_version = crate::AGENT_VERSION.to_string();
+                r.uptime_ms = ctx.started.elapsed().as_millis() as u64;
+                r.listen_addresses = ctx.listen.clone();
+                r.level = session.level;
+                r.host_name = session.host_name;
+                r.host_version = session.host_version;
+                r.pid = std::process::id();
+                r.init_mode = ctx.init_mode;
+                let view = self.rpc.sandbox.view().await;
+                r.sandbox_json = serde_json::to_string(&view)
+                    .map_err(|e| crate::sandbox::Error::Internal(format!("encode the sandbox's state: {e}")))?;
+                Ok(r)
+            })
+            .await
     }
 }

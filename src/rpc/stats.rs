@@ -1,8 +1,10 @@
-//! `StatsContainer`: rustjail's cgroup statistics in Kata's message types, plus
-//! the sandbox's network interface counters from /proc/net/dev.
+//! `StatsContainer`: rustjail's cgroup statistics and the sandbox's network
+//! interface counters in Kata's message types.
 
 use protocols::agent as pb;
 use rustjail::cgroups as cg;
+
+use crate::sandbox::stats::InterfaceStats;
 
 fn memory_data(d: &cg::MemoryData) -> pb::MemoryData {
     pb::MemoryData {
@@ -28,7 +30,7 @@ fn blkio(entries: &[cg::BlkioEntry]) -> Vec<pb::BlkioStatsEntry> {
 }
 
 /// rustjail's statistics as Kata's `CgroupStats`.
-pub fn cgroup_stats(s: &cg::Stats) -> pb::CgroupStats {
+pub(crate) fn cgroup_stats(s: &cg::Stats) -> pb::CgroupStats {
     let mut out = pb::CgroupStats::new();
     out.cpu_stats = protobuf::MessageField::some(pb::CpuStats {
         cpu_usage: protobuf::MessageField::some(pb::CpuUsage {
@@ -83,54 +85,20 @@ pub fn cgroup_stats(s: &cg::Stats) -> pb::CgroupStats {
     out
 }
 
-/// Interface counters from the text of /proc/net/dev (the sandbox's network
-/// namespace is the agent's: the VM's).
-pub fn network_stats(proc_net_dev: &str) -> Vec<pb::NetworkStats> {
-    proc_net_dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let v: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            if v.len() < 12 {
-                return None;
-            }
-            Some(pb::NetworkStats {
-                name: name.trim().to_string(),
-                rx_bytes: v[0],
-                rx_packets: v[1],
-                rx_errors: v[2],
-                rx_dropped: v[3],
-                tx_bytes: v[8],
-                tx_packets: v[9],
-                tx_errors: v[10],
-                tx_dropped: v[11],
-                ..Default::default()
-            })
+/// The sandbox's interface counters as Kata's `NetworkStats`.
+pub(crate) fn network_stats(list: &[InterfaceStats]) -> Vec<pb::NetworkStats> {
+    list.iter()
+        .map(|i| pb::NetworkStats {
+            name: i.name.clone(),
+            rx_bytes: i.rx_bytes,
+            rx_packets: i.rx_packets,
+            rx_errors: i.rx_errors,
+            rx_dropped: i.rx_dropped,
+            tx_bytes: i.tx_bytes,
+            tx_packets: i.tx_packets,
+            tx_errors: i.tx_errors,
+            tx_dropped: i.tx_dropped,
+            ..Default::default()
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_net_dev_columns() {
-        let text = "Inter-|   Receive                                                |  Transmit\n \
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
- lo: 1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0\n  \
-eth0: 5000      50    1    2    0     0          0         0     7000      70    3    4    0     0       0          0\n";
-        let s = network_stats(text);
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[1].name, "eth0");
-        assert_eq!(
-            (s[1].rx_bytes, s[1].rx_packets, s[1].rx_errors, s[1].rx_dropped),
-            (5000, 50, 1, 2)
-        );
-        assert_eq!(
-            (s[1].tx_bytes, s[1].tx_packets, s[1].tx_errors, s[1].tx_dropped),
-            (7000, 70, 3, 4)
-        );
-    }
 }

@@ -12,12 +12,12 @@ use protobuf::Message;
 use protocols::agent::ReadStreamRequest;
 use ttrpc::proto::Status;
 
-use crate::sandbox::Sandbox;
+use super::{invalid, Ids, Rpc};
 use crate::server::stream_read::{StreamRead, StreamReads};
 
 /// Reads one output stream of a process.
 struct StdioRead {
-    sandbox: Arc<Sandbox>,
+    rpc: Arc<Rpc>,
     stderr: bool,
 }
 
@@ -28,29 +28,38 @@ impl StreamRead for StdioRead {
         out: &'a mut Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>> {
         Box::pin(async move {
-            let what = if self.stderr { "stderr" } else { "stdout" };
-            let req = ReadStreamRequest::parse_from_bytes(payload).map_err(|e| {
-                ttrpc::get_status(
-                    ttrpc::Code::INVALID_ARGUMENT,
-                    format!("Read{what}: cannot decode request: {e}"),
-                )
-            })?;
-            let fail = |e| ttrpc::get_status(super::agent::code_of(&e), e);
-            let p = self.sandbox.process(&req.container_id, &req.exec_id).map_err(fail)?;
-            let o = if self.stderr { &p.stderr } else { &p.stdout };
-            o.read_into(out, req.len as usize, what).await.map_err(fail)
+            let (what, method) = if self.stderr {
+                ("stderr", "grpc.AgentService/ReadStderr")
+            } else {
+                ("stdout", "grpc.AgentService/ReadStdout")
+            };
+            let req = ReadStreamRequest::parse_from_bytes(payload);
+            let ids = match &req {
+                Ok(r) => Ids::process(&r.container_id, &r.exec_id),
+                Err(_) => Ids::NONE,
+            };
+            self.rpc
+                .run_status(method, ids, async {
+                    let req = req
+                        .as_ref()
+                        .map_err(|e| invalid(format!("Read{what}: cannot decode request: {e}")))?;
+                    let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
+                    let o = if self.stderr { &p.stderr } else { &p.stdout };
+                    o.read_into(out, req.len as usize, what).await
+                })
+                .await
         })
     }
 }
 
 /// The fast-path table: `grpc.AgentService` ReadStdout and ReadStderr.
-pub fn stream_reads(sandbox: Arc<Sandbox>) -> StreamReads {
+pub(crate) fn stream_reads(rpc: Arc<Rpc>) -> StreamReads {
     let mut methods: HashMap<String, Arc<dyn StreamRead>> = HashMap::new();
     for (method, stderr) in [("ReadStdout", false), ("ReadStderr", true)] {
         methods.insert(
             method.to_string(),
             Arc::new(StdioRead {
-                sandbox: sandbox.clone(),
+                rpc: rpc.clone(),
                 stderr,
             }),
         );

@@ -7,16 +7,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxResources, Spec};
+use slog::{info, warn};
 
+use super::engine::CreateSpec;
+use super::hotplug::DeviceState;
 use super::new_stdio::NewStdio;
 use super::process::Process;
-use super::{blocking, lock, oom, shared_ns, Container, Reservation, Sandbox, SandboxError};
+use super::{blocking, lock, shared_ns, Container, Error, Reservation, Result, Sandbox};
+use crate::device::DeviceAddr;
+
+/// A device CreateContainer names: the host plugged it; the spec's
+/// `linux.devices` entry at `container_path` stands for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SpecDevice {
+    /// Path of the spec's entry.
+    pub container_path: String,
+    /// Where the host plugged it.
+    pub addr: DeviceAddr,
+}
 
 /// What CreateContainer asks for beyond the spec.
 #[derive(Debug, Default, Clone)]
-pub struct CreateRequest {
+pub(crate) struct CreateRequest {
     /// Container id.
     pub id: String,
     /// Exec id of its init (defaults to the container id).
@@ -25,36 +38,55 @@ pub struct CreateRequest {
     pub sandbox_pidns: bool,
     /// Storages to mount before the container is created (its rootfs may be one).
     pub storages: Vec<protocols::agent::Storage>,
+    /// Devices to wait for; the spec is rewritten to the guest's numbers.
+    pub devices: Vec<SpecDevice>,
 }
 
 impl Sandbox {
     /// Creates a container from an OCI spec whose `root.path` is its rootfs.
-    pub async fn create_container(&self, req: CreateRequest, spec: Spec) -> Result<(), SandboxError> {
+    /// The id is checked and held first; then the devices are waited for, the
+    /// storages mounted and the container made. Whatever fails undoes what
+    /// was done.
+    pub(crate) async fn create_container(self: &Arc<Self>, req: CreateRequest, spec: Spec) -> Result<()> {
+        self.detached(|sb| async move { sb.create_container_task(req, spec).await })
+            .await
+    }
+
+    async fn create_container_task(&self, req: CreateRequest, mut spec: Spec) -> Result<()> {
         let id = req.id.clone();
         rustjail::state::validate_id(&id)?;
         let reserved = (!lock(&self.containers).contains_key(&id))
             .then(|| Reservation::take(&self.creating, &id))
             .flatten();
         let Some(_reserved) = reserved else {
-            return Err(SandboxError::AlreadyExists(format!("container {id:?} already exists")));
+            return Err(Error::ContainerExists(id));
         };
+        for d in &req.devices {
+            let dev = self.devices.wait_block(&d.addr).await.map_err(|source| Error::Device {
+                context: format!("container {id:?}: device for {}", d.container_path),
+                source,
+            })?;
+            crate::device::spec::rewrite(&mut spec, &d.container_path, &dev)
+                .map_err(|e| Error::InvalidArgument(format!("container {id:?}: {e}")))?;
+        }
         let bundle = self.bundles.join(&id);
         let storages = self.storages.clone();
         let (owner, list) = (id.clone(), req.storages.clone());
-        let mut result = blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(SandboxError::from)).await;
+        let mut result = blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(Error::from)).await;
         if result.is_ok() {
             result = self.create_reserved(&req, spec, bundle.clone()).await;
         }
-        if result.is_err() {
+        if let Err(e) = &result {
             let _ = std::fs::remove_dir_all(&bundle);
             let _ = self.storages.release(&id);
+            warn!(self.log, "container not created"; "container" => &id, "error" => %e);
         }
         result
     }
 
     /// The spec as this sandbox runs it: shared namespaces joined, guest hooks added.
     /// Returns the spec and whether this container becomes the sandbox's PID namespace.
-    fn adapt_spec(&self, req: &CreateRequest, mut spec: Spec) -> Result<(Spec, bool), SandboxError> {
+    fn adapt_spec(&self, req: &CreateRequest, mut spec: Spec) -> Result<(Spec, bool)> {
         let pod = self.pod();
         let mut pidns_pid = None;
         let mut becomes_pidns = false;
@@ -62,12 +94,12 @@ impl Sandbox {
             match &pod.pidns_container {
                 Some(holder) => {
                     let c = self.container(holder).map_err(|_| {
-                        SandboxError::FailedPrecondition(format!(
+                        Error::FailedPrecondition(format!(
                             "the sandbox PID namespace belonged to container {holder:?}, which is gone"
                         ))
                     })?;
                     if c.init.exited().is_some() {
-                        return Err(SandboxError::FailedPrecondition(format!(
+                        return Err(Error::FailedPrecondition(format!(
                             "the sandbox PID namespace belonged to container {holder:?}, whose init has exited"
                         )));
                     }
@@ -76,20 +108,20 @@ impl Sandbox {
                 None => becomes_pidns = shared_ns::creates_pidns(&spec),
             }
         }
-        shared_ns::join(&mut spec, pod.ns_holder, pidns_pid);
+        shared_ns::join(&mut spec, pod.ns_holder.as_ref().map(|h| h.pid()), pidns_pid);
         pod.guest_hooks.apply(&mut spec);
         Ok((spec, becomes_pidns))
     }
 
-    async fn create_reserved(&self, req: &CreateRequest, spec: Spec, bundle: PathBuf) -> Result<(), SandboxError> {
+    async fn create_reserved(&self, req: &CreateRequest, spec: Spec, bundle: PathBuf) -> Result<()> {
         let id = &req.id;
         let root = spec
             .root()
             .as_ref()
             .map(|r| r.path().clone())
-            .ok_or_else(|| SandboxError::InvalidArgument(format!("container {id}: the spec has no root.path")))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("container {id}: the spec has no root.path")))?;
         if !root.is_dir() {
-            return Err(SandboxError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "container {id}: rootfs {} does not exist or is not a directory",
                 root.display()
             )));
@@ -98,128 +130,168 @@ impl Sandbox {
         let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
         // The OCI bundle, as Kata writes it: the directory hooks are told about,
         // with the spec as the container runs it. Written for them and for
-        // people debugging; rustjail takes the spec in memory and nothing here
+        // people debugging; the engine takes the spec in memory and nothing
         // reads the file back.
-        std::fs::create_dir_all(&bundle)
-            .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundle.display())))?;
+        std::fs::create_dir_all(&bundle).map_err(|e| Error::sys(format!("mkdir {}", bundle.display()), e))?;
         spec.save(bundle.join("config.json"))
-            .map_err(|e| SandboxError::Internal(format!("write {}/config.json: {e}", bundle.display())))?;
+            .map_err(|e| Error::sys(format!("write {}/config.json", bundle.display()), e))?;
         let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
-        let rt = self.runtime.clone();
-        let opts = rustjail::CreateOptions {
+        let engine = self.engine.clone();
+        let create = CreateSpec {
             id: id.clone(),
             spec,
             bundle: bundle.clone(),
-            no_pivot: self.no_pivot,
             stdio: stdio.take_theirs(),
         };
-        let created = blocking(move || rt.create(opts).map_err(SandboxError::from)).await?;
-        let rj = created.container;
-        let stdio = match stdio.finish(created.terminal) {
-            Ok(s) => s,
+        let created = blocking(move || engine.create(create)).await?;
+        let handle = created.container;
+        let pid = handle.pid();
+        // Registered before anything can fail, so the exit status is collected.
+        let exit = self.engine.watch_exit(pid);
+        let init = match stdio.finish(created.terminal).and_then(|s| {
+            let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
+            Process::new(exec_id.clone(), pid, exit, s)
+        }) {
+            Ok(p) => Arc::new(p),
             Err(e) => {
-                self.destroy_created(rj).await;
+                // The engine made it, the sandbox cannot hold it: undo.
+                let _ = blocking(move || handle.delete()).await;
                 return Err(e);
             }
         };
-        let exit = self.reaper.watch(rj.pid);
-        let exec_id = if req.exec_id.is_empty() {
-            id.clone()
-        } else {
-            req.exec_id.clone()
-        };
-        let init = Arc::new(Process::new(exec_id, rj.pid, exit, stdio)?);
-        let oom_watch = oom::watch(id.clone(), rj.cgroup.clone(), self.oom_tx.clone()).ok();
+        let oom_watch = handle.watch_oom(id, self.oom_tx.clone());
         let c = Arc::new(Container {
             id: id.clone(),
-            rj,
+            engine: handle,
+            bundle,
             init,
             execs: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
+            devices: tokio::sync::Mutex::new(DeviceState::default()),
             oom_watch,
         });
         lock(&self.containers).insert(id.clone(), c);
         if becomes_pidns {
             lock(&self.pod).pidns_container = Some(id.clone());
         }
+        info!(self.log, "container created";
+              "container" => id, "pid" => pid, "terminal" => terminal, "sandbox_pidns" => becomes_pidns);
         Ok(())
     }
 
-    /// Kills and deletes a container rustjail created but the sandbox does not hold.
-    async fn destroy_created(&self, c: rustjail::Container) {
-        let rt = self.runtime.clone();
-        let _ = blocking(move || rt.delete(&c, true).map(|_| ()).map_err(SandboxError::from)).await;
-    }
-
     /// Lets the container's process run.
-    pub async fn start_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.on_runtime(id, |rt, c| rt.start(c).map(|_| ())).await
+    pub(crate) async fn start_container(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        let held = c.clone();
+        let warnings = blocking(move || held.engine.start()).await?;
+        for w in &warnings {
+            warn!(self.log, "poststart hook failed"; "container" => id, "error" => w);
+        }
+        info!(self.log, "container started"; "container" => id, "pid" => c.init.pid);
+        Ok(())
     }
 
     /// Removes a container; one still running gets `timeout` to end by itself,
-    /// then SIGKILL (with every other process in it).
-    pub async fn remove_container(&self, id: &str, timeout: Duration) -> Result<(), SandboxError> {
+    /// then SIGKILL (with every other process in it). Its hot-plugged devices,
+    /// storages and bundle go with it.
+    pub(crate) async fn remove_container(self: &Arc<Self>, id: &str, timeout: Duration) -> Result<()> {
+        let id = id.to_string();
+        self.detached(move |sb| async move { sb.remove_container_task(&id, timeout).await })
+            .await
+    }
+
+    pub(super) async fn remove_container_task(&self, id: &str, timeout: Duration) -> Result<()> {
         let c = self.container(id)?;
+        // No hot-plug or update of this container runs meanwhile.
+        let mut devices = c.devices.lock().await;
         if c.init.exit_within(timeout).await.is_none() {
-            let _ = nix::sys::signal::kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
+            let _ = self.engine.signal(c.init.pid, Some(Signal::SIGKILL));
             if c.init.exit_within(Duration::from_secs(10)).await.is_none() {
-                return Err(SandboxError::Internal(format!(
+                return Err(Error::Internal(format!(
                     "container {id} (pid {}) survived SIGKILL",
                     c.init.pid
                 )));
             }
         }
-        let rt = self.runtime.clone();
         let held = c.clone();
-        blocking(move || rt.delete(&held.rj, true).map(|_| ()).map_err(SandboxError::from)).await?;
+        let warnings = blocking(move || held.engine.delete()).await?;
+        for w in &warnings {
+            warn!(self.log, "poststop hook failed"; "container" => id, "error" => w);
+        }
+        let plugged = std::mem::take(&mut devices.plugged).len();
+        drop(devices);
         lock(&self.containers).remove(id);
-        let _ = std::fs::remove_dir_all(&c.rj.bundle);
+        let _ = std::fs::remove_dir_all(&c.bundle);
         let storages = self.storages.clone();
         let owner = id.to_string();
-        blocking(move || storages.release(&owner).map_err(SandboxError::from)).await?;
-        let mut pod = lock(&self.pod);
-        if pod.pidns_container.as_deref() == Some(id) {
-            pod.pidns_container = None;
+        let released = blocking(move || storages.release(&owner).map_err(Error::from)).await;
+        {
+            let mut pod = lock(&self.pod);
+            if pod.pidns_container.as_deref() == Some(id) {
+                pod.pidns_container = None;
+            }
         }
-        Ok(())
+        info!(self.log, "container removed";
+              "container" => id, "exit" => c.init.exited().map(|e| e.status()), "hotplugged_devices" => plugged);
+        released
     }
 
-    async fn on_runtime<T: Send + 'static>(
+    /// Runs `f` with the container's engine handle on a blocking thread.
+    async fn on_engine<T: Send + 'static>(
         &self,
         id: &str,
-        f: impl FnOnce(&rustjail::Runtime, &rustjail::Container) -> rustjail::Result<T> + Send + 'static,
-    ) -> Result<T, SandboxError> {
+        f: impl FnOnce(&dyn super::engine::EngineContainer) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let c = self.container(id)?;
-        let rt = self.runtime.clone();
-        blocking(move || f(&rt, &c.rj).map_err(SandboxError::from)).await
+        blocking(move || f(c.engine.as_ref())).await
     }
 
     /// Freezes every process of the container.
-    pub async fn pause_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.on_runtime(id, |rt, c| rt.pause(c)).await
+    pub(crate) async fn pause_container(&self, id: &str) -> Result<()> {
+        self.on_engine(id, |e| e.pause()).await?;
+        info!(self.log, "container paused"; "container" => id);
+        Ok(())
     }
 
     /// Thaws a paused container.
-    pub async fn resume_container(&self, id: &str) -> Result<(), SandboxError> {
-        self.on_runtime(id, |rt, c| rt.resume(c)).await
+    pub(crate) async fn resume_container(&self, id: &str) -> Result<()> {
+        self.on_engine(id, |e| e.resume()).await?;
+        info!(self.log, "container resumed"; "container" => id);
+        Ok(())
     }
 
-    /// Changes the container's resource limits; returns notes on what the host could not apply.
-    pub async fn update_container(
-        &self,
-        id: &str,
-        resources: oci_spec::runtime::LinuxResources,
-    ) -> Result<Vec<String>, SandboxError> {
-        self.on_runtime(id, move |rt, c| rt.update(c, &resources)).await
+    /// Changes the container's resource limits; returns notes on what the host
+    /// could not apply. Device rules, when given, replace the container's own
+    /// (those of its spec); the devices every container may use, its spec's
+    /// device nodes and its hot-plugged devices stay allowed.
+    pub(crate) async fn update_container(self: &Arc<Self>, id: &str, resources: LinuxResources) -> Result<Vec<String>> {
+        let id = id.to_string();
+        self.detached(move |sb| async move { sb.update_container_task(&id, resources).await })
+            .await
+    }
+
+    async fn update_container_task(&self, id: &str, mut resources: LinuxResources) -> Result<Vec<String>> {
+        let c = self.container(id)?;
+        let mut devices = c.devices.lock().await;
+        let new_rules = resources.devices().clone();
+        if let Some(rules) = &new_rules {
+            resources.set_devices(Some(devices.effective_rules(c.engine.spec(), Some(rules))));
+        }
+        let held = c.clone();
+        let notes = blocking(move || held.engine.update(&resources)).await?;
+        if new_rules.is_some() {
+            devices.own_rules = new_rules;
+        }
+        Ok(notes)
     }
 
     /// The container's cgroup statistics.
-    pub async fn container_stats(&self, id: &str) -> Result<rustjail::cgroups::Stats, SandboxError> {
-        self.on_runtime(id, |rt, c| rt.stats(c)).await
+    pub(crate) async fn container_stats(&self, id: &str) -> Result<rustjail::cgroups::Stats> {
+        self.on_engine(id, |e| e.stats()).await
     }
 
     /// Pids of every process in the container.
-    pub async fn container_pids(&self, id: &str) -> Result<Vec<i32>, SandboxError> {
-        self.on_runtime(id, |rt, c| rt.pids(c)).await
+    pub(crate) async fn container_pids(&self, id: &str) -> Result<Vec<i32>> {
+        self.on_engine(id, |e| e.pids()).await
     }
 }

@@ -3,24 +3,30 @@
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use slog::info;
 
 use super::new_stdio::NewStdio;
 use super::process::Process;
-use super::{blocking, lock, Reservation, Sandbox, SandboxError};
+use super::{blocking, lock, Error, Reservation, Result, Sandbox};
 use crate::reaper::Exit;
 
 impl Sandbox {
     /// Starts another process in a running container.
-    pub async fn exec_process(
-        &self,
+    pub(crate) async fn exec_process(
+        self: &Arc<Self>,
         id: &str,
         exec_id: &str,
         process: oci_spec::runtime::Process,
-    ) -> Result<(), SandboxError> {
+    ) -> Result<()> {
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
+        self.detached(move |sb| async move { sb.exec_process_task(&id, &exec_id, process).await })
+            .await
+    }
+
+    async fn exec_process_task(&self, id: &str, exec_id: &str, process: oci_spec::runtime::Process) -> Result<()> {
         let c = self.container(id)?;
         if exec_id.is_empty() {
-            return Err(SandboxError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "ExecProcess into {id:?} without an exec_id"
             )));
         }
@@ -28,55 +34,51 @@ impl Sandbox {
             .then(|| Reservation::take(&c.starting, exec_id))
             .flatten();
         let Some(_reserved) = reserved else {
-            return Err(SandboxError::AlreadyExists(format!(
-                "process {exec_id:?} of container {id:?} already exists"
-            )));
+            return Err(Error::ProcessExists {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            });
         };
         let terminal = process.terminal().unwrap_or(false);
         let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
-        let rt = self.runtime.clone();
-        let opts = rustjail::ExecOptions {
-            process,
-            stdio: stdio.take_theirs(),
-        };
+        let theirs = stdio.take_theirs();
         let held = c.clone();
-        let spawned = blocking(move || rt.exec(&held.rj, opts).map_err(SandboxError::from)).await?;
-        let pid = spawned.pid.as_raw();
-        // Register before anything can fail, so the exit status is collected.
-        let exit = self.reaper.watch(pid);
-        let stdio = match stdio.finish(spawned.terminal) {
-            Ok(s) => s,
+        let spawned = blocking(move || held.engine.exec(process, theirs)).await?;
+        let pid = spawned.pid;
+        // Registered before anything can fail, so the exit status is collected.
+        let exit = self.engine.watch_exit(pid);
+        let p = match stdio
+            .finish(spawned.terminal)
+            .and_then(|s| Process::new(exec_id.to_string(), pid, exit, s))
+        {
+            Ok(p) => Arc::new(p),
             Err(e) => {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = self.engine.signal(pid, Some(Signal::SIGKILL));
                 return Err(e);
             }
         };
-        let p = Arc::new(Process::new(exec_id.to_string(), pid, exit, stdio)?);
         lock(&c.execs).insert(exec_id.to_string(), p);
+        info!(self.log, "process started"; "container" => id, "exec_id" => exec_id, "pid" => pid, "terminal" => terminal);
         Ok(())
     }
 
     /// Sends `signal` (0 probes) to a process.
-    pub fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), SandboxError> {
+    pub(crate) fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
         let p = self.process(id, exec_id)?;
         let sig = match signal {
             0 => None,
-            n => Some(
-                Signal::try_from(n as i32).map_err(|_| SandboxError::InvalidArgument(format!("unknown signal {n}")))?,
-            ),
+            n => Some(Signal::try_from(n as i32).map_err(|_| Error::InvalidArgument(format!("unknown signal {n}")))?),
         };
         if p.exited().is_some() {
-            return Err(SandboxError::FailedPrecondition(format!(
-                "process {:?} has exited",
-                p.exec_id
-            )));
+            return Err(Error::FailedPrecondition(format!("process {:?} has exited", p.exec_id)));
         }
-        nix::sys::signal::kill(Pid::from_raw(p.pid), sig)
-            .map_err(|e| SandboxError::Internal(format!("kill pid {} ({}): {e}", p.pid, p.exec_id)))
+        self.engine
+            .signal(p.pid, sig)
+            .map_err(|e| Error::Internal(format!("{e} ({})", p.exec_id)))
     }
 
     /// Waits for a process; an exec'd process is forgotten once waited for.
-    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, SandboxError> {
+    pub(crate) async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let p: Arc<Process> = self.process(id, exec_id)?;
         let exit = p.wait().await?;
         if let Ok(c) = self.container(id) {
@@ -84,6 +86,7 @@ impl Sandbox {
                 lock(&c.execs).remove(&p.exec_id);
             }
         }
+        info!(self.log, "process exited"; "container" => id, "exec_id" => &p.exec_id, "pid" => p.pid, "status" => exit.status());
         Ok(exit)
     }
 }

@@ -10,7 +10,7 @@ use oci_spec::runtime::{Hook, Spec};
 
 /// The hooks found under `dir`, by kind; an absent directory means none.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GuestHooks {
+pub(crate) struct GuestHooks {
     prestart: Vec<Hook>,
     poststart: Vec<Hook>,
     poststop: Vec<Hook>,
@@ -47,7 +47,7 @@ fn scan(dir: &Path, kind: &str) -> Result<Vec<Hook>, String> {
 
 impl GuestHooks {
     /// Reads the hook directories under `dir`.
-    pub fn load(dir: &Path) -> Result<GuestHooks, String> {
+    pub(crate) fn load(dir: &Path) -> Result<GuestHooks, String> {
         Ok(GuestHooks {
             prestart: scan(dir, "prestart")?,
             poststart: scan(dir, "poststart")?,
@@ -56,7 +56,7 @@ impl GuestHooks {
     }
 
     /// Appends these hooks to the spec's own.
-    pub fn apply(&self, spec: &mut Spec) {
+    pub(crate) fn apply(&self, spec: &mut Spec) {
         if self.prestart.is_empty() && self.poststart.is_empty() && self.poststop.is_empty() {
             return;
         }

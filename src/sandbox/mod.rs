@@ -1,89 +1,78 @@
-//! The sandbox: every container and process the agent runs, in one model.
-//! RPC handlers call into it; it calls rustjail (on blocking threads) and
-//! takes exit statuses from the reaper.
+//! The sandbox: the one owner of everything the agent knows about the pod it
+//! runs. RPC handlers turn requests into calls here and results back into
+//! messages; nothing else keeps state about containers.
+//!
+//! It owns: the pod (CreateSandbox's hostname, DNS, shared namespaces and
+//! their holder, guest hooks), the containers (the engine's handle with the
+//! spec in memory, bundle, OOM watch, device cgroup rules and hot-plugged
+//! devices), their processes (pid, exit, stdio descriptors), the storages, the
+//! API level and features agreed with the host, and the guest RPC settings.
+//! [`Sandbox::view`] is all of it as plain data.
+//!
+//! Containers and processes are made by a [`engine::ContainerEngine`]
+//! (rustjail in the agent, a fake in the unit tests), on blocking threads.
+//! Operations on one container that change its device cgroup (hot-plug,
+//! UpdateContainer, removal) are serialised per container; nothing holds a
+//! sandbox-wide lock across a process spawn.
 //!
 //! Files: `pod.rs` (CreateSandbox/DestroySandbox), `container.rs` (one
-//! container's lifecycle and cgroup operations), `exec.rs` (processes),
-//! `process.rs`/`stream.rs`/`tty.rs` (stdio), `shared_ns.rs`, `guest_hooks.rs`,
-//! `oom.rs`, `snapshot.rs` (the model as plain data).
+//! container's lifecycle), `exec.rs` (processes), `hotplug.rs` (block devices
+//! into running containers), `session.rs` (API level), `stats.rs`,
+//! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
+//! `guest_hooks.rs`, `oom.rs`, `view.rs`, `error.rs`, `engine.rs` and
+//! `rustjail_engine.rs` (the seam and the real engine).
 
-pub mod container;
-pub mod exec;
-pub mod guest_hooks;
-pub mod hotplug;
-pub mod new_stdio;
-pub mod oom;
-pub mod pod;
-pub mod process;
-pub mod shared_ns;
-pub mod snapshot;
-pub mod stream;
+pub(crate) mod container;
+pub(crate) mod engine;
+pub(crate) mod error;
+pub(crate) mod exec;
+#[cfg(test)]
+mod fake_engine;
+pub(crate) mod guest_hooks;
+pub(crate) mod hotplug;
+pub(crate) mod new_stdio;
+pub(crate) mod oom;
+pub(crate) mod pod;
+pub(crate) mod process;
+pub(crate) mod rustjail_engine;
+pub(crate) mod session;
+pub(crate) mod shared_ns;
+pub(crate) mod stats;
+pub(crate) mod stream;
+#[cfg(test)]
+mod tests;
+pub(crate) mod view;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use slog::Logger;
 use tokio::sync::mpsc;
 
-use crate::reaper::{Exit, Reaper};
-pub use process::{Process, Stdio};
-
-/// A failed sandbox operation, by the ttrpc status it maps to.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    /// INVALID_ARGUMENT.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// NOT_FOUND.
-    #[error("{0}")]
-    NotFound(String),
-    /// ALREADY_EXISTS.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// FAILED_PRECONDITION.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// INTERNAL.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<crate::storage::StorageError> for SandboxError {
-    fn from(e: crate::storage::StorageError) -> Self {
-        let msg = e.to_string();
-        match e.code() {
-            ttrpc::Code::INVALID_ARGUMENT => SandboxError::InvalidArgument(msg),
-            ttrpc::Code::ALREADY_EXISTS => SandboxError::AlreadyExists(msg),
-            _ => SandboxError::Internal(msg),
-        }
-    }
-}
-
-impl From<rustjail::Error> for SandboxError {
-    fn from(e: rustjail::Error) -> Self {
-        let msg = e.to_string();
-        match e {
-            rustjail::Error::BadId(_) | rustjail::Error::Spec(_) => SandboxError::InvalidArgument(msg),
-            rustjail::Error::NotFound(_) => SandboxError::NotFound(msg),
-            rustjail::Error::Exists(_) => SandboxError::AlreadyExists(msg),
-            rustjail::Error::WrongState { .. } => SandboxError::FailedPrecondition(msg),
-            _ => SandboxError::Internal(msg),
-        }
-    }
-}
+use crate::device::Devices;
+use crate::guest::Guest;
+use crate::storage::StorageManager;
+pub(crate) use error::{Error, Result};
+pub(crate) use process::Process;
 
 /// A container and its processes.
-pub struct Container {
+pub(crate) struct Container {
     /// Container id.
     pub id: String,
-    /// rustjail's handle: pid, cgroup, the spec as created.
-    pub rj: rustjail::Container,
+    /// The engine's handle (pid, cgroup, the spec as created).
+    pub engine: Box<dyn engine::EngineContainer>,
+    /// Its OCI bundle directory.
+    pub bundle: PathBuf,
     /// Its init.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// Exec ids being started, so that two requests for one id cannot both proceed.
     starting: Mutex<HashSet<String>>,
+    /// Its device cgroup rules and hot-plugged devices. Held across a whole
+    /// hot-plug, UpdateContainer or removal: they never interleave.
+    devices: tokio::sync::Mutex<hotplug::DeviceState>,
     oom_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -95,11 +84,24 @@ impl Drop for Container {
     }
 }
 
+/// Where CreateSandbox is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PodState {
+    /// Not called (or DestroySandbox ran).
+    #[default]
+    Absent,
+    /// Running now: a second call is refused.
+    Creating,
+    /// Done.
+    Created,
+}
+
 /// What CreateSandbox set up.
-#[derive(Debug, Default, Clone)]
-pub struct PodInfo {
-    /// Whether CreateSandbox was called (and DestroySandbox not yet).
-    pub created: bool,
+#[derive(Default, Clone)]
+pub(crate) struct Pod {
+    /// Where CreateSandbox is.
+    pub state: PodState,
     /// The host's id for the sandbox.
     pub id: String,
     /// Hostname of the shared UTS namespace.
@@ -110,12 +112,11 @@ pub struct PodInfo {
     pub sandbox_pidns: bool,
     /// The container whose PID namespace is shared.
     pub pidns_container: Option<String>,
-    /// The process holding the shared UTS and IPC namespaces.
-    pub ns_holder: Option<i32>,
-    /// Its socket: closing it ends the holder.
-    pub ns_holder_channel: Option<Arc<rustjail::helper::Resident>>,
+    /// The process holding the shared UTS and IPC namespaces; dropping the
+    /// last reference ends it.
+    pub ns_holder: Option<Arc<dyn engine::NsHolder>>,
     /// Its exit, from the reaper.
-    pub ns_holder_exit: Option<tokio::sync::watch::Receiver<Option<Exit>>>,
+    pub ns_holder_exit: Option<tokio::sync::watch::Receiver<Option<crate::reaper::Exit>>>,
     /// Directory of guest hooks.
     pub guest_hook_path: Option<PathBuf>,
     /// The hooks found there.
@@ -124,8 +125,8 @@ pub struct PodInfo {
 
 /// Where the sandbox keeps files and how it starts processes.
 #[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// Container runtime files and bundles go here.
+pub(crate) struct SandboxConfig {
+    /// Bundles (and the engine's runtime files) go here.
     pub state_dir: PathBuf,
     /// `agent.container_pipe_size` (0: the kernel's default).
     pub pipe_size: u32,
@@ -134,26 +135,29 @@ pub struct SandboxConfig {
 }
 
 /// Everything the agent runs.
-pub struct Sandbox {
-    runtime: Arc<rustjail::Runtime>,
+pub(crate) struct Sandbox {
+    engine: Arc<dyn engine::ContainerEngine>,
     cfg: SandboxConfig,
     bundles: PathBuf,
-    reaper: Reaper,
-    /// `pivot_root` cannot leave an initramfs: use MS_MOVE + chroot there.
-    no_pivot: bool,
+    /// Hot-plugged devices are waited for here.
+    devices: Arc<Devices>,
+    /// Settings of the guest basics RPCs.
+    guest: Arc<Guest>,
+    log: Logger,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Ids being created, so that two requests for one id cannot both proceed.
     creating: Mutex<HashSet<String>>,
-    pod: Mutex<PodInfo>,
+    pod: Mutex<Pod>,
+    session: Mutex<session::Session>,
     /// Storages of the sandbox (owner [`SANDBOX_OWNER`]) and of each container (owner: its id).
-    storages: Arc<crate::storage::StorageManager>,
+    storages: Arc<StorageManager>,
     oom_tx: mpsc::UnboundedSender<String>,
     oom_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
-pub const SANDBOX_OWNER: &str = "/sandbox";
+pub(crate) const SANDBOX_OWNER: &str = "/sandbox";
 
 /// An id held in a set of ids being created or started, so two requests for
 /// one id cannot both proceed; released on drop, also when the request's
@@ -183,18 +187,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
-) -> Result<T, SandboxError> {
+/// Runs blocking work (the engine, mounts, files) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| SandboxError::Internal(format!("worker thread: {e}")))?
+        .map_err(|e| Error::Internal(format!("worker thread: {e}")))?
 }
 
 /// Output pipe size when `agent.container_pipe_size` is 0: one ReadStdout can
 /// then carry a whole 1 MiB chunk (the kernel's default pipe holds 64 KiB).
 /// Pages are allocated only as output waits, so an idle pipe costs nothing.
-pub const DEFAULT_OUTPUT_PIPE_SIZE: u32 = 1 << 20;
+pub(crate) const DEFAULT_OUTPUT_PIPE_SIZE: u32 = 1 << 20;
 
 fn set_pipe_size(w: &OwnedFd, size: u32) -> std::io::Result<()> {
     // SAFETY: fcntl on a pipe we own.
@@ -207,13 +210,12 @@ fn set_pipe_size(w: &OwnedFd, size: u32) -> std::io::Result<()> {
 /// Three pipes: (our ends [stdin writer, stdout reader, stderr reader], the
 /// process's ends). `pipe_size` 0: kernel default for stdin, and
 /// [`DEFAULT_OUTPUT_PIPE_SIZE`] for output where the system allows it.
-fn stdio_pipes(pipe_size: u32) -> Result<([OwnedFd; 3], [OwnedFd; 3]), SandboxError> {
-    let p = |output: bool| -> Result<(OwnedFd, OwnedFd), SandboxError> {
-        let (r, w) = std::io::pipe().map_err(|e| SandboxError::Internal(format!("pipe2: {e}")))?;
+fn stdio_pipes(pipe_size: u32) -> Result<([OwnedFd; 3], [OwnedFd; 3])> {
+    let p = |output: bool| -> Result<(OwnedFd, OwnedFd)> {
+        let (r, w) = std::io::pipe().map_err(|e| Error::sys("pipe2", e))?;
         let (r, w): (OwnedFd, OwnedFd) = (r.into(), w.into());
         if pipe_size > 0 {
-            set_pipe_size(&w, pipe_size)
-                .map_err(|e| SandboxError::Internal(format!("fcntl(F_SETPIPE_SZ, {pipe_size}): {e}")))?;
+            set_pipe_size(&w, pipe_size).map_err(|e| Error::sys(format!("fcntl(F_SETPIPE_SZ, {pipe_size})"), e))?;
         } else if output {
             // Best effort: a lower fs.pipe-max-size or the per-user limit keeps the default.
             let _ = set_pipe_size(&w, DEFAULT_OUTPUT_PIPE_SIZE);
@@ -226,109 +228,99 @@ fn stdio_pipes(pipe_size: u32) -> Result<([OwnedFd; 3], [OwnedFd; 3]), SandboxEr
     Ok(([in_w, out_r, err_r], [in_r, out_w, err_w]))
 }
 
-/// Hooks run by rustjail in the agent's process are reaped by the reaper like
-/// every child: their statuses come from it. Called on blocking threads only.
-fn hook_waiter(reaper: Reaper) -> rustjail::hooks::ChildWaiter {
-    let handle = tokio::runtime::Handle::current();
-    Arc::new(move |pid, timeout| {
-        let mut rx = reaper.watch(pid);
-        handle.block_on(async move {
-            let done = async { rx.wait_for(|e| e.is_some()).await.ok().and_then(|e| *e) };
-            let exit = match timeout {
-                Some(t) => tokio::time::timeout(t, done).await.ok().flatten(),
-                None => done.await,
-            };
-            exit.map(|e| match e {
-                Exit::Code(c) => rustjail::hooks::HookExit::Code(c),
-                Exit::Signal(s) => rustjail::hooks::HookExit::Signal(s),
-            })
-        })
-    })
-}
-
-/// Whether `/` is an initramfs (ramfs or tmpfs), which `pivot_root` cannot leave.
-fn root_is_initramfs() -> bool {
-    match nix::sys::statfs::statfs("/") {
-        // The type is `long` on glibc and `unsigned long` on musl.
-        #[allow(clippy::unnecessary_cast)]
-        Ok(s) => {
-            let t = s.filesystem_type().0 as i64;
-            // RAMFS_MAGIC (linux/magic.h; libc does not export it) or TMPFS_MAGIC.
-            t == 0x8584_58f6 || t == libc::TMPFS_MAGIC as i64
-        }
-        Err(_) => false,
-    }
-}
-
 impl Sandbox {
-    /// A sandbox keeping container state under `cfg.state_dir`. Must be called
-    /// inside the tokio runtime.
-    pub fn new(cfg: SandboxConfig, reaper: Reaper) -> Result<Sandbox, SandboxError> {
-        let mut runtime = rustjail::Runtime::new(&cfg.state_dir.join("containers"))?;
-        runtime.set_child_waiter(hook_waiter(reaper.clone()));
+    /// A sandbox running containers with `engine`, keeping bundles under
+    /// `cfg.state_dir`.
+    pub(crate) fn new(
+        cfg: SandboxConfig,
+        engine: Arc<dyn engine::ContainerEngine>,
+        devices: Arc<Devices>,
+        guest: Guest,
+        log: &Logger,
+    ) -> Result<Sandbox> {
         let bundles = cfg.state_dir.join("bundles");
-        std::fs::create_dir_all(&bundles)
-            .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundles.display())))?;
+        std::fs::create_dir_all(&bundles).map_err(|e| Error::sys(format!("mkdir {}", bundles.display()), e))?;
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
         Ok(Sandbox {
-            runtime: Arc::new(runtime),
+            engine,
             cfg,
             bundles,
-            reaper,
-            no_pivot: root_is_initramfs(),
+            devices,
+            guest: Arc::new(guest),
+            log: log.new(slog::o!("subsystem" => "sandbox")),
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
-            pod: Mutex::new(PodInfo::default()),
-            storages: Arc::new(crate::storage::StorageManager::new()),
+            pod: Mutex::new(Pod::default()),
+            session: Mutex::new(session::Session::default()),
+            storages: Arc::new(StorageManager::new()),
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,
         })
     }
 
+    /// Runs an operation on a task of its own: a request dropped at the
+    /// client's deadline does not stop it half-way (a container made by the
+    /// engine but not recorded, a device node without its cgroup rule). It
+    /// finishes, or fails and undoes its work, as if the client had waited.
+    async fn detached<T, F>(self: &Arc<Self>, op: impl FnOnce(Arc<Sandbox>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        tokio::spawn(op(self.clone()))
+            .await
+            .map_err(|e| Error::Internal(format!("sandbox task: {e}")))?
+    }
+
     /// A container by id.
-    pub fn container(&self, id: &str) -> Result<Arc<Container>, SandboxError> {
+    pub(crate) fn container(&self, id: &str) -> Result<Arc<Container>> {
         lock(&self.containers)
             .get(id)
             .cloned()
-            .ok_or_else(|| SandboxError::NotFound(format!("container {id:?} does not exist")))
+            .ok_or_else(|| Error::ContainerNotFound(id.to_string()))
     }
 
     /// Every container id, sorted.
-    pub fn container_ids(&self) -> Vec<String> {
+    pub(crate) fn container_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = lock(&self.containers).keys().cloned().collect();
         ids.sort();
         ids
     }
 
     /// A process by container and exec id (empty or the container's own id: the init).
-    pub fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Process>, SandboxError> {
+    pub(crate) fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Process>> {
         let c = self.container(id)?;
         if exec_id.is_empty() || exec_id == c.init.exec_id {
             return Ok(c.init.clone());
         }
         let execs = lock(&c.execs);
-        execs
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(|| SandboxError::NotFound(format!("process {exec_id:?} of container {id:?} does not exist")))
+        execs.get(exec_id).cloned().ok_or_else(|| Error::ProcessNotFound {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        })
     }
 
     /// Waits for the next OOM kill of any container; returns its id.
-    pub async fn next_oom(&self) -> Result<String, SandboxError> {
+    pub(crate) async fn next_oom(&self) -> Result<String> {
         let mut rx = self.oom_rx.lock().await;
         rx.recv()
             .await
-            .ok_or_else(|| SandboxError::Internal("OOM event queue closed".into()))
+            .ok_or_else(|| Error::Internal("OOM event queue closed".into()))
     }
 
     /// Becomes true when DestroySandbox asks the agent to stop.
-    pub fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
     /// What CreateSandbox set up.
-    pub fn pod(&self) -> PodInfo {
+    pub(crate) fn pod(&self) -> Pod {
         lock(&self.pod).clone()
+    }
+
+    /// The guest RPC settings.
+    pub(crate) fn guest(&self) -> Arc<Guest> {
+        self.guest.clone()
     }
 }

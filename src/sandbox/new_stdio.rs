@@ -4,10 +4,10 @@
 use std::os::fd::OwnedFd;
 
 use super::process::Stdio;
-use super::{stdio_pipes, SandboxError};
+use super::{stdio_pipes, Error};
 
 /// Stdio for a process rustjail is about to start.
-pub struct NewStdio {
+pub(crate) struct NewStdio {
     terminal: bool,
     ours: Option<[OwnedFd; 3]>,
     theirs: Option<[OwnedFd; 3]>,
@@ -15,7 +15,7 @@ pub struct NewStdio {
 
 impl NewStdio {
     /// A terminal (made by rustjail), or pipes of `pipe_size`.
-    pub fn new(terminal: bool, pipe_size: u32) -> Result<NewStdio, SandboxError> {
+    pub(crate) fn new(terminal: bool, pipe_size: u32) -> Result<NewStdio, Error> {
         if terminal {
             return Ok(NewStdio {
                 terminal,
@@ -32,17 +32,17 @@ impl NewStdio {
     }
 
     /// The process's pipe ends, for rustjail to pass on (and close).
-    pub fn take_theirs(&mut self) -> Option<[OwnedFd; 3]> {
+    pub(crate) fn take_theirs(&mut self) -> Option<[OwnedFd; 3]> {
         self.theirs.take()
     }
 
     /// The agent's side, once the process exists: the pipes, or the terminal's
     /// master rustjail returned.
-    pub fn finish(self, master: Option<OwnedFd>) -> Result<Stdio, SandboxError> {
+    pub(crate) fn finish(self, master: Option<OwnedFd>) -> Result<Stdio, Error> {
         match (self.ours, master) {
             (Some(p), _) => Ok(Stdio::Pipes(p)),
             (None, Some(m)) if self.terminal => Ok(Stdio::Pty(m)),
-            (None, _) => Err(SandboxError::Internal("rustjail returned no terminal".into())),
+            (None, _) => Err(Error::Internal("rustjail returned no terminal".into())),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 /// Starts watching `cg` for container `id`; events go to `tx`. The task ends
 /// when the cgroup goes away or is aborted.
-pub fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> Result<JoinHandle<()>, String> {
+pub(crate) fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> Result<JoinHandle<()>, String> {
     let how = cg.oom_watch().map_err(|e| format!("OOM watch for {id}: {e}"))?;
     // v1 signals the eventfd when the OOM starts, before the kill counter moves:
     // each signal is an event. v2 touches memory.events for other events too:

@@ -4,20 +4,20 @@
 //! exits first, and a slow host blocks the process only once the pipe is full.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use tokio::io::Interest;
 use tokio::sync::{watch, Mutex};
 
 use super::stream::FdStream;
-use super::SandboxError;
+use super::Error;
 use crate::reaper::Exit;
 
 /// Largest chunk one ReadStdout/ReadStderr returns.
-pub const MAX_READ: usize = 1 << 20;
+pub(crate) const MAX_READ: usize = 1 << 20;
 
 /// The agent's ends of a process's stdio.
-pub enum Stdio {
+pub(crate) enum Stdio {
     /// Three pipes: stdin writer, stdout reader, stderr reader.
     Pipes([OwnedFd; 3]),
     /// The master side of the process's terminal; stdout and stderr both arrive on it.
@@ -25,47 +25,56 @@ pub enum Stdio {
 }
 
 /// One output stream.
-pub struct Output {
+pub(crate) struct Output {
     rx: Mutex<Option<FdStream>>,
+    /// The descriptor, for the view; -1 once the end was reported (or never open).
+    fd: AtomicI32,
 }
 
 impl Output {
-    fn new(fd: Option<OwnedFd>, what: &'static str) -> Result<Output, SandboxError> {
+    fn new(fd: Option<OwnedFd>, what: &'static str) -> Result<Output, Error> {
         let rx = fd
-            .map(|fd| FdStream::new(fd, Interest::READABLE, what))
+            .map(|fd| FdStream::new(fd, Interest::READABLE))
             .transpose()
-            .map_err(|e| SandboxError::Internal(format!("register {what}: {e}")))?;
-        Ok(Output { rx: Mutex::new(rx) })
+            .map_err(|e| Error::Internal(format!("register {what}: {e}")))?;
+        let fd = AtomicI32::new(rx.as_ref().map_or(-1, |r| r.raw()));
+        Ok(Output { rx: Mutex::new(rx), fd })
+    }
+
+    /// Its descriptor while open (for the view).
+    pub(crate) fn fd(&self) -> Option<i32> {
+        Some(self.fd.load(Ordering::Acquire)).filter(|&f| f >= 0)
     }
 
     /// Up to `len` bytes, waiting for data; at the end an empty read once, then an error.
-    pub async fn read(&self, len: usize, what: &str) -> Result<Vec<u8>, SandboxError> {
+    pub(crate) async fn read(&self, len: usize, what: &str) -> Result<Vec<u8>, Error> {
         let mut buf = Vec::new();
         self.read_into(&mut buf, len, what).await?;
         Ok(buf)
     }
 
     /// Like [`Output::read`], appending to `out` (nothing appended: the end).
-    pub async fn read_into(&self, out: &mut Vec<u8>, len: usize, what: &str) -> Result<(), SandboxError> {
+    pub(crate) async fn read_into(&self, out: &mut Vec<u8>, len: usize, what: &str) -> Result<(), Error> {
         let mut guard = self.rx.lock().await;
         let Some(rx) = guard.as_mut() else {
-            return Err(SandboxError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "{what}: end of stream already reported"
             )));
         };
         let n = rx
             .read_available(out, len.clamp(1, MAX_READ))
             .await
-            .map_err(|e| SandboxError::Internal(format!("read {what}: {e}")))?;
+            .map_err(|e| Error::Internal(format!("read {what}: {e}")))?;
         if n == 0 {
             *guard = None;
+            self.fd.store(-1, Ordering::Release);
         }
         Ok(())
     }
 }
 
 /// A process the agent started.
-pub struct Process {
+pub(crate) struct Process {
     /// Kata's exec id (the container id for its init, by convention).
     pub exec_id: String,
     /// Host pid.
@@ -77,31 +86,34 @@ pub struct Process {
     exit: watch::Receiver<Option<Exit>>,
     waited: AtomicBool,
     stdin: Mutex<Option<FdStream>>,
+    /// stdin's descriptor, for the view; -1 once closed.
+    stdin_fd: AtomicI32,
     /// stdout (the terminal's output when `tty`).
-    pub stdout: Output,
+    pub(crate) stdout: Output,
     /// stderr (ends at once when `tty`: the terminal carries it).
-    pub stderr: Output,
+    pub(crate) stderr: Output,
 }
 
-fn dup(fd: &OwnedFd) -> Result<OwnedFd, SandboxError> {
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, Error> {
     fd.try_clone()
-        .map_err(|e| SandboxError::Internal(format!("fcntl(F_DUPFD_CLOEXEC, {}): {e}", fd.as_raw_fd())))
+        .map_err(|e| Error::Internal(format!("fcntl(F_DUPFD_CLOEXEC, {}): {e}", fd.as_raw_fd())))
 }
 
 impl Process {
     /// Wraps the agent's ends of the process's stdio.
-    pub fn new(
+    pub(crate) fn new(
         exec_id: String,
         pid: i32,
         exit: watch::Receiver<Option<Exit>>,
         stdio: Stdio,
-    ) -> Result<Process, SandboxError> {
+    ) -> Result<Process, Error> {
         let (term, stdin, stdout, stderr) = match stdio {
             Stdio::Pipes([i, o, e]) => (None, i, Some(o), Some(e)),
             Stdio::Pty(master) => (Some(dup(&master)?), dup(&master)?, Some(master), None),
         };
-        let stdin = FdStream::new(stdin, Interest::WRITABLE, "stdin")
-            .map_err(|e| SandboxError::Internal(format!("register stdin: {e}")))?;
+        let stdin =
+            FdStream::new(stdin, Interest::WRITABLE).map_err(|e| Error::Internal(format!("register stdin: {e}")))?;
+        let stdin_fd = AtomicI32::new(stdin.raw());
         Ok(Process {
             exec_id,
             pid,
@@ -110,20 +122,21 @@ impl Process {
             exit,
             waited: AtomicBool::new(false),
             stdin: Mutex::new(Some(stdin)),
+            stdin_fd,
             stdout: Output::new(stdout, "stdout")?,
             stderr: Output::new(stderr, "stderr")?,
         })
     }
 
     /// The exit, once there is one.
-    pub fn exited(&self) -> Option<Exit> {
+    pub(crate) fn exited(&self) -> Option<Exit> {
         *self.exit.borrow()
     }
 
     /// Waits for the exit; a second wait is refused.
-    pub async fn wait(&self) -> Result<Exit, SandboxError> {
+    pub(crate) async fn wait(&self) -> Result<Exit, Error> {
         if self.waited.swap(true, Ordering::AcqRel) {
-            return Err(SandboxError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "process {} was already waited for",
                 self.exec_id
             )));
@@ -132,45 +145,61 @@ impl Process {
         let exit = rx
             .wait_for(|e| e.is_some())
             .await
-            .map_err(|_| SandboxError::Internal("the reaper went away".into()))?
+            .map_err(|_| Error::Internal("the reaper went away".into()))?
             .expect("waited for Some");
         Ok(exit)
     }
 
     /// Waits up to `timeout` for the exit without counting as the one wait.
-    pub async fn exit_within(&self, timeout: std::time::Duration) -> Option<Exit> {
+    pub(crate) async fn exit_within(&self, timeout: std::time::Duration) -> Option<Exit> {
         let mut rx = self.exit.clone();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some())).await;
         self.exited()
     }
 
     /// Writes to stdin; returns the bytes written.
-    pub async fn write_stdin(&self, data: &[u8]) -> Result<usize, SandboxError> {
+    pub(crate) async fn write_stdin(&self, data: &[u8]) -> Result<usize, Error> {
         let guard = self.stdin.lock().await;
         let tx = guard
             .as_ref()
-            .ok_or_else(|| SandboxError::FailedPrecondition(format!("stdin of {} is closed", self.exec_id)))?;
+            .ok_or_else(|| Error::FailedPrecondition(format!("stdin of {} is closed", self.exec_id)))?;
         tx.write_all(data)
             .await
-            .map_err(|e| SandboxError::FailedPrecondition(format!("write stdin of {}: {e}", self.exec_id)))?;
+            .map_err(|e| Error::FailedPrecondition(format!("write stdin of {}: {e}", self.exec_id)))?;
         Ok(data.len())
     }
 
     /// Closes stdin so the process sees end of file. On a terminal, whose master
     /// stays open for output, that is the EOF character (^D) the line discipline
     /// turns into an empty read.
-    pub async fn close_stdin(&self) {
+    pub(crate) async fn close_stdin(&self) {
         let mut guard = self.stdin.lock().await;
         if let (true, Some(tx)) = (self.tty, guard.as_ref()) {
             let _ = tx.write_all(b"\x04").await;
         }
         guard.take();
+        self.stdin_fd.store(-1, Ordering::Release);
+    }
+
+    /// Whether WaitProcess was called.
+    pub(crate) fn waited(&self) -> bool {
+        self.waited.load(Ordering::Acquire)
+    }
+
+    /// stdin's descriptor while open (for the view).
+    pub(crate) fn stdin_fd(&self) -> Option<i32> {
+        Some(self.stdin_fd.load(Ordering::Acquire)).filter(|&f| f >= 0)
+    }
+
+    /// The terminal master's descriptor kept for resizing (for the view).
+    pub(crate) fn terminal_fd(&self) -> Option<i32> {
+        self.term.as_ref().map(|t| t.as_raw_fd())
     }
 
     /// Sets the terminal's window size.
-    pub fn resize(&self, rows: u32, cols: u32) -> Result<(), SandboxError> {
+    pub(crate) fn resize(&self, rows: u32, cols: u32) -> Result<(), Error> {
         let Some(fd) = self.term.as_ref().map(|t| t.as_raw_fd()) else {
-            return Err(SandboxError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "process {} has no terminal",
                 self.exec_id
             )));
@@ -183,7 +212,7 @@ impl Process {
         };
         // SAFETY: TIOCSWINSZ on a pty master we own, with a valid winsize.
         if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
-            return Err(SandboxError::Internal(format!(
+            return Err(Error::Internal(format!(
                 "ioctl(TIOCSWINSZ) on the terminal of {}: {}",
                 self.exec_id,
                 std::io::Error::last_os_error()

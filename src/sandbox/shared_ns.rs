@@ -11,7 +11,7 @@
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
 /// The helper mode of the namespace holder.
-pub const MODE: rustjail::helper::Mode = rustjail::helper::Mode::resident("ns-holder", holder);
+pub(crate) const MODE: rustjail::helper::Mode = rustjail::helper::Mode::resident("ns-holder", holder);
 
 /// In the holder, in its new UTS and IPC namespaces: set the hostname.
 fn holder(payload: serde_json::Value) -> Result<serde_json::Value, String> {
@@ -24,7 +24,10 @@ fn holder(payload: serde_json::Value) -> Result<serde_json::Value, String> {
 
 /// Starts the holder of the sandbox's UTS and IPC namespaces, with `hostname`
 /// set in its UTS namespace, and waits until it is ready. Blocks.
-pub fn spawn_holder(runtime: &rustjail::Runtime, hostname: &str) -> rustjail::Result<rustjail::helper::Resident> {
+pub(crate) fn spawn_holder(
+    runtime: &rustjail::Runtime,
+    hostname: &str,
+) -> rustjail::Result<rustjail::helper::Resident> {
     runtime.spawn_resident(
         MODE.name(),
         nix::sched::CloneFlags::CLONE_NEWUTS | nix::sched::CloneFlags::CLONE_NEWIPC,
@@ -34,7 +37,7 @@ pub fn spawn_holder(runtime: &rustjail::Runtime, hostname: &str) -> rustjail::Re
 
 /// Points the spec's UTS and IPC namespaces at the holder's, and its PID
 /// namespace at `pidns_pid`'s when given (adding the entry if the spec has none).
-pub fn join(spec: &mut Spec, holder: Option<i32>, pidns_pid: Option<i32>) {
+pub(crate) fn join(spec: &mut Spec, holder: Option<i32>, pidns_pid: Option<i32>) {
     let Some(linux) = spec.linux_mut() else { return };
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     if let Some(h) = holder {
@@ -61,7 +64,7 @@ pub fn join(spec: &mut Spec, holder: Option<i32>, pidns_pid: Option<i32>) {
 }
 
 /// Whether the spec asks for a new PID namespace (an entry without a path).
-pub fn creates_pidns(spec: &Spec) -> bool {
+pub(crate) fn creates_pidns(spec: &Spec) -> bool {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())

@@ -10,9 +10,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 /// One descriptor registered with the reactor.
-pub struct FdStream {
+pub(crate) struct FdStream {
     fd: AsyncFd<OwnedFd>,
-    what: &'static str,
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -29,29 +28,24 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 impl FdStream {
-    /// Registers `fd` (made non-blocking) for reading or writing; `what` names it in errors.
-    pub fn new(fd: OwnedFd, interest: Interest, what: &'static str) -> io::Result<FdStream> {
+    /// Registers `fd` (made non-blocking) for reading or writing.
+    pub(crate) fn new(fd: OwnedFd, interest: Interest) -> io::Result<FdStream> {
         set_nonblocking(&fd)?;
         Ok(FdStream {
             // SAFETY: the OwnedFd stays open, and is the same descriptor, for the AsyncFd's lifetime.
             fd: unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(std::io::Error::from)?,
-            what,
         })
     }
 
     /// The raw descriptor (for ioctls such as TIOCSWINSZ).
-    pub fn raw(&self) -> i32 {
+    pub(crate) fn raw(&self) -> i32 {
         self.fd.get_ref().as_raw_fd()
-    }
-
-    /// What this stream is, for messages.
-    pub fn what(&self) -> &'static str {
-        self.what
     }
 
     /// Reads up to `buf.len()` bytes, waiting for data; 0 is the end of the stream
     /// (a pty master's `EIO` after the slave side closed counts as the end).
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    #[cfg(test)]
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
             let r = guard.try_io(|fd| {
@@ -76,7 +70,7 @@ impl FdStream {
     /// Appends to `buf` up to `max` bytes: waits for the first, then takes what
     /// else is ready without waiting (a pipe holds 64 KiB by default; one RPC can
     /// carry several pipefuls). Returns the bytes added; 0 is the end of the stream.
-    pub async fn read_available(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    pub(crate) async fn read_available(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         buf.reserve(max);
         let start = buf.len();
         loop {
@@ -114,7 +108,7 @@ impl FdStream {
     }
 
     /// Writes all of `data`, waiting while the pipe or terminal is full.
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut guard = self.fd.writable().await?;
             let r = guard.try_io(|fd| {
@@ -144,8 +138,8 @@ mod tests {
     #[tokio::test]
     async fn pipe_round_trip_and_end_of_stream() {
         let (r, w) = std::io::pipe().unwrap();
-        let rx = FdStream::new(r.into(), Interest::READABLE, "stdout").unwrap();
-        let tx = FdStream::new(w.into(), Interest::WRITABLE, "stdin").unwrap();
+        let rx = FdStream::new(r.into(), Interest::READABLE).unwrap();
+        let tx = FdStream::new(w.into(), Interest::WRITABLE).unwrap();
         let big = vec![7u8; 256 * 1024];
         let writer = tokio::spawn(async move {
             tx.write_all(&big).await.unwrap();

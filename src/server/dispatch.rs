@@ -22,6 +22,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Wraps the maps returned by the generated `create_*` functions.
+    #[allow(dead_code, reason = "the agent always adds the stream-read fast path")]
     pub fn new(services: HashMap<String, Service>) -> Arc<Dispatcher> {
         Self::with_stream_reads(services, StreamReads::new())
     }

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use protocols::agent::Storage;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorKind;
 use mount::Record;
 
 /// The drivers this agent has, as GetGuestDetails lists them.
@@ -67,13 +68,13 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// The ttrpc status code this error answers with.
-    pub fn code(&self) -> ttrpc::Code {
+    /// The kind of failure (the RPC layer picks the status from it).
+    pub(crate) fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            StorageError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
-            StorageError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
-            StorageError::Sys { .. } => ttrpc::Code::INTERNAL,
-            StorageError::Storage { source, .. } => source.code(),
+            StorageError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            StorageError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            StorageError::Sys { .. } => ErrorKind::Internal,
+            StorageError::Storage { source, .. } => source.kind(),
         }
     }
 }
@@ -142,6 +143,7 @@ impl StorageManager {
     }
 
     /// A manager that takes over `state` (saved by [`StorageManager::snapshot`]).
+    #[allow(dead_code, reason = "a restarted agent's restore (persisted state) is its caller")]
     pub fn from_state(state: StorageState) -> Self {
         let entries = state.entries.into_iter().map(|e| (e.mount_point.clone(), e)).collect();
         StorageManager {
@@ -220,6 +222,7 @@ impl StorageManager {
     }
 
     /// Mount points in use by `owner`.
+    #[cfg(test)]
     pub fn mount_points_of(&self, owner: &str) -> Vec<PathBuf> {
         self.lock()
             .values()

@@ -178,7 +178,7 @@ fn two_owners_share_one_storage() {
     let e = m
         .add("c3", &[storage("ephemeral", "tmpfs", &mp, &["size=2m"])])
         .unwrap_err();
-    assert_eq!(e.code(), ttrpc::Code::ALREADY_EXISTS, "{e}");
+    assert_eq!(e.kind(), crate::error::ErrorKind::AlreadyExists, "{e}");
     assert!(m.mount_points_of("c3").is_empty());
 
     m.release("c1").unwrap();
@@ -202,7 +202,7 @@ fn a_failing_storage_rolls_back_the_call() {
 
     let bad = storage("bind", "/nonexistent/source", &d.path().join("bad"), &[]);
     let e = m.add("c2", &[tmpfs(&kept), tmpfs(&first), bad]).unwrap_err();
-    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
+    assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("storage 2 (bind"), "{e}");
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert_eq!(mounted_fstype(&first), None, "first storage unmounted");
@@ -223,7 +223,7 @@ fn unknown_and_not_yet_supported_drivers_are_invalid() {
     for driver in ["blk", "scsi", "nvdimm", "mmioblk", "nosuchdriver"] {
         let mp = d.path().join(driver);
         let e = m.add("c1", &[storage(driver, "/dev/vda", &mp, &[])]).unwrap_err();
-        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
         assert!(
             e.to_string().contains(&format!("unknown storage driver {driver:?}")),
             "{e}"
@@ -233,7 +233,7 @@ fn unknown_and_not_yet_supported_drivers_are_invalid() {
     let e = m
         .add("c1", &[storage("local", "", Path::new("rel/path"), &[])])
         .unwrap_err();
-    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
     assert!(m.snapshot().entries.is_empty());
 }
 
@@ -251,7 +251,7 @@ fn virtio_fs_without_the_device_fails_cleanly() {
             s.options.push("trans=virtio,version=9p2000.L".into());
         }
         let e = m.add("sandbox", &[s]).unwrap_err();
-        assert_eq!(e.code(), ttrpc::Code::INTERNAL, "{e}");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Internal, "{e}");
         let msg = e.to_string();
         let prefix = format!(
             "storage 0 ({driver} at {:?}): mount(\"pithNoSuchTag\" -> ",

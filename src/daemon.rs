@@ -1,0 +1,197 @@
+//! The agent process: the helper modes of its binary, configuration,
+//! logging, PID 1 duties, then the server on the configured addresses until
+//! SIGTERM, SIGINT or DestroySandbox.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use slog::{error, info, warn};
+
+use crate::config::{self, AgentConfig, FlagOverrides, Sources};
+use crate::context::AgentContext;
+use crate::sandbox::rustjail_engine::RustjailEngine;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::server::{dispatch::Dispatcher, Listener, Server};
+use crate::{init, logging, rpc, AGENT_VERSION};
+
+/// The pith agent: runs containers inside a VM for a host runtime, speaking the
+/// Kata Containers agent protocol over vsock.
+///
+/// Configuration is read from the kernel command line (agent.* keys), then the
+/// TOML file named by agent.config_file, then PITH_AGENT_SERVER_ADDR /
+/// KATA_AGENT_SERVER_ADDR / PITH_AGENT_LOG_LEVEL, then these flags.
+#[derive(Parser, Debug)]
+#[command(name = "pith-agent", version = AGENT_VERSION)]
+struct Args {
+    /// Address to listen on (vsock://CID:PORT or unix:///path); repeat for several.
+    #[arg(long = "server-addr", value_name = "ADDR")]
+    server_addrs: Vec<String>,
+    /// Log level: critical, error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// TOML configuration file (overrides agent.config_file).
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Seconds to wait for a hot-plugged device.
+    #[arg(long, value_name = "SECS")]
+    hotplug_timeout: Option<String>,
+    /// File to read the kernel command line from.
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// Also write logs to the kernel log (always on when running as PID 1).
+    #[arg(long)]
+    kmsg: bool,
+    /// Kernel log device to use with --kmsg.
+    #[arg(long, value_name = "FILE", default_value = "/dev/kmsg")]
+    kmsg_path: PathBuf,
+    /// Directory for container state and bundles.
+    #[arg(long, value_name = "DIR", default_value = "/run/pith")]
+    state_dir: PathBuf,
+    /// File that CreateSandbox writes the sandbox's DNS servers to.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+}
+
+/// Every mode this binary starts in besides the agent: single-threaded
+/// helpers that rustjail starts from its sealed copy of this binary.
+const MODES: &[rustjail::helper::Mode] = &[
+    // A container's init, and a process exec'd into a running container.
+    rustjail::helper::Mode::CONTAINER,
+    // The holder of the sandbox's shared UTS and IPC namespaces.
+    crate::sandbox::shared_ns::MODE,
+    // Makes and removes device nodes inside a running container.
+    crate::device::node::MODE,
+];
+
+/// `main` of `pith-agent`.
+pub fn main() {
+    // In one of the helper modes this never returns.
+    rustjail::helper::dispatch(MODES);
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("pith-agent: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let init_mode = std::process::id() == 1;
+    // As the guest's init: /proc, /sys, /dev, cgroups... before anything reads them.
+    let early = init_mode.then(init::early_setup);
+    let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
+    let flags = FlagOverrides {
+        server_addrs: args.server_addrs.clone(),
+        log_level: args.log_level.clone(),
+        config_file: args.config_file.clone(),
+        hotplug_timeout: args.hotplug_timeout.clone(),
+        log_kmsg: args.kmsg,
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let loaded = AgentConfig::load(&Sources {
+        cmdline: &cmdline,
+        env: &env,
+        flags: &flags,
+    });
+    let cfg = loaded.config;
+
+    let kmsg = (init_mode || cfg.log_kmsg).then_some(args.kmsg_path.as_path());
+    let (log, _guard, kmsg_error) = logging::init(cfg.log_level, kmsg);
+    if let Some(e) = kmsg_error {
+        warn!(log, "{e}");
+    }
+    for w in &loaded.warnings {
+        warn!(log, "{w}"; "subsystem" => "config");
+    }
+    if let Some(report) = &early {
+        init::log_early(report, &log);
+    }
+    init::load_modules(&cfg.kernel_modules, &log);
+    info!(log, "starting";
+          "init_mode" => init_mode,
+          "server_addr" => cfg.server_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+          "log_level" => cfg.log_level.as_str(),
+          "hotplug_timeout_s" => cfg.hotplug_timeout.as_secs(),
+          "debug_console" => cfg.debug_console);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    let result = rt.block_on(serve(&cfg, init_mode, &args, &log));
+    if let Err(e) = &result {
+        error!(log, "agent failed: {e:#}");
+    }
+    if init_mode {
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        init::power_off(&log, _guard);
+    }
+    result
+}
+
+async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logger) -> Result<()> {
+    // Before any listener: a client that sees the socket may send SIGTERM at
+    // once, and the agent must stop cleanly then, not die of the signal.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    // Before any listener: no device event may come before someone keeps it.
+    let devices = Arc::new(crate::device::Devices::start(cfg.hotplug_timeout, log));
+    let listeners = cfg
+        .server_addrs
+        .iter()
+        .map(|a| Listener::bind(a).with_context(|| format!("listen on {a}")))
+        .collect::<Result<Vec<_>>>()?;
+    let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
+    let ctx = Arc::new(AgentContext::new(listen, init_mode));
+    let reaper = crate::reaper::Reaper::new();
+    let sandbox_cfg = SandboxConfig {
+        state_dir: args.state_dir.clone(),
+        pipe_size: cfg.container_pipe_size,
+        resolv_conf: args.resolv_conf.clone(),
+    };
+    let state = || format!("set up container state in {}", args.state_dir.display());
+    let engine = RustjailEngine::new(&args.state_dir.join("containers"), reaper.clone()).with_context(state)?;
+    let guest = crate::guest::Guest::from_env(&|k| std::env::var(k).ok());
+    let sandbox = Arc::new(Sandbox::new(sandbox_cfg, Arc::new(engine), devices, guest, log).with_context(state)?);
+    let mut destroyed = sandbox.shutdown_requested();
+    let rpc = Arc::new(rpc::Rpc::new(sandbox, ctx, log));
+    let reads = rpc::stdio_read::stream_reads(rpc.clone());
+    let dispatcher = Dispatcher::with_stream_reads(rpc::services(rpc), reads);
+    let server = Server::start(listeners, dispatcher, log);
+
+    // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
+    // reap them so they do not pile up as zombies.
+    if !init_mode {
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            warn!(
+                log,
+                "prctl(PR_SET_CHILD_SUBREAPER): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let _reaping = reaper.spawn_on_sigchld().context("install SIGCHLD handler")?;
+    if cfg.debug_console {
+        if let Err(e) = init::debug_console::spawn(cfg.debug_console_vport, log) {
+            warn!(log, "debug console not started: {e}");
+        }
+    }
+
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = destroyed.wait_for(|d| *d) => {
+            // The DestroySandbox response is written right after the handler
+            // returns; give it that moment before the connections go.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            "DestroySandbox"
+        }
+    };
+    info!(log, "stopping"; "reason" => which);
+    server.stop().await;
+    info!(log, "stopped");
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The seam between the sandbox and the container engine: everything the
+//! sandbox asks of the kernel about containers and processes goes through
+//! [`ContainerEngine`] and [`EngineContainer`]. The agent runs
+//! [`super::rustjail_engine::RustjailEngine`]; the sandbox's unit tests run a
+//! fake (`fake_engine`) that needs no root.
+//!
+//! Every method may block (processes are started, cgroups written): the
+//! sandbox calls them on blocking threads, except the cheap ones noted.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, Process, Spec};
+use tokio::sync::{mpsc, watch};
+
+use super::error::Result;
+use crate::device::node::{NodeError, NodeOutcome, NodeRequest};
+use crate::reaper::Exit;
+
+/// What the sandbox asks the engine to create.
+#[derive(Debug)]
+pub(crate) struct CreateSpec {
+    /// Container id.
+    pub id: String,
+    /// The spec as the sandbox runs it (shared namespaces joined, hooks added).
+    pub spec: Spec,
+    /// The OCI bundle directory (for hooks).
+    pub bundle: PathBuf,
+    /// The process's ends of its pipes; `None` with a terminal.
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// A container just created.
+pub(crate) struct Created {
+    /// The handle every later operation goes through.
+    pub container: Box<dyn EngineContainer>,
+    /// The terminal's master, when the process has a terminal.
+    pub terminal: Option<OwnedFd>,
+}
+
+/// A process just started in a container.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// Its pid (a child of the agent).
+    pub pid: i32,
+    /// The terminal's master, when the process has a terminal.
+    pub terminal: Option<OwnedFd>,
+}
+
+/// The holder of the sandbox's shared UTS and IPC namespaces; dropping it
+/// ends the holder.
+pub(crate) trait NsHolder: Send + Sync {
+    /// Its pid.
+    fn pid(&self) -> i32;
+}
+
+/// What the engine knows about a container, as plain data (for the sandbox's view).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EngineFacts {
+    /// Init pid.
+    pub pid: i32,
+    /// The init's start time (clock ticks since boot), to tell a reused pid.
+    pub start_time: u64,
+    /// Root filesystem, absolute.
+    pub rootfs: PathBuf,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// Its cgroup directories, by controller ("" on cgroup v2).
+    pub cgroup: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// The container engine, for the sandbox.
+pub(crate) trait ContainerEngine: Send + Sync {
+    /// Creates a container whose init waits for [`EngineContainer::start`].
+    fn create(&self, req: CreateSpec) -> Result<Created>;
+    /// Starts the holder of new UTS and IPC namespaces with `hostname` set.
+    fn spawn_ns_holder(&self, hostname: &str) -> Result<Box<dyn NsHolder>>;
+    /// The exit of `pid` (a child of the agent), once there is one. Cheap.
+    fn watch_exit(&self, pid: i32) -> watch::Receiver<Option<Exit>>;
+    /// Sends `signal` (None: only checks the process exists) to `pid`. Cheap.
+    fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()>;
+}
+
+/// One container, as the engine holds it.
+pub(crate) trait EngineContainer: Send + Sync {
+    /// Its init's pid. Cheap.
+    fn pid(&self) -> i32;
+    /// The spec it was created with. Cheap.
+    fn spec(&self) -> &Spec;
+    /// Plain facts for the sandbox's view. Cheap.
+    fn facts(&self) -> EngineFacts;
+    /// Its status now (from the kernel).
+    fn status(&self) -> rustjail::Status;
+    /// Lets the init run the user's program; returns warnings (poststart hooks).
+    fn start(&self) -> Result<Vec<String>>;
+    /// Starts `process` in the container on `stdio` (None with a terminal).
+    fn exec(&self, process: Process, stdio: Option<[OwnedFd; 3]>) -> Result<Spawned>;
+    /// Freezes it.
+    fn pause(&self) -> Result<()>;
+    /// Thaws it.
+    fn resume(&self) -> Result<()>;
+    /// Applies new resource limits; returns what the host could not apply.
+    fn update(&self, resources: &LinuxResources) -> Result<Vec<String>>;
+    /// Replaces its device cgroup rules with `rules` (later rules win).
+    fn set_device_rules(&self, rules: &[LinuxDeviceCgroup]) -> Result<()>;
+    /// Its cgroup statistics.
+    fn stats(&self) -> Result<rustjail::cgroups::Stats>;
+    /// Pids of every process in it.
+    fn pids(&self) -> Result<Vec<i32>>;
+    /// Signals every process in it.
+    fn kill_all(&self, signal: Signal) -> Result<()>;
+    /// Kills what is left and deletes it; returns warnings (poststop hooks).
+    fn delete(&self) -> Result<Vec<String>>;
+    /// Makes or removes a device node inside it.
+    fn device_node(&self, req: &NodeRequest) -> std::result::Result<NodeOutcome, NodeError>;
+    /// Starts watching its OOM kills: its id goes to `events` on each. Returns
+    /// a task that ends when the container's cgroup goes, or None when OOM
+    /// kills cannot be watched here.
+    fn watch_oom(&self, id: &str, events: mpsc::UnboundedSender<String>) -> Option<tokio::task::JoinHandle<()>>;
+}

@@ -1,0 +1,200 @@
+//! The real engine: rustjail, with every child of the agent reaped by the
+//! agent's [`Reaper`] (hooks and helpers included), and `pivot_root` replaced
+//! by `MS_MOVE` + `chroot` where the guest's root is an initramfs.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, Process, Spec};
+use tokio::sync::{mpsc, watch};
+
+use super::engine::{ContainerEngine, CreateSpec, Created, EngineContainer, EngineFacts, NsHolder, Spawned};
+use super::error::{Error, Result};
+use crate::device::node::{NodeError, NodeOutcome, NodeRequest};
+use crate::reaper::{Exit, Reaper};
+
+/// rustjail under the agent.
+pub(crate) struct RustjailEngine {
+    runtime: Arc<rustjail::Runtime>,
+    reaper: Reaper,
+    /// `pivot_root` cannot leave an initramfs: use MS_MOVE + chroot there.
+    no_pivot: bool,
+}
+
+impl RustjailEngine {
+    /// An engine keeping runtime files (exec FIFOs) under `root`. Must be
+    /// called inside the tokio runtime (hooks and helpers are waited for
+    /// through the reaper from blocking threads).
+    pub(crate) fn new(root: &Path, reaper: Reaper) -> Result<RustjailEngine> {
+        let mut runtime = rustjail::Runtime::new(root)?;
+        runtime.set_child_waiter(child_waiter(reaper.clone()));
+        Ok(RustjailEngine {
+            runtime: Arc::new(runtime),
+            reaper,
+            no_pivot: root_is_initramfs(),
+        })
+    }
+}
+
+/// Children rustjail starts in the agent's process (hooks, helpers) are
+/// reaped by the reaper like every child: their statuses come from it.
+/// Called on blocking threads only.
+fn child_waiter(reaper: Reaper) -> rustjail::hooks::ChildWaiter {
+    let handle = tokio::runtime::Handle::current();
+    Arc::new(move |pid, timeout| {
+        let mut rx = reaper.watch(pid);
+        handle.block_on(async move {
+            let done = async { rx.wait_for(|e| e.is_some()).await.ok().and_then(|e| *e) };
+            let exit = match timeout {
+                Some(t) => tokio::time::timeout(t, done).await.ok().flatten(),
+                None => done.await,
+            };
+            exit.map(|e| match e {
+                Exit::Code(c) => rustjail::hooks::HookExit::Code(c),
+                Exit::Signal(s) => rustjail::hooks::HookExit::Signal(s),
+            })
+        })
+    })
+}
+
+/// Whether `/` is an initramfs (ramfs or tmpfs), which `pivot_root` cannot leave.
+fn root_is_initramfs() -> bool {
+    match nix::sys::statfs::statfs("/") {
+        // The type is `long` on glibc and `unsigned long` on musl.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(s) => {
+            let t = s.filesystem_type().0 as i64;
+            // RAMFS_MAGIC (linux/magic.h; libc does not export it) or TMPFS_MAGIC.
+            t == 0x8584_58f6 || t == libc::TMPFS_MAGIC as i64
+        }
+        Err(_) => false,
+    }
+}
+
+struct Holder(rustjail::helper::Resident);
+
+impl NsHolder for Holder {
+    fn pid(&self) -> i32 {
+        self.0.pid
+    }
+}
+
+impl ContainerEngine for RustjailEngine {
+    fn create(&self, req: CreateSpec) -> Result<Created> {
+        let created = self.runtime.create(rustjail::CreateOptions {
+            id: req.id,
+            spec: req.spec,
+            bundle: req.bundle,
+            no_pivot: self.no_pivot,
+            stdio: req.stdio,
+        })?;
+        Ok(Created {
+            container: Box::new(RjContainer {
+                runtime: self.runtime.clone(),
+                c: created.container,
+            }),
+            terminal: created.terminal,
+        })
+    }
+
+    fn spawn_ns_holder(&self, hostname: &str) -> Result<Box<dyn NsHolder>> {
+        let r = super::shared_ns::spawn_holder(&self.runtime, hostname)?;
+        Ok(Box::new(Holder(r)))
+    }
+
+    fn watch_exit(&self, pid: i32) -> watch::Receiver<Option<Exit>> {
+        self.reaper.watch(pid)
+    }
+
+    fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()> {
+        nix::sys::signal::kill(Pid::from_raw(pid), signal).map_err(|e| Error::sys(format!("kill pid {pid}"), e))
+    }
+}
+
+/// A rustjail container and the runtime that made it.
+struct RjContainer {
+    runtime: Arc<rustjail::Runtime>,
+    c: rustjail::Container,
+}
+
+impl EngineContainer for RjContainer {
+    fn pid(&self) -> i32 {
+        self.c.pid
+    }
+
+    fn spec(&self) -> &Spec {
+        &self.c.spec
+    }
+
+    fn facts(&self) -> EngineFacts {
+        EngineFacts {
+            pid: self.c.pid,
+            start_time: self.c.start_time,
+            rootfs: self.c.rootfs.clone(),
+            created: self.c.created.clone(),
+            cgroup: self.c.cgroup.paths(),
+        }
+    }
+
+    fn status(&self) -> rustjail::Status {
+        self.c.status()
+    }
+
+    fn start(&self) -> Result<Vec<String>> {
+        Ok(self.runtime.start(&self.c)?)
+    }
+
+    fn exec(&self, process: Process, stdio: Option<[OwnedFd; 3]>) -> Result<Spawned> {
+        let s = self.runtime.exec(&self.c, rustjail::ExecOptions { process, stdio })?;
+        Ok(Spawned {
+            pid: s.pid.as_raw(),
+            terminal: s.terminal,
+        })
+    }
+
+    fn pause(&self) -> Result<()> {
+        Ok(self.runtime.pause(&self.c)?)
+    }
+
+    fn resume(&self) -> Result<()> {
+        Ok(self.runtime.resume(&self.c)?)
+    }
+
+    fn update(&self, resources: &LinuxResources) -> Result<Vec<String>> {
+        Ok(self.runtime.update(&self.c, resources)?)
+    }
+
+    fn set_device_rules(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+        self.c
+            .cgroup
+            .update_devices(rules)
+            .map_err(|e| Error::Internal(format!("device cgroup of container {:?}: {e}", self.c.id)))
+    }
+
+    fn stats(&self) -> Result<rustjail::cgroups::Stats> {
+        Ok(self.runtime.stats(&self.c)?)
+    }
+
+    fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self.runtime.pids(&self.c)?)
+    }
+
+    fn kill_all(&self, signal: Signal) -> Result<()> {
+        Ok(self.runtime.kill_all(&self.c, signal)?)
+    }
+
+    fn delete(&self) -> Result<Vec<String>> {
+        Ok(self.runtime.delete(&self.c, true)?)
+    }
+
+    fn device_node(&self, req: &NodeRequest) -> std::result::Result<NodeOutcome, NodeError> {
+        crate::device::node::run(&self.runtime, &self.c, req)
+    }
+
+    fn watch_oom(&self, id: &str, events: mpsc::UnboundedSender<String>) -> Option<tokio::task::JoinHandle<()>> {
+        super::oom::watch(id.to_string(), self.c.cgroup.clone(), events).ok()
+    }
+}

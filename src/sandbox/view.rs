@@ -1,0 +1,196 @@
+//! The sandbox's whole state as plain data: the pod, the agreed session, the
+//! guest settings, the storages and every container with its spec, cgroup,
+//! device rules, hot-plugged devices, OOM watch and processes (pid, exit,
+//! stdio descriptors). It is what a restarted or upgraded agent needs to take
+//! the sandbox back; the persist format is a separate, versioned set of types
+//! converted from and to this one (these types may change freely).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use oci_spec::runtime::{LinuxDeviceCgroup, Spec};
+use serde::{Deserialize, Serialize};
+
+use super::hotplug::Plugged;
+use super::session::Session;
+use super::{lock, PodState, Process, Sandbox};
+use crate::storage::StorageState;
+
+/// One process's stdio, as the agent holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StdioView {
+    /// A terminal (`true`) or three pipes.
+    pub terminal: bool,
+    /// The agent's descriptor writing the process's stdin (a pipe, or the
+    /// terminal's master); None once closed.
+    pub stdin: Option<i32>,
+    /// The descriptor reading stdout (or the terminal); None once its end was read.
+    pub stdout: Option<i32>,
+    /// The descriptor reading stderr; None once its end was read (at once with a terminal).
+    pub stderr: Option<i32>,
+    /// The terminal's master kept for window-size changes.
+    pub terminal_master: Option<i32>,
+}
+
+/// One process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProcessView {
+    /// Exec id.
+    pub exec_id: String,
+    /// Host pid.
+    pub pid: i32,
+    /// Exit status as a shell reports it, once it has ended.
+    pub exit_status: Option<i32>,
+    /// Whether WaitProcess collected it.
+    pub waited: bool,
+    /// Its stdio.
+    pub stdio: StdioView,
+}
+
+/// One container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ContainerView {
+    /// Container id.
+    pub id: String,
+    /// OCI bundle directory.
+    pub bundle: PathBuf,
+    /// Root filesystem, absolute.
+    pub rootfs: PathBuf,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// The init's start time (clock ticks since boot), to tell a reused pid.
+    pub start_time: u64,
+    /// Status now ("created", "running", "paused", "stopped").
+    pub status: String,
+    /// Its cgroup directories, by controller ("" on cgroup v2).
+    pub cgroup: BTreeMap<String, PathBuf>,
+    /// The spec it runs with (shared namespaces joined, guest hooks added,
+    /// devices rewritten to the guest's numbers).
+    pub spec: Spec,
+    /// Device rules that replaced the spec's (UpdateContainer), if any.
+    pub device_rules: Option<Vec<LinuxDeviceCgroup>>,
+    /// Block devices hot-plugged into it, in order.
+    pub devices: Vec<Plugged>,
+    /// Whether its OOM kills are watched (GetOOMEvent).
+    pub oom_watch: bool,
+    /// Its init.
+    pub init: ProcessView,
+    /// Exec'd processes not yet waited for, by exec id.
+    pub execs: Vec<ProcessView>,
+}
+
+/// The pod, as CreateSandbox set it up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PodView {
+    /// Where CreateSandbox is.
+    pub state: PodState,
+    /// Sandbox id.
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+    /// DNS lines.
+    pub dns: Vec<String>,
+    /// Whether containers share one PID namespace.
+    pub sandbox_pidns: bool,
+    /// The container whose PID namespace is shared.
+    pub pidns_container: Option<String>,
+    /// Pid of the UTS/IPC namespace holder.
+    pub ns_holder: Option<i32>,
+    /// Guest hook directory.
+    pub guest_hook_path: Option<PathBuf>,
+}
+
+/// The guest RPC settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GuestView {
+    /// Root of sysfs.
+    pub sysfs: PathBuf,
+    /// Directories CopyFile may write under.
+    pub copy_roots: Vec<PathBuf>,
+    /// The device ReseedRandomDev writes to.
+    pub random_dev: PathBuf,
+}
+
+/// The whole sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SandboxView {
+    /// The pod.
+    pub pod: PodView,
+    /// The API level and features agreed with the host.
+    pub session: Session,
+    /// The guest RPC settings.
+    pub guest: GuestView,
+    /// Mounted storages and their users.
+    pub storages: StorageState,
+    /// Containers, by id.
+    pub containers: Vec<ContainerView>,
+}
+
+fn process(p: &Process) -> ProcessView {
+    ProcessView {
+        exec_id: p.exec_id.clone(),
+        pid: p.pid,
+        exit_status: p.exited().map(|e| e.status()),
+        waited: p.waited(),
+        stdio: StdioView {
+            terminal: p.tty,
+            stdin: p.stdin_fd(),
+            stdout: p.stdout.fd(),
+            stderr: p.stderr.fd(),
+            terminal_master: p.terminal_fd(),
+        },
+    }
+}
+
+impl Sandbox {
+    /// The sandbox's state as plain data. Waits for hot-plugs and updates in
+    /// flight (their container's device lock), so it shows them done or not.
+    pub(crate) async fn view(&self) -> SandboxView {
+        let pod = self.pod();
+        let mut list: Vec<_> = lock(&self.containers).values().cloned().collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut containers = Vec::with_capacity(list.len());
+        for c in list {
+            let devices = c.devices.lock().await.clone();
+            let mut execs: Vec<ProcessView> = lock(&c.execs).values().map(|p| process(p)).collect();
+            execs.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
+            let facts = c.engine.facts();
+            containers.push(ContainerView {
+                id: c.id.clone(),
+                bundle: c.bundle.clone(),
+                rootfs: facts.rootfs,
+                created: facts.created,
+                start_time: facts.start_time,
+                status: c.engine.status().to_string(),
+                cgroup: facts.cgroup,
+                spec: c.engine.spec().clone(),
+                device_rules: devices.own_rules,
+                devices: devices.plugged,
+                oom_watch: c.oom_watch.is_some(),
+                init: process(&c.init),
+                execs,
+            });
+        }
+        let guest = self.guest();
+        SandboxView {
+            pod: PodView {
+                state: pod.state,
+                id: pod.id,
+                hostname: pod.hostname,
+                dns: pod.dns,
+                sandbox_pidns: pod.sandbox_pidns,
+                pidns_container: pod.pidns_container,
+                ns_holder: pod.ns_holder.as_ref().map(|h| h.pid()),
+                guest_hook_path: pod.guest_hook_path,
+            },
+            session: self.session(),
+            guest: GuestView {
+                sysfs: guest.sysfs.clone(),
+                copy_roots: guest.copy_roots.clone(),
+                random_dev: guest.random_dev.clone(),
+            },
+            storages: self.storages.snapshot(),
+            containers,
+        }
+    }
+}

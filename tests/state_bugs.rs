@@ -1,0 +1,249 @@
+//! Three bugs of the agent's sandbox state, each through the real agent (root):
+//! two concurrent CreateSandbox calls both succeeding and leaking a namespace
+//! holder; an UpdateContainer with device rules dropping hot-plugged devices
+//! from the device cgroup; RemoveContainer keeping the container's hot-plug
+//! records for a later container with the same id. (The sandbox's unit tests
+//! cover the same logic through the fake engine.)
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::containers::*;
+use common::{call, root_or_skip, Agent};
+use protobuf::well_known_types::empty::Empty;
+use protocols::agent::*;
+use protocols::pith::{AddBlockDeviceRequest, BlockDeviceResponse, HelloRequest, HelloResponse};
+use ttrpc::proto::Code;
+use ttrpc::r#async::Client;
+
+const DEV: &str = "pith.Devices";
+
+/// A loop device over a 1 MiB file, detached on drop.
+struct Loop {
+    dev: PathBuf,
+}
+
+impl Loop {
+    fn new(dir: &Path, name: &str) -> Loop {
+        let file = dir.join(name);
+        std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+        // Tests run in parallel: one `losetup -f` at a time.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop {
+            dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
+        }
+    }
+
+    fn numbers(&self) -> (u32, u32) {
+        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
+        (libc::major(rdev), libc::minor(rdev))
+    }
+
+    fn plug(&self, id: &str, path: &str) -> AddBlockDeviceRequest {
+        let mut r = AddBlockDeviceRequest::new();
+        r.container_id = id.into();
+        r.type_ = "path".into();
+        r.address = self.dev.display().to_string();
+        r.container_path = path.into();
+        r
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+async fn level3(c: &Client) {
+    let mut h = HelloRequest::new();
+    h.min_level = 1;
+    h.max_level = 3;
+    let r: HelloResponse = call(c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    assert_eq!(r.level, 3);
+}
+
+/// Runs `sh -c script` in container `id`; returns exit status and stdout+stderr.
+async fn sh(c: &Client, dir: &Path, id: &str, script: &str) -> (i32, String) {
+    let exec_id = unique("x");
+    let mut e = ExecProcessRequest::new();
+    e.container_id = id.into();
+    e.exec_id = exec_id.clone();
+    let mut spec = create_req(
+        &dir.join("exec").join(&exec_id),
+        id,
+        &["sh", "-c", &format!("exec 2>&1; {script}")],
+    );
+    e.process = spec.OCI.take().unwrap().Process;
+    let _: Empty = call(c, SVC, "ExecProcess", &e).await.unwrap();
+    let out = String::from_utf8_lossy(&read_all(c, id, &exec_id, "ReadStdout").await).into_owned();
+    (wait(c, id, &exec_id).await.unwrap(), out)
+}
+
+/// The children of `pid` in a UTS namespace other than its own: namespace
+/// holders (before any container exists).
+fn children_in_other_uts(pid: u32) -> Vec<i32> {
+    let ours = std::fs::read_link(format!("/proc/{pid}/ns/uts")).unwrap();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let uts = std::fs::read_link(e.path().join("ns/uts")).ok();
+        if ppid == Some(pid) && uts.is_some_and(|u| u != ours) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn concurrent_create_sandbox_one_succeeds_one_holder() {
+    if !root_or_skip("concurrent_create_sandbox_one_succeeds_one_holder") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(agent.client().await);
+    }
+    let calls = clients.iter().enumerate().map(|(i, c)| async move {
+        let mut r = CreateSandboxRequest::new();
+        r.sandbox_id = format!("sb{i}");
+        r.hostname = format!("pod{i}");
+        call::<_, Empty>(c, SVC, "CreateSandbox", &r).await
+    });
+    let results = futures_join(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "exactly one CreateSandbox succeeds: {results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.0, Code::ALREADY_EXISTS, "{r:?}");
+    }
+    let pid = agent.child.as_ref().unwrap().id();
+    let holders = children_in_other_uts(pid);
+    assert_eq!(holders.len(), 1, "one namespace holder: {holders:?}");
+}
+
+/// Runs the futures concurrently on this task; their results in order.
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = fs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in pinned.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
+}
+
+#[tokio::test]
+async fn update_with_device_rules_keeps_hotplugged_devices() {
+    if !root_or_skip("update_with_device_rules_keeps_hotplugged_devices") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Loop::new(tmp.path(), "disk.img");
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    level3(&c).await;
+    let id = unique("upd");
+    let dir = tmp.path().join(&id);
+    create_and_start(&c, &dir, &id, &["sleep", "120"]).await;
+    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &disk.plug(&id, "/dev/hotdisk"))
+        .await
+        .unwrap();
+    let read = "dd if=/dev/hotdisk of=/dev/null bs=512 count=1";
+    let (st, out) = sh(&c, &dir, &id, read).await;
+    assert_eq!(st, 0, "readable once plugged: {out}");
+    // The host updates the container's device rules (here: /dev/null only).
+    let mut rule = protocols::oci::LinuxDeviceCgroup::new();
+    rule.Allow = true;
+    rule.Type = "c".into();
+    rule.Major = 1;
+    rule.Minor = 3;
+    rule.Access = "rwm".into();
+    let mut res = protocols::oci::LinuxResources::new();
+    res.Devices = vec![rule];
+    let mut u = UpdateContainerRequest::new();
+    u.container_id = id.clone();
+    u.resources = protobuf::MessageField::some(res);
+    let _: Empty = call(&c, SVC, "UpdateContainer", &u).await.unwrap();
+    let (st, out) = sh(&c, &dir, &id, read).await;
+    assert_eq!(
+        st, 0,
+        "the hot-plugged device stays allowed after UpdateContainer: {out}"
+    );
+    remove(&c, &id).await;
+}
+
+#[tokio::test]
+async fn remove_container_drops_its_hotplug_records() {
+    if !root_or_skip("remove_container_drops_its_hotplug_records") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let old = Loop::new(tmp.path(), "old.img");
+    let new = Loop::new(tmp.path(), "new.img");
+    let (major, minor) = old.numbers();
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    level3(&c).await;
+    let id = unique("reuse");
+    let dir = tmp.path().join(&id);
+    create_and_start(&c, &dir, &id, &["sleep", "120"]).await;
+    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &old.plug(&id, "/dev/old"))
+        .await
+        .unwrap();
+    remove(&c, &id).await;
+    // A new container with the same id, given another device.
+    let dir2 = tmp.path().join(format!("{id}-2"));
+    create_and_start(&c, &dir2, &id, &["sleep", "120"]).await;
+    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &new.plug(&id, "/dev/new"))
+        .await
+        .unwrap();
+    // The old container's device is not allowed in the new one: a node made
+    // for it from the host (in the rootfs) cannot be opened.
+    nix::sys::stat::mknod(
+        &dir2.join("rootfs/old-disk"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major.into(), minor.into()),
+    )
+    .unwrap();
+    let (st, out) = sh(&c, &dir2, &id, "dd if=/old-disk of=/dev/null bs=512 count=1").await;
+    assert_ne!(st, 0, "the old device must be denied: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    let (st, out) = sh(&c, &dir2, &id, "dd if=/dev/new of=/dev/null bs=512 count=1").await;
+    assert_eq!(st, 0, "the new device is allowed: {out}");
+    remove(&c, &id).await;
+}
