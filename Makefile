@@ -53,8 +53,14 @@ hadolint:
 test-deps:
 	@test -x /bin/busybox || { echo "installing busybox-static (test rootfs)"; apt-get update -qq && apt-get install -y -qq busybox-static; }
 
+# Tests that need root carry #[cfg_attr(not(pith_root), ignore = "needs root")]
+# (build.rs sets pith_root when built as root): without root the runner
+# reports them as ignored, never as passed.
 unit: toolchain test-deps
 	$(CARGO) test --workspace
+	@n=$$(grep -rho 'ignore = "needs root"' --include='*.rs' src rustjail tests | wc -l); \
+	if [ "$$(id -u)" = 0 ]; then echo "== $$n tests need root: run (as root)"; \
+	else echo "== $$n tests need root: reported as ignored (not root; run make test as root to run them)"; fi
 
 # Static agent for the guest image: musl, size-tuned release profile.
 static: toolchain

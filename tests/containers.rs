@@ -4,16 +4,14 @@
 mod common;
 
 use common::containers::*;
-use common::{call, root_or_skip, Agent};
+use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use ttrpc::proto::Code;
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn echo_stdout_stderr_and_exit_code() {
-    if !root_or_skip("echo_stdout_stderr_and_exit_code") {
-        return;
-    }
     let agent = Agent::start(&[]);
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -40,10 +38,8 @@ async fn echo_stdout_stderr_and_exit_code() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn stdin_round_trip_exec_and_signals() {
-    if !root_or_skip("stdin_round_trip_exec_and_signals") {
-        return;
-    }
     let agent = Agent::start(&[]);
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -95,10 +91,8 @@ async fn stdin_round_trip_exec_and_signals() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn bad_requests_get_clear_errors_and_others_keep_running() {
-    if !root_or_skip("bad_requests_get_clear_errors_and_others_keep_running") {
-        return;
-    }
     let agent = Agent::start(&[]);
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -153,10 +147,8 @@ async fn bad_requests_get_clear_errors_and_others_keep_running() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn hooks_run_by_the_agent_report_their_status() {
-    if !root_or_skip("hooks_run_by_the_agent_report_their_status") {
-        return;
-    }
     // The agent reaps every child; hook statuses must still reach rustjail.
     let agent = Agent::start(&[]);
     let c = agent.client().await;

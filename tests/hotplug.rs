@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::containers::*;
-use common::{call, root_or_skip, Agent};
+use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use protocols::pith::{
@@ -131,10 +131,8 @@ async fn devices_list(c: &Client, id: &str) -> Option<String> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn hotplug_into_running_container() {
-    if !root_or_skip("hotplug_into_running_container") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let disk = Loop::new(tmp.path());
     let (major, minor) = disk.numbers();
@@ -311,10 +309,8 @@ async fn hotplug_into_running_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn create_container_rewrites_devices_to_the_guest() {
-    if !root_or_skip("create_container_rewrites_devices_to_the_guest") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let disk = Loop::new(tmp.path());
     let (major, minor) = disk.numbers();
@@ -374,10 +370,8 @@ async fn create_container_rewrites_devices_to_the_guest() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn hotplug_mounts_a_filesystem_in_the_container() {
-    if !root_or_skip("hotplug_mounts_a_filesystem_in_the_container") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let disk = Loop::with_size(tmp.path(), 8 << 20, true);
     let agent = Agent::start(&["--hotplug-timeout", "1"]);
@@ -482,10 +476,8 @@ impl Drop for NewLoop {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn device_that_appears_after_the_request_is_found() {
-    if !root_or_skip("device_that_appears_after_the_request_is_found") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&["--hotplug-timeout", "3", "--log-level", "trace"]);
     let c = agent.client().await;

@@ -133,10 +133,8 @@ fn text(out: &Output) -> String {
 /// The README's walk-through: a sandbox, a container run to completion, a
 /// detached one with execs, ps, rm, and the sandbox destroyed.
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn drives_a_pod_from_the_command_line() {
-    if !common::root_or_skip("drives_a_pod_from_the_command_line") {
-        return;
-    }
     let agent = Agent::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let rootfs = common::busybox_rootfs(dir.path());

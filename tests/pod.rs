@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::containers::*;
-use common::{call, root_or_skip, Agent};
+use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use ttrpc::proto::Code;
@@ -118,10 +118,8 @@ fn cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
-    if !root_or_skip("pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing") {
-        return;
-    }
     let mut agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -220,10 +218,8 @@ fn holders_of(agent: i32) -> Vec<i32> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn dns_is_written_and_hostname_is_private_to_the_sandbox() {
-    if !root_or_skip("dns_is_written_and_hostname_is_private_to_the_sandbox") {
-        return;
-    }
     let agent = agent();
     let resolv = agent.resolv_conf();
     let c = agent.client().await;
@@ -251,10 +247,8 @@ async fn dns_is_written_and_hostname_is_private_to_the_sandbox() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn exec_with_a_terminal_sees_window_resizes() {
-    if !root_or_skip("exec_with_a_terminal_sees_window_resizes") {
-        return;
-    }
     let agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -303,10 +297,8 @@ async fn exec_with_a_terminal_sees_window_resizes() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn hundred_mib_stream_through_read_stdout_keeps_its_checksum() {
-    if !root_or_skip("hundred_mib_stream_through_read_stdout_keeps_its_checksum") {
-        return;
-    }
     let agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -351,10 +343,8 @@ async fn hundred_mib_stream_through_read_stdout_keeps_its_checksum() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn oom_kill_is_reported_by_get_oom_event() {
-    if !root_or_skip("oom_kill_is_reported_by_get_oom_event") {
-        return;
-    }
     let agent = agent();
     let c = agent.client().await;
     let waiter = agent.client().await;
@@ -386,10 +376,8 @@ async fn oom_kill_is_reported_by_get_oom_event() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn pause_resume_stats_and_process_list() {
-    if !root_or_skip("pause_resume_stats_and_process_list") {
-        return;
-    }
     let agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
@@ -491,10 +479,8 @@ fn mounted(path: &std::path::Path) -> bool {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn storages_are_mounted_for_their_users_and_released() {
-    if !root_or_skip("storages_are_mounted_for_their_users_and_released") {
-        return;
-    }
     let mut agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::containers::*;
-use common::{call, root_or_skip, Agent};
+use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use protocols::pith::{AddBlockDeviceRequest, BlockDeviceResponse, HelloRequest, HelloResponse};
@@ -116,10 +116,8 @@ fn children_in_other_uts(pid: u32) -> Vec<i32> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn concurrent_create_sandbox_one_succeeds_one_holder() {
-    if !root_or_skip("concurrent_create_sandbox_one_succeeds_one_holder") {
-        return;
-    }
     let agent = Agent::start(&[]);
     let mut clients = Vec::new();
     for _ in 0..8 {
@@ -167,10 +165,8 @@ async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Ve
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn update_with_device_rules_keeps_hotplugged_devices() {
-    if !root_or_skip("update_with_device_rules_keeps_hotplugged_devices") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let disk = Loop::new(tmp.path(), "disk.img");
     let agent = Agent::start(&[]);
@@ -207,10 +203,8 @@ async fn update_with_device_rules_keeps_hotplugged_devices() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn remove_container_drops_its_hotplug_records() {
-    if !root_or_skip("remove_container_drops_its_hotplug_records") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let old = Loop::new(tmp.path(), "old.img");
     let new = Loop::new(tmp.path(), "new.img");

@@ -9,13 +9,11 @@ mod common;
 
 use std::process::Command;
 
-use common::{can_run, Bundle};
+use common::Bundle;
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn container_lifecycle_on_a_unified_hierarchy() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     b.add_caps(&["CAP_MKNOD"]);
     let id = format!("v2-{}", std::process::id());

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{can_run, stderr, stdout, Bundle};
+use common::{stderr, stdout, Bundle};
 
 fn state(b: &Bundle, id: &str) -> serde_json::Value {
     serde_json::from_slice(&b.rustjail(&["state", id]).stdout).unwrap_or_default()
@@ -52,10 +52,8 @@ fn utime(pid: i64) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn memory_limit_oom_kills() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
     b.edit(|c| c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 32 << 20, "swap": 32 << 20}));
     let out = b.run(&format!("oom-{}", std::process::id()));
@@ -74,10 +72,8 @@ fn memory_limit_oom_kills() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn pids_limit_stops_a_fork_bomb() {
-    if !can_run() {
-        return;
-    }
     let id = format!("pids-{}", std::process::id());
     let b = started(&["sleep", "60"], &id, |c| {
         c["linux"]["resources"]["pids"] = serde_json::json!({"limit": 10})
@@ -101,10 +97,8 @@ fn pids_limit_stops_a_fork_bomb() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn pause_freezes_and_resume_thaws() {
-    if !can_run() {
-        return;
-    }
     let id = format!("pause-{}", std::process::id());
     let b = started(&["sh", "-c", "while :; do :; done"], &id, |_| {});
     let pid = state(&b, &id)["pid"].as_i64().unwrap();
@@ -135,10 +129,8 @@ fn pause_freezes_and_resume_thaws() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn update_changes_limits_and_ps_lists_processes() {
-    if !can_run() {
-        return;
-    }
     let id = format!("upd-{}", std::process::id());
     let b = started(&["sh", "-c", "sleep 60 & sleep 60 & wait"], &id, |c| {
         c["linux"]["resources"]["pids"] = serde_json::json!({"limit": 50});
@@ -183,10 +175,8 @@ fn update_changes_limits_and_ps_lists_processes() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn device_cgroup_denies_what_the_rules_do_not_allow() {
-    if !can_run() {
-        return;
-    }
     // CAP_MKNOD lets the node be made; the device cgroup still refuses to open
     // /dev/mem (1:1), while /dev/null (1:3), allowed by default, works.
     let b = Bundle::new(&[

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::thread::JoinHandle;
 
-use common::{can_run, stderr, Bundle};
+use common::{stderr, Bundle};
 
 /// Accepts one connection on `path`, takes the pty master, and reads it until
 /// the slave side is gone.
@@ -32,10 +32,8 @@ fn console_reader(path: &Path) -> JoinHandle<String> {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn run_with_a_terminal_sends_the_pty_master() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sh", "-c", "tty; stty size; echo done"]);
     b.edit(|c| {
         c["process"]["terminal"] = true.into();
@@ -59,10 +57,8 @@ fn run_with_a_terminal_sends_the_pty_master() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn terminal_without_console_socket_is_refused() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["true"]);
     b.edit(|c| c["process"]["terminal"] = true.into());
     let out = b.rustjail(&["create", "--bundle", b.path().to_str().unwrap(), "notty"]);
@@ -74,10 +70,8 @@ fn terminal_without_console_socket_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn exec_with_a_terminal() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     b.create_and_start("xt");
     let sock = b.path().join("exec-console.sock");

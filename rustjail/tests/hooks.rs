@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{can_run, stderr, Bundle};
+use common::{stderr, Bundle};
 
 /// A hook that appends "<name> <state json>" to `log` (a path valid where the hook runs).
 fn hook(name: &str, log: &str) -> serde_json::Value {
@@ -13,10 +13,8 @@ fn hook(name: &str, log: &str) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn hooks_run_in_order_with_state_on_stdin() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     let host_log = b.path().join("hooks.log");
     let host = host_log.to_str().unwrap().to_string();
@@ -85,10 +83,8 @@ fn hooks_run_in_order_with_state_on_stdin() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn a_hook_that_hangs_is_killed_at_its_timeout_and_create_fails() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["true"]);
     b.edit(|c| {
         c["hooks"] = serde_json::json!({
@@ -108,10 +104,8 @@ fn a_hook_that_hangs_is_killed_at_its_timeout_and_create_fails() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn a_failing_poststart_hook_is_a_warning() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     b.edit(|c| c["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/false", "args": ["false"]}]}));
     let bundle = b.path().to_str().unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{can_run, stderr, stdout, Bundle};
+use common::{stderr, stdout, Bundle};
 
 fn run_sh(script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (i32, String, String) {
     let b = Bundle::new(&["sh", "-c", script]);
@@ -19,10 +19,8 @@ fn run_sh(script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (i32, Stri
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn namespaces_are_separate() {
-    if !can_run() {
-        return;
-    }
     let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap();
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let (code, out, err) = run_sh(
@@ -47,10 +45,8 @@ fn namespaces_are_separate() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn joins_a_namespace_given_by_path() {
-    if !can_run() {
-        return;
-    }
     // Join this test's network namespace.
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let me = format!("/proc/{}/ns/net", std::process::id());
@@ -67,10 +63,8 @@ fn joins_a_namespace_given_by_path() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn capabilities_are_dropped() {
-    if !can_run() {
-        return;
-    }
     let (code, out, err) = run_sh(
         "grep CapEff /proc/self/status; mount -t tmpfs x /mnt 2>&1; echo mount=$?",
         |_| {},
@@ -87,10 +81,8 @@ fn capabilities_are_dropped() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn readonly_rootfs_is_unwritable() {
-    if !can_run() {
-        return;
-    }
     let (code, out, err) = run_sh("touch /newfile 2>&1; echo touch=$?", |c| {
         c["root"]["readonly"] = true.into()
     });
@@ -102,10 +94,8 @@ fn readonly_rootfs_is_unwritable() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn masked_paths_are_unreadable() {
-    if !can_run() {
-        return;
-    }
     let (code, out, err) = run_sh(
         "cat /proc/kcore | wc -c; ls /proc/acpi | wc -l; echo x > /proc/sys/kernel/domainname; echo w=$?",
         |_| {},
@@ -118,10 +108,8 @@ fn masked_paths_are_unreadable() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn the_container_gets_no_runtime_descriptor() {
-    if !can_run() {
-        return;
-    }
     // ls opens the directory itself as fd 3; nothing else may be there.
     let (code, out, err) = run_sh("ls /proc/self/fd", |_| {});
     assert_eq!(code, 0, "{err}");
@@ -130,10 +118,8 @@ fn the_container_gets_no_runtime_descriptor() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn init_binary_is_a_sealed_copy_that_cannot_be_overwritten() {
-    if !can_run() {
-        return;
-    }
     // CVE-2019-5736: /proc/self/exe of the container's init (before exec) and of
     // anything the runtime leaves must not be the runtime binary on disk. The
     // user process replaced init, so check the runtime binary is untouched
@@ -146,10 +132,8 @@ fn init_binary_is_a_sealed_copy_that_cannot_be_overwritten() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn symlinks_in_the_rootfs_cannot_redirect_mounts_outside() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sh", "-c", "ls /escape/tmp/pith-escape-probe && echo inside"]);
     // rootfs/escape -> / on the host; a tmpfs mount at /escape/tmp/... must land
     // in the rootfs, not on the host's /tmp.
@@ -169,10 +153,8 @@ fn symlinks_in_the_rootfs_cannot_redirect_mounts_outside() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn seccomp_denies_a_syscall_with_the_configured_errno() {
-    if !can_run() {
-        return;
-    }
     for nnp in [true, false] {
         let (code, out, err) = run_sh("mkdir /tmp/x 2>&1; echo rc=$?; echo still running", |c| {
             c["process"]["noNewPrivileges"] = nnp.into();
@@ -192,10 +174,8 @@ fn seccomp_denies_a_syscall_with_the_configured_errno() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn user_namespace_with_id_maps() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&[
         "sh",
         "-c",
@@ -228,10 +208,8 @@ fn user_namespace_with_id_maps() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn no_pivot_uses_move_and_chroot() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sh", "-c", "ls /; cat /proc/1/comm"]);
     let out = b.rustjail(&["run", "--no-pivot", "--bundle", b.path().to_str().unwrap(), "np"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -240,10 +218,8 @@ fn no_pivot_uses_move_and_chroot() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn joins_another_containers_pid_namespace() {
-    if !can_run() {
-        return;
-    }
     // A sandbox-wide PID namespace: the second container joins the first's.
     let a = Bundle::new(&["sleep", "60"]);
     let id_a = format!("pidns-a-{}", std::process::id());
@@ -272,10 +248,8 @@ fn joins_another_containers_pid_namespace() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn a_created_containers_init_runs_from_a_sealed_memfd() {
-    if !can_run() {
-        return;
-    }
     // CVE-2019-5736: before start, the container's init is the runtime's code.
     // Its /proc/PID/exe must be a sealed memfd copy, not the runtime binary,
     // and must refuse writes.
@@ -301,10 +275,8 @@ fn a_created_containers_init_runs_from_a_sealed_memfd() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn time_namespace_with_offsets() {
-    if !can_run() {
-        return;
-    }
     // A new time namespace with the monotonic clock a day ahead.
     let b = Bundle::new(&["sh", "-c", "echo pid=$$; readlink /proc/self/ns/time; cat /proc/uptime"]);
     b.edit(|c| {
@@ -335,10 +307,8 @@ fn time_namespace_with_offsets() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn process_user_groups_umask_rlimits_oom_sysctl_domainname() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&[
         "sh",
         "-c",

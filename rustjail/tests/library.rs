@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use common::{can_run, Bundle};
+use common::Bundle;
 use rustjail::{CreateOptions, ExecOptions, Runtime};
 
 /// The bundle's spec, read as the command line would.
@@ -34,10 +34,8 @@ fn wait_code(pid: nix::unistd::Pid) -> i32 {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn container_stdio_on_the_callers_pipes() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sh", "-c", "read line; echo \"got $line\"; echo oops >&2; exit 9"]);
     let rt = runtime(&b);
     let (in_r, mut in_w) = std::io::pipe().unwrap();
@@ -70,10 +68,8 @@ fn container_stdio_on_the_callers_pipes() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn exec_stdio_on_the_callers_pipes() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     let rt = runtime(&b);
     let id = format!("libx-{}", std::process::id());
@@ -115,10 +111,8 @@ fn exec_stdio_on_the_callers_pipes() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn terminal_master_is_returned_by_create_and_exec() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sh", "-c", "tty; read x; echo \"init got $x\""]);
     b.edit(|c| c["process"]["terminal"] = true.into());
     let rt = runtime(&b);

@@ -2,13 +2,11 @@
 
 mod common;
 
-use common::{can_run, stderr, stdout, Bundle};
+use common::{stderr, stdout, Bundle};
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn run_reports_output_and_exit_code() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sh", "-c", "echo hello; exit 7"]);
     let out = b.run("exit7");
     assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
@@ -18,10 +16,8 @@ fn run_reports_output_and_exit_code() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn signal_death_is_128_plus_signal() {
-    if !can_run() {
-        return;
-    }
     // The container's PID 1 ignores signals sent from inside its own namespace,
     // so kill it from outside while `run` waits for it.
     let b = Bundle::new(&["sleep", "60"]);
@@ -47,10 +43,8 @@ fn signal_death_is_128_plus_signal() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn create_start_state_kill_delete() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     let bundle = b.path().to_str().unwrap();
     let pid_file = b.path().join("pid");
@@ -115,10 +109,8 @@ fn create_start_state_kill_delete() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn delete_force_kills_a_running_container() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     b.create_and_start("f1");
     let out = b.rustjail(&["delete", "--force", "f1"]);
@@ -128,10 +120,8 @@ fn delete_force_kills_a_running_container() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn bad_input_is_a_clear_error_and_leaves_nothing() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["true"]);
     let bundle = b.path().to_str().unwrap();
     for id in ["../x", "a/b", ".."] {
@@ -162,10 +152,8 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn exec_joins_the_running_containers_namespaces() {
-    if !can_run() {
-        return;
-    }
     let b = Bundle::new(&["sleep", "60"]);
     b.edit(|c| c["hostname"] = "exec-host".into());
     b.create_and_start("x1");

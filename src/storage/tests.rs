@@ -10,11 +10,7 @@ use nix::sched::CloneFlags;
 
 use super::*;
 
-fn private_mount_ns(what: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED {what}: mounting needs root");
-        return false;
-    }
+fn private_mount_ns() {
     nix::sched::unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
     nix::mount::mount(
         None::<&str>,
@@ -24,7 +20,6 @@ fn private_mount_ns(what: &str) -> bool {
         None::<&str>,
     )
     .expect("make / private");
-    true
 }
 
 /// The filesystem type mounted at `mp` in this thread's namespace, if any.
@@ -51,10 +46,9 @@ fn tmpfs(mp: &Path) -> Storage {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn ephemeral_is_a_tmpfs_until_released() {
-    if !private_mount_ns("ephemeral") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("sandbox/ephemeral/vol");
     let m = StorageManager::new();
@@ -72,10 +66,9 @@ fn ephemeral_is_a_tmpfs_until_released() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn ephemeral_fsgid_gives_the_root_to_the_group() {
-    if !private_mount_ns("ephemeral fsgid") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("e");
     let m = StorageManager::new();
@@ -88,10 +81,9 @@ fn ephemeral_fsgid_gives_the_root_to_the_group() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn bind_ro_refuses_writes() {
-    if !private_mount_ns("bind ro") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -111,10 +103,9 @@ fn bind_ro_refuses_writes() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn bind_of_a_file() {
-    if !private_mount_ns("bind file") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("resolv.conf");
     std::fs::write(&src, "nameserver 10.0.0.1\n").unwrap();
@@ -129,10 +120,9 @@ fn bind_of_a_file() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn local_dir_has_mode_and_group_and_goes_with_its_data() {
-    if !private_mount_ns("local") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("local/vol");
     let m = StorageManager::new();
@@ -153,10 +143,9 @@ fn local_dir_has_mode_and_group_and_goes_with_its_data() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn two_owners_share_one_storage() {
-    if !private_mount_ns("shared storage") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("shm");
     let m = StorageManager::new();
@@ -190,10 +179,9 @@ fn two_owners_share_one_storage() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn a_failing_storage_rolls_back_the_call() {
-    if !private_mount_ns("rollback") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let kept = d.path().join("kept");
     let first = d.path().join("first");
@@ -238,10 +226,9 @@ fn unknown_and_not_yet_supported_drivers_are_invalid() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn virtio_fs_without_the_device_fails_cleanly() {
-    if !private_mount_ns("virtio-fs error path") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("shared/containers");
     let m = StorageManager::new();
@@ -268,10 +255,9 @@ fn virtio_fs_without_the_device_fails_cleanly() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn state_survives_a_round_trip_and_can_be_released() {
-    if !private_mount_ns("state") {
-        return;
-    }
+    private_mount_ns();
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("a/b");
     let m = StorageManager::new();

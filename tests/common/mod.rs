@@ -305,13 +305,3 @@ pub fn pithctl_bin() -> PathBuf {
     })
     .clone()
 }
-
-/// Whether whole-container tests can run (they need root).
-pub fn root_or_skip(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED {what}: containers need root");
-        false
-    }
-}

@@ -1,4 +1,4 @@
-//! Tests on the host's real cgroups (root only; they print "SKIPPED" otherwise). On a hybrid or
+//! Tests on the host's real cgroups (root only: ignored otherwise). On a hybrid or
 //! legacy host they exercise v1; every cgroup created is removed by a guard, even on failure.
 
 use std::fs;
@@ -18,15 +18,6 @@ use oci_spec::runtime::{
 
 use super::tests_units::{default_rules, rule};
 use super::{Error, FreezerState, Manager, OomWatch};
-
-/// True when running as root; otherwise prints why the test is skipped.
-pub(crate) fn root_or_skip(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("SKIPPED: {test} needs root to create cgroups");
-    }
-    root
-}
 
 /// A cgroup name unique to this process and test.
 pub(crate) fn unique(test: &str) -> String {
@@ -152,10 +143,8 @@ fn v1_file(mgr: &Manager, ctrl: &str, file: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn real_v1_lifecycle() {
-    if !root_or_skip("real_v1_lifecycle") {
-        return;
-    }
     let name = unique("life");
     let mgr = Manager::new(None, &name).unwrap();
     let mut g = Guard::new(mgr.clone());
@@ -288,10 +277,8 @@ fn real_v1_lifecycle() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn real_v1_devices_and_hot_plug() {
-    if !root_or_skip("real_v1_devices_and_hot_plug") {
-        return;
-    }
     let mgr = Manager::new(Some(Path::new(&format!("/{}", unique("dev")))), "dev").unwrap();
     let _g = Guard::new(mgr.clone());
     if !matches!(mgr, Manager::V1(_)) {
@@ -327,10 +314,8 @@ fn real_v1_devices_and_hot_plug() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn real_oom_notification() {
-    if !root_or_skip("real_oom_notification") {
-        return;
-    }
     // Absolute: on a pure v2 host the caller's own cgroup may hold processes and could not delegate.
     let mgr = Manager::new(Some(Path::new(&format!("/{}", unique("oom")))), "oom").unwrap();
     let _g = Guard::new(mgr.clone());

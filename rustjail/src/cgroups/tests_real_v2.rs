@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use oci_spec::runtime::LinuxDeviceType;
 
 use super::bpf::{open_cgroup_dir, query_device_programs};
-use super::tests_real_v1::{check_freeze_stops_cpu, root_or_skip, run_in, unique, Guard, OPEN_DEVICES};
+use super::tests_real_v1::{check_freeze_stops_cpu, run_in, unique, Guard, OPEN_DEVICES};
 use super::tests_units::rule;
 use super::{FreezerState, Hierarchies, Manager, SysRoot, V2Manager};
 
@@ -38,10 +38,8 @@ fn attached(mgr: &Manager) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn real_v2_freeze_pids_stats_destroy() {
-    if !root_or_skip("real_v2_freeze_pids_stats_destroy") {
-        return;
-    }
     let Some((mgr, mut g)) = v2_cgroup("v2life") else {
         return;
     };
@@ -79,10 +77,8 @@ fn real_v2_freeze_pids_stats_destroy() {
 }
 
 #[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
 fn real_v2_devices_ebpf() {
-    if !root_or_skip("real_v2_devices_ebpf") {
-        return;
-    }
     let Some((mgr, _g)) = v2_cgroup("v2dev") else { return };
     let only_null = vec![
         rule(false, None, None, None, "rwm"),
