@@ -12,6 +12,8 @@
 //! The agent binary is `PITH_AGENT_BIN` (make bench passes the static musl
 //! build that goes into the guest image), or the release build.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,33 +119,10 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         // Containers outlive a killed agent (a bench that failed half-way): let
         // it remove them first.
-        destroy_sandbox(&self.sock);
+        common::destroy_sandbox(&self.sock);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Asks the agent on `sock` to end its sandbox (every container killed and
-/// removed), on a connection and runtime of its own; errors are ignored (the
-/// agent may be gone already).
-fn destroy_sandbox(sock: &Path) {
-    let addr = protocols::addr::Address::Unix(sock.to_path_buf());
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let c = pithctl::client::connect(&addr, Duration::from_secs(2)).await.ok()?;
-            let mut r = Request::new();
-            r.service = "grpc.AgentService".into();
-            r.method = "DestroySandbox".into();
-            r.payload = DestroySandboxRequest::new().write_to_bytes().ok()?;
-            r.timeout_nano = Duration::from_secs(20).as_nanos() as i64;
-            c.request(r).await.ok()
-        })
-    })
-    .join();
 }
 
 fn start_agent(bin: &str, dir: &Path) -> AgentProc {

@@ -7,6 +7,8 @@
 //! rounds. The device is already present, so this is the agent's own cost, not
 //! the VMM's or the guest kernel's.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,29 +35,6 @@ async fn call<Req: Message, Resp: Message>(c: &Client, service: &str, method: &s
     Resp::parse_from_bytes(&resp.payload).unwrap()
 }
 
-/// Asks the agent on `sock` to end its sandbox (every container killed and
-/// removed), on a connection and runtime of its own; errors are ignored (the
-/// agent may be gone already).
-fn destroy_sandbox(sock: &Path) {
-    let addr = protocols::addr::Address::Unix(sock.to_path_buf());
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let c = pithctl::client::connect(&addr, Duration::from_secs(2)).await.ok()?;
-            let mut r = Request::new();
-            r.service = "grpc.AgentService".into();
-            r.method = "DestroySandbox".into();
-            r.payload = DestroySandboxRequest::new().write_to_bytes().ok()?;
-            r.timeout_nano = Duration::from_secs(20).as_nanos() as i64;
-            c.request(r).await.ok()
-        })
-    })
-    .join();
-}
-
 struct Fixture {
     agent: Child,
     dir: tempfile::TempDir,
@@ -65,7 +44,7 @@ struct Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         // Containers outlive a killed agent: let it remove them first.
-        destroy_sandbox(&self.dir.path().join("agent.sock"));
+        common::destroy_sandbox(&self.dir.path().join("agent.sock"));
         let _ = self.agent.kill();
         let _ = self.agent.wait();
         if let Some(d) = &self.loop_dev {

@@ -1,13 +1,14 @@
-//! Sets `cfg(pith_root)` when built as root: tests that need root (containers,
-//! mounts, cgroups, loop devices) carry
+//! Sets `cfg(pith_root)` when built as root (the build script of rustjail and
+//! of the agent): tests that need root (containers, mounts, cgroups, loop
+//! devices) carry
 //! `#[cfg_attr(not(pith_root), ignore = "needs root")]`, so that without root
 //! the test runner reports them as ignored instead of passing them unrun.
 //! `cargo test -- --include-ignored` runs them anyway (and they fail).
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(pith_root)");
-    println!("cargo::rerun-if-changed=build.rs");
-    // sudo and su change these: build again as the new user.
+    // Runs again when it changes (a new binary) and when the user may have:
+    // sudo and su change these.
     for v in ["USER", "SUDO_UID", "UID"] {
         println!("cargo::rerun-if-env-changed={v}");
     }

@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::containers::*;
+use common::loopdev::Loop;
 use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
@@ -19,58 +17,6 @@ use ttrpc::proto::Code;
 use ttrpc::r#async::Client;
 
 const DEV: &str = "pith.Devices";
-
-/// A loop device over a 1 MiB file, detached on drop (test failures included).
-struct Loop {
-    dev: PathBuf,
-    file: PathBuf,
-}
-
-impl Loop {
-    fn new(dir: &Path) -> Loop {
-        Self::with_size(dir, 1 << 20, false)
-    }
-
-    /// A loop device over a file of `size` bytes, formatted ext4 when `ext4`.
-    fn with_size(dir: &Path, size: usize, ext4: bool) -> Loop {
-        let file = dir.join("disk.img");
-        std::fs::write(&file, vec![0u8; size]).unwrap();
-        if ext4 {
-            let st = Command::new("mkfs.ext4")
-                .args(["-q", "-F"])
-                .arg(&file)
-                .status()
-                .unwrap();
-            assert!(st.success(), "mkfs.ext4 {}", file.display());
-        }
-        // The tests of this file run in parallel: one `losetup -f` at a time.
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        Loop { dev, file }
-    }
-
-    fn numbers(&self) -> (u32, u32) {
-        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
-        (libc::major(rdev), libc::minor(rdev))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
 
 fn add_req(id: &str, kind: &str, address: &str, path: &str) -> AddBlockDeviceRequest {
     let mut r = AddBlockDeviceRequest::new();
@@ -90,23 +36,6 @@ fn remove_req(id: &str, path: &str) -> RemoveBlockDeviceRequest {
     r.container_id = id.into();
     r.container_path = path.into();
     r
-}
-
-/// Runs `sh -c script` in container `id`; returns exit status and stdout+stderr.
-async fn sh(c: &Client, dir: &Path, id: &str, script: &str) -> (i32, String) {
-    let exec_id = unique("x");
-    let mut e = ExecProcessRequest::new();
-    e.container_id = id.into();
-    e.exec_id = exec_id.clone();
-    let mut spec = create_req(
-        &dir.join("exec").join(&exec_id),
-        id,
-        &["sh", "-c", &format!("exec 2>&1; {script}")],
-    );
-    e.process = spec.OCI.take().unwrap().Process;
-    let _: Empty = call(c, SVC, "ExecProcess", &e).await.unwrap();
-    let out = String::from_utf8_lossy(&read_all(c, id, &exec_id, "ReadStdout").await).into_owned();
-    (wait(c, id, &exec_id).await.unwrap(), out)
 }
 
 /// The v1 devices cgroup's devices.list of container `id`'s init.

@@ -7,11 +7,8 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use common::containers::*;
+use common::loopdev::Loop;
 use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
@@ -21,52 +18,14 @@ use ttrpc::r#async::Client;
 
 const DEV: &str = "pith.Devices";
 
-/// A loop device over a 1 MiB file, detached on drop.
-struct Loop {
-    dev: PathBuf,
-}
-
-impl Loop {
-    fn new(dir: &Path, name: &str) -> Loop {
-        let file = dir.join(name);
-        std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
-        // Tests run in parallel: one `losetup -f` at a time.
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop {
-            dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
-        }
-    }
-
-    fn numbers(&self) -> (u32, u32) {
-        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
-        (libc::major(rdev), libc::minor(rdev))
-    }
-
-    fn plug(&self, id: &str, path: &str) -> AddBlockDeviceRequest {
-        let mut r = AddBlockDeviceRequest::new();
-        r.container_id = id.into();
-        r.type_ = "path".into();
-        r.address = self.dev.display().to_string();
-        r.container_path = path.into();
-        r
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+/// AddBlockDevice of `disk` into container `id` at `path`.
+fn plug(disk: &Loop, id: &str, path: &str) -> AddBlockDeviceRequest {
+    let mut r = AddBlockDeviceRequest::new();
+    r.container_id = id.into();
+    r.type_ = "path".into();
+    r.address = disk.dev.display().to_string();
+    r.container_path = path.into();
+    r
 }
 
 async fn level3(c: &Client) {
@@ -75,23 +34,6 @@ async fn level3(c: &Client) {
     h.max_level = 3;
     let r: HelloResponse = call(c, "pith.Negotiation", "Hello", &h).await.unwrap();
     assert_eq!(r.level, 3);
-}
-
-/// Runs `sh -c script` in container `id`; returns exit status and stdout+stderr.
-async fn sh(c: &Client, dir: &Path, id: &str, script: &str) -> (i32, String) {
-    let exec_id = unique("x");
-    let mut e = ExecProcessRequest::new();
-    e.container_id = id.into();
-    e.exec_id = exec_id.clone();
-    let mut spec = create_req(
-        &dir.join("exec").join(&exec_id),
-        id,
-        &["sh", "-c", &format!("exec 2>&1; {script}")],
-    );
-    e.process = spec.OCI.take().unwrap().Process;
-    let _: Empty = call(c, SVC, "ExecProcess", &e).await.unwrap();
-    let out = String::from_utf8_lossy(&read_all(c, id, &exec_id, "ReadStdout").await).into_owned();
-    (wait(c, id, &exec_id).await.unwrap(), out)
 }
 
 /// The children of `pid` in a UTS namespace other than its own: namespace
@@ -168,14 +110,14 @@ async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Ve
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn update_with_device_rules_keeps_hotplugged_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    let disk = Loop::new(tmp.path(), "disk.img");
+    let disk = Loop::new(tmp.path());
     let agent = Agent::start(&[]);
     let c = agent.client().await;
     level3(&c).await;
     let id = unique("upd");
     let dir = tmp.path().join(&id);
     create_and_start(&c, &dir, &id, &["sleep", "120"]).await;
-    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &disk.plug(&id, "/dev/hotdisk"))
+    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &plug(&disk, &id, "/dev/hotdisk"))
         .await
         .unwrap();
     let read = "dd if=/dev/hotdisk of=/dev/null bs=512 count=1";
@@ -206,8 +148,8 @@ async fn update_with_device_rules_keeps_hotplugged_devices() {
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn remove_container_drops_its_hotplug_records() {
     let tmp = tempfile::tempdir().unwrap();
-    let old = Loop::new(tmp.path(), "old.img");
-    let new = Loop::new(tmp.path(), "new.img");
+    let old = Loop::new(tmp.path());
+    let new = Loop::new(tmp.path());
     let (major, minor) = old.numbers();
     let agent = Agent::start(&[]);
     let c = agent.client().await;
@@ -215,14 +157,14 @@ async fn remove_container_drops_its_hotplug_records() {
     let id = unique("reuse");
     let dir = tmp.path().join(&id);
     create_and_start(&c, &dir, &id, &["sleep", "120"]).await;
-    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &old.plug(&id, "/dev/old"))
+    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &plug(&old, &id, "/dev/old"))
         .await
         .unwrap();
     remove(&c, &id).await;
     // A new container with the same id, given another device.
     let dir2 = tmp.path().join(format!("{id}-2"));
     create_and_start(&c, &dir2, &id, &["sleep", "120"]).await;
-    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &new.plug(&id, "/dev/new"))
+    let _: BlockDeviceResponse = call(&c, DEV, "AddBlockDevice", &plug(&new, &id, "/dev/new"))
         .await
         .unwrap();
     // The old container's device is not allowed in the new one: a node made

@@ -3,12 +3,31 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 use ttrpc::proto::Code;
 use ttrpc::r#async::Client;
 
 use super::{busybox_rootfs, call};
+
+/// Runs `sh -c script` in container `id`; returns exit status and stdout+stderr.
+pub async fn sh(c: &Client, dir: &Path, id: &str, script: &str) -> (i32, String) {
+    let exec_id = unique("x");
+    let mut e = ExecProcessRequest::new();
+    e.container_id = id.into();
+    e.exec_id = exec_id.clone();
+    let mut spec = create_req(
+        &dir.join("exec").join(&exec_id),
+        id,
+        &["sh", "-c", &format!("exec 2>&1; {script}")],
+    );
+    e.process = spec.OCI.take().unwrap().Process;
+    let _: Empty = call(c, SVC, "ExecProcess", &e).await.unwrap();
+    let out = String::from_utf8_lossy(&read_all(c, id, &exec_id, "ReadStdout").await).into_owned();
+    (wait(c, id, &exec_id).await.unwrap(), out)
+}
 
 pub const SVC: &str = "grpc.AgentService";
 

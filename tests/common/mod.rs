@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod loopdev;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,31 @@
+//! What the agent benchmarks share.
+
+use std::path::Path;
+use std::time::Duration;
+
+use protobuf::Message;
+use protocols::agent::DestroySandboxRequest;
+use ttrpc::proto::Request;
+
+/// Asks the agent on `sock` to end its sandbox (every container killed and
+/// removed), on a connection and runtime of its own; errors are ignored (the
+/// agent may be gone already).
+pub fn destroy_sandbox(sock: &Path) {
+    let addr = protocols::addr::Address::Unix(sock.to_path_buf());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let c = pithctl::client::connect(&addr, Duration::from_secs(2)).await.ok()?;
+            let mut r = Request::new();
+            r.service = "grpc.AgentService".into();
+            r.method = "DestroySandbox".into();
+            r.payload = DestroySandboxRequest::new().write_to_bytes().ok()?;
+            r.timeout_nano = Duration::from_secs(20).as_nanos() as i64;
+            c.request(r).await.ok()
+        })
+    })
+    .join();
+}
