@@ -327,3 +327,56 @@ impl crate::Runtime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_enters_every_namespace_user_first_mount_last_and_the_root() {
+        let e = Enter::all(42);
+        assert_eq!(e.pid, 42);
+        assert!(e.root);
+        assert_eq!(e.namespaces.first(), Some(&LinuxNamespaceType::User));
+        assert_eq!(e.namespaces.last(), Some(&LinuxNamespaceType::Mount));
+        assert_eq!(e.namespaces.len(), 7);
+    }
+
+    #[test]
+    fn entering_our_own_namespaces_is_a_no_op() {
+        // Every namespace named is the caller's own: nothing to join, no root
+        // change asked; this works unprivileged and changes nothing.
+        let me = std::process::id() as i32;
+        let e = Enter {
+            pid: me,
+            namespaces: ORDER.iter().map(|(t, ..)| *t).collect(),
+            root: false,
+        };
+        let cwd = std::env::current_dir().unwrap();
+        enter(&e).unwrap();
+        assert_eq!(std::env::current_dir().unwrap(), cwd);
+    }
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let r = OpRequest {
+            enter: Some(Enter::all(7)),
+            payload: serde_json::json!({"path": "/dev/x"}),
+        };
+        let back: OpRequest = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back.enter, r.enter);
+        assert_eq!(back.payload, r.payload);
+        let f: OpReply = serde_json::from_str(&serde_json::to_string(&OpReply::Failed("no".into())).unwrap()).unwrap();
+        assert!(matches!(f, OpReply::Failed(m) if m == "no"));
+    }
+
+    #[test]
+    fn modes_have_their_names() {
+        fn f(v: serde_json::Value) -> std::result::Result<serde_json::Value, String> {
+            Ok(v)
+        }
+        assert_eq!(Mode::CONTAINER.name(), CONTAINER_MODE);
+        assert_eq!(Mode::op("x", f).name(), "x");
+        assert_eq!(Mode::resident("y", f).name(), "y");
+    }
+}

@@ -202,8 +202,6 @@ impl Sandbox {
 
     pub(super) async fn remove_container_task(&self, id: &str, timeout: Duration) -> Result<()> {
         let c = self.container(id)?;
-        // No hot-plug or update of this container runs meanwhile.
-        let mut devices = c.devices.lock().await;
         if c.init.exit_within(timeout).await.is_none() {
             let _ = self.engine.signal(c.init.pid, Some(Signal::SIGKILL));
             if c.init.exit_within(Duration::from_secs(10)).await.is_none() {
@@ -213,6 +211,8 @@ impl Sandbox {
                 )));
             }
         }
+        // No hot-plug or update of this container runs from here on.
+        let mut devices = c.devices.lock().await;
         let held = c.clone();
         let warnings = blocking(move || held.engine.delete()).await?;
         for w in &warnings {
