@@ -84,12 +84,27 @@ struct ChildArgs {
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // Only async-signal-safe syscalls from here on: this is a copy of a possibly
-    // multi-threaded process whose locks may be held by threads that do not exist here.
+    // multi-threaded process whose locks may be held by threads that do not
+    // exist here, or (vfork) a thread borrowing its memory until it executes.
     // SAFETY: `arg` points at the ChildArgs the parent built before clone; the
-    // child has its own copy of that memory.
+    // child has its own copy of that memory, or shares it while the parent waits.
     let a = unsafe { &*(arg as *const ChildArgs) };
     // SAFETY: raw syscalls with valid arguments; no allocation.
     unsafe {
+        // The parent's signal handlers must not run here (they would act on
+        // its state, in its memory with vfork): every handled signal goes back
+        // to its default before any is unblocked. execve would reset them anyway.
+        for sig in 1..=64 {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP || libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -189,18 +204,37 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down: hand clone the 16-byte aligned top.
     let top = ((stack.as_mut_ptr() as usize + CHILD_STACK) & !15) as *mut libc::c_void;
+    // Without a step between clone and exec, share the memory and wait for the
+    // exec (as posix_spawn does): copying the page tables of a multi-threaded
+    // process costs more than the rest of the spawn. With a step (user
+    // namespace maps), the parent must run meanwhile: a copy.
+    let vfork = before_exec.is_none();
+    let share = if vfork { libc::CLONE_VM | libc::CLONE_VFORK } else { 0 };
+    // No signal is delivered to the child before it resets the handlers.
+    // SAFETY: sigset manipulation on local values; pthread_sigmask of this thread.
+    let saved = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut saved: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
+        saved
+    };
     // SAFETY: child_main only runs async-signal-safe syscalls on its own stack;
-    // without CLONE_VM the child works on a copy of `args` and `stack`.
+    // without CLONE_VM the child works on a copy of `args` and `stack`, with it
+    // this thread is suspended (CLONE_VFORK) until the child has executed or exited.
     let pid = unsafe {
         libc::clone(
             child_main,
             top,
-            spec.flags.bits() | libc::SIGCHLD,
+            spec.flags.bits() | share | libc::SIGCHLD,
             &args as *const ChildArgs as *mut libc::c_void,
         )
     };
+    let clone_err = nix::Error::last();
+    // SAFETY: restores this thread's mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
     if pid < 0 {
-        return Err(sys("clone", format!("flags {:?}", spec.flags))(nix::Error::last()));
+        return Err(sys("clone", format!("flags {:?}", spec.flags))(clone_err));
     }
     drop(err_w);
     let pid = Pid::from_raw(pid);
