@@ -3,6 +3,7 @@
 //! onlining hot-added CPUs and memory. One file per concern; the RPC layer
 //! (`rpc::guest`) only converts messages and maps errors to statuses.
 
+pub mod confine;
 pub mod copy_file;
 pub mod details;
 pub mod online;

@@ -270,6 +270,7 @@ impl Sandbox {
         std::fs::create_dir_all(&bundles)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundles.display())))?;
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
+        let storage_roots = crate::storage::roots_for(&cfg.state_dir, &|k| std::env::var(k).ok());
         Ok(Sandbox {
             runtime: Arc::new(runtime),
             consoles: cfg.state_dir.join("consoles"),
@@ -280,7 +281,7 @@ impl Sandbox {
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
             pod: Mutex::new(PodInfo::default()),
-            storages: Arc::new(crate::storage::StorageManager::new()),
+            storages: Arc::new(crate::storage::StorageManager::new().with_roots(storage_roots)),
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,

@@ -22,12 +22,13 @@ pub mod shared_fs;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use protocols::agent::Storage;
 use serde::{Deserialize, Serialize};
 
+use crate::guest::confine::ConfineError;
 use mount::Record;
 
 /// The drivers this agent has, as GetGuestDetails lists them.
@@ -123,10 +124,39 @@ pub struct StorageState {
     pub entries: Vec<StorageEntry>,
 }
 
+/// Where storage mount points (and the sources of bind-like storages) may
+/// be when nothing else is configured: Kata's directory. The agent adds its
+/// state directory and [`ROOTS_ENV`].
+pub const DEFAULT_ROOTS: &[&str] = &["/run/kata-containers"];
+/// Environment variable with more allowed storage directories, colon-separated.
+pub const ROOTS_ENV: &str = "PITH_STORAGE_ROOTS";
+
+/// The allowed storage directories of an agent keeping its state in
+/// `state_dir`: [`DEFAULT_ROOTS`], `state_dir`, and [`ROOTS_ENV`] from `env`.
+pub fn roots_for(state_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = DEFAULT_ROOTS.iter().map(PathBuf::from).collect();
+    roots.push(state_dir.to_path_buf());
+    if let Some(more) = env(ROOTS_ENV) {
+        roots.extend(crate::guest::parse_roots(&more));
+    }
+    roots
+}
+
 /// Mounts storages and counts who uses them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StorageManager {
     entries: Mutex<BTreeMap<PathBuf, StorageEntry>>,
+    /// Directories mount points and bind sources must lie under.
+    roots: Vec<PathBuf>,
+}
+
+impl Default for StorageManager {
+    fn default() -> Self {
+        StorageManager {
+            entries: Mutex::default(),
+            roots: DEFAULT_ROOTS.iter().map(PathBuf::from).collect(),
+        }
+    }
 }
 
 /// What one `add` call did, to undo it on failure.
@@ -146,7 +176,19 @@ impl StorageManager {
         let entries = state.entries.into_iter().map(|e| (e.mount_point.clone(), e)).collect();
         StorageManager {
             entries: Mutex::new(entries),
+            ..Default::default()
         }
+    }
+
+    /// The same manager confined to `roots` instead of [`DEFAULT_ROOTS`].
+    pub fn with_roots(mut self, roots: Vec<PathBuf>) -> Self {
+        self.roots = roots;
+        self
+    }
+
+    /// The directories storages are confined to.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
     }
 
     /// The state, as plain data.
@@ -169,7 +211,7 @@ impl StorageManager {
         let mut done = Vec::new();
         let mut paths = Vec::new();
         for (i, s) in storages.iter().enumerate() {
-            match add_one(&mut entries, owner, s) {
+            match add_one(&mut entries, &self.roots, owner, s) {
                 Ok((mp, d)) => {
                     paths.push(mp);
                     done.extend(d);
@@ -238,28 +280,31 @@ fn with_context(index: usize, s: &Storage, e: StorageError) -> StorageError {
     }
 }
 
-/// The mount point as a key: absolute, without `..`, `.` or a trailing `/`.
-fn mount_point(s: &Storage) -> Result<PathBuf, StorageError> {
-    let p = Path::new(&s.mount_point);
-    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
-        return Err(StorageError::InvalidArgument(format!(
-            "mount point {:?} must be an absolute path without '..'",
-            s.mount_point
-        )));
-    }
-    let clean: PathBuf = p.components().collect();
-    if clean == Path::new("/") {
-        return Err(StorageError::InvalidArgument("mount point \"/\" is not allowed".into()));
-    }
-    Ok(clean)
+/// The mount point as a key: absolute, without `..`, under an allowed root,
+/// resolved without following a symlink out of that root.
+fn mount_point(roots: &[PathBuf], s: &Storage) -> Result<PathBuf, StorageError> {
+    confined(roots, &s.mount_point, "mount_point", false)
+}
+
+/// `path` (the storage field `field`) resolved under `roots`.
+pub(crate) fn confined(roots: &[PathBuf], path: &str, field: &str, must_exist: bool) -> Result<PathBuf, StorageError> {
+    crate::guest::confine::resolve(roots, Path::new(path), must_exist).map_err(|e| match e {
+        ConfineError::Sys { syscall, path, errno } => StorageError::Sys {
+            syscall,
+            what: path.display().to_string(),
+            source: errno,
+        },
+        e => StorageError::InvalidArgument(format!("{field}: {e}")),
+    })
 }
 
 fn add_one(
     entries: &mut BTreeMap<PathBuf, StorageEntry>,
+    roots: &[PathBuf],
     owner: &str,
     s: &Storage,
 ) -> Result<(PathBuf, Option<Done>), StorageError> {
-    let mp = mount_point(s)?;
+    let mp = mount_point(roots, s)?;
     if let Some(e) = entries.get_mut(&mp) {
         if !e.same_storage(s) {
             return Err(StorageError::AlreadyExists(format!(
@@ -278,7 +323,7 @@ fn add_one(
     let r = match s.driver.as_str() {
         "local" => local::setup(&clean, &mut rec),
         "ephemeral" => ephemeral::setup(&clean, &mut rec),
-        "bind" => bind::setup(&clean, &mut rec),
+        "bind" => bind::setup(&clean, roots, &mut rec),
         "9p" => shared_fs::setup(&clean, &mut rec, shared_fs::NINEP_FSTYPE),
         "virtio-fs" => shared_fs::setup(&clean, &mut rec, shared_fs::VIRTIOFS_FSTYPE),
         other => Err(StorageError::InvalidArgument(format!(

@@ -46,6 +46,11 @@ fn storage(driver: &str, source: &str, mp: &Path, options: &[&str]) -> Storage {
     s
 }
 
+/// A manager confined to the test's directory.
+fn manager(root: &Path) -> StorageManager {
+    StorageManager::new().with_roots(vec![root.to_path_buf()])
+}
+
 fn tmpfs(mp: &Path) -> Storage {
     storage("ephemeral", "tmpfs", mp, &["size=1m", "mode=0777"])
 }
@@ -57,7 +62,7 @@ fn ephemeral_is_a_tmpfs_until_released() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("sandbox/ephemeral/vol");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     let paths = m.add("c1", &[tmpfs(&mp)]).unwrap();
     assert_eq!(paths, vec![mp.clone()]);
     assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
@@ -78,7 +83,7 @@ fn ephemeral_fsgid_gives_the_root_to_the_group() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("e");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[storage("ephemeral", "", &mp, &["fsgid=4321"])]).unwrap();
     let meta = std::fs::metadata(&mp).unwrap();
     assert_eq!(meta.gid(), 4321);
@@ -97,7 +102,7 @@ fn bind_ro_refuses_writes() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("hello"), "hi").unwrap();
     let mp = d.path().join("dst");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[storage("bind", src.to_str().unwrap(), &mp, &["bind", "ro"])])
         .unwrap();
     assert_eq!(std::fs::read_to_string(mp.join("hello")).unwrap(), "hi");
@@ -119,7 +124,7 @@ fn bind_of_a_file() {
     let src = d.path().join("resolv.conf");
     std::fs::write(&src, "nameserver 10.0.0.1\n").unwrap();
     let mp = d.path().join("etc/resolv.conf");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("sandbox", &[storage("bind", src.to_str().unwrap(), &mp, &[])])
         .unwrap();
     assert_eq!(std::fs::read_to_string(&mp).unwrap(), "nameserver 10.0.0.1\n");
@@ -135,7 +140,7 @@ fn local_dir_has_mode_and_group_and_goes_with_its_data() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("local/vol");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[storage("local", "", &mp, &["mode=0750", "fsgid=1234"])])
         .unwrap();
     let meta = std::fs::metadata(&mp).unwrap();
@@ -159,7 +164,7 @@ fn two_owners_share_one_storage() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("shm");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[tmpfs(&mp)]).unwrap();
     std::fs::write(mp.join("from-c1"), "1").unwrap();
     // Same storage, spelled with a trailing slash: the same mount point.
@@ -197,10 +202,11 @@ fn a_failing_storage_rolls_back_the_call() {
     let d = tempfile::tempdir().unwrap();
     let kept = d.path().join("kept");
     let first = d.path().join("first");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[tmpfs(&kept)]).unwrap();
 
-    let bad = storage("bind", "/nonexistent/source", &d.path().join("bad"), &[]);
+    let missing = d.path().join("nonexistent/source");
+    let bad = storage("bind", missing.to_str().unwrap(), &d.path().join("bad"), &[]);
     let e = m.add("c2", &[tmpfs(&kept), tmpfs(&first), bad]).unwrap_err();
     assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
     assert!(e.to_string().contains("storage 2 (bind"), "{e}");
@@ -219,7 +225,7 @@ fn a_failing_storage_rolls_back_the_call() {
 #[test]
 fn unknown_and_not_yet_supported_drivers_are_invalid() {
     let d = tempfile::tempdir().unwrap();
-    let m = StorageManager::new();
+    let m = manager(d.path());
     for driver in ["blk", "scsi", "nvdimm", "mmioblk", "nosuchdriver"] {
         let mp = d.path().join(driver);
         let e = m.add("c1", &[storage(driver, "/dev/vda", &mp, &[])]).unwrap_err();
@@ -244,7 +250,7 @@ fn virtio_fs_without_the_device_fails_cleanly() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("shared/containers");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     for (driver, tag) in [("virtio-fs", "pithNoSuchTag"), ("9p", "pithNoSuchTag")] {
         let mut s = storage(driver, tag, &mp, &["nodev"]);
         if driver == "9p" {
@@ -274,7 +280,7 @@ fn state_survives_a_round_trip_and_can_be_released() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("a/b");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     let mut s = tmpfs(&mp);
     s.shared = true;
     m.add("c1", &[s]).unwrap();
@@ -283,7 +289,7 @@ fn state_survives_a_round_trip_and_can_be_released() {
     assert_eq!(state, m.snapshot());
     assert_eq!(state.entries[0].created, vec![d.path().join("a"), d.path().join("a/b")]);
 
-    let restored = StorageManager::from_state(state);
+    let restored = StorageManager::from_state(state).with_roots(vec![d.path().to_path_buf()]);
     // Shared: the last owner leaving does not unmount it ...
     restored.release("c1").unwrap();
     assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
@@ -291,4 +297,73 @@ fn state_survives_a_round_trip_and_can_be_released() {
     restored.release_all().unwrap();
     assert_eq!(mounted_fstype(&mp), None);
     assert!(!d.path().join("a").exists());
+}
+
+#[test]
+fn mount_points_and_bind_sources_are_confined_to_the_roots() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    let m = manager(&root);
+    let cases = [
+        // (storage, field named in the error)
+        (
+            storage("ephemeral", "tmpfs", Path::new("/etc"), &[]),
+            "mount_point: /etc is not under",
+        ),
+        (storage("local", "", &outside.join("vol"), &[]), "mount_point:"),
+        (
+            storage("local", "", &root.join("escape/vol"), &[]),
+            "a symlink leads out of",
+        ),
+        (
+            storage("ephemeral", "tmpfs", &root, &[]),
+            "is not under an allowed directory",
+        ),
+        (
+            storage("bind", outside.to_str().unwrap(), &root.join("b"), &[]),
+            "source: ",
+        ),
+        (
+            storage("bind", root.join("escape").to_str().unwrap(), &root.join("b"), &[]),
+            "source: ",
+        ),
+    ];
+    for (s, want) in cases {
+        let e = m.add("c1", &[s.clone()]).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
+        assert!(e.to_string().contains(want), "{}: {e}", s.mount_point);
+    }
+    // Nothing was made anywhere.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+    assert!(m.snapshot().entries.is_empty());
+    let dflt = StorageManager::new();
+    assert_eq!(dflt.roots(), &[PathBuf::from("/run/kata-containers")]);
+    let roots = roots_for(Path::new("/run/pith"), &|k| {
+        (k == ROOTS_ENV).then(|| "/a:rel:/b".into())
+    });
+    assert_eq!(
+        roots,
+        ["/run/kata-containers", "/run/pith", "/a", "/b"].map(PathBuf::from)
+    );
+}
+
+#[test]
+fn a_symlink_inside_the_root_is_followed_and_keyed_by_its_target() {
+    if !private_mount_ns("symlink inside") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+    let m = manager(d.path());
+    let got = m.add("c1", &[tmpfs(&d.path().join("link/vol"))]).unwrap();
+    assert_eq!(got, vec![d.path().join("real/vol")]);
+    assert_eq!(mounted_fstype(&d.path().join("real/vol")).as_deref(), Some("tmpfs"));
+    m.release("c1").unwrap();
+    assert!(!d.path().join("real/vol").exists());
 }
