@@ -108,7 +108,7 @@ async fn get_guest_details_answers_what_was_asked() {
     assert_eq!(a.version, pith_agent::AGENT_VERSION);
     assert!(!a.init_daemon, "the test agent is not PID 1");
     assert!(a.supports_seccomp);
-    assert!(a.device_handlers.is_empty());
+    assert_eq!(a.device_handlers, pith_agent::guest::details::DEVICE_HANDLERS);
     assert_eq!(a.storage_handlers, pith_agent::storage::DRIVERS);
 
     let plain: GuestDetailsResponse = call(&c, SVC, "GetGuestDetails", &GuestDetailsRequest::new())

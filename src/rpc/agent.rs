@@ -44,6 +44,18 @@ fn rpc_err(e: SandboxError) -> ttrpc::Error {
     status(code_of(&e), e)
 }
 
+/// Waits for the devices of block storages and points them at the guest's nodes.
+async fn resolve_storages(
+    devices: &crate::device::Devices,
+    list: &[protocols::agent::Storage],
+) -> ttrpc::Result<Vec<protocols::agent::Storage>> {
+    let mut list = list.to_vec();
+    crate::storage::block::resolve_sources(devices, &mut list)
+        .await
+        .map_err(|e| status(e.code(), e))?;
+    Ok(list)
+}
+
 fn convert_err(e: oci_convert::ConvertError) -> ttrpc::Error {
     status(ttrpc::Code::INVALID_ARGUMENT, format!("OCI spec: {e}"))
 }
@@ -57,7 +69,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             dns: req.dns.clone(),
             sandbox_pidns: req.sandbox_pidns,
             guest_hook_path: req.guest_hook_path.clone(),
-            storages: req.storages.clone(),
+            storages: resolve_storages(&self.devices, &req.storages).await?,
             kernel_modules: req
                 .kernel_modules
                 .iter()
@@ -93,7 +105,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             id: req.container_id.clone(),
             exec_id: req.exec_id.clone(),
             sandbox_pidns: req.sandbox_pidns,
-            storages: req.storages.clone(),
+            storages: resolve_storages(&self.devices, &req.storages).await?,
         };
         self.sandbox.create_container(create, spec).await.map_err(rpc_err)?;
         Ok(Empty::new())

@@ -1,10 +1,14 @@
 //! Storages: what the host asks the agent to mount in the guest for the sandbox
 //! and its containers (Kata's `Storage` message: rootfs, volumes, emptyDirs).
 //!
-//! One driver per file, selected by `Storage.driver`:
-//! `local` (a directory), `ephemeral` (tmpfs), `bind`, `9p` and `virtio-fs`.
-//! Block drivers (`blk`, `scsi`, `mmioblk`, `nvdimm`) come with block hot-plug;
-//! until then they, like any unknown driver, are refused with INVALID_ARGUMENT.
+//! One driver per file, selected by `Storage.driver` (Kata's names):
+//! `local` (a directory), `ephemeral` (tmpfs), `bind`, `9p` and `virtio-fs`
+//! (`shared_fs`), `blk`/`scsi`/`mmioblk`/`nvdimm` (`block`: the device is
+//! waited for first, then its filesystem mounted), `overlayfs` (`overlay`)
+//! and `watchable-bind` (`watch`: a copy kept in sync with the host's files).
+//! Every mount point, and the source of bind-like storages, must lie under an
+//! allowed root (`/run/kata-containers`, the agent's state directory,
+//! `PITH_STORAGE_ROOTS`), resolved without following a symlink out.
 //!
 //! [`StorageManager`] counts references: several owners (containers, the
 //! sandbox) may use the storage at one mount point; it is mounted by the first
@@ -13,10 +17,12 @@
 //! and taken back by a restarted agent.
 
 pub mod bind;
+pub mod block;
 pub mod ephemeral;
 pub mod local;
 pub mod mount;
 pub mod options;
+pub mod overlay;
 pub mod shared_fs;
 #[cfg(test)]
 mod tests;
@@ -31,8 +37,21 @@ use serde::{Deserialize, Serialize};
 use crate::guest::confine::ConfineError;
 use mount::Record;
 
-/// The drivers this agent has, as GetGuestDetails lists them.
-pub const DRIVERS: &[&str] = &["local", "ephemeral", "bind", "9p", "virtio-fs"];
+/// The drivers this agent has, as GetGuestDetails lists them (Kata's names,
+/// and pith's `bind`).
+pub const DRIVERS: &[&str] = &[
+    "9p",
+    "bind",
+    "blk",
+    "ephemeral",
+    "local",
+    "mmioblk",
+    "nvdimm",
+    "overlayfs",
+    "scsi",
+    "virtio-fs",
+    "watchable-bind",
+];
 
 /// Anything that can go wrong with a storage.
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +345,8 @@ fn add_one(
         "bind" => bind::setup(&clean, roots, &mut rec),
         "9p" => shared_fs::setup(&clean, &mut rec, shared_fs::NINEP_FSTYPE),
         "virtio-fs" => shared_fs::setup(&clean, &mut rec, shared_fs::VIRTIOFS_FSTYPE),
+        d if block::is_block(d) => block::setup(&clean, &mut rec),
+        "overlayfs" => overlay::setup(&clean, roots, &mut rec),
         other => Err(StorageError::InvalidArgument(format!(
             "unknown storage driver {other:?} (this agent has {})",
             DRIVERS.join(", ")
@@ -376,6 +397,17 @@ fn teardown(entries: &mut BTreeMap<PathBuf, StorageEntry>, mp: &Path) -> Result<
         return Ok(());
     };
     let mut rec = e.record();
+    if e.driver == "overlayfs" {
+        // Unmount, then the writable layer, so the directories above it empty.
+        let mut mounted = Record {
+            mounted: rec.mounted,
+            created: Vec::new(),
+        };
+        mount::undo(mp, &mut mounted, false)?;
+        e.mounted = mounted.mounted;
+        rec.mounted = mounted.mounted;
+        overlay::remove_rw(mp)?;
+    }
     let r = mount::undo(mp, &mut rec, e.driver == "local");
     e.mounted = rec.mounted;
     e.created = rec.created;

@@ -223,17 +223,19 @@ fn a_failing_storage_rolls_back_the_call() {
 }
 
 #[test]
-fn unknown_and_not_yet_supported_drivers_are_invalid() {
+fn unknown_drivers_and_bad_block_sources_are_invalid() {
     let d = tempfile::tempdir().unwrap();
     let m = manager(d.path());
-    for driver in ["blk", "scsi", "nvdimm", "mmioblk", "nosuchdriver"] {
-        let mp = d.path().join(driver);
-        let e = m.add("c1", &[storage(driver, "/dev/vda", &mp, &[])]).unwrap_err();
+    let mp = d.path().join("x");
+    let e = m.add("c1", &[storage("nosuchdriver", "x", &mp, &[])]).unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert!(e.to_string().contains("unknown storage driver \"nosuchdriver\""), "{e}");
+    for driver in ["blk", "scsi", "nvdimm", "mmioblk"] {
+        let mut s = storage(driver, "/dev/null", &mp, &[]);
+        s.fstype = "ext4".into();
+        let e = m.add("c1", &[s]).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        assert!(
-            e.to_string().contains(&format!("unknown storage driver {driver:?}")),
-            "{e}"
-        );
+        assert!(e.to_string().contains("is not a block device"), "{e}");
         assert!(!mp.exists());
     }
     let e = m
@@ -241,6 +243,116 @@ fn unknown_and_not_yet_supported_drivers_are_invalid() {
         .unwrap_err();
     assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
     assert!(m.snapshot().entries.is_empty());
+}
+
+/// A loop device with an ext4 filesystem holding `hello`; detached on drop.
+pub(crate) struct LoopDisk {
+    pub dev: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDisk {
+    pub fn ext4(size_mb: u64) -> LoopDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::File::create(&img).unwrap().set_len(size_mb << 20).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("hello"), "from the disk\n").unwrap();
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mkfs.ext4");
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LoopDisk {
+            dev: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn blk_storage_mounts_the_disk_with_its_fs_group() {
+    if !private_mount_ns("blk storage") {
+        return;
+    }
+    let disk = LoopDisk::ext4(16);
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("sandbox/storage/vol");
+    let m = manager(d.path());
+    let mut s = storage("blk", &disk.dev, &mp, &["rw", "noatime"]);
+    s.fstype = "ext4".into();
+    let mut g = protocols::agent::FSGroup::new();
+    g.group_id = 2000;
+    s.fs_group = protobuf::MessageField::some(g);
+    m.add("c1", &[s]).unwrap();
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("ext4"));
+    assert_eq!(std::fs::read_to_string(mp.join("hello")).unwrap(), "from the disk\n");
+    let meta = std::fs::metadata(mp.join("hello")).unwrap();
+    assert_eq!(meta.gid(), 2000);
+    assert_eq!(meta.mode() & 0o660, 0o660);
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!d.path().join("sandbox").exists());
+
+    // A filesystem the kernel does not have: a clear error, nothing left.
+    let mut s = storage("blk", &disk.dev, &mp, &[]);
+    s.fstype = "pithnosuchfs".into();
+    let e = m.add("c1", &[s]).unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert!(
+        e.to_string()
+            .contains("fstype \"pithnosuchfs\" is not supported by this kernel"),
+        "{e}"
+    );
+    assert!(!d.path().join("sandbox").exists());
+}
+
+#[test]
+fn overlayfs_storage_with_a_writable_layer() {
+    if !private_mount_ns("overlayfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let lower = d.path().join("lower");
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::write(lower.join("base"), "lower\n").unwrap();
+    let mp = d.path().join("c1/rootfs");
+    let m = manager(d.path());
+    let mut s = storage(
+        "overlayfs",
+        "overlay",
+        &mp,
+        &[&format!("lowerdir={}", lower.display()), overlay::OVERLAY_RW_OPTION],
+    );
+    s.fstype = "overlay".into();
+    m.add("c1", &[s]).unwrap();
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("overlay"));
+    std::fs::write(mp.join("new"), "upper").unwrap();
+    assert!(d.path().join("c1/rootfs.rw/upper/new").exists());
+    assert!(!lower.join("new").exists());
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!d.path().join("c1").exists(), "rootfs and its writable layer removed");
+    assert!(lower.join("base").exists());
 }
 
 #[test]
