@@ -26,6 +26,7 @@ pub mod overlay;
 pub mod shared_fs;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -167,6 +168,8 @@ pub struct StorageManager {
     entries: Mutex<BTreeMap<PathBuf, StorageEntry>>,
     /// Directories mount points and bind sources must lie under.
     roots: Vec<PathBuf>,
+    /// Keeps `watchable-bind` copies in sync.
+    watcher: watch::Watcher,
 }
 
 impl Default for StorageManager {
@@ -174,6 +177,7 @@ impl Default for StorageManager {
         StorageManager {
             entries: Mutex::default(),
             roots: DEFAULT_ROOTS.iter().map(PathBuf::from).collect(),
+            watcher: watch::Watcher::default(),
         }
     }
 }
@@ -205,6 +209,17 @@ impl StorageManager {
         self
     }
 
+    /// The same manager with `watcher` for `watchable-bind` storages.
+    pub fn with_watcher(mut self, watcher: watch::Watcher) -> Self {
+        self.watcher = watcher;
+        self
+    }
+
+    /// The watcher of `watchable-bind` storages.
+    pub fn watcher(&self) -> &watch::Watcher {
+        &self.watcher
+    }
+
     /// The directories storages are confined to.
     pub fn roots(&self) -> &[PathBuf] {
         &self.roots
@@ -230,13 +245,13 @@ impl StorageManager {
         let mut done = Vec::new();
         let mut paths = Vec::new();
         for (i, s) in storages.iter().enumerate() {
-            match add_one(&mut entries, &self.roots, owner, s) {
+            match add_one(&mut entries, self, owner, s) {
                 Ok((mp, d)) => {
                     paths.push(mp);
                     done.extend(d);
                 }
                 Err(e) => {
-                    rollback(&mut entries, owner, done);
+                    rollback(&mut entries, &self.watcher, owner, done);
                     return Err(with_context(i, s, e));
                 }
             }
@@ -256,7 +271,7 @@ impl StorageManager {
             if !e.owners.remove(owner) || !e.owners.is_empty() || e.shared {
                 continue;
             }
-            if let Err(err) = teardown(&mut entries, &k) {
+            if let Err(err) = teardown(&mut entries, &self.watcher, &k) {
                 first_err.get_or_insert(err);
             }
         }
@@ -273,7 +288,7 @@ impl StorageManager {
             if let Some(e) = entries.get_mut(&k) {
                 e.owners.clear();
             }
-            if let Err(err) = teardown(&mut entries, &k) {
+            if let Err(err) = teardown(&mut entries, &self.watcher, &k) {
                 first_err.get_or_insert(err);
             }
         }
@@ -319,10 +334,11 @@ pub(crate) fn confined(roots: &[PathBuf], path: &str, field: &str, must_exist: b
 
 fn add_one(
     entries: &mut BTreeMap<PathBuf, StorageEntry>,
-    roots: &[PathBuf],
+    m: &StorageManager,
     owner: &str,
     s: &Storage,
 ) -> Result<(PathBuf, Option<Done>), StorageError> {
+    let roots = &m.roots;
     let mp = mount_point(roots, s)?;
     if let Some(e) = entries.get_mut(&mp) {
         if !e.same_storage(s) {
@@ -347,6 +363,9 @@ fn add_one(
         "virtio-fs" => shared_fs::setup(&clean, &mut rec, shared_fs::VIRTIOFS_FSTYPE),
         d if block::is_block(d) => block::setup(&clean, &mut rec),
         "overlayfs" => overlay::setup(&clean, roots, &mut rec),
+        "watchable-bind" => {
+            confined(roots, &s.source, "source", true).and_then(|src| m.watcher.add(&src, &mp, &mut rec))
+        }
         other => Err(StorageError::InvalidArgument(format!(
             "unknown storage driver {other:?} (this agent has {})",
             DRIVERS.join(", ")
@@ -374,7 +393,7 @@ fn add_one(
     Ok((mp.clone(), Some(Done::Created(mp))))
 }
 
-fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, owner: &str, done: Vec<Done>) {
+fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, watcher: &watch::Watcher, owner: &str, done: Vec<Done>) {
     for d in done.into_iter().rev() {
         match d {
             Done::Joined(mp) => {
@@ -384,7 +403,7 @@ fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, owner: &str, done: Ve
             }
             Done::Created(mp) => {
                 // Best effort: the add fails with its own error either way.
-                let _ = teardown(entries, &mp);
+                let _ = teardown(entries, watcher, &mp);
             }
         }
     }
@@ -392,11 +411,18 @@ fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, owner: &str, done: Ve
 
 /// Unmounts and cleans up the entry at `mp`; it stays (with what is left to
 /// undo) when that fails, so a later release can try again.
-fn teardown(entries: &mut BTreeMap<PathBuf, StorageEntry>, mp: &Path) -> Result<(), StorageError> {
+fn teardown(
+    entries: &mut BTreeMap<PathBuf, StorageEntry>,
+    watcher: &watch::Watcher,
+    mp: &Path,
+) -> Result<(), StorageError> {
     let Some(e) = entries.get_mut(mp) else {
         return Ok(());
     };
     let mut rec = e.record();
+    if e.driver == "watchable-bind" {
+        watcher.remove(mp)?;
+    }
     if e.driver == "overlayfs" {
         // Unmount, then the writable layer, so the directories above it empty.
         let mut mounted = Record {
@@ -412,6 +438,9 @@ fn teardown(entries: &mut BTreeMap<PathBuf, StorageEntry>, mp: &Path) -> Result<
     e.mounted = rec.mounted;
     e.created = rec.created;
     r?;
+    if e.driver == "watchable-bind" {
+        watcher.release_tmpfs_if_unused();
+    }
     entries.remove(mp);
     Ok(())
 }

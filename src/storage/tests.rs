@@ -479,3 +479,66 @@ fn a_symlink_inside_the_root_is_followed_and_keyed_by_its_target() {
     m.release("c1").unwrap();
     assert!(!d.path().join("real/vol").exists());
 }
+
+/// Polls `f` every 50 ms for up to 10 s (the watcher scans every 100 ms here).
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not seen within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn watchable_bind_copies_onto_its_tmpfs_follows_updates_then_falls_back_to_a_bind() {
+    if !private_mount_ns("watchable-bind") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let shared = d.path().join("shared/containers");
+    let src = shared.join("cid-1234-config");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.conf"), "v1").unwrap();
+    let tmpfs_dir = shared.join("watchable");
+    let m = manager(d.path()).with_watcher(watch::Watcher::new(&tmpfs_dir, std::time::Duration::from_millis(100)));
+    // As Kata's Go runtime sends it.
+    let mp = tmpfs_dir.join("cid-1234-config");
+    let s = storage(
+        "watchable-bind",
+        src.to_str().unwrap(),
+        &mp,
+        &["rbind", "rprivate", "ro"],
+    );
+    m.add("c1", &[s]).unwrap();
+    assert_eq!(mounted_fstype(&tmpfs_dir).as_deref(), Some("tmpfs"));
+    assert_eq!(std::fs::read_to_string(mp.join("app.conf")).unwrap(), "v1");
+    assert_eq!(m.watcher().is_copied(&mp), Some(true));
+
+    std::fs::write(src.join("app.conf"), "v2, from the host").unwrap();
+    std::fs::write(src.join("new.conf"), "n").unwrap();
+    eventually("update copied", || {
+        std::fs::read_to_string(mp.join("app.conf")).ok().as_deref() == Some("v2, from the host")
+            && mp.join("new.conf").exists()
+    });
+    std::fs::remove_file(src.join("new.conf")).unwrap();
+    eventually("removal copied", || !mp.join("new.conf").exists());
+
+    // Past Kata's limit of 16 entries: the mount point becomes a bind mount.
+    for i in 0..watch::MAX_ENTRIES {
+        std::fs::write(src.join(format!("f{i}")), "x").unwrap();
+    }
+    eventually("bind fallback", || m.watcher().is_copied(&mp) == Some(false));
+    assert!(mp.join("f15").exists());
+    std::fs::write(src.join("after-bind"), "direct").unwrap();
+    assert_eq!(std::fs::read_to_string(mp.join("after-bind")).unwrap(), "direct");
+
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert_eq!(
+        mounted_fstype(&tmpfs_dir),
+        None,
+        "the watcher's tmpfs goes with its last storage"
+    );
+    assert!(!tmpfs_dir.exists());
+    assert!(src.join("app.conf").exists(), "the source is never touched");
+}
