@@ -8,6 +8,7 @@
 //! `oom.rs`, `snapshot.rs` (the model as plain data).
 
 pub mod container;
+pub mod cpuset;
 pub mod exec;
 pub mod guest_hooks;
 pub mod hotplug;
@@ -327,6 +328,11 @@ impl Sandbox {
     /// Becomes true when DestroySandbox asks the agent to stop.
     pub fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The storages of the sandbox and its containers.
+    pub fn storage_manager(&self) -> &crate::storage::StorageManager {
+        &self.storages
     }
 
     /// What CreateSandbox set up.
