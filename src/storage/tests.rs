@@ -266,9 +266,17 @@ impl LoopDisk {
             .status()
             .unwrap();
         assert!(ok.success(), "mkfs.ext4");
+        LoopDisk::attach(&img, dir)
+    }
+
+    /// Attaches `img` (kept in `dir`) to a free loop device.
+    pub fn attach(img: &Path, dir: tempfile::TempDir) -> LoopDisk {
+        // One `losetup -f` at a time: two may pick the same free device.
+        static LOSETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
         let out = std::process::Command::new("losetup")
             .args(["-f", "--show"])
-            .arg(&img)
+            .arg(img)
             .output()
             .unwrap();
         assert!(
@@ -324,6 +332,54 @@ fn blk_storage_mounts_the_disk_with_its_fs_group() {
         "{e}"
     );
     assert!(!d.path().join("sandbox").exists());
+}
+
+#[test]
+fn erofs_image_on_a_block_device_mounts_read_only() {
+    if !private_mount_ns("erofs storage") {
+        return;
+    }
+    if !block::filesystem_available("erofs") {
+        eprintln!("NOTE: this kernel has no erofs (built in or module): only the error path is checked");
+    }
+    let imgdir = tempfile::tempdir().unwrap();
+    let tree = imgdir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("layer"), "read-only layer\n").unwrap();
+    let img = imgdir.path().join("layer.erofs");
+    let ok = std::process::Command::new("mkfs.erofs")
+        .arg(&img)
+        .arg(&tree)
+        .output()
+        .expect("mkfs.erofs (apt-get install erofs-utils)");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let disk = LoopDisk::attach(&img, imgdir);
+    let dev = disk.dev.clone();
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("c1/layer0");
+    let m = manager(d.path());
+    let mut s = storage("blk", &dev, &mp, &[]);
+    s.fstype = "erofs".into();
+    match m.add("c1", &[s]) {
+        Ok(_) => {
+            assert_eq!(mounted_fstype(&mp).as_deref(), Some("erofs"));
+            assert_eq!(std::fs::read_to_string(mp.join("layer")).unwrap(), "read-only layer\n");
+            assert_eq!(
+                std::fs::write(mp.join("x"), "").unwrap_err().raw_os_error(),
+                Some(libc::EROFS)
+            );
+            m.release("c1").unwrap();
+        }
+        Err(e) => {
+            assert!(!block::filesystem_available("erofs"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("fstype \"erofs\" is not supported by this kernel"),
+                "{e}"
+            );
+        }
+    }
+    assert!(!d.path().join("c1").exists());
 }
 
 #[test]
