@@ -501,7 +501,7 @@ fn mount_points_and_bind_sources_are_confined_to_the_roots() {
         ),
     ];
     for (s, want) in cases {
-        let e = m.add("c1", &[s.clone()]).unwrap_err();
+        let e = m.add("c1", std::slice::from_ref(&s)).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
         assert!(e.to_string().contains(want), "{}: {e}", s.mount_point);
     }
