@@ -759,3 +759,43 @@ async fn kata_shaped_storages_outside_the_allowed_directories_are_refused() {
     assert!(msg.contains("source: /etc/passwd is not under"), "{msg}");
     assert!(!pod.kata("shared/containers/watchable").exists());
 }
+
+#[tokio::test]
+async fn configmap_as_runtime_rs_sends_it() {
+    if !root_or_skip("configmap_as_runtime_rs_sends_it") {
+        return;
+    }
+    let pod = Pod::start(&[]);
+    let c = pod.agent.client().await;
+    create_sandbox(&c, vec![]).await;
+    let id = unique("rscm");
+    // runtime-rs (resource/src/share_fs/virtio_fs_share_mount.rs, share_volume):
+    // the source under the shared directory's passthrough/, the mount point
+    // under passthrough/watchable/, the mount's options.
+    let passthrough = pod.kata("shared/containers/passthrough");
+    let src = passthrough.join(format!("{id}-3c9e1f0b2a4d6e58-settings"));
+    kubelet_write(&src, "..2026_01_01_00_00_00.1", &[("level", "info")]);
+    let (mut s, mp) = watchable_storage(&src, &passthrough.join("watchable"));
+    s.options = vec!["rbind".into(), "rprivate".into(), "ro".into()];
+    let mut req = create_req(
+        &pod.tmp.path().join("r"),
+        &id,
+        &[
+            "sh",
+            "-c",
+            "while true; do echo \"level=$(cat /etc/settings/level)\"; sleep 0.2; done",
+        ],
+    );
+    req.storages = vec![s];
+    req.OCI
+        .as_mut()
+        .unwrap()
+        .Mounts
+        .push(oci_mount("/etc/settings", &mp, &["rbind", "rprivate", "ro"]));
+    start(&c, req).await;
+    read_until(&c, &id, "level=info").await;
+    kubelet_write(&src, "..2026_01_01_00_05_00.2", &[("level", "debug")]);
+    read_until(&c, &id, "level=debug").await;
+    remove(&c, &id).await;
+    assert!(!mp.exists());
+}
