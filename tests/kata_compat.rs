@@ -47,6 +47,22 @@ impl Pod {
         }
     }
 
+    /// DestroySandbox, then waits for the agent (and so its namespace holder) to end.
+    async fn destroy(mut self, c: &Client) {
+        let _: Empty = call(c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+        let mut child = self.agent.child.take().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent still running after DestroySandbox"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `/run/kata-containers/<rel>` of this test.
     fn kata(&self, rel: &str) -> PathBuf {
         self.tmp.path().join("kata").join(rel)
@@ -198,6 +214,7 @@ async fn configmap_and_secret_follow_host_updates_while_the_container_runs() {
         "watched copies removed with the container"
     );
     assert!(cm_src.join("app.conf").exists(), "the shared source is never touched");
+    pod.destroy(&c).await;
 }
 
 #[tokio::test]
@@ -238,6 +255,7 @@ async fn a_configmap_too_big_to_watch_is_bind_mounted_and_still_follows() {
     read_until(&c, &id, "k19=changed").await;
     remove(&c, &id).await;
     assert!(!mp.exists());
+    pod.destroy(&c).await;
 }
 
 #[tokio::test]
@@ -320,6 +338,7 @@ async fn empty_dirs_local_and_memory_backed_shared_by_two_containers() {
     remove(&c, &reader).await;
     assert!(!Path::new(&eph.mount_point).exists());
     assert!(!Path::new(&local.mount_point).exists());
+    pod.destroy(&c).await;
 }
 
 /// A 32 MiB ext4 image on a loop device holding `hello`; detached on drop.
@@ -473,6 +492,7 @@ async fn block_volume_mounted_stats_resized_and_written_through() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "written\n");
+    pod.destroy(&c).await;
 }
 
 /// The real cpuset cgroup directory of a process (v1), if any.
@@ -562,6 +582,7 @@ async fn vcpu_hotplug_onlines_the_total_and_cpusets_follow() {
     for id in [&free, &pinned] {
         remove(&c, id).await;
     }
+    pod.destroy(&c).await;
 }
 
 #[tokio::test]
@@ -729,6 +750,7 @@ async fn stats_and_update_without_resources_as_kata() {
     let (code, _) = call::<_, Empty>(&c, SVC, "UpdateContainer", &u).await.unwrap_err();
     assert_eq!(code, Code::NOT_FOUND);
     remove(&c, &id).await;
+    pod.destroy(&c).await;
 }
 
 #[tokio::test]
@@ -798,4 +820,5 @@ async fn configmap_as_runtime_rs_sends_it() {
     read_until(&c, &id, "level=debug").await;
     remove(&c, &id).await;
     assert!(!mp.exists());
+    pod.destroy(&c).await;
 }
