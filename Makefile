@@ -52,6 +52,10 @@ hadolint:
 # Container tests use a busybox rootfs from Debian's busybox-static.
 test-deps:
 	@test -x /bin/busybox || { echo "installing busybox-static (test rootfs)"; apt-get update -qq && apt-get install -y -qq busybox-static; }
+	@# Block volumes and swap in tests/kata_compat.rs and src/storage/tests.rs: mkfs.ext4, debugfs, resize2fs, losetup, mkswap, mkfs.erofs.
+	@command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null && command -v mkswap >/dev/null && command -v losetup >/dev/null || \
+	  { echo "installing e2fsprogs util-linux (block volume tests)"; apt-get update -qq && apt-get install -y -qq e2fsprogs util-linux mount; }
+	@command -v mkfs.erofs >/dev/null || { echo "installing erofs-utils (erofs storage test)"; apt-get update -qq && apt-get install -y -qq erofs-utils; }
 
 unit: toolchain test-deps
 	$(CARGO) test --workspace

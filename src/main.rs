@@ -122,6 +122,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logger) -> Result<()> {
+    pith_agent::storage::watch::set_logger(log.clone());
     // Before any listener: no device event may come before someone keeps it.
     let devices = Arc::new(pith_agent::device::Devices::start(cfg.hotplug_timeout, log));
     let listeners = cfg

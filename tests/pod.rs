@@ -482,9 +482,11 @@ async fn storages_are_mounted_for_their_users_and_released() {
     if !root_or_skip("storages_are_mounted_for_their_users_and_released") {
         return;
     }
-    let mut agent = agent();
-    let c = agent.client().await;
+    // Kata's runtimes put storages under /run/kata-containers; this test's go
+    // under its own directory, which it adds to the allowed list.
     let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_with(&[], &[("PITH_STORAGE_ROOTS", dir.path().to_str().unwrap())]);
+    let c = agent.client().await;
     let shm = dir.path().join("sandbox-shm");
     let mut req = CreateSandboxRequest::new();
     req.sandbox_id = "sb".into();
@@ -529,6 +531,23 @@ async fn storages_are_mounted_for_their_users_and_released() {
     assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
     assert!(msg.contains("nosuchdriver"), "{msg}");
     assert!(!mounted(&mp_ok), "first storage not rolled back");
+
+    // A storage outside the allowed directories is refused, naming the field.
+    let out_id = unique("outside");
+    let mut out = create_req(&dir.path().join("o"), &out_id, &["true"]);
+    out.storages = vec![storage(
+        "ephemeral",
+        "tmpfs",
+        std::path::Path::new("/etc/pith-must-not-exist"),
+        &[],
+    )];
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &out).await.unwrap_err();
+    assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.contains("mount_point: /etc/pith-must-not-exist is not under"),
+        "{msg}"
+    );
+    assert!(!std::path::Path::new("/etc/pith-must-not-exist").exists());
 
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
         .await

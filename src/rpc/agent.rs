@@ -44,6 +44,18 @@ fn rpc_err(e: SandboxError) -> ttrpc::Error {
     status(code_of(&e), e)
 }
 
+/// Waits for the devices of block storages and points them at the guest's nodes.
+async fn resolve_storages(
+    devices: &crate::device::Devices,
+    list: &[protocols::agent::Storage],
+) -> ttrpc::Result<Vec<protocols::agent::Storage>> {
+    let mut list = list.to_vec();
+    crate::storage::block::resolve_sources(devices, &mut list)
+        .await
+        .map_err(|e| status(e.code(), e))?;
+    Ok(list)
+}
+
 fn convert_err(e: oci_convert::ConvertError) -> ttrpc::Error {
     status(ttrpc::Code::INVALID_ARGUMENT, format!("OCI spec: {e}"))
 }
@@ -57,7 +69,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             dns: req.dns.clone(),
             sandbox_pidns: req.sandbox_pidns,
             guest_hook_path: req.guest_hook_path.clone(),
-            storages: req.storages.clone(),
+            storages: resolve_storages(&self.devices, &req.storages).await?,
             kernel_modules: req
                 .kernel_modules
                 .iter()
@@ -93,7 +105,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             id: req.container_id.clone(),
             exec_id: req.exec_id.clone(),
             sandbox_pidns: req.sandbox_pidns,
-            storages: req.storages.clone(),
+            storages: resolve_storages(&self.devices, &req.storages).await?,
         };
         self.sandbox.create_container(create, spec).await.map_err(rpc_err)?;
         Ok(Empty::new())
@@ -127,10 +139,11 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     }
 
     async fn update_container(&self, _ctx: &TtrpcContext, req: UpdateContainerRequest) -> ttrpc::Result<Empty> {
-        let r = req
-            .resources
-            .as_ref()
-            .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "UpdateContainer without resources"))?;
+        // Kata: no resources is nothing to change (the container must exist).
+        let Some(r) = req.resources.as_ref() else {
+            self.sandbox.container(&req.container_id).map_err(rpc_err)?;
+            return Ok(Empty::new());
+        };
         let resources = oci_convert::resources_to_oci(r).map_err(convert_err)?;
         self.sandbox
             .update_container(&req.container_id, resources)
@@ -147,7 +160,8 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         let s = self.sandbox.container_stats(&req.container_id).await.map_err(rpc_err)?;
         let mut r = StatsContainerResponse::new();
         r.cgroup_stats = protobuf::MessageField::some(stats::cgroup_stats(&s));
-        r.network_stats = stats::network_stats(&std::fs::read_to_string("/proc/net/dev").unwrap_or_default());
+        // Kata's agent reports no network statistics here (the shim takes
+        // them elsewhere); `network_stats` stays empty as in kata-agent.
         Ok(r)
     }
 
@@ -254,6 +268,70 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         super::guest::reseed_random_dev(r).await
     }
     async fn online_cpu_mem(&self, _: &TtrpcContext, r: OnlineCPUMemRequest) -> ttrpc::Result<Empty> {
-        super::guest::online_cpu_mem(r).await
+        let onlined = super::guest::online_cpu_mem(r).await?;
+        if !onlined.online.is_empty() {
+            let cpus = crate::guest::online::cpu_list(&onlined.online);
+            self.sandbox.cpusets_follow(&cpus).await.map_err(rpc_err)?;
+        }
+        Ok(Empty::new())
+    }
+    async fn mem_hotplug_by_probe(&self, _: &TtrpcContext, r: MemHotplugByProbeRequest) -> ttrpc::Result<Empty> {
+        super::guest::mem_hotplug_by_probe(r).await
+    }
+    async fn get_metrics(&self, _: &TtrpcContext, r: GetMetricsRequest) -> ttrpc::Result<Metrics> {
+        super::guest::get_metrics(r).await
+    }
+    async fn get_volume_stats(
+        &self,
+        _: &TtrpcContext,
+        r: VolumeStatsRequest,
+    ) -> ttrpc::Result<protocols::csi::VolumeStatsResponse> {
+        super::guest::get_volume_stats(r).await
+    }
+    async fn resize_volume(&self, _: &TtrpcContext, r: ResizeVolumeRequest) -> ttrpc::Result<Empty> {
+        super::guest::resize_volume(r).await
+    }
+    async fn add_swap_path(&self, _: &TtrpcContext, r: AddSwapPathRequest) -> ttrpc::Result<Empty> {
+        super::guest::add_swap_path(r).await
+    }
+    async fn add_swap(&self, _: &TtrpcContext, r: AddSwapRequest) -> ttrpc::Result<Empty> {
+        // Kata's PCI path: one slot per bridge level, function 0.
+        let path = r
+            .PCIPath
+            .iter()
+            .map(|s| format!("{s:02x}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let dev = crate::device::DeviceAddr::parse("blk", &path).map_err(|e| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("AddSwap: PCIPath {:?}: {e}", r.PCIPath),
+            )
+        })?;
+        let found = self.devices.wait_block(&dev).await.map_err(|e| {
+            let code = match e {
+                crate::device::DeviceError::Timeout { .. } => ttrpc::Code::DEADLINE_EXCEEDED,
+                _ => ttrpc::Code::INVALID_ARGUMENT,
+            };
+            status(code, format!("AddSwap: {e}"))
+        })?;
+        super::guest::swapon(found.guest_path()).await
+    }
+    async fn update_ephemeral_mounts(&self, _: &TtrpcContext, r: UpdateEphemeralMountsRequest) -> ttrpc::Result<Empty> {
+        let roots = self.sandbox.storage_manager().roots().to_vec();
+        tokio::task::spawn_blocking(move || crate::storage::ephemeral::update(&roots, &r.storages))
+            .await
+            .map_err(|e| status(ttrpc::Code::INTERNAL, format!("UpdateEphemeralMounts: {e}")))?
+            .map_err(|e| status(e.code(), format!("UpdateEphemeralMounts: {e}")))?;
+        Ok(Empty::new())
+    }
+    async fn mem_agent_memcg_set(&self, _: &TtrpcContext, _r: MemAgentMemcgConfig) -> ttrpc::Result<Empty> {
+        Err(super::guest::mem_agent_disabled())
+    }
+    async fn mem_agent_compact_set(&self, _: &TtrpcContext, _r: MemAgentCompactConfig) -> ttrpc::Result<Empty> {
+        Err(super::guest::mem_agent_disabled())
+    }
+    async fn set_policy(&self, _: &TtrpcContext, _r: SetPolicyRequest) -> ttrpc::Result<Empty> {
+        Err(super::guest::set_policy_not_supported())
     }
 }

@@ -1,5 +1,7 @@
 //! Handlers of the guest basics RPCs of `grpc.AgentService` (GetGuestDetails,
-//! SetGuestDateTime, CopyFile, ReseedRandomDev, OnlineCPUMem). They convert
+//! SetGuestDateTime, CopyFile, ReseedRandomDev, OnlineCPUMem,
+//! MemHotplugByProbe, GetMetrics, GetVolumeStats, ResizeVolume, AddSwapPath,
+//! and the answers kata-agent gives when built without mem-agent or policy). They convert
 //! messages, run the work (which blocks: syscalls, sysfs, retries) off the async
 //! threads, and map errors to statuses; the work itself is in `crate::guest`.
 //!
@@ -92,8 +94,75 @@ pub async fn reseed_random_dev(req: ReseedRandomDevRequest) -> ttrpc::Result<Emp
     Ok(Empty::new())
 }
 
-/// OnlineCPUMem.
-pub async fn online_cpu_mem(req: OnlineCPUMemRequest) -> ttrpc::Result<Empty> {
-    blocking(move |g| guest::online::online_cpu_mem(g, req.nb_cpus, req.cpu_only)).await?;
+/// OnlineCPUMem's sysfs part; the caller lets the containers' cpusets follow.
+pub async fn online_cpu_mem(req: OnlineCPUMemRequest) -> ttrpc::Result<guest::online::Onlined> {
+    blocking(move |g| guest::online::online_cpu_mem(g, req.nb_cpus, req.cpu_only)).await
+}
+
+/// MemHotplugByProbe.
+pub async fn mem_hotplug_by_probe(req: MemHotplugByProbeRequest) -> ttrpc::Result<Empty> {
+    blocking(move |g| guest::memory::probe(g, &req.memHotplugProbeAddr)).await?;
     Ok(Empty::new())
+}
+
+/// GetMetrics.
+pub async fn get_metrics(_req: GetMetricsRequest) -> ttrpc::Result<Metrics> {
+    let text = blocking(|_| Ok(guest::metrics::gather(&guest::metrics::Sources::default()))).await?;
+    let mut m = Metrics::new();
+    m.metrics = text;
+    Ok(m)
+}
+
+fn usage(u: guest::volume::Usage, unit: protocols::csi::volume_usage::Unit) -> protocols::csi::VolumeUsage {
+    protocols::csi::VolumeUsage {
+        available: u.available,
+        total: u.total,
+        used: u.used,
+        unit: unit.into(),
+        ..Default::default()
+    }
+}
+
+/// GetVolumeStats.
+pub async fn get_volume_stats(req: VolumeStatsRequest) -> ttrpc::Result<protocols::csi::VolumeStatsResponse> {
+    use protocols::csi::volume_usage::Unit;
+    let path = req.volume_guest_path.clone();
+    let (bytes, inodes) = blocking(move |_| guest::volume::stats(std::path::Path::new(&path))).await?;
+    let mut r = protocols::csi::VolumeStatsResponse::new();
+    r.usage = vec![usage(bytes, Unit::BYTES), usage(inodes, Unit::INODES)];
+    let mut c = protocols::csi::VolumeCondition::new();
+    c.abnormal = false;
+    c.message = "OK".into();
+    r.volume_condition = protobuf::MessageField::some(c);
+    Ok(r)
+}
+
+/// ResizeVolume.
+pub async fn resize_volume(req: ResizeVolumeRequest) -> ttrpc::Result<Empty> {
+    blocking(move |_| guest::volume::resize(std::path::Path::new(&req.volume_guest_path), req.size)).await?;
+    Ok(Empty::new())
+}
+
+/// AddSwapPath.
+pub async fn add_swap_path(req: AddSwapPathRequest) -> ttrpc::Result<Empty> {
+    blocking(move |_| guest::swap::swapon(std::path::Path::new(&req.path))).await?;
+    Ok(Empty::new())
+}
+
+/// Swap on the block device at `dev` (AddSwap, after the device was waited for).
+pub async fn swapon(dev: String) -> ttrpc::Result<Empty> {
+    blocking(move |_| guest::swap::swapon(std::path::Path::new(&dev))).await?;
+    Ok(Empty::new())
+}
+
+/// What kata-agent built without mem-agent answers to MemAgentMemcgSet and
+/// MemAgentCompactSet.
+pub fn mem_agent_disabled() -> ttrpc::Error {
+    status(ttrpc::Code::INTERNAL, "mem-agent is disabled")
+}
+
+/// What kata-agent built without the `agent-policy` feature answers to
+/// SetPolicy (ttrpc's default for a method the service does not serve).
+pub fn set_policy_not_supported() -> ttrpc::Error {
+    status(ttrpc::Code::NOT_FOUND, "/grpc.AgentService/SetPolicy is not supported")
 }

@@ -1,5 +1,5 @@
-//! `StatsContainer`: rustjail's cgroup statistics in Kata's message types, plus
-//! the sandbox's network interface counters from /proc/net/dev.
+//! `StatsContainer`: rustjail's cgroup statistics in Kata's message types,
+//! with Kata's values (an unlimited pids limit is 0).
 
 use protocols::agent as pb;
 use rustjail::cgroups as cg;
@@ -57,7 +57,8 @@ pub fn cgroup_stats(s: &cg::Stats) -> pb::CgroupStats {
     });
     out.pids_stats = protobuf::MessageField::some(pb::PidsStats {
         current: s.pids.current,
-        limit: s.pids.limit,
+        // cgroups say "max"; Kata's agent reports that as 0.
+        limit: if s.pids.limit == u64::MAX { 0 } else { s.pids.limit },
         ..Default::default()
     });
     out.blkio_stats = protobuf::MessageField::some(pb::BlkioStats {
@@ -83,54 +84,18 @@ pub fn cgroup_stats(s: &cg::Stats) -> pb::CgroupStats {
     out
 }
 
-/// Interface counters from the text of /proc/net/dev (the sandbox's network
-/// namespace is the agent's: the VM's).
-pub fn network_stats(proc_net_dev: &str) -> Vec<pb::NetworkStats> {
-    proc_net_dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let v: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            if v.len() < 12 {
-                return None;
-            }
-            Some(pb::NetworkStats {
-                name: name.trim().to_string(),
-                rx_bytes: v[0],
-                rx_packets: v[1],
-                rx_errors: v[2],
-                rx_dropped: v[3],
-                tx_bytes: v[8],
-                tx_packets: v[9],
-                tx_errors: v[10],
-                tx_dropped: v[11],
-                ..Default::default()
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn proc_net_dev_columns() {
-        let text = "Inter-|   Receive                                                |  Transmit\n \
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
- lo: 1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0\n  \
-eth0: 5000      50    1    2    0     0          0         0     7000      70    3    4    0     0       0          0\n";
-        let s = network_stats(text);
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[1].name, "eth0");
-        assert_eq!(
-            (s[1].rx_bytes, s[1].rx_packets, s[1].rx_errors, s[1].rx_dropped),
-            (5000, 50, 1, 2)
-        );
-        assert_eq!(
-            (s[1].tx_bytes, s[1].tx_packets, s[1].tx_errors, s[1].tx_dropped),
-            (7000, 70, 3, 4)
-        );
+    fn unlimited_pids_is_zero_as_in_kata() {
+        let mut st = cg::Stats::default();
+        st.pids.limit = u64::MAX;
+        st.pids.current = 3;
+        let p = cgroup_stats(&st).pids_stats.unwrap();
+        assert_eq!((p.current, p.limit), (3, 0));
+        st.pids.limit = 64;
+        assert_eq!(cgroup_stats(&st).pids_stats.unwrap().limit, 64);
     }
 }

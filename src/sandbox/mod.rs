@@ -8,6 +8,7 @@
 //! `oom.rs`, `snapshot.rs` (the model as plain data).
 
 pub mod container;
+pub mod cpuset;
 pub mod exec;
 pub mod guest_hooks;
 pub mod hotplug;
@@ -270,6 +271,7 @@ impl Sandbox {
         std::fs::create_dir_all(&bundles)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundles.display())))?;
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
+        let storage_roots = crate::storage::roots_for(&cfg.state_dir, &|k| std::env::var(k).ok());
         Ok(Sandbox {
             runtime: Arc::new(runtime),
             consoles: cfg.state_dir.join("consoles"),
@@ -280,7 +282,7 @@ impl Sandbox {
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
             pod: Mutex::new(PodInfo::default()),
-            storages: Arc::new(crate::storage::StorageManager::new()),
+            storages: Arc::new(crate::storage::StorageManager::new().with_roots(storage_roots)),
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,
@@ -326,6 +328,11 @@ impl Sandbox {
     /// Becomes true when DestroySandbox asks the agent to stop.
     pub fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The storages of the sandbox and its containers.
+    pub fn storage_manager(&self) -> &crate::storage::StorageManager {
+        &self.storages
     }
 
     /// What CreateSandbox set up.

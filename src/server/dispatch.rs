@@ -104,10 +104,16 @@ impl std::fmt::Display for Path<'_> {
     }
 }
 
+/// Methods whose NOT_FOUND "is not supported" is deliberate: kata-agent's own
+/// answer when built without the feature (`rpc::guest::set_policy_not_supported`).
+const KATA_NOT_SUPPORTED: &[&str] = &["grpc.AgentService/SetPolicy"];
+
 /// The generated trait's default body answers NOT_FOUND "/<path> is not supported";
 /// it means "declared, not implemented here".
 fn is_generated_default(code: Code, message: &str, path: &str) -> bool {
-    code == Code::NOT_FOUND && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
+    code == Code::NOT_FOUND
+        && !KATA_NOT_SUPPORTED.contains(&path)
+        && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
 }
 
 /// A response carrying only a status.

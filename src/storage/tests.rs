@@ -46,6 +46,11 @@ fn storage(driver: &str, source: &str, mp: &Path, options: &[&str]) -> Storage {
     s
 }
 
+/// A manager confined to the test's directory.
+fn manager(root: &Path) -> StorageManager {
+    StorageManager::new().with_roots(vec![root.to_path_buf()])
+}
+
 fn tmpfs(mp: &Path) -> Storage {
     storage("ephemeral", "tmpfs", mp, &["size=1m", "mode=0777"])
 }
@@ -57,7 +62,7 @@ fn ephemeral_is_a_tmpfs_until_released() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("sandbox/ephemeral/vol");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     let paths = m.add("c1", &[tmpfs(&mp)]).unwrap();
     assert_eq!(paths, vec![mp.clone()]);
     assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
@@ -78,7 +83,7 @@ fn ephemeral_fsgid_gives_the_root_to_the_group() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("e");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[storage("ephemeral", "", &mp, &["fsgid=4321"])]).unwrap();
     let meta = std::fs::metadata(&mp).unwrap();
     assert_eq!(meta.gid(), 4321);
@@ -97,7 +102,7 @@ fn bind_ro_refuses_writes() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("hello"), "hi").unwrap();
     let mp = d.path().join("dst");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[storage("bind", src.to_str().unwrap(), &mp, &["bind", "ro"])])
         .unwrap();
     assert_eq!(std::fs::read_to_string(mp.join("hello")).unwrap(), "hi");
@@ -119,7 +124,7 @@ fn bind_of_a_file() {
     let src = d.path().join("resolv.conf");
     std::fs::write(&src, "nameserver 10.0.0.1\n").unwrap();
     let mp = d.path().join("etc/resolv.conf");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("sandbox", &[storage("bind", src.to_str().unwrap(), &mp, &[])])
         .unwrap();
     assert_eq!(std::fs::read_to_string(&mp).unwrap(), "nameserver 10.0.0.1\n");
@@ -135,7 +140,7 @@ fn local_dir_has_mode_and_group_and_goes_with_its_data() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("local/vol");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[storage("local", "", &mp, &["mode=0750", "fsgid=1234"])])
         .unwrap();
     let meta = std::fs::metadata(&mp).unwrap();
@@ -159,7 +164,7 @@ fn two_owners_share_one_storage() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("shm");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[tmpfs(&mp)]).unwrap();
     std::fs::write(mp.join("from-c1"), "1").unwrap();
     // Same storage, spelled with a trailing slash: the same mount point.
@@ -197,10 +202,11 @@ fn a_failing_storage_rolls_back_the_call() {
     let d = tempfile::tempdir().unwrap();
     let kept = d.path().join("kept");
     let first = d.path().join("first");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     m.add("c1", &[tmpfs(&kept)]).unwrap();
 
-    let bad = storage("bind", "/nonexistent/source", &d.path().join("bad"), &[]);
+    let missing = d.path().join("nonexistent/source");
+    let bad = storage("bind", missing.to_str().unwrap(), &d.path().join("bad"), &[]);
     let e = m.add("c2", &[tmpfs(&kept), tmpfs(&first), bad]).unwrap_err();
     assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
     assert!(e.to_string().contains("storage 2 (bind"), "{e}");
@@ -217,17 +223,19 @@ fn a_failing_storage_rolls_back_the_call() {
 }
 
 #[test]
-fn unknown_and_not_yet_supported_drivers_are_invalid() {
+fn unknown_drivers_and_bad_block_sources_are_invalid() {
     let d = tempfile::tempdir().unwrap();
-    let m = StorageManager::new();
-    for driver in ["blk", "scsi", "nvdimm", "mmioblk", "nosuchdriver"] {
-        let mp = d.path().join(driver);
-        let e = m.add("c1", &[storage(driver, "/dev/vda", &mp, &[])]).unwrap_err();
+    let m = manager(d.path());
+    let mp = d.path().join("x");
+    let e = m.add("c1", &[storage("nosuchdriver", "x", &mp, &[])]).unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert!(e.to_string().contains("unknown storage driver \"nosuchdriver\""), "{e}");
+    for driver in ["blk", "scsi", "nvdimm", "mmioblk"] {
+        let mut s = storage(driver, "/dev/null", &mp, &[]);
+        s.fstype = "ext4".into();
+        let e = m.add("c1", &[s]).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        assert!(
-            e.to_string().contains(&format!("unknown storage driver {driver:?}")),
-            "{e}"
-        );
+        assert!(e.to_string().contains("is not a block device"), "{e}");
         assert!(!mp.exists());
     }
     let e = m
@@ -237,6 +245,172 @@ fn unknown_and_not_yet_supported_drivers_are_invalid() {
     assert!(m.snapshot().entries.is_empty());
 }
 
+/// A loop device with an ext4 filesystem holding `hello`; detached on drop.
+pub(crate) struct LoopDisk {
+    pub dev: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDisk {
+    pub fn ext4(size_mb: u64) -> LoopDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::File::create(&img).unwrap().set_len(size_mb << 20).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("hello"), "from the disk\n").unwrap();
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mkfs.ext4");
+        LoopDisk::attach(&img, dir)
+    }
+
+    /// Attaches `img` (kept in `dir`) to a free loop device.
+    pub fn attach(img: &Path, dir: tempfile::TempDir) -> LoopDisk {
+        // One `losetup -f` at a time: two may pick the same free device.
+        static LOSETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LoopDisk {
+            dev: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn blk_storage_mounts_the_disk_with_its_fs_group() {
+    if !private_mount_ns("blk storage") {
+        return;
+    }
+    let disk = LoopDisk::ext4(16);
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("sandbox/storage/vol");
+    let m = manager(d.path());
+    let mut s = storage("blk", &disk.dev, &mp, &["rw", "noatime"]);
+    s.fstype = "ext4".into();
+    let mut g = protocols::agent::FSGroup::new();
+    g.group_id = 2000;
+    s.fs_group = protobuf::MessageField::some(g);
+    m.add("c1", &[s]).unwrap();
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("ext4"));
+    assert_eq!(std::fs::read_to_string(mp.join("hello")).unwrap(), "from the disk\n");
+    let meta = std::fs::metadata(mp.join("hello")).unwrap();
+    assert_eq!(meta.gid(), 2000);
+    assert_eq!(meta.mode() & 0o660, 0o660);
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!d.path().join("sandbox").exists());
+
+    // A filesystem the kernel does not have: a clear error, nothing left.
+    let mut s = storage("blk", &disk.dev, &mp, &[]);
+    s.fstype = "pithnosuchfs".into();
+    let e = m.add("c1", &[s]).unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert!(
+        e.to_string()
+            .contains("fstype \"pithnosuchfs\" is not supported by this kernel"),
+        "{e}"
+    );
+    assert!(!d.path().join("sandbox").exists());
+}
+
+#[test]
+fn erofs_image_on_a_block_device_mounts_read_only() {
+    if !private_mount_ns("erofs storage") {
+        return;
+    }
+    if !block::filesystem_available("erofs") {
+        eprintln!("NOTE: this kernel has no erofs (built in or module): only the error path is checked");
+    }
+    let imgdir = tempfile::tempdir().unwrap();
+    let tree = imgdir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("layer"), "read-only layer\n").unwrap();
+    let img = imgdir.path().join("layer.erofs");
+    let ok = std::process::Command::new("mkfs.erofs")
+        .arg(&img)
+        .arg(&tree)
+        .output()
+        .expect("mkfs.erofs (apt-get install erofs-utils)");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let disk = LoopDisk::attach(&img, imgdir);
+    let dev = disk.dev.clone();
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("c1/layer0");
+    let m = manager(d.path());
+    let mut s = storage("blk", &dev, &mp, &[]);
+    s.fstype = "erofs".into();
+    match m.add("c1", &[s]) {
+        Ok(_) => {
+            assert_eq!(mounted_fstype(&mp).as_deref(), Some("erofs"));
+            assert_eq!(std::fs::read_to_string(mp.join("layer")).unwrap(), "read-only layer\n");
+            assert_eq!(
+                std::fs::write(mp.join("x"), "").unwrap_err().raw_os_error(),
+                Some(libc::EROFS)
+            );
+            m.release("c1").unwrap();
+        }
+        Err(e) => {
+            assert!(!block::filesystem_available("erofs"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("fstype \"erofs\" is not supported by this kernel"),
+                "{e}"
+            );
+        }
+    }
+    assert!(!d.path().join("c1").exists());
+}
+
+#[test]
+fn overlayfs_storage_with_a_writable_layer() {
+    if !private_mount_ns("overlayfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let lower = d.path().join("lower");
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::write(lower.join("base"), "lower\n").unwrap();
+    let mp = d.path().join("c1/rootfs");
+    let m = manager(d.path());
+    let mut s = storage(
+        "overlayfs",
+        "overlay",
+        &mp,
+        &[&format!("lowerdir={}", lower.display()), overlay::OVERLAY_RW_OPTION],
+    );
+    s.fstype = "overlay".into();
+    m.add("c1", &[s]).unwrap();
+    assert_eq!(mounted_fstype(&mp).as_deref(), Some("overlay"));
+    std::fs::write(mp.join("new"), "upper").unwrap();
+    assert!(d.path().join("c1/rootfs.rw/upper/new").exists());
+    assert!(!lower.join("new").exists());
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert!(!d.path().join("c1").exists(), "rootfs and its writable layer removed");
+    assert!(lower.join("base").exists());
+}
+
 #[test]
 fn virtio_fs_without_the_device_fails_cleanly() {
     if !private_mount_ns("virtio-fs error path") {
@@ -244,7 +418,7 @@ fn virtio_fs_without_the_device_fails_cleanly() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("shared/containers");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     for (driver, tag) in [("virtio-fs", "pithNoSuchTag"), ("9p", "pithNoSuchTag")] {
         let mut s = storage(driver, tag, &mp, &["nodev"]);
         if driver == "9p" {
@@ -274,7 +448,7 @@ fn state_survives_a_round_trip_and_can_be_released() {
     }
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("a/b");
-    let m = StorageManager::new();
+    let m = manager(d.path());
     let mut s = tmpfs(&mp);
     s.shared = true;
     m.add("c1", &[s]).unwrap();
@@ -283,7 +457,7 @@ fn state_survives_a_round_trip_and_can_be_released() {
     assert_eq!(state, m.snapshot());
     assert_eq!(state.entries[0].created, vec![d.path().join("a"), d.path().join("a/b")]);
 
-    let restored = StorageManager::from_state(state);
+    let restored = StorageManager::from_state(state).with_roots(vec![d.path().to_path_buf()]);
     // Shared: the last owner leaving does not unmount it ...
     restored.release("c1").unwrap();
     assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
@@ -291,4 +465,136 @@ fn state_survives_a_round_trip_and_can_be_released() {
     restored.release_all().unwrap();
     assert_eq!(mounted_fstype(&mp), None);
     assert!(!d.path().join("a").exists());
+}
+
+#[test]
+fn mount_points_and_bind_sources_are_confined_to_the_roots() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    let m = manager(&root);
+    let cases = [
+        // (storage, field named in the error)
+        (
+            storage("ephemeral", "tmpfs", Path::new("/etc"), &[]),
+            "mount_point: /etc is not under",
+        ),
+        (storage("local", "", &outside.join("vol"), &[]), "mount_point:"),
+        (
+            storage("local", "", &root.join("escape/vol"), &[]),
+            "a symlink leads out of",
+        ),
+        (
+            storage("ephemeral", "tmpfs", &root, &[]),
+            "is not under an allowed directory",
+        ),
+        (
+            storage("bind", outside.to_str().unwrap(), &root.join("b"), &[]),
+            "source: ",
+        ),
+        (
+            storage("bind", root.join("escape").to_str().unwrap(), &root.join("b"), &[]),
+            "source: ",
+        ),
+    ];
+    for (s, want) in cases {
+        let e = m.add("c1", std::slice::from_ref(&s)).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
+        assert!(e.to_string().contains(want), "{}: {e}", s.mount_point);
+    }
+    // Nothing was made anywhere.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+    assert!(m.snapshot().entries.is_empty());
+    let dflt = StorageManager::new();
+    assert_eq!(dflt.roots(), &[PathBuf::from("/run/kata-containers")]);
+    let roots = roots_for(Path::new("/run/pith"), &|k| {
+        (k == ROOTS_ENV).then(|| "/a:rel:/b".into())
+    });
+    assert_eq!(
+        roots,
+        ["/run/kata-containers", "/run/pith", "/a", "/b"].map(PathBuf::from)
+    );
+}
+
+#[test]
+fn a_symlink_inside_the_root_is_followed_and_keyed_by_its_target() {
+    if !private_mount_ns("symlink inside") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+    let m = manager(d.path());
+    let got = m.add("c1", &[tmpfs(&d.path().join("link/vol"))]).unwrap();
+    assert_eq!(got, vec![d.path().join("real/vol")]);
+    assert_eq!(mounted_fstype(&d.path().join("real/vol")).as_deref(), Some("tmpfs"));
+    m.release("c1").unwrap();
+    assert!(!d.path().join("real/vol").exists());
+}
+
+/// Polls `f` every 50 ms for up to 10 s (the watcher scans every 100 ms here).
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not seen within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn watchable_bind_copies_onto_its_tmpfs_follows_updates_then_falls_back_to_a_bind() {
+    if !private_mount_ns("watchable-bind") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let shared = d.path().join("shared/containers");
+    let src = shared.join("cid-1234-config");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.conf"), "v1").unwrap();
+    let tmpfs_dir = shared.join("watchable");
+    let m = manager(d.path()).with_watcher(watch::Watcher::new(&tmpfs_dir, std::time::Duration::from_millis(100)));
+    // As Kata's Go runtime sends it.
+    let mp = tmpfs_dir.join("cid-1234-config");
+    let s = storage(
+        "watchable-bind",
+        src.to_str().unwrap(),
+        &mp,
+        &["rbind", "rprivate", "ro"],
+    );
+    m.add("c1", &[s]).unwrap();
+    assert_eq!(mounted_fstype(&tmpfs_dir).as_deref(), Some("tmpfs"));
+    assert_eq!(std::fs::read_to_string(mp.join("app.conf")).unwrap(), "v1");
+    assert_eq!(m.watcher().is_copied(&mp), Some(true));
+
+    std::fs::write(src.join("app.conf"), "v2, from the host").unwrap();
+    std::fs::write(src.join("new.conf"), "n").unwrap();
+    eventually("update copied", || {
+        std::fs::read_to_string(mp.join("app.conf")).ok().as_deref() == Some("v2, from the host")
+            && mp.join("new.conf").exists()
+    });
+    std::fs::remove_file(src.join("new.conf")).unwrap();
+    eventually("removal copied", || !mp.join("new.conf").exists());
+
+    // Past Kata's limit of 16 entries: the mount point becomes a bind mount.
+    for i in 0..watch::MAX_ENTRIES {
+        std::fs::write(src.join(format!("f{i}")), "x").unwrap();
+    }
+    eventually("bind fallback", || m.watcher().is_copied(&mp) == Some(false));
+    assert!(mp.join("f15").exists());
+    std::fs::write(src.join("after-bind"), "direct").unwrap();
+    assert_eq!(std::fs::read_to_string(mp.join("after-bind")).unwrap(), "direct");
+
+    m.release("c1").unwrap();
+    assert_eq!(mounted_fstype(&mp), None);
+    assert_eq!(
+        mounted_fstype(&tmpfs_dir),
+        None,
+        "the watcher's tmpfs goes with its last storage"
+    );
+    assert!(!tmpfs_dir.exists());
+    assert!(src.join("app.conf").exists(), "the source is never touched");
 }
