@@ -304,9 +304,58 @@ pub fn pithctl_ok(vm: &Vm, port: u32, args: &[&str], stdin: Option<&str>) -> Str
     text
 }
 
-/// Runs a shell script through the agent's debug console and returns what it printed.
+/// Runs a shell script through the agent's debug console and returns what it
+/// printed (stdout and stderr), without the terminal's echo of the script and
+/// its prompts: every output line is tagged on its way out (the tag is split
+/// by quotes in the script, so the echo never carries it), and only what
+/// follows a tag is kept.
 pub fn console(vm: &Vm, script: &str) -> String {
-    pithctl_ok(vm, CONSOLE_PORT, &["console"], Some(&format!("{script}\nexit\n")))
+    let raw = pithctl_ok(
+        vm,
+        CONSOLE_PORT,
+        &["console"],
+        Some(&format!("( {script}\n) 2>&1 | sed 's/^/@@pi''th@@/'\nexit\n")),
+    );
+    let mut out = String::new();
+    for l in strip_escapes(&raw).lines() {
+        if let Some((_, l)) = l.split_once("@@pith@@") {
+            out.push_str(l.trim_end_matches('\r'));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Text without ANSI escape sequences: CSI (`ESC [ ... final byte`) such as
+/// colours and bracketed-paste toggles, and OSC (`ESC ] ... BEL` or `ESC \\`)
+/// such as systemctl's hyperlinks.
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('[') => {
+                for c in it.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = it.next() {
+                    if c == '\x07' || (c == '\x1b' && it.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The accelerator to use: `PITH_VM_ACCEL`, else a cached verdict of whether a
@@ -378,20 +427,21 @@ impl Strace {
 
     /// Detaches (SIGINT) and returns the trace.
     pub fn stop(self, vm: &Vm) -> String {
-        // The markers are split in the script so that the echoed command
-        // line (the console is a terminal) does not contain them.
         let out = console(
             vm,
             &format!(
                 "p=$(cat {STRACE_PID}); kill -INT $p\n\
                  i=0; while [ -d /proc/$p ]; do i=$((i+1)); [ $i -le 100 ] || break; sleep 0.1; done\n\
-                 echo '==tr''ace=='; cat {STRACE_LOG}; echo '==e''nd=='"
+                 cat {STRACE_LOG}"
             ),
         );
-        out.split_once("==trace==")
-            .and_then(|(_, t)| t.split_once("==end=="))
-            .map(|(t, _)| t.to_string())
-            .unwrap_or_else(|| panic!("no trace of {} in the console output:\n{out}", self.pid))
+        assert!(
+            !out.is_empty(),
+            "strace on {} wrote nothing\n{}",
+            self.pid,
+            vm.diagnostics()
+        );
+        out
     }
 }
 
