@@ -141,7 +141,7 @@ fn agent_stage_takes_make_static_output() {
     assert!(text.contains("FROM scratch AS agent"), "the agent stage starts empty");
     // ...which is the one file of target/ in the build context...
     let (_, back) = dockerignore();
-    assert_eq!(back, [bin.clone()], ".dockerignore lets in only {bin}");
+    assert_eq!(back, std::slice::from_ref(&bin), ".dockerignore lets in only {bin}");
     // ...and which the Makefile builds before the rootfs, with the guest profile for musl.
     for target in ["rootfs: static", "image: static"] {
         assert!(makefile.lines().any(|l| l == target), "Makefile lacks `{target}`");

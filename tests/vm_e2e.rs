@@ -114,16 +114,7 @@ fn guest_image_end_to_end() {
         println!("  {}", l.trim());
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr: pith_agent::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
-    rt.block_on(async {
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(20))
-            .await
-            .expect("connect");
-
+    guest_vm::with_agent(&vm, async |c| {
         // 4. The sandbox (a runtime's first call).
         if sandbox {
             let out = pithctl_ok(
@@ -146,17 +137,8 @@ fn guest_image_end_to_end() {
         let strace = Strace::start(&vm, "1");
         let t = Instant::now();
         let id = "e2e-echo";
-        let _: Empty = call(
-            &c,
-            SVC,
-            "CreateContainer",
-            &container_request(id, &["sh", "-c", "echo hello from the guest; sleep 2; exit 3"]),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", vm.diagnostics()));
-        let mut s = StartContainerRequest::new();
-        s.container_id = id.into();
-        let _: Empty = call(&c, SVC, "StartContainer", &s).await.expect("StartContainer");
+        let req = container_request(id, &["sh", "-c", "echo hello from the guest; sleep 2; exit 3"]);
+        guest_vm::create_and_start(&c, &vm, &req).await;
 
         // 6. Exec into it while it runs: cgroup v2 membership shows rustjail's v2 path.
         let mut e = ExecProcessRequest::new();

@@ -162,29 +162,12 @@ fn run_container(vm: &Vm, agent_pid: &str, variant: &str) {
     );
     println!("CreateSandbox: {}", out.trim());
     make_container_rootfs(vm);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr: pith_agent::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
-    rt.block_on(async {
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(20))
-            .await
-            .expect("connect");
+    guest_vm::with_agent(vm, async |c| {
         let strace = Strace::start(vm, agent_pid);
         let t = Instant::now();
         let id = "image-echo";
-        let _: Empty = call(
-            &c,
-            SVC,
-            "CreateContainer",
-            &container_request(id, &["sh", "-c", "echo hello from $(hostname); exit 3"]),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", vm.diagnostics()));
-        let mut s = StartContainerRequest::new();
-        s.container_id = id.into();
-        let _: Empty = call(&c, SVC, "StartContainer", &s).await.expect("StartContainer");
+        let req = container_request(id, &["sh", "-c", "echo hello from $(hostname); exit 3"]);
+        guest_vm::create_and_start(&c, vm, &req).await;
         let out = read_stdout(&c, id, id).await;
         assert_eq!(out, format!("hello from pith-{variant}\n"));
         assert_eq!(wait_process(&c, id, id).await, 3);
@@ -228,22 +211,7 @@ fn image_init() {
     run_container(&vm, "1", "init");
 
     // DestroySandbox ends the agent, and the agent (PID 1) powers the VM off.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr: pith_agent::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
-    rt.block_on(async {
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(20))
-            .await
-            .expect("connect");
-        let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
-            .await
-            .unwrap_or_else(|e| panic!("DestroySandbox: {e:?}\n{}", vm.diagnostics()));
-    });
-    let status = vm.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "qemu exited with {status}\n{}", vm.diagnostics());
-    assert!(vm.serial().contains("reboot: Power down"), "{}", vm.diagnostics());
+    guest_vm::destroy_sandbox_and_power_off(&mut vm, Duration::from_secs(30));
     println!("image init: ok ({:.1})", t0.elapsed().as_secs_f64());
 }
 
@@ -364,22 +332,7 @@ fn image_service() {
 
     // The runtime's last call: DestroySandbox ends the agent cleanly, and the
     // unit's ExecStopPost powers the VM off (as the agent does as init).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr: pith_agent::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
-    rt.block_on(async {
-        let c = pith_agent::client::connect(&addr, Duration::from_secs(20))
-            .await
-            .expect("connect");
-        let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
-            .await
-            .unwrap_or_else(|e| panic!("DestroySandbox: {e:?}\n{}", vm.diagnostics()));
-    });
-    let status = vm.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "qemu exited with {status}\n{}", vm.diagnostics());
-    assert!(vm.serial().contains("reboot: Power down"), "{}", vm.diagnostics());
+    guest_vm::destroy_sandbox_and_power_off(&mut vm, Duration::from_secs(60));
     println!("image service: ok ({:.1})", t0.elapsed().as_secs_f64());
 }
 

@@ -62,7 +62,7 @@ stop_own_dockerd() {
 cleanup() {
   local rc=$?
   [ -n "${cid:-}" ] && docker rm -f "$cid" >/dev/null 2>&1
-  rm -f "$VM"/rootfs-*.tar.tmp "$VM/debian-base.tar.tmp"
+  rm -rf "$VM"/rootfs-*.tar.tmp "$VM/debian-base.tar.tmp"
   stop_own_dockerd
   exit $rc
 }
@@ -100,14 +100,16 @@ stamp() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }'
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   t=$(date +%s.%N)
   if [ ! -s "$VM/debian-base.tar" ]; then
-    mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    mmdebstrap --quiet --format=tar --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
       --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' \
       bookworm "$VM/debian-base.tar.tmp" \
       "deb http://deb.debian.org/debian bookworm main" \
       "deb http://deb.debian.org/debian bookworm-updates main" \
-      "deb http://deb.debian.org/debian-security bookworm-security main"
+      "deb http://deb.debian.org/debian-security bookworm-security main" \
+      >"$VM/debian-base.log" 2>&1 ||
+      { tail -30 "$VM/debian-base.log" >&2; echo "rootfs: mmdebstrap failed (log: $VM/debian-base.log)" >&2; exit 1; }
     mv "$VM/debian-base.tar.tmp" "$VM/debian-base.tar"
   fi
   docker import "$VM/debian-base.tar" "$BASE" >/dev/null

@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use protobuf::well_known_types::empty::Empty;
+use protocols::agent::{CreateContainerRequest, DestroySandboxRequest, StartContainerRequest};
+
+use crate::common::call;
+
+const SVC: &str = "grpc.AgentService";
+
 /// The agent's ttrpc port.
 pub const AGENT_PORT: u32 = 1024;
 /// The agent's debug console port.
@@ -466,6 +473,44 @@ pub fn container_syscalls(trace: &str, argv0: &str) -> Vec<String> {
         found[2]
     );
     found.iter().map(|l| l.unwrap().trim().to_string()).collect()
+}
+
+/// Runs `f` with a ttrpc client connected to the agent over hybrid vsock.
+pub fn with_agent<T>(vm: &Vm, f: impl AsyncFnOnce(ttrpc::r#async::Client) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr: pith_agent::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
+    rt.block_on(async {
+        let c = pith_agent::client::connect(&addr, Duration::from_secs(20))
+            .await
+            .expect("connect");
+        f(c).await
+    })
+}
+
+/// CreateContainer (the diagnostics on failure) and StartContainer.
+pub async fn create_and_start(c: &ttrpc::r#async::Client, vm: &Vm, req: &CreateContainerRequest) {
+    let _: Empty = call(c, SVC, "CreateContainer", req)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", vm.diagnostics()));
+    let mut s = StartContainerRequest::new();
+    s.container_id = req.container_id.clone();
+    let _: Empty = call(c, SVC, "StartContainer", &s).await.expect("StartContainer");
+}
+
+/// DestroySandbox, after which the agent ends and the VM powers off: qemu
+/// must exit 0 within `timeout`, the kernel having said so.
+pub fn destroy_sandbox_and_power_off(vm: &mut Vm, timeout: Duration) {
+    with_agent(vm, async |c| {
+        let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+            .await
+            .unwrap_or_else(|e| panic!("DestroySandbox: {e:?}\n{}", vm.diagnostics()));
+    });
+    let status = vm.wait_exit(timeout);
+    assert!(status.success(), "qemu exited with {status}\n{}", vm.diagnostics());
+    assert!(vm.serial().contains("reboot: Power down"), "{}", vm.diagnostics());
 }
 
 pub async fn read_stdout(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> String {
