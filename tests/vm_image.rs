@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::call;
 use guest_vm::{
-    accel, agent_cmdline, console, pithctl, pithctl_ok, read_stdout, read_vm_file, vm_dir, wait_process, Boot, Strace,
-    Vm, AGENT_PORT, BOOT_TIMEOUT, CONSOLE_PORT,
+    accel, agent_cmdline, console, pithctl, pithctl_ok, read_stdout, read_vm_file, vm_dir, wait_process, Boot, Phases,
+    Strace, Vm, AGENT_PORT, BOOT_TIMEOUT, CONSOLE_PORT,
 };
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
@@ -190,9 +190,10 @@ fn run_container(vm: &Vm, agent_pid: &str, variant: &str) {
 #[test]
 #[ignore = "boots a VM: run with `make vm-image`"]
 fn image_init() {
-    let t0 = Instant::now();
+    let mut ph = Phases::start();
     let (b, root) = boot("init", Bus::VirtioBlk, "");
     let (mut vm, _) = boot_to_agent(&b);
+    ph.mark("boot");
     let serial = vm.serial();
     assert!(serial.contains("\"init_mode\":true"), "{}", vm.diagnostics());
     assert!(
@@ -208,11 +209,15 @@ fn image_init() {
         "PID 1 is not the agent:\n{pid1}"
     );
     check_guest(&vm, root);
+    ph.mark("checks");
     run_container(&vm, "1", "init");
+    ph.mark("container under strace");
 
     // DestroySandbox ends the agent, and the agent (PID 1) powers the VM off.
     guest_vm::destroy_sandbox_and_power_off(&mut vm, Duration::from_secs(30));
-    println!("image init: ok ({:.1})", t0.elapsed().as_secs_f64());
+    ph.mark("power off");
+    println!("phases: {}", ph.summary());
+    println!("image init: ok ({:.1})", ph.total());
 }
 
 /// `systemctl show pith-agent -p NAME` for each name, as `NAME=value` lines.
@@ -240,9 +245,10 @@ fn property(props: &[(String, String)], name: &str) -> String {
 #[test]
 #[ignore = "boots a VM: run with `make vm-image`"]
 fn image_service() {
-    let t0 = Instant::now();
+    let mut ph = Phases::start();
     let (b, root) = boot("service", Bus::VirtioScsi, " agent.log_kmsg");
     let (mut vm, _) = boot_to_agent(&b);
+    ph.mark("boot");
     assert!(vm.serial().contains("\"init_mode\":false"), "{}", vm.diagnostics());
     let check = pithctl_ok(&vm, AGENT_PORT, &["check"], None);
     assert!(check.contains("SERVING"), "{check}");
@@ -302,8 +308,11 @@ fn image_service() {
         .flatten()
         .unwrap_or_else(|| panic!("{limits}"));
     assert_eq!(agent_limit, nr_open, "{limits}");
+    ph.mark("systemd and unit checks");
     check_guest(&vm, root);
+    ph.mark("checks");
     run_container(&vm, &pid, "service");
+    ph.mark("container under strace");
 
     // kill -9: systemd restarts the agent (Restart=on-failure), which listens again.
     let t = Instant::now();
@@ -329,11 +338,14 @@ fn image_service() {
         property(&after, "MainPID"),
         t_restart.as_millis()
     );
+    ph.mark("kill -9 and restart");
 
     // The runtime's last call: DestroySandbox ends the agent cleanly, and the
     // unit's ExecStopPost powers the VM off (as the agent does as init).
     guest_vm::destroy_sandbox_and_power_off(&mut vm, Duration::from_secs(60));
-    println!("image service: ok ({:.1})", t0.elapsed().as_secs_f64());
+    ph.mark("power off");
+    println!("phases: {}", ph.summary());
+    println!("image service: ok ({:.1})", ph.total());
 }
 
 #[test]

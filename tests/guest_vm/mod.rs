@@ -475,6 +475,44 @@ pub fn container_syscalls(trace: &str, argv0: &str) -> Vec<String> {
     found.iter().map(|l| l.unwrap().trim().to_string()).collect()
 }
 
+/// Wall-clock time per phase of a test, for its summary line (what each step
+/// of a VM test costs in CI).
+pub struct Phases {
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    pub fn start() -> Phases {
+        Phases {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the phase called `name`.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// `name 1.2 s, ...` for every phase.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
+            .collect();
+        parts.join(", ")
+    }
+
+    /// The sum of all phases, in seconds.
+    pub fn total(&self) -> f64 {
+        self.done.iter().map(|(_, d)| d.as_secs_f64()).sum()
+    }
+}
+
 /// Runs `f` with a ttrpc client connected to the agent over hybrid vsock.
 pub fn with_agent<T>(vm: &Vm, f: impl AsyncFnOnce(ttrpc::r#async::Client) -> T) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
