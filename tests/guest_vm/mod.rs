@@ -412,6 +412,7 @@ const STRACE_PID: &str = "/run/pith-strace.pid";
 impl Strace {
     /// Attaches to `pid` and waits (up to 30 s) until strace says it is attached.
     pub fn start(vm: &Vm, pid: &str) -> Strace {
+        let t = Instant::now();
         // The shell writes its pid and becomes strace; setsid keeps strace out
         // of the console's session, which ends before the trace does.
         let out = console(
@@ -429,11 +430,13 @@ impl Strace {
             "strace did not attach to {pid}:\n{out}\n{}",
             vm.diagnostics()
         );
+        println!("strace -f -p {pid}: attached in {} ms", t.elapsed().as_millis());
         Strace { pid: pid.to_string() }
     }
 
     /// Detaches (SIGINT) and returns the trace.
     pub fn stop(self, vm: &Vm) -> String {
+        let t = Instant::now();
         let out = console(
             vm,
             &format!(
@@ -447,6 +450,11 @@ impl Strace {
             "strace on {} wrote nothing\n{}",
             self.pid,
             vm.diagnostics()
+        );
+        println!(
+            "strace -f -p {}: detached and read in {} ms",
+            self.pid,
+            t.elapsed().as_millis()
         );
         out
     }
