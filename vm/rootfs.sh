@@ -75,8 +75,10 @@ if docker info >/dev/null 2>&1; then
   echo "rootfs: using the Docker daemon that answers ($(docker info -f '{{.Name}} {{.ServerVersion}} {{.Driver}}'))"
 else
   rm -rf "$DD" && mkdir -p "$DD/state"
-  # unshare and sh exec: $! is dockerd's pid.
-  unshare -m --propagation private sh -c '
+  # setpriv, unshare and sh exec: $! is dockerd's pid. Its parent-death
+  # signal stops it even when this script is killed outright (SIGKILL skips
+  # the trap).
+  setpriv --pdeathsig TERM unshare -m --propagation private sh -c '
     mount -t tmpfs -o size=8g,mode=0710 pith-docker "$0/state" || exit 1
     exec dockerd --host "unix://$0/docker.sock" --data-root "$0/state/data" --exec-root "$0/state/exec" \
       --pidfile "$0/state/dockerd.pid" --storage-driver=vfs --iptables=false --bridge=none' "$DD" \
