@@ -75,7 +75,9 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
     if cfg.console {
         super::console::setup(sock, p)?;
     }
-    finish(p, seccomp.as_ref(), &program)
+    let exec = process::Prepared::new(&program, p)?;
+    let labels = crate::labels::ExecLabel::for_process(p)?;
+    finish(p, seccomp.as_ref(), &exec, &labels)
 }
 
 /// Forks with CLONE_PARENT (the child becomes the runtime's child, in the PID

@@ -81,8 +81,9 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
     p
 }
 
-/// Mounts one spec mount under the rootfs whose descriptor is `root`.
-pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount) -> Result<()> {
+/// Mounts one spec mount under the rootfs whose descriptor is `root`; new
+/// filesystems get the SELinux `mount_label` where they take one.
+pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount, mount_label: Option<&str>) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().clone().unwrap_or_default();
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
@@ -99,7 +100,8 @@ pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount) -> Resul
         "{} (type {typ:?})",
         rootfs.join(dest.strip_prefix("/").unwrap_or(dest)).display()
     );
-    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    let data = crate::labels::mount_data(&opts.data, &typ, is_bind, mount_label);
+    let data = (!data.is_empty()).then_some(data.as_str());
     if typ == "cgroup" && !is_bind {
         return mount_cgroup_v1_view(root, rootfs, dest, &opts, &shown);
     }

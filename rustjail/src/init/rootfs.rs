@@ -22,19 +22,44 @@ const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
     ("/dev/tty", 5, 0),
 ];
 
+/// The propagation `linux.rootfsPropagation` asks for, as given (default:
+/// recursive slave, so that no mount of the container reaches the host).
+pub fn requested_propagation(spec: &Spec) -> Result<MsFlags> {
+    let value = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone());
+    match value.as_deref() {
+        None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        Some(v) => match parse_options(&[v.to_string()]).propagation.first() {
+            Some(p) => Ok(*p),
+            None => Err(crate::error::Error::Spec(format!(
+                "linux.rootfsPropagation {v:?}: use shared, slave, private or unbindable (r-prefixed: recursive)"
+            ))),
+        },
+    }
+}
+
 /// Sets mount propagation, binds the rootfs onto itself and mounts every spec mount.
+///
+/// `shared` and `unbindable` as asked would make `pivot_root` (a shared parent)
+/// or the rootfs bind (an unbindable source) fail: as crun does, the rootfs's
+/// parent mount is made private for the pivot, and the requested propagation is
+/// applied to the new root afterwards (see [`enter`]).
 pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
     let linux = spec.linux().clone().unwrap_or_default();
-    let prop = match linux.rootfs_propagation().as_deref() {
-        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        Some(p) => parse_options(&[p.to_string()])
-            .propagation
-            .first()
-            .copied()
-            .unwrap_or(MsFlags::MS_SLAVE),
+    let requested = requested_propagation(spec)?;
+    let before = if requested.contains(MsFlags::MS_SHARED) {
+        MsFlags::MS_SHARED
+    } else if requested.contains(MsFlags::MS_UNBINDABLE) {
+        MsFlags::MS_SLAVE
+    } else {
+        requested & !MsFlags::MS_REC
     };
-    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>)
+    // Recursive whatever was asked: a mount of the container must not reach
+    // the host through a submount left shared.
+    mount(None::<&str>, "/", None::<&str>, before | MsFlags::MS_REC, None::<&str>)
         .map_err(sys("mount", "/ (rootfs propagation)"))?;
+    if before == MsFlags::MS_SHARED {
+        make_parent_mount_private(rootfs)?;
+    }
     mount(
         Some(rootfs),
         rootfs,
@@ -44,8 +69,9 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
     )
     .map_err(sys("mount", format!("bind {} on itself", rootfs.display())))?;
     let root = open_root(rootfs)?;
+    let mount_label = linux.mount_label().as_deref();
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        mount_one(&root, rootfs, m)?;
+        mount_one(&root, rootfs, m, mount_label)?;
     }
     let dev_is_tmpfs = spec
         .mounts()
@@ -172,9 +198,25 @@ fn create_device(
     nix::unistd::chown(&full, Some(uid.into()), Some(gid.into())).map_err(sys("chown", shown.display()))
 }
 
+/// Makes the mount holding `rootfs` (the first mount point at or above it) and
+/// "/" private, so that `pivot_root` finds no shared parent and the rootfs
+/// bind does not propagate to the host.
+fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
+    for dir in rootfs.ancestors() {
+        match mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
+            Ok(()) => break,
+            // Not a mount point: try the directory above.
+            Err(nix::Error::EINVAL) => continue,
+            Err(e) => return Err(sys("mount", format!("{} (make private)", dir.display()))(e)),
+        }
+    }
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(sys("mount", "/ (make private)"))
+}
+
 /// Makes `rootfs` the root: `pivot_root` and detach the old root, or with
 /// `no_pivot` (a root on initramfs, where pivot_root fails) MS_MOVE + chroot.
-pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// Then gives the new root the `propagation` the spec asked for.
+pub fn enter(rootfs: &Path, no_pivot: bool, propagation: MsFlags) -> Result<()> {
     nix::unistd::chdir(rootfs).map_err(sys("chdir", rootfs.display()))?;
     // pivot_root refuses (EINVAL) a root that is the initramfs: fall back to
     // MS_MOVE + chroot there even when the caller did not ask for it.
@@ -200,7 +242,9 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
         .map_err(sys("mount", "old root (make rslave)"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("umount2", "old root"))?;
     }
-    nix::unistd::chdir("/").map_err(sys("chdir", "/"))
+    nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
+    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .map_err(sys("mount", format!("/ (rootfs propagation {propagation:?})")))
 }
 
 /// Whether "/" is the kernel's rootfs (ramfs or tmpfs): an initramfs root.
@@ -214,12 +258,15 @@ fn root_is_initramfs() -> bool {
     })
 }
 
-/// Masks paths (dirs get an empty read-only tmpfs, files /dev/null) and makes
-/// read-only paths read-only. Runs after entering the root; paths resolved by
-/// descriptor under "/".
-pub fn mask_and_protect(spec: &Spec) -> Result<()> {
+/// Writes the sysctls, masks paths (dirs get an empty read-only tmpfs, files
+/// /dev/null) and makes read-only paths read-only. Runs before the root is
+/// entered, with every path resolved by descriptor in the rootfs (`root`), so
+/// that it needs no `/proc` inside the container.
+pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
-    // Sysctls first: /proc/sys is usually among the read-only paths.
+    // Sysctls first: /proc/sys is usually among the read-only paths. The
+    // files resolve in the namespaces of the writer (this process), whichever
+    // /proc mount they are reached through.
     for (k, v) in linux.sysctl().clone().unwrap_or_default() {
         if k.contains('/') || k.split('.').any(|c| c.is_empty() || c == "..") {
             return Err(crate::error::Error::Spec(format!("invalid sysctl name {k:?}")));
@@ -227,9 +274,8 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
         std::fs::write(&path, v.as_bytes()).map_err(io("write", &path))?;
     }
-    let root = open_root(Path::new("/"))?;
     for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
-        let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
+        let fd = match open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(nix::Error::ENOENT) => continue,
             Err(e) => return Err(sys("openat2", p)(e)),
@@ -244,7 +290,7 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
         r.map_err(sys("mount", format!("mask {p}")))?;
     }
     for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
-        let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
+        let fd = match open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(nix::Error::ENOENT) => continue,
             Err(e) => return Err(sys("openat2", p)(e)),
@@ -258,7 +304,7 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
             None::<&str>,
         )
         .map_err(sys("mount", format!("bind {p} (read-only path)")))?;
-        let fd = open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
+        let fd = open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
         mount(
             None::<&str>,
             &fd_path(&fd),
@@ -268,6 +314,11 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
         )
         .map_err(sys("mount", format!("remount {p} read-only")))?;
     }
+    Ok(())
+}
+
+/// Remounts "/" read-only when `root.readonly` asks for it (after [`enter`]).
+pub fn readonly_root(spec: &Spec) -> Result<()> {
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         mount(
             None::<&str>,
