@@ -12,6 +12,9 @@ export PATH  := $(HOME)/.cargo/bin:$(PATH)
 RUN_SOCK     ?= /tmp/pith-agent.sock
 MUSL_TARGET  := x86_64-unknown-linux-musl
 STATIC_BIN   := target/$(MUSL_TARGET)/guest/pith-agent
+# The lifecycle harness shared with the other runtimes' measurements (make bench).
+LIFECYCLE_HARNESS ?= $(CURDIR)/../shared/tools/lifecycle_bench.py
+HARNESS_CYCLES ?= 100
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
@@ -129,6 +132,15 @@ bench: toolchain
 	  exec $(CARGO) bench -p rustjail --bench lifecycle'
 	@# Containers through the agent's RPCs (the guest build when there is one), next to the rustjail CLI.
 	$(CARGO) build --release -p rustjail --bin rustjail
+	@# The shared harness as issue 14 measured it: one process per command, `state` polled.
+	@echo "== container lifecycle, shared harness (create, start, state until stopped, delete -f of /bin/true)"; \
+	h=$(LIFECYCLE_HARNESS); \
+	if [ ! -f "$$h" ]; then echo "NOTE: $$h missing: no harness ratios"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "NOTE: not root: no harness ratios"; \
+	else unshare -m --propagation private sh -c 'if mountpoint -q /sys/fs/cgroup/unified; then \
+	    umount /sys/fs/cgroup/unified 2>/dev/null || umount -l /sys/fs/cgroup/unified || exit 1; fi; \
+	  exec bash rustjail/benches/lifecycle_harness.sh "$$0" "$$1" "$$2"' \
+	  $(CURDIR)/target/release/rustjail "$$h" $(HARNESS_CYCLES); fi
 	@echo "== containers through the agent"; \
 	if [ -x $(STATIC_BIN) ]; then agent=$(CURDIR)/$(STATIC_BIN); else agent=$(CURDIR)/target/release/pith-agent; fi; \
 	PITH_AGENT_BIN=$$agent $(CARGO) bench --bench agent_containers

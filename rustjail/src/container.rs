@@ -201,7 +201,14 @@ impl Runtime {
         }
         let cg_guard = DestroyOnDrop(Some(cgroup.clone()));
         cgroup.apply(&crate::devices::effective_resources(&spec))?;
-        cgroup.add_task(pid.as_raw())?;
+        // The init moves itself, which is cheaper on v1 (no RCU grace period);
+        // in a new user namespace it may not write the host's cgroup files.
+        let join_cgroup = if userns {
+            cgroup.add_task(pid.as_raw())?;
+            None
+        } else {
+            Some(cgroup.clone())
+        };
         let annotations = spec.annotations().clone().unwrap_or_default();
         // Later commands (exec, hooks) use the spec as it was at create.
         let saved = dir.join("config.json");
@@ -219,6 +226,7 @@ impl Runtime {
             console: opts.console_socket.is_some(),
             bundle: bundle.clone(),
             host_pid: pid.as_raw(),
+            join_cgroup,
         };
         let hooks = cfg.spec.hooks().clone().unwrap_or_default();
         let oci_version = cfg.spec.version().clone();
@@ -398,6 +406,7 @@ impl Runtime {
             console: console_socket.is_some(),
             bundle: st.bundle.clone(),
             host_pid: st.pid,
+            join_cgroup: None,
         };
         sync::send(&mut ours, &cfg)?;
         let pid = match sync::recv::<FromInit>(&mut ours)? {

@@ -61,6 +61,10 @@ fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible> {
+    if let Some(cg) = &cfg.join_cgroup {
+        // First: the namespaces and processes made below start in the cgroup.
+        cg.join_self()?;
+    }
     let spec = &cfg.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();

@@ -230,16 +230,17 @@ pub fn enter(rootfs: &Path, no_pivot: bool, propagation: MsFlags) -> Result<()> 
         nix::unistd::chroot(".").map_err(sys("chroot", rootfs.display()))?;
     } else {
         pivoted.map_err(sys("pivot_root", rootfs.display()))?;
-        // The old root is stacked under the new one at "."; keep its mounts'
-        // events away from the host, then drop it.
+        // The old root is stacked under the new one at "."; keep its unmount
+        // away from the host, then drop it. Private rather than slave (as
+        // crun): detaching a tree of slaves costs milliseconds more.
         mount(
             None::<&str>,
             ".",
             None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            MsFlags::MS_PRIVATE | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(sys("mount", "old root (make rslave)"))?;
+        .map_err(sys("mount", "old root (make rprivate)"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("umount2", "old root"))?;
     }
     nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
