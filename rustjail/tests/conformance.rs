@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{can_run, stderr, stdout, Bundle};
@@ -293,6 +293,21 @@ fn create_without_process_then_start_is_refused() {
     assert!(b.rustjail(&["delete", "--force", &id]).status.success());
 }
 
+/// Creates a `sleep 60` container in a cgroup of its own (absolute path) with
+/// `resources`; returns the bundle, the id and the cgroup's v1 `controller` directory.
+fn created_in_cgroup(name: &str, controller: &str, resources: serde_json::Value) -> (Bundle, String, PathBuf) {
+    let b = Bundle::new(&["sleep", "60"]);
+    let cg = unique(&format!("rustjail-{name}"));
+    b.edit(|c| {
+        c["linux"]["cgroupsPath"] = format!("/{cg}").into();
+        c["linux"]["resources"] = resources;
+    });
+    let id = unique(name);
+    let out = create(&b, &id);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (b, id, Path::new("/sys/fs/cgroup").join(controller).join(cg))
+}
+
 #[test]
 fn device_rules_are_listed_in_the_specs_order() {
     if !can_run() {
@@ -303,20 +318,17 @@ fn device_rules_are_listed_in_the_specs_order() {
         eprintln!("no v1 devices controller here: devices.list order is a v1 matter");
         return;
     }
-    let b = Bundle::new(&["sleep", "60"]);
-    let cg = format!("/{}", unique("rustjail-devorder"));
-    b.edit(|c| {
-        c["linux"]["cgroupsPath"] = cg.clone().into();
-        c["linux"]["resources"]["devices"] = serde_json::json!([
+    let (b, id, dir) = created_in_cgroup(
+        "devorder",
+        "devices",
+        serde_json::json!({"devices": [
             {"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
             {"allow": true, "type": "b", "major": 8, "minor": 20, "access": "rw"},
             {"allow": true, "type": "b", "major": 10, "minor": 200, "access": "r"},
-        ]);
-    });
-    let id = unique("devorder");
-    assert!(create(&b, &id).status.success());
-    let list = std::fs::read_to_string(devices.join(&cg[1..]).join("devices.list")).unwrap();
+        ]}),
+    );
+    let list = std::fs::read_to_string(dir.join("devices.list")).unwrap();
     let first: Vec<&str> = list.lines().take(3).collect();
     assert_eq!(first, ["c 10:229 rwm", "b 8:20 rw", "b 10:200 r"], "{list}");
     assert!(b.rustjail(&["delete", "--force", &id]).status.success());
@@ -403,16 +415,12 @@ fn memory_kernel_tcp_is_written_on_v1() {
         eprintln!("no v1 memory.kmem.tcp here: kernelTCP is a v1 setting");
         return;
     }
-    let b = Bundle::new(&["sleep", "60"]);
-    let cg = format!("/{}", unique("rustjail-kmemtcp"));
-    b.edit(|c| {
-        c["linux"]["cgroupsPath"] = cg.clone().into();
-        c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20, "kernelTCP": 10 << 20});
-    });
-    let id = unique("kmemtcp");
-    let out = create(&b, &id);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v = std::fs::read_to_string(memory.join(&cg[1..]).join("memory.kmem.tcp.limit_in_bytes")).unwrap();
+    let (b, id, dir) = created_in_cgroup(
+        "kmemtcp",
+        "memory",
+        serde_json::json!({"memory": {"limit": 64 << 20, "kernelTCP": 10 << 20}}),
+    );
+    let v = std::fs::read_to_string(dir.join("memory.kmem.tcp.limit_in_bytes")).unwrap();
     assert_eq!(v.trim(), (10u64 << 20).to_string());
     assert!(b.rustjail(&["delete", "--force", &id]).status.success());
 }
