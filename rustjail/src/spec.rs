@@ -66,8 +66,34 @@ fn check_names(json: &Value) -> Result<()> {
 
 /// Checks what the runtime must refuse before creating anything.
 pub fn validate(spec: &Spec, policy: Policy) -> Result<()> {
+    check_unsupported(spec)?;
     check_sysctls(spec, policy)?;
     crate::labels::check_supported(spec, policy)
+}
+
+/// Settings rustjail cannot apply yet: refused by name rather than ignored.
+fn check_unsupported(spec: &Spec) -> Result<()> {
+    let refuse = |field: String, why: &str| Err(Error::Spec(format!("{field}: {why}")));
+    if spec.linux().as_ref().is_some_and(|l| l.intel_rdt().is_some()) {
+        return refuse("linux.intelRdt".into(), "Intel RDT (resctrl) is not supported");
+    }
+    if let Some(p) = spec.process() {
+        if p.scheduler().is_some() {
+            return refuse("process.scheduler".into(), "sched_setattr is not supported yet");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return refuse("process.execCPUAffinity".into(), "not supported yet");
+        }
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return refuse(
+                format!("mounts[{i}] ({})", m.destination().display()),
+                "idmapped mounts (uidMappings/gidMappings) are not supported",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `kernel.*` sysctls outside a namespace change the whole machine: allow only

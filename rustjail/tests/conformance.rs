@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{can_run, stderr, stdout, Bundle};
 
+/// An edit of config.json.
+type Edit = fn(&mut serde_json::Value);
+
 fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
@@ -369,7 +372,6 @@ fn security_labels_are_applied_or_refused_never_ignored() {
     if !can_run() {
         return;
     }
-    type Edit = fn(&mut serde_json::Value);
     let cases: [(&str, Edit, bool); 3] = [
         (
             "process.apparmorProfile",
@@ -450,5 +452,57 @@ fn sysctls_outside_the_containers_namespaces_are_refused() {
             before,
             "{key} changed on the machine"
         );
+    }
+}
+
+#[test]
+fn personality_and_io_priority_are_applied() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sh", "-c", "uname -m; exec sleep 60"]);
+    b.edit(|c| {
+        c["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+        c["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    });
+    let id = unique("persona");
+    b.create_and_start(&id);
+    let s: serde_json::Value = serde_json::from_slice(&b.rustjail(&["state", &id]).stdout).unwrap();
+    let pid = s["pid"].as_i64().unwrap();
+    // SAFETY: ioprio_get(IOPRIO_WHO_PROCESS, pid) only reads.
+    let prio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, pid as libc::c_int) };
+    assert_eq!(
+        prio >> 13,
+        3,
+        "I/O class of the container's process (3: idle), raw {prio}"
+    );
+    let persona = std::fs::read_to_string(format!("/proc/{pid}/personality")).unwrap();
+    assert_eq!(persona.trim(), "00000008", "PER_LINUX32");
+    assert!(b.rustjail(&["delete", "--force", &id]).status.success());
+}
+
+#[test]
+fn settings_rustjail_cannot_apply_are_refused_by_name() {
+    if !can_run() {
+        return;
+    }
+    let cases: [(&str, Edit); 3] = [
+        ("process.scheduler", |c| {
+            c["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_BATCH"})
+        }),
+        ("linux.intelRdt", |c| {
+            c["linux"]["intelRdt"] = serde_json::json!({"closID": "x"})
+        }),
+        ("mounts[0] (/proc)", |c| {
+            c["mounts"][0]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+            c["mounts"][0]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        }),
+    ];
+    for (field, edit) in cases {
+        let b = Bundle::new(&["true"]);
+        b.edit(edit);
+        let out = create(&b, &unique("unsupported"));
+        assert!(!out.status.success(), "{field} accepted");
+        assert!(stderr(&out).contains(field), "{field}: {}", stderr(&out));
     }
 }

@@ -72,6 +72,7 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
     let linux = cfg.spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
+    super::attrs::set_io_priority(p)?;
     if cfg.console {
         super::console::setup(sock, p)?;
     }

@@ -3,6 +3,7 @@
 //! Gets its configuration over the sync socket (fd 3), builds the root, waits for
 //! `start` on the exec FIFO, then becomes the user's program.
 
+mod attrs;
 mod console;
 mod exec;
 mod mounts;
@@ -193,6 +194,8 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         nix::unistd::setsid().map_err(sys("setsid", "init"))?;
     }
     process::set_rlimits(proc_.rlimits().as_deref().unwrap_or(&[]))?;
+    attrs::set_io_priority(&proc_)?;
+    attrs::set_personality(spec)?;
     let env = proc_.env().clone().unwrap_or_default();
     let arg0 = proc_
         .args()
