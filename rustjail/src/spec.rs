@@ -55,10 +55,14 @@ fn check_names(json: &Value) -> Result<()> {
             }
         }
     }
-    for (i, r) in process["rlimits"].as_array().into_iter().flatten().enumerate() {
+    let rlimits = process["rlimits"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (i, r) in rlimits.iter().enumerate() {
         let typ = &r["type"];
         if serde_json::from_value::<PosixRlimitType>(typ.clone()).is_err() {
             return Err(Error::Spec(format!("process.rlimits[{i}].type: unknown rlimit {typ}")));
+        }
+        if rlimits[..i].iter().any(|earlier| &earlier["type"] == typ) {
+            return Err(Error::Spec(format!("process.rlimits[{i}].type: {typ} is listed twice")));
         }
     }
     Ok(())
@@ -67,8 +71,35 @@ fn check_names(json: &Value) -> Result<()> {
 /// Checks what the runtime must refuse before creating anything.
 pub fn validate(spec: &Spec, policy: Policy) -> Result<()> {
     check_unsupported(spec)?;
+    check_namespaces(spec)?;
     check_sysctls(spec, policy)?;
     crate::labels::check_supported(spec, policy)
+}
+
+/// Each namespace type at most once; a hostname or domain name needs a UTS namespace.
+fn check_namespaces(spec: &Spec) -> Result<()> {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for (i, n) in namespaces.iter().enumerate() {
+        if namespaces[..i].iter().any(|m| m.typ() == n.typ()) {
+            return Err(Error::Spec(format!(
+                "linux.namespaces[{i}]: type {} is listed twice",
+                n.typ()
+            )));
+        }
+    }
+    let uts = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Uts);
+    for (field, value) in [("hostname", spec.hostname()), ("domainname", spec.domainname())] {
+        if let (Some(v), false) = (value.as_deref().filter(|v| !v.is_empty()), uts) {
+            return Err(Error::Spec(format!(
+                "{field} {v:?}: needs a UTS namespace (it would change the host's)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Settings rustjail cannot apply yet: refused by name rather than ignored.

@@ -506,3 +506,42 @@ fn settings_rustjail_cannot_apply_are_refused_by_name() {
         assert!(stderr(&out).contains(field), "{field}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn specs_the_runtime_must_refuse_are_refused_by_field() {
+    if !can_run() {
+        return;
+    }
+    let cases: [(&str, Edit); 4] = [
+        ("linux.namespaces[6]: type pid is listed twice", |c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": "pid"}))
+        }),
+        ("hostname \"h\": needs a UTS namespace", |c| {
+            c["hostname"] = "h".into();
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "uts");
+        }),
+        ("process.rlimits[1].type: \"RLIMIT_NOFILE\" is listed twice", |c| {
+            c["process"]["rlimits"] = serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "hard": 10, "soft": 10},
+                {"type": "RLIMIT_NOFILE", "hard": 20, "soft": 20},
+            ])
+        }),
+        (
+            "a different file exists there",
+            |c| c["linux"]["devices"] = serde_json::json!([{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]),
+        ),
+    ];
+    for (want, edit) in cases {
+        let b = Bundle::new(&["true"]);
+        b.edit(edit);
+        let out = create(&b, &unique("refused"));
+        assert!(!out.status.success(), "accepted; wanted {want}");
+        assert!(stderr(&out).contains(want), "wanted {want}: {}", stderr(&out));
+    }
+}

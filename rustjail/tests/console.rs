@@ -97,3 +97,27 @@ fn exec_with_a_terminal() {
     assert!(text.contains("/dev/pts/") && text.contains("exec-done"), "{text:?}");
     assert!(b.rustjail(&["delete", "--force", "xt"]).status.success());
 }
+
+#[test]
+fn dev_console_is_the_processs_terminal() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["sh", "-c", "stat -L -c %t:%T /dev/console; stat -L -c %t:%T $(tty)"]);
+    b.edit(|c| c["process"]["terminal"] = true.into());
+    let sock = b.path().join("console.sock");
+    let reader = console_reader(&sock);
+    let out = b.rustjail(&[
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "devconsole",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = reader.join().unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 2, "{text:?}");
+    assert_eq!(lines[0], lines[1], "/dev/console is not the terminal: {text:?}");
+}

@@ -73,13 +73,16 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
         mount_one(&root, rootfs, m, mount_label)?;
     }
-    let dev_is_tmpfs = spec
-        .mounts()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"));
-    if dev_is_tmpfs {
+    // The spec's default devices, unless /dev is bound from elsewhere (the
+    // host's /dev, as a privileged container has it): then they are there.
+    let dev_is_bound = spec.mounts().as_deref().unwrap_or(&[]).iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || parse_options(m.options().as_deref().unwrap_or(&[]))
+                    .flags
+                    .contains(MsFlags::MS_BIND))
+    });
+    if !dev_is_bound {
         for (path, major, minor) in DEFAULT_DEVICES {
             create_device(
                 &root,
@@ -182,7 +185,7 @@ fn create_device(
     let full = fd_path(&dir).join(name);
     match mknod(&full, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
         Ok(()) => {}
-        Err(nix::Error::EEXIST) => return Ok(()),
+        Err(nix::Error::EEXIST) => return check_existing(&full, &shown, kind, major, minor),
         // Not allowed to create nodes here (no CAP_MKNOD, a nodev mount, ...).
         Err(nix::Error::EPERM) if Path::new(path).exists() => return bind_host_node(),
         Err(e) => return Err(sys("mknod", shown.display())(e)),
@@ -196,6 +199,23 @@ fn create_device(
     )
     .map_err(sys("chmod", shown.display()))?;
     nix::unistd::chown(&full, Some(uid.into()), Some(gid.into())).map_err(sys("chown", shown.display()))
+}
+
+/// A device path that exists already must be the device asked for.
+fn check_existing(full: &Path, shown: &Path, kind: SFlag, major: u64, minor: u64) -> Result<()> {
+    let st = nix::sys::stat::lstat(full).map_err(sys("lstat", shown.display()))?;
+    let same_kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == kind;
+    let same_node = kind == SFlag::S_IFIFO || st.st_rdev == makedev(major, minor);
+    if same_kind && same_node {
+        return Ok(());
+    }
+    Err(crate::error::Error::Spec(format!(
+        "device {}: a different file exists there (mode {:o}, device {}:{}), not {kind:?} {major}:{minor}",
+        shown.display(),
+        st.st_mode,
+        nix::sys::stat::major(st.st_rdev),
+        nix::sys::stat::minor(st.st_rdev)
+    )))
 }
 
 /// Makes the mount holding `rootfs` (the first mount point at or above it) and
