@@ -545,3 +545,38 @@ fn specs_the_runtime_must_refuse_are_refused_by_field() {
         assert!(stderr(&out).contains(want), "wanted {want}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn recursive_mount_attributes_reach_submounts() {
+    if !can_run() {
+        return;
+    }
+    // A bind source with a submount (a tmpfs of the test's own, removed below):
+    // `rro` makes the submount read-only too.
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "touch /mnt/f || echo top ro; touch /mnt/sub/f || echo sub ro",
+    ]);
+    let src = b.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &src.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/mnt", "type": "bind", "source": src, "options": ["rbind", "rro"],
+        }));
+    });
+    let out = b.run(&unique("rro"));
+    let written = src.join("sub/f").exists();
+    nix::mount::umount(&src.join("sub")).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "top ro\nsub ro\n");
+    assert!(!written);
+}
