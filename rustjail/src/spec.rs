@@ -117,11 +117,14 @@ fn check_unsupported(spec: &Spec) -> Result<()> {
         }
     }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let field = || format!("mounts[{i}] ({})", m.destination().display());
         if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return refuse(
-                format!("mounts[{i}] ({})", m.destination().display()),
-                "idmapped mounts (uidMappings/gidMappings) are not supported",
-            );
+            return refuse(field(), "idmapped mounts (uidMappings/gidMappings) are not supported");
+        }
+        for o in m.options().iter().flatten() {
+            if matches!(o.as_str(), "idmap" | "ridmap" | "tmpcopyup") {
+                return refuse(field(), &format!("mount option {o:?} is not supported"));
+            }
         }
     }
     Ok(())

@@ -486,7 +486,13 @@ fn settings_rustjail_cannot_apply_are_refused_by_name() {
     if !can_run() {
         return;
     }
-    let cases: [(&str, Edit); 3] = [
+    let cases: [(&str, Edit); 4] = [
+        ("mounts[1] (/dev): mount option \"tmpcopyup\"", |c| {
+            c["mounts"][1]["options"]
+                .as_array_mut()
+                .unwrap()
+                .push("tmpcopyup".into())
+        }),
         ("process.scheduler", |c| {
             c["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_BATCH"})
         }),
