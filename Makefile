@@ -2,6 +2,7 @@
 #   make run    build and start the agent on unix:///tmp/pith-agent.sock
 #   make test   formatting, lints, unit and whole-agent tests (what CI runs)
 #   make bench  RPC latency against stock ttrpc-rust and a plain floor, RSS, binary size
+#   make lifecycle-harness  rustjail/crun and rustjail/runc ratios from the shared harness
 #   make initrd guest initramfs (agent as /init, busybox, modules) without Docker
 #   make rootfs guest rootfs trees with Docker (Dockerfile.rootfs, both variants)
 #   make image  those trees as bootable ext4 disk images (Kata's `image` type)
@@ -14,10 +15,13 @@ export PATH  := $(HOME)/.cargo/bin:$(PATH)
 RUN_SOCK     ?= /tmp/pith-agent.sock
 MUSL_TARGET  := x86_64-unknown-linux-musl
 STATIC_BIN   := target/$(MUSL_TARGET)/guest/pith-agent
+# The lifecycle harness shared with the other runtimes' measurements (make bench).
+LIFECYCLE_HARNESS ?= $(CURDIR)/../shared/tools/lifecycle_bench.py
+HARNESS_CYCLES ?= 100
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint
+.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint
 
 all: build
 
@@ -163,6 +167,7 @@ bench: toolchain
 	  exec $(CARGO) bench -p rustjail --bench lifecycle'
 	@# Containers through the agent's RPCs (the guest build when there is one), next to the rustjail CLI.
 	$(CARGO) build --release -p rustjail --bin rustjail
+	@$(MAKE) -s lifecycle-harness
 	@echo "== containers through the agent"; \
 	if [ -x $(STATIC_BIN) ]; then agent=$(CURDIR)/$(STATIC_BIN); else agent=$(CURDIR)/target/release/pith-agent; fi; \
 	PITH_AGENT_BIN=$$agent $(CARGO) bench --bench agent_containers
@@ -170,6 +175,19 @@ bench: toolchain
 	@# (QMP device_add to a usable node in the container) among its timings.
 	@echo "== hot-plug in the VM (make vm-e2e)"
 	$(MAKE) -s vm-e2e
+
+# The shared harness as issue 14 measured it (part of make bench): one process per
+# command, `state` polled; rustjail/crun and rustjail/runc median ratios.
+lifecycle-harness:
+	$(CARGO) build --release -p rustjail --bin rustjail
+	@echo "== container lifecycle, shared harness (create, start, state until stopped, delete -f of /bin/true)"; \
+	h=$(LIFECYCLE_HARNESS); \
+	if [ ! -f "$$h" ]; then echo "NOTE: $$h missing: no harness ratios"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "NOTE: not root: no harness ratios"; \
+	else unshare -m --propagation private sh -c 'if mountpoint -q /sys/fs/cgroup/unified; then \
+	    umount /sys/fs/cgroup/unified 2>/dev/null || umount -l /sys/fs/cgroup/unified || exit 1; fi; \
+	  exec bash rustjail/benches/lifecycle_harness.sh "$$0" "$$1" "$$2"' \
+	  $(CURDIR)/target/release/rustjail "$$h" $(HARNESS_CYCLES); fi
 
 clean:
 	$(CARGO) clean

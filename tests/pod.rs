@@ -125,7 +125,10 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
     let mut agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
-    create_sandbox(&c, &unique("sb"), "pith-pod", true).await;
+    // Unique, so that the holder check below sees only this sandbox's holder
+    // (tests run in parallel, and other test runs may share the machine).
+    let hostname = unique("pith-pod");
+    create_sandbox(&c, &unique("sb"), &hostname, true).await;
     // A second CreateSandbox is refused.
     let (code, _) = call::<_, Empty>(&c, SVC, "CreateSandbox", &CreateSandboxRequest::new())
         .await
@@ -193,7 +196,7 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
     let holders = std::process::Command::new("sh")
         .args([
             "-c",
-            "grep -l PITH_SANDBOX_NS_HOLDER /proc/[0-9]*/environ 2>/dev/null || true",
+            &format!("grep -lz '^PITH_SANDBOX_NS_HOLDER={hostname}$' /proc/[0-9]*/environ 2>/dev/null || true"),
         ])
         .output()
         .unwrap();

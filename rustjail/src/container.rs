@@ -31,6 +31,8 @@ pub struct Runtime {
     binary: std::sync::OnceLock<SealedBinary>,
     /// Collects hook statuses when the embedding program reaps children itself.
     waiter: Option<hooks::ChildWaiter>,
+    /// How specs are checked (see [`crate::spec::Policy`]).
+    policy: crate::spec::Policy,
 }
 
 /// Options of `create`.
@@ -68,6 +70,7 @@ impl Runtime {
             root: root.to_path_buf(),
             binary: std::sync::OnceLock::new(),
             waiter: None,
+            policy: crate::spec::Policy::default(),
         })
     }
 
@@ -90,6 +93,12 @@ impl Runtime {
         self.waiter = Some(waiter);
     }
 
+    /// Relaxes spec checks the embedding program knows better about (a Kata
+    /// guest agent: see [`crate::spec::Policy`]).
+    pub fn set_policy(&mut self, policy: crate::spec::Policy) {
+        self.policy = policy;
+    }
+
     fn binary(&self) -> Result<&SealedBinary> {
         if let Some(b) = self.binary.get() {
             return Ok(b);
@@ -109,7 +118,7 @@ impl Runtime {
             .canonicalize()
             .map_err(io("resolve bundle", opts.bundle.display()))?;
         let config = bundle.join("config.json");
-        let spec = Spec::load(&config).map_err(|e| Error::Spec(format!("{}: {e}", config.display())))?;
+        let spec = crate::spec::load(&config, self.policy)?;
         let root_path = spec
             .root()
             .as_ref()
@@ -117,9 +126,6 @@ impl Runtime {
             .ok_or_else(|| Error::Spec("no root in spec".into()))?;
         let rootfs = bundle.join(root_path);
         let rootfs = rootfs.canonicalize().map_err(io("resolve rootfs", rootfs.display()))?;
-        if spec.process().is_none() {
-            return Err(Error::Spec("no process in spec".into()));
-        }
         let flags = clone_flags(&spec)?;
         let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
         if terminal != opts.console_socket.is_some() {
@@ -195,7 +201,14 @@ impl Runtime {
         }
         let cg_guard = DestroyOnDrop(Some(cgroup.clone()));
         cgroup.apply(&crate::devices::effective_resources(&spec))?;
-        cgroup.add_task(pid.as_raw())?;
+        // The init moves itself, which is cheaper on v1 (no RCU grace period);
+        // in a new user namespace it may not write the host's cgroup files.
+        let join_cgroup = if userns {
+            cgroup.add_task(pid.as_raw())?;
+            None
+        } else {
+            Some(cgroup.clone())
+        };
         let annotations = spec.annotations().clone().unwrap_or_default();
         // Later commands (exec, hooks) use the spec as it was at create.
         let saved = dir.join("config.json");
@@ -213,6 +226,7 @@ impl Runtime {
             console: opts.console_socket.is_some(),
             bundle: bundle.clone(),
             host_pid: pid.as_raw(),
+            join_cgroup,
         };
         let hooks = cfg.spec.hooks().clone().unwrap_or_default();
         let oci_version = cfg.spec.version().clone();
@@ -292,50 +306,15 @@ impl Runtime {
                 why: "only a created container can start",
             });
         }
-        let fifo = state::fifo_path(&self.root, id);
-        let fd = nix::fcntl::open(
-            &fifo,
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(sys("open", fifo.display()))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut buf = [0u8; 1];
-        loop {
-            match nix::unistd::read(fd, &mut buf) {
-                Ok(1) => break,
-                Ok(_) | Err(nix::Error::EAGAIN) => {
-                    if st.status(&self.root) == Status::Stopped {
-                        let _ = nix::unistd::close(fd);
-                        return Err(Error::Init(format!("init of {id} exited before start")));
-                    }
-                    if Instant::now() > deadline {
-                        let _ = nix::unistd::close(fd);
-                        return Err(Error::Init(format!(
-                            "init of {id} did not take the start signal in {START_TIMEOUT:?}"
-                        )));
-                    }
-                    // Wake as soon as the init writes; look at its liveness every 50 ms.
-                    // SAFETY: fd stays open for the duration of the poll.
-                    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                    let mut fds = [nix::poll::PollFd::new(bfd, nix::poll::PollFlags::POLLIN)];
-                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u8)) {
-                        Ok(_) | Err(nix::Error::EINTR) => {}
-                        Err(e) => {
-                            let _ = nix::unistd::close(fd);
-                            return Err(sys("poll", fifo.display())(e));
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = nix::unistd::close(fd);
-                    return Err(sys("read", fifo.display())(e));
-                }
-            }
-        }
-        let _ = nix::unistd::close(fd);
-        std::fs::remove_file(&fifo).map_err(io("unlink", fifo.display()))?;
         let spec = self.spec(id)?;
+        if spec.process().is_none() {
+            return Err(Error::Spec(format!(
+                "container {id} has no process: process is required for start"
+            )));
+        }
+        let fifo = state::fifo_path(&self.root, id);
+        crate::exec_fifo::start(&fifo, id, START_TIMEOUT, || st.status(&self.root) != Status::Stopped)?;
+        std::fs::remove_file(&fifo).map_err(io("unlink", fifo.display()))?;
         let hooks = spec.hooks().clone().unwrap_or_default();
         Ok(self.hooks_as_warnings("poststart", hooks.poststart(), &st, &spec, "running"))
     }
@@ -351,11 +330,7 @@ impl Runtime {
         status: &str,
     ) -> Vec<String> {
         let state = self.hook_state(st, spec, status);
-        hooks::run_with(kind, list.as_deref().unwrap_or(&[]), &state, self.waiter.as_ref())
-            .err()
-            .map(|e| e.to_string())
-            .into_iter()
-            .collect()
+        hooks::run_all(kind, list.as_deref().unwrap_or(&[]), &state, self.waiter.as_ref())
     }
 
     fn hook_state(&self, st: &State, spec: &Spec, status: &str) -> HookState {
@@ -431,6 +406,7 @@ impl Runtime {
             console: console_socket.is_some(),
             bundle: st.bundle.clone(),
             host_pid: st.pid,
+            join_cgroup: None,
         };
         sync::send(&mut ours, &cfg)?;
         let pid = match sync::recv::<FromInit>(&mut ours)? {

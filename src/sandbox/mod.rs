@@ -267,6 +267,12 @@ impl Sandbox {
     pub fn new(cfg: SandboxConfig, reaper: Reaper) -> Result<Sandbox, SandboxError> {
         let mut runtime = rustjail::Runtime::new(&cfg.state_dir.join("containers"))?;
         runtime.set_child_waiter(hook_waiter(reaper.clone()));
+        // As kata-agent: a Kata host strips the `network` namespace (the VM is
+        // the pod's), and sends its own AppArmor profile name, meaningless here.
+        runtime.set_policy(rustjail::spec::Policy {
+            caller_netns_is_the_sandbox: true,
+            ignore_apparmor: true,
+        });
         let bundles = cfg.state_dir.join("bundles");
         std::fs::create_dir_all(&bundles)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundles.display())))?;
