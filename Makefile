@@ -2,9 +2,12 @@
 #   make run    build and start the agent on unix:///tmp/pith-agent.sock
 #   make test   formatting, lints, unit and whole-agent tests (what CI runs)
 #   make bench  RPC latency against stock ttrpc-rust and a plain floor, RSS, binary size
+#   make lifecycle-harness  rustjail/crun and rustjail/runc ratios from the shared harness
 #   make initrd guest initramfs (agent as /init, busybox, modules) without Docker
-#   make rootfs guest rootfs image with Docker (Dockerfile.rootfs)
+#   make rootfs guest rootfs trees with Docker (Dockerfile.rootfs, both variants)
+#   make image  those trees as bootable ext4 disk images (Kata's `image` type)
 #   make vm-e2e boot the initrd under qemu and drive the agent over hybrid vsock
+#   make vm-image boot both disk images under qemu and drive them the same way
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -12,10 +15,13 @@ export PATH  := $(HOME)/.cargo/bin:$(PATH)
 RUN_SOCK     ?= /tmp/pith-agent.sock
 MUSL_TARGET  := x86_64-unknown-linux-musl
 STATIC_BIN   := target/$(MUSL_TARGET)/guest/pith-agent
+# The lifecycle harness shared with the other runtimes' measurements (make bench).
+LIFECYCLE_HARNESS ?= $(CURDIR)/../shared/tools/lifecycle_bench.py
+HARNESS_CYCLES ?= 100
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench static toolchain clean test-deps initrd rootfs vm-deps vm-e2e hadolint
+.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint
 
 all: build
 
@@ -35,7 +41,7 @@ run: toolchain
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 
-test: lint unit vm-e2e
+test: lint unit vm-e2e vm-image
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
@@ -52,13 +58,18 @@ hadolint:
 # Container tests use a busybox rootfs from Debian's busybox-static.
 test-deps:
 	@test -x /bin/busybox || { echo "installing busybox-static (test rootfs)"; apt-get update -qq && apt-get install -y -qq busybox-static; }
+	@# Block volumes and swap in tests/kata_compat.rs and src/storage/tests.rs: mkfs.ext4, debugfs, resize2fs, losetup, mkswap, mkfs.erofs.
+	@command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null && command -v mkswap >/dev/null && command -v losetup >/dev/null || \
+	  { echo "installing e2fsprogs util-linux (block volume tests)"; apt-get update -qq && apt-get install -y -qq e2fsprogs util-linux mount; }
+	@command -v mkfs.erofs >/dev/null || { echo "installing erofs-utils (erofs storage test)"; apt-get update -qq && apt-get install -y -qq erofs-utils; }
 
 # Tests that need root carry #[cfg_attr(not(pith_root), ignore = "needs root")]
-# (build.rs sets pith_root when built as root): without root the runner
+# (rustjail/build.rs sets pith_root when built as root; likewise pith_cgroup_v1,
+# pith_cgroup2, pith_vsock for what the host offers): without it the runner
 # reports them as ignored, never as passed.
 unit: toolchain test-deps
 	$(CARGO) test --workspace
-	@n=$$(grep -rho 'ignore = "needs root"' --include='*.rs' src rustjail tests | wc -l); \
+	@n=$$(grep -rho 'ignore = "needs root' --include='*.rs' src rustjail tests | wc -l); \
 	if [ "$$(id -u)" = 0 ]; then echo "== $$n tests need root: run (as root)"; \
 	else echo "== $$n tests need root: reported as ignored (not root; run make test as root to run them)"; fi
 
@@ -72,9 +83,6 @@ static: toolchain
 # cached under target/vm.
 VM_DIR       := target/vm
 VHOST_VSOCK  := $(VM_DIR)/cargo/bin/vhost-device-vsock
-ROOTFS_IMAGE ?= pith-rootfs
-# ROOTFS_VARIANT=init: the agent is /sbin/init; =service: a systemd unit starts it.
-ROOTFS_VARIANT ?= init
 
 # The static musl agent; where the musl target cannot be installed, the gnu
 # build with its shared libraries copied into the initrd.
@@ -84,10 +92,29 @@ initrd: toolchain
 	  $(CARGO) build --profile guest --bin pith-agent && agent=target/guest/pith-agent; fi; \
 	AGENT=$$agent vm/mkinitrd.sh
 
-rootfs:
-	@if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then \
-	  echo "make rootfs needs a working Docker (docker info failed); without Docker use 'make initrd'" >&2; exit 1; fi
-	docker build -f Dockerfile.rootfs --build-arg VARIANT=$(ROOTFS_VARIANT) -t $(ROOTFS_IMAGE):$(ROOTFS_VARIANT) .
+# Dockerfile.rootfs, both variants (init: the agent is /sbin/init; service:
+# systemd starts it), exported to target/vm/rootfs-{init,service}.tar. The
+# agent is `make static`'s binary, passed in (see the README). vm/rootfs.sh
+# installs docker.io and mmdebstrap when missing and runs its own dockerd
+# when none answers.
+ROOTFS_TARS   := $(VM_DIR)/rootfs-init.tar $(VM_DIR)/rootfs-service.tar
+ROOTFS_INPUTS := Dockerfile.rootfs .dockerignore vm/rootfs.sh vm/pith-agent.service vm/kata-containers.target
+# The disk images and the initramfs that mounts them (vm/mkimage.sh).
+IMAGES        := $(VM_DIR)/rootfs-init.img $(VM_DIR)/rootfs-service.img $(VM_DIR)/image-initrd.img
+IMAGE_INPUTS  := vm/mkimage.sh vm/image-init.sh vm/modules.sh vm/fetch.sh
+
+rootfs: static
+	vm/rootfs.sh
+
+image: static
+	@$(MAKE) -s $(ROOTFS_TARS)
+	vm/mkimage.sh
+
+# File targets for the test: rebuilt only when an input (or the agent) changed.
+$(ROOTFS_TARS) &: $(ROOTFS_INPUTS) $(STATIC_BIN)
+	vm/rootfs.sh
+$(IMAGES) &: $(ROOTFS_TARS) $(IMAGE_INPUTS)
+	vm/mkimage.sh
 
 # qemu, the vsock backend (vhost-user: no /dev/vhost-vsock needed), cpio, kmod.
 vm-deps: toolchain
@@ -106,6 +133,18 @@ vm-e2e:
 	$(MAKE) -s initrd; \
 	$(CARGO) test --test vm_e2e -- --ignored --nocapture --test-threads 1; \
 	awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-e2e: %.1f s in all\n", b - a }'
+
+# Part of `make test`: builds the rootfs trees and disk images when stale, then
+# boots both. Skipped (loudly) only where qemu cannot run at all.
+vm-image:
+	@if ! $(MAKE) -s vm-deps || ! command -v qemu-system-x86_64 >/dev/null; then \
+	  echo; echo "!!!!!!!! SKIPPED vm-image: qemu-system-x86_64 or vhost-device-vsock could not be installed !!!!!!!!"; echo; exit 0; fi; \
+	set -e; start=$$(date +%s.%N); \
+	$(MAKE) -s static; \
+	t=$$(date +%s.%N); $(MAKE) -s $(IMAGES); \
+	awk -v a=$$t -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-image: rootfs trees and disk images ready in %.1f s\n", b - a }'; \
+	$(CARGO) test --test vm_image -- --ignored --nocapture --test-threads 1; \
+	awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-image: %.1f s in all\n", b - a }'
 
 bench: toolchain
 	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \
@@ -135,6 +174,7 @@ bench: toolchain
 	  exec $(CARGO) bench -p rustjail --bench lifecycle'
 	@# Containers through the agent's RPCs (the guest build when there is one), next to the rustjail CLI.
 	$(CARGO) build --release -p rustjail --bin rustjail
+	@$(MAKE) -s lifecycle-harness
 	@echo "== containers through the agent"; \
 	if [ -x $(STATIC_BIN) ]; then agent=$(CURDIR)/$(STATIC_BIN); else agent=$(CURDIR)/target/release/pith-agent; fi; \
 	PITH_AGENT_BIN=$$agent $(CARGO) bench --bench agent_containers
@@ -142,6 +182,19 @@ bench: toolchain
 	@# (QMP device_add to a usable node in the container) among its timings.
 	@echo "== hot-plug in the VM (make vm-e2e)"
 	$(MAKE) -s vm-e2e
+
+# The shared harness as issue 14 measured it (part of make bench): one process per
+# command, `state` polled; rustjail/crun and rustjail/runc median ratios.
+lifecycle-harness:
+	$(CARGO) build --release -p rustjail --bin rustjail
+	@echo "== container lifecycle, shared harness (create, start, state until stopped, delete -f of /bin/true)"; \
+	h=$(LIFECYCLE_HARNESS); \
+	if [ ! -f "$$h" ]; then echo "NOTE: $$h missing: no harness ratios"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "NOTE: not root: no harness ratios"; \
+	else unshare -m --propagation private sh -c 'if mountpoint -q /sys/fs/cgroup/unified; then \
+	    umount /sys/fs/cgroup/unified 2>/dev/null || umount -l /sys/fs/cgroup/unified || exit 1; fi; \
+	  exec bash rustjail/benches/lifecycle_harness.sh "$$0" "$$1" "$$2"' \
+	  $(CURDIR)/target/release/rustjail "$$h" $(HARNESS_CYCLES); fi
 
 clean:
 	$(CARGO) clean

@@ -150,6 +150,7 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
         state_dir: args.state_dir.clone(),
         pipe_size: cfg.container_pipe_size,
         resolv_conf: args.resolv_conf.clone(),
+        storage_roots: crate::storage::roots_for(&args.state_dir, &|k| std::env::var(k).ok()),
     };
     let state = || format!("set up container state in {}", args.state_dir.display());
     let engine = RustjailEngine::new(&args.state_dir.join("containers"), reaper.clone()).with_context(state)?;

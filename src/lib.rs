@@ -32,3 +32,6 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The storage drivers this agent has, as GetGuestDetails lists them.
 pub const STORAGE_DRIVERS: &[&str] = storage::DRIVERS;
+
+/// The device kinds CreateContainer's `devices` may name, as GetGuestDetails lists them.
+pub const DEVICE_HANDLERS: &[&str] = guest::details::DEVICE_HANDLERS;

@@ -1,7 +1,8 @@
-//! Checks of `Dockerfile.rootfs` that need no Docker: every file it copies from
-//! the build context exists, its build stage builds the agent with the same
-//! command as `make static` and copies the binary from where the Makefile puts
-//! it, and the service variant's unit carries Kata's hardening.
+//! Checks of `Dockerfile.rootfs` that need no Docker (`make vm-image` builds
+//! and boots it for real): every file it copies from the build context exists
+//! and reaches the context, its agent stage takes exactly `make static`'s
+//! binary, no stage starts from a registry image, and the service variant's
+//! unit carries Kata's hardening.
 
 use std::path::Path;
 
@@ -62,17 +63,43 @@ fn make_var(makefile: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("Makefile sets no {name}"))
 }
 
-#[test]
-fn every_copied_file_exists() {
-    let text = repo("Dockerfile.rootfs");
-    let dockerignore = repo(".dockerignore");
-    let ignored: Vec<&str> = dockerignore
+/// `.dockerignore`: the patterns that leave paths out, and the `!` exceptions
+/// that let paths back in.
+fn dockerignore() -> (Vec<String>, Vec<String>) {
+    let text = repo(".dockerignore");
+    let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
+    let ignored = lines
+        .iter()
+        .filter(|l| !l.starts_with('!'))
+        .map(|l| l.to_string())
+        .collect();
+    let back = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix('!'))
+        .map(String::from)
+        .collect();
+    (ignored, back)
+}
+
+/// The Makefile's `STATIC_BIN`, with `MUSL_TARGET` expanded.
+fn static_bin() -> String {
+    let makefile = repo("Makefile");
+    make_var(&makefile, "STATIC_BIN").replace("$(MUSL_TARGET)", &make_var(&makefile, "MUSL_TARGET"))
+}
+
+#[test]
+fn every_copied_file_exists() {
+    let text = repo("Dockerfile.rootfs");
+    let (ignored, back) = dockerignore();
     // target/ holds gigabytes that docker would send as context.
-    assert!(ignored.contains(&"target"), ".dockerignore must leave out target");
+    assert!(
+        ignored.iter().any(|i| i == "target"),
+        ".dockerignore must leave out target"
+    );
     let mut copies = 0;
     for ins in instructions(&text) {
         let words: Vec<&str> = ins.split_whitespace().collect();
@@ -89,32 +116,36 @@ fn every_copied_file_exists() {
             assert!(p.exists(), "Dockerfile.rootfs copies {src}, which does not exist");
             let top = src.split('/').next().unwrap();
             assert!(
-                !ignored.contains(&top),
+                !ignored.iter().any(|i| i == top) || back.iter().any(|b| b == src),
                 ".dockerignore leaves {src} out of the build context"
             );
             copies += 1;
         }
     }
-    assert!(copies >= 8, "only {copies} COPY sources found");
+    assert!(copies >= 3, "only {copies} COPY sources found");
 }
 
 #[test]
-fn build_stage_runs_make_static_and_copies_its_output() {
+fn agent_stage_takes_make_static_output() {
     let text = repo("Dockerfile.rootfs");
     let makefile = repo("Makefile");
     let stages = stages(&text);
-    let build = &stages
+    let bin = static_bin();
+    // The agent stage holds exactly the binary `make static` wrote...
+    let agent = &stages
         .iter()
-        .find(|(n, _)| n == "build")
-        .expect("a stage named build")
+        .find(|(n, _)| n == "agent")
+        .expect("a stage named agent")
         .1;
-    let runs: Vec<&String> = build.iter().filter(|i| i.starts_with("RUN ")).collect();
-    assert_eq!(
-        runs,
-        [&"RUN make static".to_string()],
-        "the build stage must run what developers run"
-    );
-    // `make static` builds the guest profile for the musl target...
+    assert_eq!(agent, &[format!("COPY {bin} /pith-agent")], "the agent stage");
+    assert!(text.contains("FROM scratch AS agent"), "the agent stage starts empty");
+    // ...which is the one file of target/ in the build context...
+    let (_, back) = dockerignore();
+    assert_eq!(back, std::slice::from_ref(&bin), ".dockerignore lets in only {bin}");
+    // ...and which the Makefile builds before the rootfs, with the guest profile for musl.
+    for target in ["rootfs: static", "image: static"] {
+        assert!(makefile.lines().any(|l| l == target), "Makefile lacks `{target}`");
+    }
     let recipe: Vec<&str> = makefile
         .lines()
         .skip_while(|l| !l.starts_with("static:"))
@@ -127,17 +158,15 @@ fn build_stage_runs_make_static_and_copies_its_output() {
             .any(|l| l.contains("build --profile guest --target $(MUSL_TARGET) --bin pith-agent")),
         "{recipe:?}"
     );
-    // ...into STATIC_BIN, which is what the image stages copy.
-    let bin = make_var(&makefile, "STATIC_BIN").replace("$(MUSL_TARGET)", &make_var(&makefile, "MUSL_TARGET"));
-    let from_build: Vec<String> = instructions(&text)
+    // Both variants install it.
+    let from_agent: Vec<String> = instructions(&text)
         .into_iter()
-        .filter(|i| i.starts_with("COPY --from=build"))
+        .filter(|i| i.starts_with("COPY --from=agent"))
         .collect();
-    assert_eq!(from_build.len(), 2, "{from_build:?}");
-    for c in &from_build {
-        assert!(c.contains(&format!("/src/{bin} ")), "{c} does not copy {bin}");
-    }
-    // Both variants exist and the build argument picks one.
+    assert_eq!(
+        from_agent, ["COPY --from=agent /pith-agent /usr/bin/pith-agent"; 2],
+        "{from_agent:?}"
+    );
     for v in ["rootfs-init", "rootfs-service"] {
         assert!(stages.iter().any(|(n, _)| n == v), "no stage {v}");
     }
@@ -150,14 +179,44 @@ fn build_stage_runs_make_static_and_copies_its_output() {
 }
 
 #[test]
+fn no_stage_starts_from_a_registry_image() {
+    let text = repo("Dockerfile.rootfs");
+    let names: Vec<String> = stages(&text).into_iter().map(|(n, _)| n).collect();
+    for ins in instructions(&text) {
+        let Some(from) = ins.strip_prefix("FROM ") else {
+            continue;
+        };
+        let image = from.split_whitespace().next().unwrap();
+        assert!(
+            image == "scratch"
+                || image == "${BASE_IMAGE}"
+                || image == "rootfs-${VARIANT}"
+                || names.iter().any(|n| n == image),
+            "FROM {image}: only scratch, the stages of this file and BASE_IMAGE"
+        );
+    }
+    // BASE_IMAGE is the image vm/rootfs.sh makes from Debian's packages.
+    let default = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG BASE_IMAGE="))
+        .expect("ARG BASE_IMAGE=...");
+    let script = repo("vm/rootfs.sh");
+    assert!(
+        script.lines().any(|l| l == format!("BASE={default}")),
+        "vm/rootfs.sh does not make {default}"
+    );
+    assert!(script.contains("mmdebstrap") && script.contains("docker import \"$VM/debian-base.tar\" \"$BASE\""));
+}
+
+#[test]
 fn service_unit_has_kata_hardening() {
     let unit = repo("vm/pith-agent.service");
     for line in [
         "ExecStart=/usr/bin/pith-agent",
         "Restart=on-failure",
-        "LimitNOFILE=1073741824",
+        "LimitNOFILE=infinity",
         "OOMScoreAdjust=-997",
-        "FailureAction=poweroff",
+        "StartLimitAction=poweroff",
         "StandardOutput=tty",
     ] {
         assert!(
@@ -165,4 +224,17 @@ fn service_unit_has_kata_hardening() {
             "pith-agent.service lacks {line}"
         );
     }
+    // A clean end of the agent ends the VM; a crash restarts it (so neither
+    // FailureAction= nor SuccessAction=, which systemd 252 fires on a restart).
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStopPost=") && l.contains("SERVICE_RESULT") && l.contains("poweroff")),
+        "pith-agent.service does not power off after a clean exit"
+    );
+    assert!(
+        !unit
+            .lines()
+            .any(|l| l.starts_with("FailureAction=") || l.starts_with("SuccessAction=")),
+        "pith-agent.service would power the VM off before restarting the agent"
+    );
 }

@@ -108,7 +108,7 @@ async fn get_guest_details_answers_what_was_asked() {
     assert_eq!(a.version, pith_agent::AGENT_VERSION);
     assert!(!a.init_daemon, "the test agent is not PID 1");
     assert!(a.supports_seccomp);
-    assert!(a.device_handlers.is_empty());
+    assert_eq!(a.device_handlers, pith_agent::DEVICE_HANDLERS);
     assert_eq!(a.storage_handlers, pith_agent::STORAGE_DRIVERS);
 
     let plain: GuestDetailsResponse = call(&c, SVC, "GetGuestDetails", &GuestDetailsRequest::new())
@@ -255,22 +255,26 @@ async fn set_guest_date_time_sets_the_clock() {
 async fn online_cpu_mem_over_fake_sysfs() {
     let s = Setup::start();
     let c = s.agent.client().await;
+    // Kata's meaning: nb_cpus is the total that should be online. cpu0 and
+    // cpu1 are: 3 means one more.
     let mut r = OnlineCPUMemRequest::new();
-    r.nb_cpus = 1;
+    r.nb_cpus = 3;
     r.cpu_only = true;
     let _: Empty = call(&c, SVC, "OnlineCPUMem", &r).await.unwrap();
     assert_eq!(s.sys("devices/system/cpu/cpu2/online"), "1");
     assert_eq!(s.sys("devices/system/cpu/cpu3/online"), "0");
     assert_eq!(s.sys("devices/system/memory/memory1/state"), "offline");
 
+    r.nb_cpus = 4;
     r.cpu_only = false;
     let _: Empty = call(&c, SVC, "OnlineCPUMem", &r).await.unwrap();
     assert_eq!(s.sys("devices/system/cpu/cpu3/online"), "1");
     assert_eq!(s.sys("devices/system/memory/memory1/state"), "online");
 
-    // No CPU left to online: after its retries (about 5 s) the agent says so.
+    // More than exist: after its retries (about 5 s) the agent says so.
+    r.nb_cpus = 5;
     r.cpu_only = true;
     let (code, msg) = call::<_, Empty>(&c, SVC, "OnlineCPUMem", &r).await.unwrap_err();
     assert_eq!(code, Code::DEADLINE_EXCEEDED, "{msg}");
-    assert!(msg.contains("onlined 0 of 1 CPU(s)"), "{msg}");
+    assert!(msg.contains("failed to online 5 CPU(s): 4 online"), "{msg}");
 }

@@ -123,7 +123,11 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
     let mut agent = agent();
     let c = agent.client().await;
     let dir = tempfile::tempdir().unwrap();
-    create_sandbox(&c, &unique("sb"), "pith-pod", true).await;
+    // Unique, so that the hostname seen below is this sandbox's (tests run in
+    // parallel, and other test runs may share the machine); the holder check
+    // looks at this agent's children only.
+    let hostname = unique("pith-pod");
+    create_sandbox(&c, &unique("sb"), &hostname, true).await;
     // A second CreateSandbox is refused.
     let (code, _) = call::<_, Empty>(&c, SVC, "CreateSandbox", &CreateSandboxRequest::new())
         .await
@@ -481,9 +485,11 @@ fn mounted(path: &std::path::Path) -> bool {
 #[tokio::test]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn storages_are_mounted_for_their_users_and_released() {
-    let mut agent = agent();
-    let c = agent.client().await;
+    // Kata's runtimes put storages under /run/kata-containers; this test's go
+    // under its own directory, which it adds to the allowed list.
     let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_with(&[], &[("PITH_STORAGE_ROOTS", dir.path().to_str().unwrap())]);
+    let c = agent.client().await;
     let shm = dir.path().join("sandbox-shm");
     let mut req = CreateSandboxRequest::new();
     req.sandbox_id = "sb".into();
@@ -528,6 +534,23 @@ async fn storages_are_mounted_for_their_users_and_released() {
     assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
     assert!(msg.contains("nosuchdriver"), "{msg}");
     assert!(!mounted(&mp_ok), "first storage not rolled back");
+
+    // A storage outside the allowed directories is refused, naming the field.
+    let out_id = unique("outside");
+    let mut out = create_req(&dir.path().join("o"), &out_id, &["true"]);
+    out.storages = vec![storage(
+        "ephemeral",
+        "tmpfs",
+        std::path::Path::new("/etc/pith-must-not-exist"),
+        &[],
+    )];
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &out).await.unwrap_err();
+    assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.contains("mount_point: /etc/pith-must-not-exist is not under"),
+        "{msg}"
+    );
+    assert!(!std::path::Path::new("/etc/pith-must-not-exist").exists());
 
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
         .await

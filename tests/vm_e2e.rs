@@ -14,281 +14,24 @@
 //!   agent with SIGTERM through the debug console instead.
 
 mod common;
+mod guest_vm;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::call;
+use guest_vm::{
+    accel, agent_cmdline, pithctl_ok, read_stdout, read_vm_file, wait_process, Boot, Strace, Vm, AGENT_PORT,
+    BOOT_TIMEOUT, CONSOLE_PORT,
+};
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
 
 const SVC: &str = "grpc.AgentService";
-const AGENT_PORT: u32 = 1024;
-const CONSOLE_PORT: u32 = 1026;
-/// Longest wait for the agent's listening line (TCG boots in ~2-3 s).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Image {
-    vmlinux: PathBuf,
-    initrd: PathBuf,
-    kernel_modules: String,
-    vhost: PathBuf,
-    qboot: PathBuf,
-    dir: PathBuf,
-}
-
-fn image() -> Image {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("PITH_VM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/vm"));
-    let vhost = std::env::var_os("PITH_VHOST_VSOCK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("cargo/bin/vhost-device-vsock"));
-    let img = Image {
-        vmlinux: dir.join("vmlinux"),
-        initrd: dir.join("initrd.img"),
-        kernel_modules: std::fs::read_to_string(dir.join("kernel_modules"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-        vhost,
-        qboot: PathBuf::from("/usr/share/qemu/qboot.rom"),
-        dir,
-    };
-    for p in [&img.vmlinux, &img.initrd, &img.vhost, &img.qboot] {
-        assert!(
-            p.exists(),
-            "{} missing: run `make vm-e2e` (it builds and installs what is needed)",
-            p.display()
-        );
-    }
-    img
-}
-
-/// A booted VM: qemu and its vsock backend, both killed on drop (every exit
-/// path, a failed assertion included: a wedged vsock leaves both spinning).
-struct Vm {
-    dir: tempfile::TempDir,
-    qemu: Option<Child>,
-    backend: Child,
-    started: Instant,
-}
-
-impl Vm {
-    fn boot(img: &Image, accel: &str) -> Vm {
-        let dir = tempfile::Builder::new().prefix("pith-vm-").tempdir().unwrap();
-        let d = dir.path();
-        let backend = Command::new(&img.vhost)
-            .arg("--vm")
-            .arg(format!(
-                "guest-cid=3,socket={},uds-path={}",
-                d.join("vhost.sock").display(),
-                d.join("vm.vsock").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("vhost.log")).unwrap())
-            .die_with_parent()
-            .spawn()
-            .expect("start vhost-device-vsock");
-        let mut vm = Vm {
-            dir,
-            qemu: None,
-            backend,
-            started: Instant::now(),
-        };
-        wait_for(Duration::from_secs(10), || vm.path("vhost.sock").exists())
-            .unwrap_or_else(|| panic!("vhost-device-vsock made no socket; log:\n{}", vm.read("vhost.log")));
-        let append = format!(
-            "console=ttyS0 quiet panic=1 cgroup_no_v1=all agent.log=debug agent.debug_console \
-             agent.debug_console_vport={CONSOLE_PORT} agent.kernel_modules={}",
-            img.kernel_modules
-        );
-        let d = vm.dir.path().to_path_buf();
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", &format!("pc,accel={accel},memory-backend=mem")])
-            .args([
-                "-m",
-                "512M",
-                "-object",
-                "memory-backend-memfd,id=mem,size=512M,share=on",
-            ])
-            .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
-            .arg("-bios")
-            .arg(&img.qboot)
-            .arg("-kernel")
-            .arg(&img.vmlinux)
-            .arg("-initrd")
-            .arg(&img.initrd)
-            .args(["-append", &append])
-            .arg("-serial")
-            .arg(format!("file:{}", d.join("serial.log").display()))
-            .arg("-chardev")
-            .arg(format!("socket,id=c0,path={}", d.join("vhost.sock").display()))
-            .args(["-device", "vhost-user-vsock-pci,chardev=c0"])
-            .args(["-device", "virtio-scsi-pci,id=scsi0"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(d.join("qemu.log")).unwrap())
-            .stderr(std::fs::File::create(d.join("qemu.err")).unwrap())
-            .die_with_parent();
-        vm.started = Instant::now();
-        vm.qemu = Some(cmd.spawn().expect("start qemu-system-x86_64"));
-        vm
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.path(name)) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    fn serial(&self) -> String {
-        self.read("serial.log")
-    }
-
-    /// Waits for a serial console line containing every needle; `None` on
-    /// timeout or when qemu has exited.
-    fn wait_serial(&mut self, needles: &[&str], timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.serial().lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-                return Some(l.to_string());
-            }
-            if Instant::now() > deadline || self.exited().is_some() {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.qemu.as_mut().and_then(|q| q.try_wait().unwrap())
-    }
-
-    fn hvsock(&self, port: u32) -> String {
-        format!("hvsock://{}:{port}", self.path("vm.vsock").display())
-    }
-
-    fn diagnostics(&self) -> String {
-        format!(
-            "--- serial console ---\n{}\n--- qemu stderr ---\n{}\n--- vhost-device-vsock ---\n{}",
-            self.serial(),
-            self.read("qemu.err"),
-            self.read("vhost.log")
-        )
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if let Some(q) = self.qemu.as_mut() {
-            let _ = q.kill();
-            let _ = q.wait();
-        }
-        let _ = self.backend.kill();
-        let _ = self.backend.wait();
-    }
-}
-
-/// Children that get SIGKILL when the test process dies (a timeout's SIGKILL
-/// skips every Drop): no qemu left spinning.
-trait DieWithParent {
-    fn die_with_parent(&mut self) -> &mut Self;
-}
-
-impl DieWithParent for Command {
-    fn die_with_parent(&mut self) -> &mut Self {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only prctl(2), async-signal-safe, runs between fork and exec.
-        unsafe {
-            self.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        }
-    }
-}
-
-fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return Some(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-fn pithctl(addr: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(common::pithctl_bin())
-        .args(["--addr", addr, "--timeout", "20"])
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pithctl");
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Runs pithctl and returns its stdout; panics with both streams on failure.
-fn pithctl_ok(vm: &Vm, port: u32, args: &[&str], stdin: Option<&str>) -> String {
-    let out = pithctl(&vm.hvsock(port), args, stdin);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "pithctl {args:?} failed: {}\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        vm.diagnostics()
-    );
-    text
-}
-
-/// The accelerator to use: `PITH_VM_ACCEL`, else a cached verdict of whether a
-/// KVM boot reaches the agent (the KVM here may be a nested one that only runs
-/// special kernels), else TCG.
-fn accel(img: &Image) -> String {
-    match std::env::var("PITH_VM_ACCEL").as_deref() {
-        Ok("tcg") | Ok("kvm") => return std::env::var("PITH_VM_ACCEL").unwrap(),
-        _ => {}
-    }
-    if !Path::new("/dev/kvm").exists() {
-        return "tcg".into();
-    }
-    let cache = img.dir.join("accel");
-    if let Ok(v) = std::fs::read_to_string(&cache) {
-        return v.trim().to_string();
-    }
-    let start = Instant::now();
-    let mut vm = Vm::boot(img, "kvm");
-    let ok = vm
-        .wait_serial(&["listening", "vsock://"], Duration::from_secs(15))
-        .is_some();
-    drop(vm);
-    let verdict = if ok { "kvm" } else { "tcg" };
-    println!(
-        "KVM probe: {} in {:.1} s -> {verdict} (cached in {})",
-        if ok { "booted" } else { "no agent" },
-        start.elapsed().as_secs_f64(),
-        cache.display()
-    );
-    let _ = std::fs::write(&cache, verdict);
-    verdict.into()
+/// The initrd guest: `make initrd`'s image with the modules it lists.
+fn image() -> Boot {
+    Boot::new("initrd.img", agent_cmdline(&read_vm_file("kernel_modules")), "vm-e2e")
 }
 
 /// A container on the busybox rootfs inside the initrd.
@@ -297,14 +40,6 @@ fn container_request(id: &str, args: &[&str]) -> CreateContainerRequest {
     // The sandbox's hostname applies (oci-spec's default spec names one).
     req.OCI.as_mut().unwrap().Hostname.clear();
     req
-}
-
-async fn read_stdout(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> String {
-    String::from_utf8_lossy(&common::containers::read_all(c, id, exec_id, "ReadStdout").await).into_owned()
-}
-
-async fn wait_process(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> i32 {
-    common::containers::wait(c, id, exec_id).await.expect("WaitProcess")
 }
 
 #[test]
@@ -379,16 +114,7 @@ fn guest_image_end_to_end() {
         println!("  {}", l.trim());
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr: protocols::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
-    rt.block_on(async {
-        let c = pithctl::client::connect(&addr, Duration::from_secs(20))
-            .await
-            .expect("connect");
-
+    guest_vm::with_agent(&vm, async |c| {
         // 4. The sandbox (a runtime's first call).
         if sandbox {
             let out = pithctl_ok(
@@ -406,20 +132,13 @@ fn guest_image_end_to_end() {
             println!("NOTE: PITH_E2E_SANDBOX=0: CreateSandbox/DestroySandbox skipped");
         }
 
-        // 5. A container from the rootfs in the initrd: echo, its stdout, its exit code.
+        // 5. A container from the rootfs in the initrd: echo, its stdout, its exit code,
+        //    with strace (through the debug console) on the agent meanwhile.
+        let strace = Strace::start(&vm, "1");
         let t = Instant::now();
         let id = "e2e-echo";
-        let _: Empty = call(
-            &c,
-            SVC,
-            "CreateContainer",
-            &container_request(id, &["sh", "-c", "echo hello from the guest; sleep 2; exit 3"]),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", vm.diagnostics()));
-        let mut s = StartContainerRequest::new();
-        s.container_id = id.into();
-        let _: Empty = call(&c, SVC, "StartContainer", &s).await.expect("StartContainer");
+        let req = container_request(id, &["sh", "-c", "echo hello from the guest; sleep 2; exit 3"]);
+        guest_vm::create_and_start(&c, &vm, &req).await;
 
         // 6. Exec into it while it runs: cgroup v2 membership shows rustjail's v2 path.
         let mut e = ExecProcessRequest::new();
@@ -442,6 +161,11 @@ fn guest_image_end_to_end() {
         let out = read_stdout(&c, id, id).await;
         assert_eq!(out, "hello from the guest\n");
         assert_eq!(wait_process(&c, id, id).await, 3);
+        let trace = strace.stop(&vm);
+        println!("strace -f -p 1 (the agent) during CreateContainer, StartContainer, ExecProcess:");
+        for l in guest_vm::container_syscalls(&trace, "sh") {
+            println!("  {l}");
+        }
         println!(
             "container: stdout {out:?}, exit code 3, exec {:?} ({} ms)",
             exec_out.trim(),
@@ -637,17 +361,7 @@ fn guest_image_end_to_end() {
         pithctl_ok(&vm, CONSOLE_PORT, &["console"], Some("kill -TERM 1; exit\n"));
     }
     let t_stop = Instant::now();
-    let status = loop {
-        if let Some(st) = vm.exited() {
-            break st;
-        }
-        assert!(
-            t_stop.elapsed() < Duration::from_secs(30),
-            "qemu still running 30 s after the stop\n{}",
-            vm.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = vm.wait_exit(Duration::from_secs(30));
     let serial = vm.serial();
     assert!(status.success(), "qemu exited with {status}\n{}", vm.diagnostics());
     assert!(serial.contains("powering off"), "{}", vm.diagnostics());

@@ -3,6 +3,7 @@
 #   /init                  the static pith-agent (PID 1)
 #   /bin/busybox + applets Debian's busybox-static (from vm/fetch.sh), for the debug console
 #   /lib/modules/<rel>/    the kernel modules the guest needs and their dependencies
+#   /bin/strace            Debian's strace with the shared libraries it needs
 #   /pith-test/rootfs      a busybox container rootfs for the end-to-end test
 # and writes target/vm/kernel_modules: the agent.kernel_modules value to boot with.
 #
@@ -29,41 +30,37 @@ mkdir -p "$root"/{bin,dev,proc,sys,run,tmp,etc,root,lib/modules/"$rel"}
 ln -s bin "$root/sbin"
 mkdir -p "$root/usr" && ln -s ../bin "$root/usr/bin" && ln -s ../bin "$root/usr/sbin"
 
-install -m 0755 "$AGENT" "$root/init"
-# A dynamic agent (the gnu fallback when the musl target is missing) needs its
-# loader and libraries at the same paths in the guest.
-if ldd "$AGENT" >/dev/null 2>&1; then
-  for lib in $(ldd "$AGENT" | grep -o '/[^ ]*'); do
+# A dynamic binary needs its loader and libraries at the same paths in the
+# guest (the host is the same Debian release as the guest's packages).
+copy_libs() {
+  local lib
+  ldd "$1" >/dev/null 2>&1 || return 0 # static
+  for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
     mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
   done
+}
+install -m 0755 "$AGENT" "$root/init"
+# The gnu fallback when the musl target is missing.
+if ldd "$AGENT" >/dev/null 2>&1; then
+  copy_libs "$AGENT"
   echo "NOTE: $AGENT is dynamically linked; copied its libraries: $(ldd "$AGENT" | grep -o '/[^ ]*' | tr '\n' ' ')"
 fi
 install -m 0755 "$VM/busybox" "$root/bin/busybox"
 for a in $("$VM/busybox" --list); do
   [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
 done
+# strace for debugging in the guest: Debian's package (installed on the host
+# when missing) with its libraries.
+dpkg -s strace >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq strace >/dev/null; }
+strace_bin=$(dpkg -L strace | grep -m1 '/bin/strace$')
+install -m 0755 "$strace_bin" "$root/bin/strace"
+copy_libs "$strace_bin"
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 
 # The modules asked for and everything their depends= fields pull in.
-find_ko() { find "$kmods/kernel" -name "$1.ko" -o -name "${1//_/-}.ko" | head -1; }
-declare -A seen=()
-want=("${MODULES[@]}")
-while [ ${#want[@]} -gt 0 ]; do
-  m=${want[0]}; want=("${want[@]:1}")
-  key=${m//-/_}
-  [ -n "${seen[$key]:-}" ] && continue
-  seen[$key]=1
-  ko=$(find_ko "$key")
-  if [ -z "$ko" ]; then
-    grep -q "/${key}.ko$\|/${key//_/-}.ko$" "$kmods/modules.builtin" || { echo "module $m: not in $kmods" >&2; exit 1; }
-    continue # built into the kernel
-  fi
-  dest="$root/lib/modules/$rel/${ko#"$kmods"/}"
-  mkdir -p "$(dirname "$dest")" && cp "$ko" "$dest"
-  deps=$(modinfo -F depends "$ko")
-  [ -n "$deps" ] && IFS=, read -r -a more <<< "$deps" && want+=("${more[@]}")
-done
+. vm/modules.sh
+copy_modules "$kmods" "$root/lib/modules/$rel" "${MODULES[@]}" >/dev/null
 cp "$kmods/modules.builtin" "$kmods/modules.order" "$root/lib/modules/$rel/"
 (IFS=,; echo "${MODULES[*]}") > "$VM/kernel_modules"
 

@@ -34,6 +34,8 @@ pub struct Runtime {
     /// Collects statuses of hooks and helpers when the embedding program reaps
     /// children itself.
     waiter: Option<hooks::ChildWaiter>,
+    /// How specs are checked (see [`crate::spec::Policy`]).
+    policy: crate::spec::Policy,
 }
 
 /// Options of `create`.
@@ -100,6 +102,7 @@ impl Runtime {
             root: root.to_path_buf(),
             binary: std::sync::OnceLock::new(),
             waiter: None,
+            policy: crate::spec::Policy::default(),
         })
     }
 
@@ -120,6 +123,12 @@ impl Runtime {
     /// rather than `waitpid`.
     pub fn set_child_waiter(&mut self, waiter: hooks::ChildWaiter) {
         self.waiter = Some(waiter);
+    }
+
+    /// Relaxes spec checks the embedding program knows better about (a Kata
+    /// guest agent: see [`crate::spec::Policy`]).
+    pub fn set_policy(&mut self, policy: crate::spec::Policy) {
+        self.policy = policy;
     }
 
     pub(crate) fn binary(&self) -> Result<&SealedBinary> {
@@ -144,9 +153,12 @@ impl Runtime {
         }
     }
 
-    /// Creates the container: its init is set up and waits for `start`.
-    pub fn create(&self, opts: CreateOptions) -> Result<Created> {
+    /// Creates the container: its init is set up and waits for `start`. The
+    /// spec is checked first ([`crate::spec::check`], with this runtime's
+    /// policy), whoever made it.
+    pub fn create(&self, mut opts: CreateOptions) -> Result<Created> {
         state::validate_id(&opts.id)?;
+        crate::spec::check(&mut opts.spec, self.policy)?;
         let root_path = opts
             .spec
             .root()
@@ -155,9 +167,6 @@ impl Runtime {
             .ok_or_else(|| Error::Spec("no root in spec".into()))?;
         let rootfs = opts.bundle.join(root_path);
         let rootfs = rootfs.canonicalize().map_err(io("resolve rootfs", rootfs.display()))?;
-        if opts.spec.process().is_none() {
-            return Err(Error::Spec("no process in spec".into()));
-        }
         let flags = clone_flags(&opts.spec)?;
         let dir = state::dir(&self.root, &opts.id);
         match std::fs::create_dir(&dir) {
@@ -225,7 +234,14 @@ impl Runtime {
         }
         let cg_guard = DestroyOnDrop(Some(cgroup.clone()));
         cgroup.apply(&crate::devices::effective_resources(&spec))?;
-        cgroup.add_task(pid.as_raw())?;
+        // The init moves itself, which is cheaper on v1 (no RCU grace period);
+        // in a new user namespace it may not write the host's cgroup files.
+        let join_cgroup = if userns {
+            cgroup.add_task(pid.as_raw())?;
+            None
+        } else {
+            Some(cgroup.clone())
+        };
         let annotations = spec.annotations().clone().unwrap_or_default();
         let cfg = InitConfig {
             id: id.clone(),
@@ -237,6 +253,7 @@ impl Runtime {
             console: terminal,
             bundle: bundle.clone(),
             host_pid: pid.as_raw(),
+            join_cgroup,
         };
         sync::send(&mut ours, &cfg)?;
         let spec = cfg.spec;
@@ -319,44 +336,14 @@ impl Runtime {
         if status != Status::Created {
             return Err(wrong_state(c, status, "only a created container can start"));
         }
-        let fifo = &c.exec_fifo;
-        let fd = nix::fcntl::open(
-            fifo,
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(sys("open", fifo.display()))?;
-        // SAFETY: a fresh descriptor that nothing else owns.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut buf = [0u8; 1];
-        loop {
-            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-                Ok(1) => break,
-                Ok(_) | Err(nix::Error::EAGAIN) => {
-                    if c.status() == Status::Stopped {
-                        return Err(Error::Init(format!("init of {} exited before start", c.id)));
-                    }
-                    if Instant::now() > deadline {
-                        return Err(Error::Init(format!(
-                            "init of {} did not take the start signal in {START_TIMEOUT:?}",
-                            c.id
-                        )));
-                    }
-                    // Wake as soon as the init writes; look at its liveness every 50 ms.
-                    let mut fds = [nix::poll::PollFd::new(
-                        std::os::fd::AsFd::as_fd(&fd),
-                        nix::poll::PollFlags::POLLIN,
-                    )];
-                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u8)) {
-                        Ok(_) | Err(nix::Error::EINTR) => {}
-                        Err(e) => return Err(sys("poll", fifo.display())(e)),
-                    }
-                }
-                Err(e) => return Err(sys("read", fifo.display())(e)),
-            }
+        if c.spec.process().is_none() {
+            return Err(Error::Spec(format!(
+                "container {} has no process: process is required for start",
+                c.id
+            )));
         }
-        drop(fd);
+        let fifo = &c.exec_fifo;
+        crate::exec_fifo::start(fifo, &c.id, START_TIMEOUT, || c.status() != Status::Stopped)?;
         std::fs::remove_file(fifo).map_err(io("unlink", fifo.display()))?;
         let hooks = c.spec.hooks().clone().unwrap_or_default();
         Ok(self.hooks_as_warnings("poststart", hooks.poststart(), c, "running"))
@@ -379,11 +366,7 @@ impl Runtime {
             bundle: c.bundle.display().to_string(),
             annotations: c.annotations.clone(),
         };
-        hooks::run_with(kind, list.as_deref().unwrap_or(&[]), &state, self.waiter.as_ref())
-            .err()
-            .map(|e| e.to_string())
-            .into_iter()
-            .collect()
+        hooks::run_all(kind, list.as_deref().unwrap_or(&[]), &state, self.waiter.as_ref())
     }
 
     /// Starts `process` inside the running (or created) container; returns its
@@ -417,6 +400,7 @@ impl Runtime {
             console: terminal,
             bundle: c.bundle.clone(),
             host_pid: c.pid,
+            join_cgroup: None,
         };
         sync::send(&mut ours, &cfg)?;
         let pid = match sync::recv::<FromInit>(&mut ours)? {

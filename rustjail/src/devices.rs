@@ -1,6 +1,7 @@
 //! The device rules a container's cgroup gets: the spec's rules, then the
 //! devices every container may use (as runc adds them), then the spec's own
-//! device nodes. Later rules win.
+//! device nodes. Later rules win; a v1 `devices.list` shows them in this
+//! order (the spec's first, as with crun).
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec};
 

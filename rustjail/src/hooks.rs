@@ -57,6 +57,19 @@ pub fn run_with(kind: &str, hooks: &[Hook], state: &HookState, waiter: Option<&C
     Ok(())
 }
 
+/// Runs every hook of `hooks`, whatever the others did (poststart and
+/// poststop: a failure is a warning, and the rest still run); returns the failures.
+pub fn run_all(kind: &str, hooks: &[Hook], state: &HookState, waiter: Option<&ChildWaiter>) -> Vec<String> {
+    let input = match serde_json::to_vec(state) {
+        Ok(i) => i,
+        Err(e) => return vec![format!("encode hook state: {e}")],
+    };
+    hooks
+        .iter()
+        .filter_map(|h| run_one(kind, h, &input, waiter).err().map(|e| e.to_string()))
+        .collect()
+}
+
 fn run_one(kind: &str, h: &Hook, input: &[u8], waiter: Option<&ChildWaiter>) -> Result<()> {
     let path = h.path();
     let shown = format!("{kind} hook {}", path.display());

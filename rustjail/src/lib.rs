@@ -11,13 +11,16 @@ pub mod cgroups;
 pub mod container;
 pub mod devices;
 pub mod error;
+pub mod exec_fifo;
 pub mod features;
 pub mod helper;
 pub mod hooks;
 pub mod init;
+pub mod labels;
 pub mod paths;
 pub mod seccomp;
 pub mod spawn;
+pub mod spec;
 pub mod state;
 pub mod sync;
 

@@ -240,7 +240,8 @@ fn create(rt: &Runtime, a: &CreateArgs) -> Result<Container> {
         .canonicalize()
         .with_context(|| format!("resolve bundle {}", a.bundle.display()))?;
     let config = bundle.join("config.json");
-    let spec = oci_spec::runtime::Spec::load(&config).with_context(|| format!("read {}", config.display()))?;
+    // Read with named errors here; `create` checks it (runc's rules).
+    let spec = rustjail::spec::read(&config).with_context(|| format!("read {}", config.display()))?;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     check_console(terminal, &a.console_socket)?;
     let created = rt.create(CreateOptions {

@@ -37,6 +37,10 @@ pub struct InitConfig {
     /// The init's pid as the runtime sees it (for hook state).
     #[serde(default)]
     pub host_pid: i32,
+    /// A cgroup the init moves itself into before anything else (`None`: the
+    /// runtime has put it there).
+    #[serde(default)]
+    pub join_cgroup: Option<crate::cgroups::Manager>,
 }
 
 /// A process to start inside a running container.

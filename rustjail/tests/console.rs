@@ -31,14 +31,9 @@ fn console_reader(path: &Path) -> JoinHandle<String> {
     })
 }
 
-#[test]
-#[cfg_attr(not(pith_root), ignore = "needs root")]
-fn run_with_a_terminal_sends_the_pty_master() {
-    let b = Bundle::new(&["sh", "-c", "tty; stty size; echo done"]);
-    b.edit(|c| {
-        c["process"]["terminal"] = true.into();
-        c["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 100});
-    });
+/// `rustjail run` of the bundle as `id` with a console socket; returns what
+/// the pty master read.
+fn run_with_console(b: &Bundle, id: &str) -> String {
     let sock = b.path().join("console.sock");
     let reader = console_reader(&sock);
     let out = b.rustjail(&[
@@ -47,10 +42,21 @@ fn run_with_a_terminal_sends_the_pty_master() {
         b.path().to_str().unwrap(),
         "--console-socket",
         sock.to_str().unwrap(),
-        "tty1",
+        id,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = reader.join().unwrap();
+    reader.join().unwrap()
+}
+
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn run_with_a_terminal_sends_the_pty_master() {
+    let b = Bundle::new(&["sh", "-c", "tty; stty size; echo done"]);
+    b.edit(|c| {
+        c["process"]["terminal"] = true.into();
+        c["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 100});
+    });
+    let text = run_with_console(&b, "tty1");
     assert!(text.contains("/dev/pts/0"), "{text:?}");
     assert!(text.contains("40 100"), "{text:?}");
     assert!(text.contains("done"), "{text:?}");
@@ -90,4 +96,15 @@ fn exec_with_a_terminal() {
     let text = reader.join().unwrap();
     assert!(text.contains("/dev/pts/") && text.contains("exec-done"), "{text:?}");
     assert!(b.rustjail(&["delete", "--force", "xt"]).status.success());
+}
+
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn dev_console_is_the_processs_terminal() {
+    let b = Bundle::new(&["sh", "-c", "stat -L -c %t:%T /dev/console; stat -L -c %t:%T $(tty)"]);
+    b.edit(|c| c["process"]["terminal"] = true.into());
+    let text = run_with_console(&b, "devconsole");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 2, "{text:?}");
+    assert_eq!(lines[0], lines[1], "/dev/console is not the terminal: {text:?}");
 }

@@ -159,3 +159,71 @@ fn terminal_master_is_returned_by_create_and_exec() {
     assert_eq!(wait_code(nix::unistd::Pid::from_raw(c.pid)), 0);
     rt.delete(&c, true).unwrap();
 }
+
+/// A spec built in memory is checked by `create` as a `config.json` is
+/// (`spec::check`, with the runtime's policy): nothing is made for a refused one.
+#[test]
+fn an_in_memory_spec_is_checked_as_a_file_is() {
+    let b = Bundle::new(&["true"]);
+    let mut rt = runtime(&b);
+    let create = |rt: &Runtime, spec| {
+        rt.create(CreateOptions {
+            id: format!("libspec-{}", std::process::id()),
+            spec,
+            bundle: b.path().to_path_buf(),
+            ..Default::default()
+        })
+    };
+    let with_sysctl = |key: &str| {
+        let mut s = spec(&b);
+        let mut linux = s.linux().clone().unwrap();
+        linux.set_sysctl(Some([(key.to_string(), "1".to_string())].into()));
+        linux.set_namespaces(Some(
+            linux
+                .namespaces()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
+                .collect(),
+        ));
+        s.set_linux(Some(linux));
+        s
+    };
+    let e = create(&rt, with_sysctl("kernel.core_pattern")).unwrap_err();
+    assert!(matches!(e, rustjail::Error::Spec(_)), "{e}");
+    assert!(e.to_string().contains("linux.sysctl \"kernel.core_pattern\""), "{e}");
+    let e = create(&rt, with_sysctl("net.ipv4.ip_forward")).unwrap_err();
+    assert!(e.to_string().contains("needs a network namespace"), "{e}");
+    // Twice the same rlimit, which only the typed spec can say here.
+    let mut s = spec(&b);
+    let mut p = s.process().clone().unwrap();
+    let r = oci_spec::runtime::PosixRlimitBuilder::default()
+        .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+        .hard(1024u64)
+        .soft(1024u64)
+        .build()
+        .unwrap();
+    p.set_rlimits(Some(vec![r, r]));
+    s.set_process(Some(p));
+    let e = create(&rt, s).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("process.rlimits[1].type: \"RLIMIT_NOFILE\" is listed twice"),
+        "{e}"
+    );
+    assert!(rt.list().unwrap().is_empty(), "nothing was created");
+    // A Kata agent's policy lets net.* through (checked only: the next check,
+    // of the rootfs, fails before anything is made).
+    rt.set_policy(rustjail::spec::Policy {
+        caller_netns_is_the_sandbox: true,
+        ignore_apparmor: true,
+    });
+    let mut s = with_sysctl("net.ipv4.ip_forward");
+    let mut root = s.root().clone().unwrap();
+    root.set_path("no-such-rootfs".into());
+    s.set_root(Some(root));
+    let e = create(&rt, s).unwrap_err();
+    assert!(e.to_string().contains("no-such-rootfs"), "{e}");
+    assert!(rt.list().unwrap().is_empty());
+}

@@ -27,6 +27,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
+use super::confine::{self, ConfineError};
 use super::{io, sys, GuestError};
 
 /// Permission bits used for created directories when the request has none.
@@ -60,12 +61,12 @@ fn invalid(msg: String) -> GuestError {
 /// Does one CopyFile request below one of `roots`.
 pub fn copy_file(roots: &[PathBuf], req: &CopyRequest<'_>) -> Result<(), GuestError> {
     let path = Path::new(req.path);
-    let (root, rel) = place(roots, path)?;
+    let (root, rel) = confine::place(roots, path).map_err(confine_err)?;
     let name = rel
         .file_name()
         .ok_or_else(|| invalid(format!("CopyFile: {}: no file name", path.display())))?;
     std::fs::create_dir_all(root).map_err(io("mkdir", root.display()))?;
-    let root_fd = open_root(root)?;
+    let root_fd = confine::open_root(root).map_err(confine_err)?;
     let dir = make_parents(&root_fd, root, rel.parent().unwrap_or(Path::new("")), req)?;
     let ids = (id(req.uid), id(req.gid));
     let kind = SFlag::from_bits_truncate(req.file_mode & SFlag::S_IFMT.bits());
@@ -82,29 +83,6 @@ pub fn copy_file(roots: &[PathBuf], req: &CopyRequest<'_>) -> Result<(), GuestEr
     }
 }
 
-/// The allowed root `path` lies under (the longest one) and the rest of it.
-fn place<'p>(roots: &'p [PathBuf], path: &'p Path) -> Result<(&'p Path, &'p Path), GuestError> {
-    if !path.is_absolute() {
-        return Err(invalid(format!("CopyFile: {}: not an absolute path", path.display())));
-    }
-    if path.components().any(|c| c == Component::ParentDir) {
-        return Err(invalid(format!("CopyFile: {}: '..' is not allowed", path.display())));
-    }
-    roots
-        .iter()
-        .filter_map(|r| path.strip_prefix(r).ok().map(|rel| (r.as_path(), rel)))
-        .filter(|(_, rel)| !rel.as_os_str().is_empty())
-        .max_by_key(|(r, _)| r.as_os_str().len())
-        .ok_or_else(|| {
-            let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-            invalid(format!(
-                "CopyFile: {} is not under an allowed directory ({})",
-                path.display(),
-                roots.join(", ")
-            ))
-        })
-}
-
 fn id(v: i32) -> Option<u32> {
     (v >= 0).then_some(v as u32)
 }
@@ -114,32 +92,21 @@ fn owned(fd: i32) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn open_root(root: &Path) -> Result<OwnedFd, GuestError> {
-    nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(owned)
-    .map_err(sys("open", root.display()))
+/// A confinement error as CopyFile reports it.
+fn confine_err(e: ConfineError) -> GuestError {
+    match e {
+        ConfineError::Sys { syscall, path, errno } => GuestError::Sys {
+            syscall,
+            what: path.display().to_string(),
+            source: errno,
+        },
+        e => invalid(format!("CopyFile: {e}")),
+    }
 }
 
-/// Opens `rel` below `root` without leaving it (`openat2(RESOLVE_BENEATH)`).
+/// Opens `rel` below `root` without leaving it.
 fn open_beneath(root: &OwnedFd, root_path: &Path, rel: &Path, flags: OFlag) -> Result<OwnedFd, GuestError> {
-    use rustjail::paths::{openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS};
-    let shown = root_path.join(rel);
-    openat2(root, rel, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS).map_err(|e| match e {
-        Errno::EXDEV | Errno::ELOOP => invalid(format!(
-            "CopyFile: {}: a symlink leads out of {}",
-            shown.display(),
-            root_path.display()
-        )),
-        Errno::ENOTDIR => invalid(format!("CopyFile: {}: not a directory", shown.display())),
-        Errno::EINVAL if rel.as_os_str().as_bytes().contains(&0) => {
-            invalid(format!("CopyFile: {}: NUL in path", shown.display()))
-        }
-        e => sys("openat2", shown.display())(e),
-    })
+    confine::open_beneath(root, root_path, rel, flags).map_err(confine_err)
 }
 
 /// Opens (creating as needed, with `dir_mode` and the owner) each directory of

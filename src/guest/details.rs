@@ -9,6 +9,9 @@ pub const BLOCK_SIZE_FILE: &str = "devices/system/memory/block_size_bytes";
 /// `probe` under the sysfs root: present when memory is hot-plugged by probing.
 pub const PROBE_FILE: &str = "devices/system/memory/probe";
 
+/// Device kinds of CreateContainer's `devices` this agent waits for (`device::spec`).
+pub const DEVICE_HANDLERS: &[&str] = &["blk", "mmioblk", "scsi"];
+
 /// What GetGuestDetails answers, before it becomes a protobuf message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestDetails {
@@ -50,8 +53,8 @@ pub fn guest_details(g: &Guest, mem_block_size: bool, mem_hotplug_probe: bool) -
         support_mem_hotplug_probe,
         version: crate::AGENT_VERSION.to_string(),
         init_daemon: std::process::id() == 1,
-        // Device handlers come with block hot-plug; none exist yet.
-        device_handlers: Vec::new(),
+        // The device kinds CreateContainer's `devices` may name.
+        device_handlers: DEVICE_HANDLERS.iter().map(|s| s.to_string()).collect(),
         storage_handlers: crate::storage::DRIVERS.iter().map(|s| s.to_string()).collect(),
         supports_seccomp: true,
     })
@@ -97,9 +100,10 @@ mod tests {
         assert!(all.support_mem_hotplug_probe);
         assert_eq!(all.version, crate::AGENT_VERSION);
         assert!(all.supports_seccomp);
-        assert!(all.device_handlers.is_empty());
-        assert!(all.storage_handlers.contains(&"ephemeral".to_string()));
-        assert!(!all.storage_handlers.contains(&"blk".to_string()));
+        assert_eq!(all.device_handlers, ["blk", "mmioblk", "scsi"]);
+        for d in ["ephemeral", "blk", "scsi", "nvdimm", "overlayfs", "watchable-bind"] {
+            assert!(all.storage_handlers.contains(&d.to_string()), "{d}");
+        }
 
         let none = guest_details(&g, false, false).unwrap();
         assert_eq!(none.mem_block_size_bytes, 0);

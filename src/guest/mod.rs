@@ -1,13 +1,19 @@
 //! Guest basics: the small RPCs that look after the VM itself rather than a
-//! container — guest details, clock, file copies from the host, entropy, and
-//! onlining hot-added CPUs and memory. One file per concern; the RPC layer
+//! container — guest details, clock, file copies from the host, entropy,
+//! onlining hot-added CPUs and memory, memory probing, metrics, volume
+//! statistics and resizing, swap. One file per concern; the RPC layer
 //! (`rpc::guest`) only converts messages and maps errors to statuses.
 
+pub mod confine;
 pub mod copy_file;
 pub mod details;
+pub mod memory;
+pub mod metrics;
 pub mod online;
 pub mod random;
+pub mod swap;
 pub mod time;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +35,12 @@ pub enum GuestError {
     /// Something did not happen in time (DEADLINE_EXCEEDED).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The guest lacks what the request needs (FAILED_PRECONDITION).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something failed that is no syscall of ours (INTERNAL).
+    #[error("{0}")]
+    Internal(String),
     /// A syscall failed (INTERNAL).
     #[error("{syscall}({what}): {source}")]
     Sys {
@@ -47,7 +59,8 @@ impl GuestError {
         match self {
             GuestError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             GuestError::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
-            GuestError::Sys { .. } => ErrorKind::Internal,
+            GuestError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            GuestError::Internal(_) | GuestError::Sys { .. } => ErrorKind::Internal,
         }
     }
 }

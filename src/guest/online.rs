@@ -1,11 +1,18 @@
 //! OnlineCPUMem: bring hot-added CPUs and memory blocks online through sysfs.
 //!
-//! CPUs: `<sysfs>/devices/system/cpu/cpuN/online` goes `0` -> `1`. The host asks
-//! for `nb_cpus` new CPUs; they may appear in sysfs a little after the request,
-//! so the agent retries (like Kata's agent: up to 100 passes, 50 ms apart) until
-//! that many were onlined, and answers DEADLINE_EXCEEDED naming the count otherwise.
-//! Memory: `<sysfs>/devices/system/memory/memoryN/state` goes `offline` -> `online`,
-//! once over every block (a block the kernel refuses is reported, not fatal).
+//! CPUs, with Kata's meaning: `nb_cpus` is how many CPUs should be online in
+//! all (what Kata's runtimes send after a vCPU hot-plug). When that many
+//! already are, nothing is done (the call is idempotent; some VMMs online
+//! CPUs themselves). Otherwise offline CPUs
+//! (`<sysfs>/devices/system/cpu/cpuN/online` `0` -> `1`) are onlined; they may
+//! appear in sysfs a little after the request, so the agent retries (as Kata:
+//! up to 100 passes, 50 ms apart) and answers DEADLINE_EXCEEDED naming the
+//! counts otherwise. `wait` changes nothing: like kata-agent, the call always
+//! returns once the CPUs are online (Kata's Go runtime sends `wait: false`
+//! and relies on that).
+//! Memory: `<sysfs>/devices/system/memory/memoryN/state` goes `offline` ->
+//! `online`, once over every block (a block the kernel refuses is reported,
+//! not fatal).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,18 +47,22 @@ impl Default for Retry {
 pub struct Onlined {
     /// CPUs brought online (paths of their `online` files).
     pub cpus: Vec<PathBuf>,
+    /// Every CPU online afterwards (numbers, ascending); empty when CPUs were not asked for.
+    pub online: Vec<u32>,
     /// Memory blocks brought online (paths of their `state` files).
     pub memory: Vec<PathBuf>,
     /// Memory blocks the kernel refused to online, with the reason.
     pub memory_failed: Vec<(PathBuf, String)>,
 }
 
-/// Onlines up to `nb_cpus` offline CPUs (waiting for them), then, unless
-/// `cpu_only`, every offline memory block.
+/// Makes `nb_cpus` CPUs online in all (waiting for hot-added ones), then,
+/// unless `cpu_only`, every offline memory block.
 pub fn online_cpu_mem(g: &Guest, nb_cpus: u32, cpu_only: bool) -> Result<Onlined, GuestError> {
     let mut done = Onlined::default();
     if nb_cpus > 0 {
-        done.cpus = online_cpus(&g.sysfs_path(CPU_DIR), nb_cpus as usize, g.online_retry)?;
+        let dir = g.sysfs_path(CPU_DIR);
+        done.cpus = online_cpus(&dir, nb_cpus as usize, g.online_retry)?;
+        done.online = online_cpu_numbers(&dir)?;
     }
     if !cpu_only {
         let (ok, failed) = online_memory(&g.sysfs_path(MEMORY_DIR))?;
@@ -61,8 +72,8 @@ pub fn online_cpu_mem(g: &Guest, nb_cpus: u32, cpu_only: bool) -> Result<Onlined
     Ok(done)
 }
 
-/// `dir/<prefix>N` entries, in numeric order.
-fn numbered(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, GuestError> {
+/// `dir/<prefix>N` entries with their numbers, in numeric order.
+fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>, GuestError> {
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io("opendir", dir.display()))? {
         let e = e.map_err(io("getdents", dir.display()))?;
@@ -77,7 +88,42 @@ fn numbered(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, GuestError> {
         }
     }
     found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    Ok(found)
+}
+
+/// The CPUs online under `dir`: those whose `online` file says 1, and those
+/// without one (the boot CPU cannot go offline).
+pub fn online_cpu_numbers(dir: &Path) -> Result<Vec<u32>, GuestError> {
+    Ok(numbered(dir, "cpu")?
+        .into_iter()
+        .filter(|(_, p)| {
+            std::fs::read_to_string(p.join("online"))
+                .map(|s| s.trim() == "1")
+                .unwrap_or(true)
+        })
+        .map(|(n, _)| n as u32)
+        .collect())
+}
+
+/// A CPU list as the kernel writes one (`0-3,6`).
+pub fn cpu_list(cpus: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        let mut end = start;
+        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
+            i += 1;
+            end = cpus[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
 }
 
 /// One pass: flips `file` of each entry from `from` to `to`, at most `max`
@@ -87,7 +133,7 @@ type Pass = (Vec<PathBuf>, Vec<(PathBuf, String)>);
 fn pass(dir: &Path, prefix: &str, file: &str, from: &str, to: &str, max: usize) -> Result<Pass, GuestError> {
     let mut flipped = Vec::new();
     let mut refused = Vec::new();
-    for entry in numbered(dir, prefix)? {
+    for (_, entry) in numbered(dir, prefix)? {
         if flipped.len() >= max {
             break;
         }
@@ -109,19 +155,23 @@ fn pass(dir: &Path, prefix: &str, file: &str, from: &str, to: &str, max: usize) 
 
 fn online_cpus(dir: &Path, want: usize, retry: Retry) -> Result<Vec<PathBuf>, GuestError> {
     let mut onlined = Vec::new();
+    let mut online = online_cpu_numbers(dir)?.len();
     for attempt in 0..retry.attempts.max(1) {
+        if online >= want {
+            return Ok(onlined);
+        }
         if attempt > 0 {
             std::thread::sleep(retry.interval);
         }
-        let (flipped, _) = pass(dir, "cpu", "online", "0", "1", want - onlined.len())?;
+        let (flipped, _) = pass(dir, "cpu", "online", "0", "1", want - online)?;
         onlined.extend(flipped);
-        if onlined.len() >= want {
-            return Ok(onlined);
-        }
+        online = online_cpu_numbers(dir)?.len();
+    }
+    if online >= want {
+        return Ok(onlined);
     }
     Err(GuestError::DeadlineExceeded(format!(
-        "OnlineCPUMem: onlined {} of {want} CPU(s) under {} after {} attempts {:?} apart",
-        onlined.len(),
+        "OnlineCPUMem: failed to online {want} CPU(s): {online} online under {} after {} attempts {:?} apart",
         dir.display(),
         retry.attempts.max(1),
         retry.interval
@@ -182,8 +232,10 @@ mod tests {
             &[None, Some("1"), Some("0"), Some("0")],
             &["online", "offline", "offline"],
         );
-        let r = online_cpu_mem(&g, 2, false).unwrap();
+        // cpu0 (no online file) and cpu1 are online: 4 in all means two more.
+        let r = online_cpu_mem(&g, 4, false).unwrap();
         assert_eq!(r.cpus.len(), 2);
+        assert_eq!(r.online, vec![0, 1, 2, 3]);
         assert_eq!(r.memory.len(), 2);
         let cpu = d.path().join(CPU_DIR);
         assert_eq!(read(cpu.join("cpu2/online")), "1");
@@ -197,8 +249,9 @@ mod tests {
     #[test]
     fn onlines_no_more_cpus_than_asked_and_cpu_only_leaves_memory() {
         let (d, g) = fake_sysfs(&[None, Some("0"), Some("0"), Some("0")], &["offline"]);
-        let r = online_cpu_mem(&g, 1, true).unwrap();
+        let r = online_cpu_mem(&g, 2, true).unwrap();
         assert_eq!(r.cpus, vec![d.path().join(CPU_DIR).join("cpu1/online")]);
+        assert_eq!(cpu_list(&r.online), "0-1");
         assert!(r.memory.is_empty());
         assert_eq!(read(d.path().join(CPU_DIR).join("cpu2/online")), "0");
         assert_eq!(read(d.path().join(MEMORY_DIR).join("memory0/state")), "offline");
@@ -221,7 +274,7 @@ mod tests {
             std::fs::write(tmp.join("online"), "0\n").unwrap();
             std::fs::rename(&tmp, &late).unwrap();
         });
-        let r = online_cpu_mem(&g, 1, true).unwrap();
+        let r = online_cpu_mem(&g, 2, true).unwrap();
         t.join().unwrap();
         assert_eq!(r.cpus.len(), 1);
         assert_eq!(read(d.path().join(CPU_DIR).join("cpu1/online")), "1");
@@ -232,7 +285,7 @@ mod tests {
         let (_d, g) = fake_sysfs(&[None, Some("0")], &[]);
         let e = online_cpu_mem(&g, 3, true).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::DeadlineExceeded);
-        assert!(e.to_string().contains("onlined 1 of 3"), "{e}");
+        assert!(e.to_string().contains("failed to online 3 CPU(s): 2 online"), "{e}");
     }
 
     #[test]
@@ -245,6 +298,27 @@ mod tests {
         assert_eq!(online_cpu_mem(&g, 0, false).unwrap(), Onlined::default());
         let e = online_cpu_mem(&g, 1, true).unwrap_err();
         assert!(e.to_string().starts_with("opendir("), "{e}");
+    }
+
+    #[test]
+    fn the_total_already_online_is_a_no_op() {
+        let (d, g) = fake_sysfs(&[None, Some("1"), Some("0")], &[]);
+        for n in [1, 2] {
+            let r = online_cpu_mem(&g, n, true).unwrap();
+            assert!(r.cpus.is_empty(), "{n}: {r:?}");
+            assert_eq!(r.online, vec![0, 1]);
+        }
+        assert_eq!(read(d.path().join(CPU_DIR).join("cpu2/online")), "0");
+        // Twice the same total after a hot-plug: the second changes nothing.
+        assert_eq!(online_cpu_mem(&g, 3, true).unwrap().cpus.len(), 1);
+        assert!(online_cpu_mem(&g, 3, true).unwrap().cpus.is_empty());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list(&[]), "");
+        assert_eq!(cpu_list(&[0]), "0");
+        assert_eq!(cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
     }
 
     #[test]

@@ -241,6 +241,14 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
     Err("no .modinfo section".into())
 }
 
+/// Loads module `name` from `modules_root` with `params` (`key=value` words),
+/// after its dependencies (loaded without parameters). Already loaded or
+/// built in is success.
+pub fn load(modules_root: &Path, name: &str, params: &[String]) -> Result<(), ModuleError> {
+    let index = ModuleIndex::scan(modules_root)?;
+    load_with(&index, name, params)
+}
+
 /// [`load`] with an index already scanned, for loading several modules.
 pub fn load_with(index: &ModuleIndex, name: &str, params: &[String]) -> Result<(), ModuleError> {
     let order = index.load_order(name)?;

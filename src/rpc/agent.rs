@@ -13,6 +13,7 @@ use ttrpc::r#async::TtrpcContext;
 
 use super::{convert_err, invalid, ps, stats, Ids, Rpc};
 use crate::sandbox::container::{CreateRequest, SpecDevice};
+use crate::sandbox::error::Feature;
 use crate::sandbox::pod::PodRequest;
 use crate::sandbox::Error;
 
@@ -146,10 +147,11 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     async fn update_container(&self, _ctx: &TtrpcContext, req: UpdateContainerRequest) -> ttrpc::Result<Empty> {
         self.rpc
             .run(method!("UpdateContainer"), Ids::container(&req.container_id), async {
-                let r = req
-                    .resources
-                    .as_ref()
-                    .ok_or_else(|| invalid("UpdateContainer without resources"))?;
+                // Kata: no resources is nothing to change (the container must exist).
+                let Some(r) = req.resources.as_ref() else {
+                    self.rpc.sandbox.container(&req.container_id)?;
+                    return Ok(Empty::new());
+                };
                 let resources = oci_convert::resources_to_oci(r).map_err(convert_err)?;
                 self.rpc.sandbox.update_container(&req.container_id, resources).await?;
                 Ok(Empty::new())
@@ -166,8 +168,9 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             .run(method!("StatsContainer"), Ids::container(&req.container_id), async {
                 let s = self.rpc.sandbox.stats(&req.container_id).await?;
                 let mut r = StatsContainerResponse::new();
-                r.cgroup_stats = protobuf::MessageField::some(stats::cgroup_stats(&s.cgroup));
-                r.network_stats = stats::network_stats(&s.interfaces);
+                r.cgroup_stats = protobuf::MessageField::some(stats::cgroup_stats(&s));
+                // Kata's agent reports no network statistics here (the shim
+                // takes them elsewhere): `network_stats` stays empty.
                 Ok(r)
             })
             .await
@@ -346,4 +349,89 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             )
             .await
     }
+    async fn mem_hotplug_by_probe(&self, _: &TtrpcContext, r: MemHotplugByProbeRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(
+                method!("MemHotplugByProbe"),
+                Ids::NONE,
+                super::guest::mem_hotplug_by_probe(&self.rpc, r),
+            )
+            .await
+    }
+    async fn get_metrics(&self, _: &TtrpcContext, r: GetMetricsRequest) -> ttrpc::Result<Metrics> {
+        self.rpc
+            .run(
+                method!("GetMetrics"),
+                Ids::NONE,
+                super::guest::get_metrics(&self.rpc, r),
+            )
+            .await
+    }
+    async fn get_volume_stats(
+        &self,
+        _: &TtrpcContext,
+        r: VolumeStatsRequest,
+    ) -> ttrpc::Result<protocols::csi::VolumeStatsResponse> {
+        self.rpc
+            .run(
+                method!("GetVolumeStats"),
+                Ids::NONE,
+                super::guest::get_volume_stats(&self.rpc, r),
+            )
+            .await
+    }
+    async fn resize_volume(&self, _: &TtrpcContext, r: ResizeVolumeRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(
+                method!("ResizeVolume"),
+                Ids::NONE,
+                super::guest::resize_volume(&self.rpc, r),
+            )
+            .await
+    }
+    async fn add_swap_path(&self, _: &TtrpcContext, r: AddSwapPathRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(
+                method!("AddSwapPath"),
+                Ids::NONE,
+                super::guest::add_swap_path(&self.rpc, r),
+            )
+            .await
+    }
+    async fn add_swap(&self, _: &TtrpcContext, r: AddSwapRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(method!("AddSwap"), Ids::NONE, super::guest::add_swap(&self.rpc, r))
+            .await
+    }
+    async fn update_ephemeral_mounts(&self, _: &TtrpcContext, r: UpdateEphemeralMountsRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(
+                method!("UpdateEphemeralMounts"),
+                Ids::NONE,
+                super::guest::update_ephemeral_mounts(&self.rpc, r),
+            )
+            .await
+    }
+
+    // --- what kata-agent answers when built without a feature (rpc::status) ---
+    async fn mem_agent_memcg_set(&self, _: &TtrpcContext, _r: MemAgentMemcgConfig) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(method!("MemAgentMemcgSet"), Ids::NONE, unavailable(Feature::MemAgent))
+            .await
+    }
+    async fn mem_agent_compact_set(&self, _: &TtrpcContext, _r: MemAgentCompactConfig) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(method!("MemAgentCompactSet"), Ids::NONE, unavailable(Feature::MemAgent))
+            .await
+    }
+    async fn set_policy(&self, _: &TtrpcContext, _r: SetPolicyRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(method!("SetPolicy"), Ids::NONE, unavailable(Feature::Policy))
+            .await
+    }
+}
+
+/// The answer to a method of a feature this agent does not have.
+async fn unavailable(f: Feature) -> Result<Empty, Error> {
+    Err(Error::Unavailable(f))
 }

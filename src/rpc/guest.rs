@@ -1,8 +1,13 @@
 //! Handlers of the guest basics RPCs of `grpc.AgentService` (GetGuestDetails,
-//! SetGuestDateTime, CopyFile, ReseedRandomDev, OnlineCPUMem). They convert
-//! messages and run the work (which blocks: syscalls, sysfs, retries) off the
-//! async threads, with the sandbox's guest settings; the work itself is in
-//! `crate::guest`.
+//! SetGuestDateTime, CopyFile, ReseedRandomDev, OnlineCPUMem,
+//! MemHotplugByProbe, GetMetrics, GetVolumeStats, ResizeVolume, AddSwap,
+//! AddSwapPath, UpdateEphemeralMounts). They convert messages and run the
+//! work (which blocks: syscalls, sysfs, retries) off the async threads, with
+//! the sandbox's guest settings; the work itself is in `crate::guest`, or in
+//! the sandbox where it touches what the sandbox owns (containers' cpusets,
+//! devices, storages).
+
+use std::path::Path;
 
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
@@ -72,11 +77,86 @@ pub(crate) async fn reseed_random_dev(rpc: &Rpc, req: ReseedRandomDevRequest) ->
     Ok(Empty::new())
 }
 
-/// OnlineCPUMem.
+/// OnlineCPUMem: CPUs and memory onlined, then the containers' cpusets follow.
 pub(crate) async fn online_cpu_mem(rpc: &Rpc, req: OnlineCPUMemRequest) -> Result<Empty, Error> {
-    on_guest(rpc, move |g| {
-        guest::online::online_cpu_mem(g, req.nb_cpus, req.cpu_only)
+    rpc.sandbox.online_cpu_mem(req.nb_cpus, req.cpu_only).await?;
+    Ok(Empty::new())
+}
+
+/// MemHotplugByProbe.
+pub(crate) async fn mem_hotplug_by_probe(rpc: &Rpc, req: MemHotplugByProbeRequest) -> Result<Empty, Error> {
+    on_guest(rpc, move |g| guest::memory::probe(g, &req.memHotplugProbeAddr)).await?;
+    Ok(Empty::new())
+}
+
+/// GetMetrics.
+pub(crate) async fn get_metrics(rpc: &Rpc, _req: GetMetricsRequest) -> Result<Metrics, Error> {
+    let text = on_guest(rpc, |_| Ok(guest::metrics::gather(&guest::metrics::Sources::default()))).await?;
+    let mut m = Metrics::new();
+    m.metrics = text;
+    Ok(m)
+}
+
+fn usage(u: guest::volume::Usage, unit: protocols::csi::volume_usage::Unit) -> protocols::csi::VolumeUsage {
+    protocols::csi::VolumeUsage {
+        available: u.available,
+        total: u.total,
+        used: u.used,
+        unit: unit.into(),
+        ..Default::default()
+    }
+}
+
+/// GetVolumeStats.
+pub(crate) async fn get_volume_stats(
+    rpc: &Rpc,
+    req: VolumeStatsRequest,
+) -> Result<protocols::csi::VolumeStatsResponse, Error> {
+    use protocols::csi::volume_usage::Unit;
+    let path = req.volume_guest_path;
+    let (bytes, inodes) = on_guest(rpc, move |_| guest::volume::stats(Path::new(&path))).await?;
+    let mut r = protocols::csi::VolumeStatsResponse::new();
+    r.usage = vec![usage(bytes, Unit::BYTES), usage(inodes, Unit::INODES)];
+    let mut c = protocols::csi::VolumeCondition::new();
+    c.abnormal = false;
+    c.message = "OK".into();
+    r.volume_condition = protobuf::MessageField::some(c);
+    Ok(r)
+}
+
+/// ResizeVolume.
+pub(crate) async fn resize_volume(rpc: &Rpc, req: ResizeVolumeRequest) -> Result<Empty, Error> {
+    on_guest(rpc, move |_| {
+        guest::volume::resize(Path::new(&req.volume_guest_path), req.size)
     })
     .await?;
+    Ok(Empty::new())
+}
+
+/// AddSwapPath.
+pub(crate) async fn add_swap_path(rpc: &Rpc, req: AddSwapPathRequest) -> Result<Empty, Error> {
+    on_guest(rpc, move |_| guest::swap::swapon(Path::new(&req.path))).await?;
+    Ok(Empty::new())
+}
+
+/// AddSwap: Kata's PCI path is one slot per bridge level (function 0).
+pub(crate) async fn add_swap(rpc: &Rpc, req: AddSwapRequest) -> Result<Empty, Error> {
+    let path = req
+        .PCIPath
+        .iter()
+        .map(|s| format!("{s:02x}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let dev = crate::device::DeviceAddr::parse("blk", &path).map_err(|source| Error::Device {
+        context: format!("AddSwap: PCIPath {:?}", req.PCIPath),
+        source,
+    })?;
+    rpc.sandbox.add_swap(&dev).await?;
+    Ok(Empty::new())
+}
+
+/// UpdateEphemeralMounts.
+pub(crate) async fn update_ephemeral_mounts(rpc: &Rpc, req: UpdateEphemeralMountsRequest) -> Result<Empty, Error> {
+    rpc.sandbox.update_ephemeral_mounts(req.storages).await?;
     Ok(Empty::new())
 }

@@ -1,10 +1,8 @@
-//! `StatsContainer`: rustjail's cgroup statistics and the sandbox's network
-//! interface counters in Kata's message types.
+//! `StatsContainer`: the sandbox's container statistics (Kata's values, see
+//! `sandbox::stats`) in Kata's message types.
 
 use protocols::agent as pb;
 use rustjail::cgroups as cg;
-
-use crate::sandbox::stats::InterfaceStats;
 
 fn memory_data(d: &cg::MemoryData) -> pb::MemoryData {
     pb::MemoryData {
@@ -83,22 +81,4 @@ pub(crate) fn cgroup_stats(s: &cg::Stats) -> pb::CgroupStats {
         })
         .collect();
     out
-}
-
-/// The sandbox's interface counters as Kata's `NetworkStats`.
-pub(crate) fn network_stats(list: &[InterfaceStats]) -> Vec<pb::NetworkStats> {
-    list.iter()
-        .map(|i| pb::NetworkStats {
-            name: i.name.clone(),
-            rx_bytes: i.rx_bytes,
-            rx_packets: i.rx_packets,
-            rx_errors: i.rx_errors,
-            rx_dropped: i.rx_dropped,
-            tx_bytes: i.tx_bytes,
-            tx_packets: i.tx_packets,
-            tx_errors: i.tx_errors,
-            tx_dropped: i.tx_dropped,
-            ..Default::default()
-        })
-        .collect()
 }

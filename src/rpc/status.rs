@@ -7,17 +7,30 @@
 //! `ESRCH` in a SignalProcess error). [`Call`] carries the API level in force
 //! and the method, so an exception for `(level 1, method, kind)` is one match
 //! arm below, and every other answer keeps pith's clearer code and text.
+//!
+//! kata-agent's answers for the features it can be built without
+//! ([`Feature`]) are here at every level, word for word: mem-agent's
+//! INTERNAL "mem-agent is disabled", and the policy's NOT_FOUND
+//! "/<method> is not supported" (ttrpc's answer for a method the service does
+//! not serve). The dispatcher turns that NOT_FOUND into UNIMPLEMENTED for
+//! methods nobody implemented, except those in [`KATA_NOT_SUPPORTED`].
 
 use ttrpc::Code;
 
 use crate::error::ErrorKind;
+use crate::sandbox::error::Feature;
 use crate::sandbox::Error;
+
+/// Methods whose NOT_FOUND "/<method> is not supported" is kata-agent's own
+/// answer (a build without the feature: [`Feature::Policy`]), not the
+/// generated default that `server::dispatch` turns into UNIMPLEMENTED.
+pub(crate) const KATA_NOT_SUPPORTED: &[&str] = &["grpc.AgentService/SetPolicy"];
 
 /// The call an error answers.
 #[derive(Debug, Clone, Copy)]
 #[allow(
     dead_code,
-    reason = "read by the level-1 (Kata-compatible) answers, which come with Kata parity"
+    reason = "`level` is read by the level-1 (Kata-compatible) answers, which come with Kata parity"
 )]
 pub(crate) struct Call<'a> {
     /// `service/method`, e.g. `grpc.AgentService/CreateContainer`.
@@ -40,10 +53,14 @@ fn code(kind: ErrorKind) -> Code {
 
 /// The wire status answering `call` with `err`.
 pub(crate) fn status(err: &Error, call: Call<'_>) -> ttrpc::proto::Status {
-    // Level-1 exceptions (Kata's codes and texts) go here, matched on
-    // (call.level, call.method, err.kind()); none are needed yet.
-    let _ = call;
-    ttrpc::get_status(code(err.kind()), err.to_string())
+    let code = code(err.kind());
+    match err {
+        Error::Unavailable(Feature::MemAgent) => ttrpc::get_status(code, "mem-agent is disabled"),
+        Error::Unavailable(Feature::Policy) => ttrpc::get_status(code, format!("/{} is not supported", call.method)),
+        // Other level-1 exceptions (Kata's codes and texts) go here, matched
+        // on (call.level, call.method, err.kind()).
+        _ => ttrpc::get_status(code, err.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -68,5 +85,26 @@ mod tests {
         ] {
             assert_eq!(code(kind), want);
         }
+    }
+
+    #[test]
+    fn features_kata_agent_lacks_get_its_answers() {
+        let call = |method| Call { method, level: 1 };
+        let s = status(
+            &Error::Unavailable(Feature::MemAgent),
+            call("grpc.AgentService/MemAgentMemcgSet"),
+        );
+        assert_eq!(
+            (s.code(), s.message.as_str()),
+            (Code::INTERNAL, "mem-agent is disabled")
+        );
+        // Every method answering NOT_FOUND "... is not supported" on purpose is
+        // exempt from the dispatcher's UNIMPLEMENTED, and the other way round.
+        for m in KATA_NOT_SUPPORTED {
+            let s = status(&Error::Unavailable(Feature::Policy), call(m));
+            assert_eq!(s.code(), Code::NOT_FOUND);
+            assert_eq!(s.message, format!("/{m} is not supported"));
+        }
+        assert_eq!(KATA_NOT_SUPPORTED, ["grpc.AgentService/SetPolicy"]);
     }
 }

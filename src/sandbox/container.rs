@@ -36,7 +36,8 @@ pub(crate) struct CreateRequest {
     pub exec_id: String,
     /// Join the sandbox's PID namespace (also on when CreateSandbox set it).
     pub sandbox_pidns: bool,
-    /// Storages to mount before the container is created (its rootfs may be one).
+    /// Storages to mount before the container is created (its rootfs may be
+    /// one); block storages' devices are waited for first.
     pub storages: Vec<protocols::agent::Storage>,
     /// Devices to wait for; the spec is rewritten to the guest's numbers.
     pub devices: Vec<SpecDevice>,
@@ -44,8 +45,8 @@ pub(crate) struct CreateRequest {
 
 impl Sandbox {
     /// Creates a container from an OCI spec whose `root.path` is its rootfs.
-    /// The id is checked and held first; then the devices are waited for, the
-    /// storages mounted and the container made. Whatever fails undoes what
+    /// The id is checked and held first; then the devices (and those of block
+    /// storages) are waited for, the storages mounted and the container made. Whatever fails undoes what
     /// was done.
     pub(crate) async fn create_container(self: &Arc<Self>, req: CreateRequest, spec: Spec) -> Result<()> {
         self.detached(|sb| async move { sb.create_container_task(req, spec).await })
@@ -69,9 +70,11 @@ impl Sandbox {
             crate::device::spec::rewrite(&mut spec, &d.container_path, &dev)
                 .map_err(|e| Error::InvalidArgument(format!("container {id:?}: {e}")))?;
         }
+        let mut list = req.storages.clone();
+        crate::storage::block::resolve_sources(&self.devices, &mut list).await?;
         let bundle = self.bundles.join(&id);
         let storages = self.storages.clone();
-        let (owner, list) = (id.clone(), req.storages.clone());
+        let owner = id.clone();
         let mut result = blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(Error::from)).await;
         if result.is_ok() {
             result = self.create_reserved(&req, spec, bundle.clone()).await;

@@ -112,6 +112,9 @@ pub(crate) trait EngineContainer: Send + Sync {
     fn kill_all(&self, signal: Signal) -> Result<()>;
     /// Kills what is left and deletes it; returns warnings (poststop hooks).
     fn delete(&self) -> Result<Vec<String>>;
+    /// Lets its cpuset follow the CPUs online now (`online`, a CPU list such
+    /// as `0-3`), as `sandbox::cpuset` describes; returns the files written.
+    fn follow_cpus(&self, online: &str) -> Result<Vec<PathBuf>>;
     /// Makes or removes a device node inside it.
     fn device_node(&self, req: &NodeRequest) -> std::result::Result<NodeOutcome, NodeError>;
     /// Starts watching its OOM kills: its id goes to `events` on each. Returns

@@ -7,6 +7,7 @@ use crate::device::node::NodeError;
 use crate::device::DeviceError;
 use crate::error::ErrorKind;
 use crate::guest::GuestError;
+use crate::storage::block::SourceError;
 use crate::storage::StorageError;
 
 /// A failed sandbox operation.
@@ -71,9 +72,40 @@ pub(crate) enum Error {
     /// A device node inside a container could not be made or removed.
     #[error("{0}")]
     Node(#[from] NodeError),
+    /// A feature kata-agent can be built without, and this agent does not
+    /// have (`rpc::status` answers as kata-agent built without it).
+    #[error("{0} is not available in this agent")]
+    Unavailable(Feature),
     /// The agent failed (the message names the syscall and path or id).
     #[error("{0}")]
     Internal(String),
+}
+
+/// Optional features of kata-agent that this agent does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feature {
+    /// The memory agent (MemAgentMemcgSet, MemAgentCompactSet).
+    MemAgent,
+    /// The agent policy (SetPolicy).
+    Policy,
+}
+
+impl std::fmt::Display for Feature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Feature::MemAgent => "mem-agent",
+            Feature::Policy => "agent policy",
+        })
+    }
+}
+
+impl From<SourceError> for Error {
+    fn from(e: SourceError) -> Error {
+        Error::Device {
+            context: format!("storage {} ({} at {:?})", e.index, e.driver, e.mount_point),
+            source: e.source,
+        }
+    }
 }
 
 impl Error {
@@ -96,6 +128,9 @@ impl Error {
             },
             Error::Node(NodeError::Conflict(_)) => ErrorKind::AlreadyExists,
             Error::Node(NodeError::Failed(_)) => ErrorKind::Internal,
+            // What kata-agent answers without the feature (rpc::status).
+            Error::Unavailable(Feature::MemAgent) => ErrorKind::Internal,
+            Error::Unavailable(Feature::Policy) => ErrorKind::NotFound,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -86,6 +86,8 @@ pub(super) struct FakeContainer {
     pub updates: Vec<LinuxResources>,
     /// Pids of processes exec'd into it.
     pub execs: Vec<i32>,
+    /// Every CPU list its cpuset was asked to follow, in order.
+    pub follow_cpus: Vec<String>,
 }
 
 #[derive(Default)]
@@ -105,6 +107,8 @@ pub(super) struct State {
     oom: HashMap<String, mpsc::UnboundedSender<String>>,
     /// Give a terminal master to processes that asked for one.
     pub no_terminal: bool,
+    /// What every container's cgroup statistics say.
+    pub stats: rustjail::cgroups::Stats,
 }
 
 /// The fake engine; clones share one state.
@@ -362,7 +366,7 @@ impl EngineContainer for FakeHandle {
     }
 
     fn stats(&self) -> Result<rustjail::cgroups::Stats> {
-        Ok(Default::default())
+        Ok(self.engine.lock().stats.clone())
     }
 
     fn pids(&self) -> Result<Vec<i32>> {
@@ -387,6 +391,11 @@ impl EngineContainer for FakeHandle {
         }
         self.with(|c| c.deleted = true);
         Ok(Vec::new())
+    }
+
+    fn follow_cpus(&self, online: &str) -> Result<Vec<std::path::PathBuf>> {
+        self.with(|c| c.follow_cpus.push(online.to_string()));
+        Ok(vec![format!("/fake/{}/cpuset.cpus", self.id).into()])
     }
 
     fn device_node(&self, req: &NodeRequest) -> std::result::Result<NodeOutcome, NodeError> {

@@ -18,17 +18,21 @@
 //! Files: `pod.rs` (CreateSandbox/DestroySandbox), `container.rs` (one
 //! container's lifecycle), `exec.rs` (processes), `hotplug.rs` (block devices
 //! into running containers), `session.rs` (API level), `stats.rs`,
+//! `cpuset.rs` (OnlineCPUMem and the containers' cpusets), `guest_ops.rs`
+//! (AddSwap, UpdateEphemeralMounts),
 //! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
 //! `guest_hooks.rs`, `oom.rs`, `view.rs`, `error.rs`, `engine.rs` and
 //! `rustjail_engine.rs` (the seam and the real engine).
 
 pub(crate) mod container;
+pub(crate) mod cpuset;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod exec;
 #[cfg(test)]
 mod fake_engine;
 pub(crate) mod guest_hooks;
+pub(crate) mod guest_ops;
 pub(crate) mod hotplug;
 pub(crate) mod new_stdio;
 pub(crate) mod oom;
@@ -132,6 +136,9 @@ pub(crate) struct SandboxConfig {
     pub pipe_size: u32,
     /// The file CreateSandbox writes DNS servers to.
     pub resolv_conf: PathBuf,
+    /// Directories storage mount points and bind sources must lie under
+    /// (`storage::roots_for`).
+    pub storage_roots: Vec<PathBuf>,
 }
 
 /// Everything the agent runs.
@@ -241,6 +248,9 @@ impl Sandbox {
         let bundles = cfg.state_dir.join("bundles");
         std::fs::create_dir_all(&bundles).map_err(|e| Error::sys(format!("mkdir {}", bundles.display()), e))?;
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
+        let storages = StorageManager::new()
+            .with_roots(cfg.storage_roots.clone())
+            .with_logger(log);
         Ok(Sandbox {
             engine,
             cfg,
@@ -252,7 +262,7 @@ impl Sandbox {
             creating: Mutex::new(HashSet::new()),
             pod: Mutex::new(Pod::default()),
             session: Mutex::new(session::Session::default()),
-            storages: Arc::new(StorageManager::new()),
+            storages: Arc::new(storages),
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,

@@ -135,8 +135,9 @@ impl Sandbox {
         };
         let modules = req.kernel_modules.clone();
         blocking(move || load_modules(&modules)).await?;
+        let mut list = req.storages.clone();
+        crate::storage::block::resolve_sources(&self.devices, &mut list).await?;
         let storages = self.storages.clone();
-        let list = req.storages.clone();
         blocking(move || storages.add(SANDBOX_OWNER, &list).map(|_| ()).map_err(Error::from)).await?;
         let undo_storages = || {
             let _ = self.storages.release(SANDBOX_OWNER);

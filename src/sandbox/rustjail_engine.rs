@@ -31,6 +31,12 @@ impl RustjailEngine {
     pub(crate) fn new(root: &Path, reaper: Reaper) -> Result<RustjailEngine> {
         let mut runtime = rustjail::Runtime::new(root)?;
         runtime.set_child_waiter(child_waiter(reaper.clone()));
+        // As kata-agent: a Kata host strips the `network` namespace (the VM is
+        // the pod's), and sends its own AppArmor profile name, meaningless here.
+        runtime.set_policy(rustjail::spec::Policy {
+            caller_netns_is_the_sandbox: true,
+            ignore_apparmor: true,
+        });
         Ok(RustjailEngine {
             runtime: Arc::new(runtime),
             reaper,
@@ -188,6 +194,10 @@ impl EngineContainer for RjContainer {
 
     fn delete(&self) -> Result<Vec<String>> {
         Ok(self.runtime.delete(&self.c, true)?)
+    }
+
+    fn follow_cpus(&self, online: &str) -> Result<Vec<std::path::PathBuf>> {
+        super::cpuset::follow_online(&self.c.cgroup.paths(), &self.c.spec, online)
     }
 
     fn device_node(&self, req: &NodeRequest) -> std::result::Result<NodeOutcome, NodeError> {

@@ -42,9 +42,15 @@ fn sandbox() -> T {
         state_dir: dir.path().join("state"),
         pipe_size: 0,
         resolv_conf: dir.path().join("resolv.conf"),
+        storage_roots: vec![dir.path().to_path_buf()],
     };
     let guest = crate::guest::Guest {
+        sysfs: dir.path().join("sys"),
         copy_roots: vec![dir.path().join("copy")],
+        online_retry: crate::guest::online::Retry {
+            attempts: 3,
+            interval: Duration::from_millis(10),
+        },
         ..Default::default()
     };
     let log = slog::Logger::root(slog::Discard, slog::o!());
@@ -799,6 +805,94 @@ async fn create_container_waits_for_its_devices_after_the_id_check() {
         (d.major(), d.minor())
     });
     assert_eq!(got, (7, 9));
+}
+
+#[tokio::test]
+async fn block_storages_are_waited_for_after_the_id_check() {
+    let t = sandbox();
+    t.run("c1").await;
+    let mut s = protocols::agent::Storage::new();
+    s.driver = "mmioblk".into();
+    s.source = "/dev/vdz".into();
+    s.fstype = "ext4".into();
+    s.mount_point = t.dir.path().join("vol").display().to_string();
+    let mut req = T::req("c1");
+    req.storages = vec![s.clone()];
+    // A used id is refused first: the device (absent) is not waited for,
+    // which would end in DEADLINE_EXCEEDED.
+    assert!(matches!(
+        t.sb.create_container(req.clone(), t.spec()).await,
+        Err(Error::ContainerExists(_))
+    ));
+    req.id = "c2".into();
+    let e = t.sb.create_container(req, t.spec()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+    let prefix = format!("storage 0 (mmioblk at {:?}): ", s.mount_point);
+    assert!(
+        e.to_string().starts_with(&prefix) && e.to_string().contains("vdz"),
+        "{e}"
+    );
+    assert!(t.sb.container("c2").is_err());
+    assert!(!Path::new(&s.mount_point).exists());
+    // CreateSandbox's block storages too; the pod can be created afterwards.
+    let pod = |storages| PodRequest {
+        id: "sb".into(),
+        storages,
+        ..Default::default()
+    };
+    let e = t.sb.create_sandbox(pod(vec![s])).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+    assert_eq!(t.sb.pod().state, PodState::Absent);
+    t.sb.create_sandbox(pod(Vec::new())).await.unwrap();
+}
+
+// --- guest RPCs that touch the sandbox's state ---
+
+#[tokio::test]
+async fn online_cpu_mem_lets_every_containers_cpuset_follow() {
+    let t = sandbox();
+    let cpus = t.dir.path().join("sys/devices/system/cpu");
+    std::fs::create_dir_all(cpus.join("cpu0")).unwrap();
+    for (n, online) in [(1, "1"), (2, "0")] {
+        std::fs::create_dir_all(cpus.join(format!("cpu{n}"))).unwrap();
+        std::fs::write(cpus.join(format!("cpu{n}/online")), online).unwrap();
+    }
+    t.run("c1").await;
+    t.run("c2").await;
+    // Kata's meaning: 3 CPUs online in all; cpu2 is onlined.
+    let written = t.sb.online_cpu_mem(3, true).await.unwrap();
+    assert_eq!(std::fs::read_to_string(cpus.join("cpu2/online")).unwrap(), "1");
+    assert_eq!(written.len(), 2);
+    for id in ["c1", "c2"] {
+        assert_eq!(t.fake.container(id, |c| c.follow_cpus.clone()), ["0-2"]);
+    }
+    // Nothing to online: the cpusets still follow what is online.
+    t.sb.online_cpu_mem(2, true).await.unwrap();
+    assert_eq!(t.fake.container("c1", |c| c.follow_cpus.clone()), ["0-2", "0-2"]);
+    // Not enough CPUs come: DEADLINE_EXCEEDED, nothing asked of the containers.
+    let e = t.sb.online_cpu_mem(4, true).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+    assert_eq!(t.fake.container("c2", |c| c.follow_cpus.len()), 2);
+}
+
+#[tokio::test]
+async fn add_swap_waits_for_its_disk() {
+    let t = sandbox();
+    let e = t.sb.add_swap(&DeviceAddr::Dev(7, 42)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+    assert!(
+        e.to_string().starts_with("AddSwap: ") && e.to_string().contains("7:42"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn stats_have_kata_values() {
+    let t = sandbox();
+    t.run("c1").await;
+    t.fake.lock().stats.pids.limit = u64::MAX;
+    assert_eq!(t.sb.stats("c1").await.unwrap().pids.limit, 0);
+    assert_eq!(kind(t.sb.stats("nope").await), ErrorKind::NotFound);
 }
 
 // --- session, OOM, view ---

@@ -106,9 +106,12 @@ impl std::fmt::Display for Path<'_> {
 }
 
 /// The generated trait's default body answers NOT_FOUND "/<path> is not supported";
-/// it means "declared, not implemented here".
+/// it means "declared, not implemented here" — except for the methods where
+/// that is kata-agent's own answer (`rpc::status::KATA_NOT_SUPPORTED`).
 fn is_generated_default(code: Code, message: &str, path: &str) -> bool {
-    code == Code::NOT_FOUND && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
+    code == Code::NOT_FOUND
+        && !crate::rpc::status::KATA_NOT_SUPPORTED.contains(&path)
+        && message.strip_prefix('/').and_then(|m| m.strip_prefix(path)) == Some(" is not supported")
 }
 
 /// A response carrying only a status.
@@ -148,6 +151,13 @@ mod tests {
             Code::INTERNAL,
             "/grpc.AgentService/CreateContainer is not supported",
             p
+        ));
+        // kata-agent's own answer without the policy feature stays NOT_FOUND.
+        let policy = "grpc.AgentService/SetPolicy";
+        assert!(!is_generated_default(
+            Code::NOT_FOUND,
+            "/grpc.AgentService/SetPolicy is not supported",
+            policy
         ));
     }
 

@@ -3,7 +3,7 @@
 //! and friends are applied by a remount, as bind mounts ignore them at first;
 //! propagation options (`rprivate`, ...) are applied last.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 use protocols::agent::Storage;
@@ -47,29 +47,22 @@ pub fn mount_args(s: &Storage) -> Result<BindArgs, StorageError> {
     })
 }
 
-/// Mounts it.
-pub(super) fn setup(s: &Storage, rec: &mut Record) -> Result<(), StorageError> {
+/// Mounts it. The source must lie under `roots` too (resolved without
+/// following a symlink out of its root).
+pub(super) fn setup(s: &Storage, roots: &[PathBuf], rec: &mut Record) -> Result<(), StorageError> {
     let a = mount_args(s)?;
-    let src = Path::new(&s.source);
-    let meta = match std::fs::metadata(src) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StorageError::InvalidArgument(format!(
-                "bind storage at {}: source {} does not exist",
-                s.mount_point, s.source
-            )))
-        }
-        Err(e) => return Err(io("stat", src.display())(e)),
-    };
+    let src = super::confined(roots, &s.source, "source", true)?;
+    let meta = std::fs::metadata(&src).map_err(io("stat", src.display()))?;
     let mp = Path::new(&s.mount_point);
     if meta.is_dir() {
         ensure_dir(mp, rec)?;
     } else {
         ensure_file(mp, rec)?;
     }
-    mount(&s.source, mp, None, a.flags, "", rec)?;
+    let src = src.display().to_string();
+    mount(&src, mp, None, a.flags, "", rec)?;
     if let Some(flags) = a.remount {
-        mount(&s.source, mp, None, flags, "", rec)?;
+        mount(&src, mp, None, flags, "", rec)?;
     }
     propagate(mp, &a.propagation)
 }

@@ -33,6 +33,45 @@ pub(super) fn setup(s: &Storage, rec: &mut Record) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// UpdateEphemeralMounts, as Kata's agent does it: each storage must be
+/// `ephemeral`; its mount point (confined to `roots`) is made if missing, and
+/// when it has options the mount is made again with them (Kata's runtime
+/// sends `remount,size=...` to resize a memory-backed emptyDir); `fsgid=` is
+/// not a mount option and is left out.
+pub fn update(roots: &[std::path::PathBuf], storages: &[Storage]) -> Result<(), StorageError> {
+    for (i, s) in storages.iter().enumerate() {
+        let ctx = |e: StorageError| StorageError::Storage {
+            index: i,
+            driver: s.driver.clone(),
+            mount_point: s.mount_point.clone(),
+            source: Box::new(e),
+        };
+        if s.driver != "ephemeral" {
+            return Err(ctx(StorageError::InvalidArgument(format!(
+                "unsupported storage type for syncing mounts {:?}: only ephemeral storage update is supported",
+                s.driver
+            ))));
+        }
+        let mp = super::confined(roots, &s.mount_point, "mount_point", false).map_err(ctx)?;
+        std::fs::create_dir_all(&mp).map_err(|e| ctx(super::mount::io("mkdir", mp.display())(e)))?;
+        if s.options.is_empty() {
+            continue;
+        }
+        let a = mount_args(s);
+        let mut rec = Record::default();
+        super::mount::mount(
+            &a.source,
+            &mp,
+            Some(&a.fstype),
+            a.options.flags,
+            &a.options.data,
+            &mut rec,
+        )
+        .map_err(ctx)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

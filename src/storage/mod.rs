@@ -1,10 +1,14 @@
 //! Storages: what the host asks the agent to mount in the guest for the sandbox
 //! and its containers (Kata's `Storage` message: rootfs, volumes, emptyDirs).
 //!
-//! One driver per file, selected by `Storage.driver`:
-//! `local` (a directory), `ephemeral` (tmpfs), `bind`, `9p` and `virtio-fs`.
-//! Block drivers (`blk`, `scsi`, `mmioblk`, `nvdimm`) come with block hot-plug;
-//! until then they, like any unknown driver, are refused with INVALID_ARGUMENT.
+//! One driver per file, selected by `Storage.driver` (Kata's names):
+//! `local` (a directory), `ephemeral` (tmpfs), `bind`, `9p` and `virtio-fs`
+//! (`shared_fs`), `blk`/`scsi`/`mmioblk`/`nvdimm` (`block`: the device is
+//! waited for first, then its filesystem mounted), `overlayfs` (`overlay`)
+//! and `watchable-bind` (`watch`: a copy kept in sync with the host's files).
+//! Every mount point, and the source of bind-like storages, must lie under an
+//! allowed root (`/run/kata-containers`, the agent's state directory,
+//! `PITH_STORAGE_ROOTS`), resolved without following a symlink out.
 //!
 //! [`StorageManager`] counts references: several owners (containers, the
 //! sandbox) may use the storage at one mount point; it is mounted by the first
@@ -13,26 +17,43 @@
 //! and taken back by a restarted agent.
 
 pub mod bind;
+pub mod block;
 pub mod ephemeral;
 pub mod local;
 pub mod mount;
 pub mod options;
+pub mod overlay;
 pub mod shared_fs;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use protocols::agent::Storage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
+use crate::guest::confine::ConfineError;
 use mount::Record;
 
-/// The drivers this agent has, as GetGuestDetails lists them.
-pub const DRIVERS: &[&str] = &["local", "ephemeral", "bind", "9p", "virtio-fs"];
+/// The drivers this agent has, as GetGuestDetails lists them (Kata's names,
+/// and pith's `bind`).
+pub const DRIVERS: &[&str] = &[
+    "9p",
+    "bind",
+    "blk",
+    "ephemeral",
+    "local",
+    "mmioblk",
+    "nvdimm",
+    "overlayfs",
+    "scsi",
+    "virtio-fs",
+    "watchable-bind",
+];
 
 /// Anything that can go wrong with a storage.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +123,10 @@ pub struct StorageEntry {
     /// Directories and files the agent created for it, in creation order.
     #[serde(default)]
     pub created: Vec<PathBuf>,
+    /// The writable layer the agent made for an `overlayfs` storage (Kata's
+    /// `overlay-rw` option), removed with the storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<PathBuf>,
 }
 
 impl StorageEntry {
@@ -122,12 +147,47 @@ impl StorageEntry {
 pub struct StorageState {
     /// The storages in use, by mount point.
     pub entries: Vec<StorageEntry>,
+    /// What the `watchable-bind` watcher keeps in sync.
+    #[serde(default)]
+    pub watch: watch::WatchState,
+}
+
+/// Where storage mount points (and the sources of bind-like storages) may
+/// be when nothing else is configured: Kata's directory. The agent adds its
+/// state directory and [`ROOTS_ENV`].
+pub const DEFAULT_ROOTS: &[&str] = &["/run/kata-containers"];
+/// Environment variable with more allowed storage directories, colon-separated.
+pub const ROOTS_ENV: &str = "PITH_STORAGE_ROOTS";
+
+/// The allowed storage directories of an agent keeping its state in
+/// `state_dir`: [`DEFAULT_ROOTS`], `state_dir`, and [`ROOTS_ENV`] from `env`.
+pub fn roots_for(state_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = DEFAULT_ROOTS.iter().map(PathBuf::from).collect();
+    roots.push(state_dir.to_path_buf());
+    if let Some(more) = env(ROOTS_ENV) {
+        roots.extend(crate::guest::parse_roots(&more));
+    }
+    roots
 }
 
 /// Mounts storages and counts who uses them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StorageManager {
     entries: Mutex<BTreeMap<PathBuf, StorageEntry>>,
+    /// Directories mount points and bind sources must lie under.
+    roots: Vec<PathBuf>,
+    /// Keeps `watchable-bind` copies in sync.
+    watcher: watch::Watcher,
+}
+
+impl Default for StorageManager {
+    fn default() -> Self {
+        StorageManager {
+            entries: Mutex::default(),
+            roots: DEFAULT_ROOTS.iter().map(PathBuf::from).collect(),
+            watcher: watch::Watcher::default(),
+        }
+    }
 }
 
 /// What one `add` call did, to undo it on failure.
@@ -142,20 +202,63 @@ impl StorageManager {
         Self::default()
     }
 
-    /// A manager that takes over `state` (saved by [`StorageManager::snapshot`]).
+    /// A manager that takes over `state` (saved by [`StorageManager::snapshot`]);
+    /// watched copies are compared with their sources again from the next scan.
     #[allow(dead_code, reason = "a restarted agent's restore (persisted state) is its caller")]
-    pub fn from_state(state: StorageState) -> Self {
+    pub fn from_state(state: StorageState) -> Result<Self, StorageError> {
         let entries = state.entries.into_iter().map(|e| (e.mount_point.clone(), e)).collect();
-        StorageManager {
+        let m = StorageManager {
             entries: Mutex::new(entries),
-        }
+            ..Default::default()
+        };
+        m.watcher.adopt(state.watch)?;
+        Ok(m)
+    }
+
+    /// The same manager logging (the watcher's background thread) to `log`.
+    pub fn with_logger(mut self, log: &slog::Logger) -> Self {
+        self.watcher.set_logger(log);
+        self
+    }
+
+    /// The same manager confined to `roots` instead of [`DEFAULT_ROOTS`].
+    pub fn with_roots(mut self, roots: Vec<PathBuf>) -> Self {
+        self.roots = roots;
+        self
+    }
+
+    /// The same manager with `watcher` for `watchable-bind` storages.
+    #[cfg(test)]
+    pub fn with_watcher(mut self, watcher: watch::Watcher) -> Self {
+        self.watcher = watcher;
+        self
+    }
+
+    /// The watcher of `watchable-bind` storages.
+    #[cfg(test)]
+    pub fn watcher(&self) -> &watch::Watcher {
+        &self.watcher
+    }
+
+    /// The directories storages are confined to.
+    #[cfg(test)]
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
     }
 
     /// The state, as plain data.
     pub fn snapshot(&self) -> StorageState {
         StorageState {
             entries: self.lock().values().cloned().collect(),
+            watch: self.watcher.state(),
         }
+    }
+
+    /// UpdateEphemeralMounts (see [`ephemeral::update`]), confined to this
+    /// manager's roots; not while storages are being added or released.
+    pub fn update_ephemeral(&self, storages: &[Storage]) -> Result<(), StorageError> {
+        let _entries = self.lock();
+        ephemeral::update(&self.roots, storages)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, StorageEntry>> {
@@ -171,13 +274,13 @@ impl StorageManager {
         let mut done = Vec::new();
         let mut paths = Vec::new();
         for (i, s) in storages.iter().enumerate() {
-            match add_one(&mut entries, owner, s) {
+            match add_one(&mut entries, self, owner, s) {
                 Ok((mp, d)) => {
                     paths.push(mp);
                     done.extend(d);
                 }
                 Err(e) => {
-                    rollback(&mut entries, owner, done);
+                    rollback(&mut entries, &self.watcher, owner, done);
                     return Err(with_context(i, s, e));
                 }
             }
@@ -197,7 +300,7 @@ impl StorageManager {
             if !e.owners.remove(owner) || !e.owners.is_empty() || e.shared {
                 continue;
             }
-            if let Err(err) = teardown(&mut entries, &k) {
+            if let Err(err) = teardown(&mut entries, &self.watcher, &k) {
                 first_err.get_or_insert(err);
             }
         }
@@ -214,7 +317,7 @@ impl StorageManager {
             if let Some(e) = entries.get_mut(&k) {
                 e.owners.clear();
             }
-            if let Err(err) = teardown(&mut entries, &k) {
+            if let Err(err) = teardown(&mut entries, &self.watcher, &k) {
                 first_err.get_or_insert(err);
             }
         }
@@ -241,28 +344,32 @@ fn with_context(index: usize, s: &Storage, e: StorageError) -> StorageError {
     }
 }
 
-/// The mount point as a key: absolute, without `..`, `.` or a trailing `/`.
-fn mount_point(s: &Storage) -> Result<PathBuf, StorageError> {
-    let p = Path::new(&s.mount_point);
-    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
-        return Err(StorageError::InvalidArgument(format!(
-            "mount point {:?} must be an absolute path without '..'",
-            s.mount_point
-        )));
-    }
-    let clean: PathBuf = p.components().collect();
-    if clean == Path::new("/") {
-        return Err(StorageError::InvalidArgument("mount point \"/\" is not allowed".into()));
-    }
-    Ok(clean)
+/// The mount point as a key: absolute, without `..`, under an allowed root,
+/// resolved without following a symlink out of that root.
+fn mount_point(roots: &[PathBuf], s: &Storage) -> Result<PathBuf, StorageError> {
+    confined(roots, &s.mount_point, "mount_point", false)
+}
+
+/// `path` (the storage field `field`) resolved under `roots`.
+pub(crate) fn confined(roots: &[PathBuf], path: &str, field: &str, must_exist: bool) -> Result<PathBuf, StorageError> {
+    crate::guest::confine::resolve(roots, Path::new(path), must_exist).map_err(|e| match e {
+        ConfineError::Sys { syscall, path, errno } => StorageError::Sys {
+            syscall,
+            what: path.display().to_string(),
+            source: errno,
+        },
+        e => StorageError::InvalidArgument(format!("{field}: {e}")),
+    })
 }
 
 fn add_one(
     entries: &mut BTreeMap<PathBuf, StorageEntry>,
+    m: &StorageManager,
     owner: &str,
     s: &Storage,
 ) -> Result<(PathBuf, Option<Done>), StorageError> {
-    let mp = mount_point(s)?;
+    let roots = &m.roots;
+    let mp = mount_point(roots, s)?;
     if let Some(e) = entries.get_mut(&mp) {
         if !e.same_storage(s) {
             return Err(StorageError::AlreadyExists(format!(
@@ -281,9 +388,14 @@ fn add_one(
     let r = match s.driver.as_str() {
         "local" => local::setup(&clean, &mut rec),
         "ephemeral" => ephemeral::setup(&clean, &mut rec),
-        "bind" => bind::setup(&clean, &mut rec),
+        "bind" => bind::setup(&clean, roots, &mut rec),
         "9p" => shared_fs::setup(&clean, &mut rec, shared_fs::NINEP_FSTYPE),
         "virtio-fs" => shared_fs::setup(&clean, &mut rec, shared_fs::VIRTIOFS_FSTYPE),
+        d if block::is_block(d) => block::setup(&clean, &mut rec),
+        "overlayfs" => overlay::setup(&clean, roots, &mut rec),
+        "watchable-bind" => {
+            confined(roots, &s.source, "source", true).and_then(|src| m.watcher.add(&src, &mp, &mut rec))
+        }
         other => Err(StorageError::InvalidArgument(format!(
             "unknown storage driver {other:?} (this agent has {})",
             DRIVERS.join(", ")
@@ -306,12 +418,13 @@ fn add_one(
             owners: BTreeSet::from([owner.to_string()]),
             mounted: rec.mounted,
             created: rec.created,
+            layer: (s.driver == "overlayfs").then(|| overlay::rw_layer(&clean)).flatten(),
         },
     );
     Ok((mp.clone(), Some(Done::Created(mp))))
 }
 
-fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, owner: &str, done: Vec<Done>) {
+fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, watcher: &watch::Watcher, owner: &str, done: Vec<Done>) {
     for d in done.into_iter().rev() {
         match d {
             Done::Joined(mp) => {
@@ -321,7 +434,7 @@ fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, owner: &str, done: Ve
             }
             Done::Created(mp) => {
                 // Best effort: the add fails with its own error either way.
-                let _ = teardown(entries, &mp);
+                let _ = teardown(entries, watcher, &mp);
             }
         }
     }
@@ -329,15 +442,38 @@ fn rollback(entries: &mut BTreeMap<PathBuf, StorageEntry>, owner: &str, done: Ve
 
 /// Unmounts and cleans up the entry at `mp`; it stays (with what is left to
 /// undo) when that fails, so a later release can try again.
-fn teardown(entries: &mut BTreeMap<PathBuf, StorageEntry>, mp: &Path) -> Result<(), StorageError> {
+fn teardown(
+    entries: &mut BTreeMap<PathBuf, StorageEntry>,
+    watcher: &watch::Watcher,
+    mp: &Path,
+) -> Result<(), StorageError> {
     let Some(e) = entries.get_mut(mp) else {
         return Ok(());
     };
     let mut rec = e.record();
+    if e.driver == "watchable-bind" {
+        watcher.remove(mp)?;
+    }
+    if e.driver == "overlayfs" {
+        // Unmount, then the writable layer, so the directories above it empty.
+        let mut mounted = Record {
+            mounted: rec.mounted,
+            created: Vec::new(),
+        };
+        mount::undo(mp, &mut mounted, false)?;
+        e.mounted = mounted.mounted;
+        rec.mounted = mounted.mounted;
+        if let Some(layer) = &e.layer {
+            overlay::remove_layer(layer)?;
+        }
+    }
     let r = mount::undo(mp, &mut rec, e.driver == "local");
     e.mounted = rec.mounted;
     e.created = rec.created;
     r?;
+    if e.driver == "watchable-bind" {
+        watcher.release_tmpfs_if_unused();
+    }
     entries.remove(mp);
     Ok(())
 }

@@ -31,7 +31,7 @@ impl MountArgs {
 }
 
 /// What a driver did so far, so that it can be undone.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Whether something is mounted at the mount point.
     pub mounted: bool,

@@ -11,7 +11,6 @@
 //!
 //! FIFO ("p") rules are skipped: the device cgroup does not check FIFOs.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
@@ -78,13 +77,51 @@ impl fmt::Display for DevRule {
 
 type Meta = (DevKind, Option<u32>, Option<u32>);
 
+/// Exceptions in the order they were first added: a v1 cgroup lists them in
+/// that order (`devices.list`), and crun writes a spec's rules so that the
+/// list shows them in the spec's order.
+#[derive(Debug, Clone, Default)]
+struct Exceptions(Vec<(Meta, u8)>);
+
+impl Exceptions {
+    fn get(&self, meta: &Meta) -> Option<u8> {
+        self.0.iter().find(|(m, _)| m == meta).map(|(_, a)| *a)
+    }
+
+    fn add(&mut self, meta: Meta, access: u8) {
+        match self.0.iter_mut().find(|(m, _)| *m == meta) {
+            Some((_, a)) => *a |= access,
+            None => self.0.push((meta, access)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Meta, u8)> {
+        self.0.iter()
+    }
+
+    fn sorted(&self) -> Vec<(Meta, u8)> {
+        let mut v = self.0.clone();
+        v.sort();
+        v
+    }
+}
+
 /// The emulated state of a device cgroup: a default policy and exceptions of the opposite kind.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DeviceState {
     /// True: everything is allowed except the exceptions (deny list). False: allow list.
     pub default_allow: bool,
-    exceptions: BTreeMap<Meta, u8>,
+    exceptions: Exceptions,
 }
+
+/// Two states are equal when they allow the same accesses, whatever the order.
+impl PartialEq for DeviceState {
+    fn eq(&self, other: &Self) -> bool {
+        self.default_allow == other.default_allow && self.exceptions.sorted() == other.exceptions.sorted()
+    }
+}
+
+impl Eq for DeviceState {}
 
 /// One line to write to a v1 `devices.allow` (allow) or `devices.deny` (deny) file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,11 +176,11 @@ impl DeviceState {
         Ok(st)
     }
 
-    /// The exceptions, sorted by (kind, major, minor).
+    /// The exceptions, in the order they were first added.
     pub fn exceptions(&self) -> Vec<DevRule> {
         self.exceptions
             .iter()
-            .map(|(&(kind, major, minor), &access)| DevRule {
+            .map(|&((kind, major, minor), access)| DevRule {
                 kind,
                 major,
                 minor,
@@ -166,7 +203,7 @@ impl DeviceState {
         let access = parse_access(&text, r.access().as_deref())?;
         if kinds.len() == 2 && major.is_none() && minor.is_none() && access == ACC_ALL {
             self.default_allow = r.allow();
-            self.exceptions.clear();
+            self.exceptions = Exceptions::default();
             return Ok(());
         }
         for &kind in kinds {
@@ -179,7 +216,7 @@ impl DeviceState {
             if r.allow() == self.default_allow {
                 self.remove(rule)?;
             } else {
-                *self.exceptions.entry((kind, major, minor)).or_insert(0) |= access;
+                self.exceptions.add((kind, major, minor), access);
             }
         }
         Ok(())
@@ -190,7 +227,7 @@ impl DeviceState {
         let covers = |outer: (Option<u32>, Option<u32>), inner: (Option<u32>, Option<u32>)| {
             (outer.0.is_none() || outer.0 == inner.0) && (outer.1.is_none() || outer.1 == inner.1)
         };
-        for (&(kind, major, minor), &acc) in &self.exceptions {
+        for &((kind, major, minor), acc) in self.exceptions.iter() {
             let broader =
                 covers((major, minor), (rule.major, rule.minor)) && (major, minor) != (rule.major, rule.minor);
             if kind == rule.kind && broader && acc & rule.access != 0 {
@@ -206,8 +243,8 @@ impl DeviceState {
                 });
             }
         }
-        self.exceptions.retain(|&(kind, major, minor), acc| {
-            if kind == rule.kind && covers((rule.major, rule.minor), (major, minor)) {
+        self.exceptions.0.retain_mut(|((kind, major, minor), acc)| {
+            if *kind == rule.kind && covers((rule.major, rule.minor), (*major, *minor)) {
                 *acc &= !rule.access;
             }
             *acc != 0
@@ -229,7 +266,7 @@ impl DeviceState {
                 "a" => {
                     return Ok(DeviceState {
                         default_allow: true,
-                        exceptions: BTreeMap::new(),
+                        exceptions: Exceptions::default(),
                     })
                 }
                 "b" => DevKind::Block,
@@ -245,18 +282,18 @@ impl DeviceState {
                 }
             };
             let access = parse_access(line, Some(acc))?;
-            *st.exceptions.entry((kind, num(ma)?, num(mi)?)).or_insert(0) |= access;
+            st.exceptions.add((kind, num(ma)?, num(mi)?), access);
         }
         Ok(st)
     }
 
     /// The v1 writes that take a cgroup from `self` to `target`, disrupting running processes as little
     /// as possible: a reset ("a") only when the policy changes or the current state is a deny list
-    /// (whose exceptions devices.list does not show).
+    /// (whose exceptions devices.list does not show). New exceptions are written in `target`'s order.
     pub fn transition(&self, target: &DeviceState) -> Vec<V1DeviceWrite> {
         let mut out = Vec::new();
         let mut old = &self.exceptions;
-        let empty = BTreeMap::new();
+        let empty = Exceptions::default();
         if self.default_allow || self.default_allow != target.default_allow {
             out.push(V1DeviceWrite {
                 allow: target.default_allow,
@@ -264,8 +301,8 @@ impl DeviceState {
             });
             old = &empty;
         }
-        for (meta, &acc) in old {
-            let dropped = acc & !target.exceptions.get(meta).copied().unwrap_or(0);
+        for (meta, acc) in old.iter() {
+            let dropped = acc & !target.exceptions.get(meta).unwrap_or(0);
             if dropped != 0 {
                 let r = DevRule {
                     kind: meta.0,
@@ -279,8 +316,8 @@ impl DeviceState {
                 });
             }
         }
-        for (meta, &acc) in &target.exceptions {
-            let gained = acc & !old.get(meta).copied().unwrap_or(0);
+        for (meta, acc) in target.exceptions.iter() {
+            let gained = acc & !old.get(meta).unwrap_or(0);
             if gained != 0 {
                 let r = DevRule {
                     kind: meta.0,

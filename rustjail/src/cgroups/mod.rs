@@ -157,6 +157,15 @@ impl Manager {
         }
     }
 
+    /// Moves the calling (single-threaded) process into the cgroup; cheaper
+    /// than [`Manager::add_task`] on v1 (see [`V1Manager::join_self`]).
+    pub fn join_self(&self) -> Result<()> {
+        match self {
+            Manager::V1(m) => m.join_self(),
+            Manager::V2(m) => m.join_self(),
+        }
+    }
+
     /// Freezes every process, waiting until the kernel reports the cgroup frozen.
     pub fn freeze(&self) -> Result<()> {
         match self {

@@ -143,14 +143,13 @@ fn v1_file(mgr: &Manager, ctrl: &str, file: &str) -> String {
 }
 
 #[test]
-#[cfg_attr(not(pith_root), ignore = "needs root")]
+#[cfg_attr(not(all(pith_root, pith_cgroup_v1)), ignore = "needs root and cgroup v1 hierarchies")]
 fn real_v1_lifecycle() {
     let name = unique("life");
     let mgr = Manager::new(None, &name).unwrap();
     let mut g = Guard::new(mgr.clone());
     let Manager::V1(v1) = &mgr else {
-        eprintln!("SKIPPED: real_v1_lifecycle: host is cgroup v2 only (covered by real_v2_*)");
-        return;
+        panic!("a v1 manager on a host with v1 hierarchies (cfg pith_cgroup_v1)");
     };
     mgr.create().unwrap();
     assert!(v1.paths().values().all(|p| p.is_dir()));
@@ -277,14 +276,14 @@ fn real_v1_lifecycle() {
 }
 
 #[test]
-#[cfg_attr(not(pith_root), ignore = "needs root")]
+#[cfg_attr(not(all(pith_root, pith_cgroup_v1)), ignore = "needs root and cgroup v1 hierarchies")]
 fn real_v1_devices_and_hot_plug() {
     let mgr = Manager::new(Some(Path::new(&format!("/{}", unique("dev")))), "dev").unwrap();
     let _g = Guard::new(mgr.clone());
-    if !matches!(mgr, Manager::V1(_)) {
-        eprintln!("SKIPPED: real_v1_devices_and_hot_plug: host is cgroup v2 only (see real_v2_devices_ebpf)");
-        return;
-    }
+    assert!(
+        matches!(mgr, Manager::V1(_)),
+        "a v1 manager on a host with v1 hierarchies (cfg pith_cgroup_v1)"
+    );
     mgr.create().unwrap();
     let only_null = vec![
         rule(false, None, None, None, "rwm"),

@@ -15,12 +15,9 @@ use super::tests_units::rule;
 use super::{FreezerState, Hierarchies, Manager, SysRoot, V2Manager};
 
 /// A v2 manager for a fresh directory directly under the host's cgroup2 mount, with its guard.
-fn v2_cgroup(test: &str) -> Option<(Manager, Guard)> {
+fn v2_cgroup(test: &str) -> (Manager, Guard) {
     let h = Hierarchies::discover(&SysRoot::host()).unwrap();
-    let Some(v2) = h.v2 else {
-        eprintln!("SKIPPED: {test}: no cgroup2 mount on this host");
-        return None;
-    };
+    let v2 = h.v2.expect("a cgroup2 mount (cfg pith_cgroup2 said there is one)");
     let dir = v2.mount_point.join(unique(test));
     let mgr = Manager::V2(V2Manager::with_dir(&v2.mount_point, &dir).unwrap());
     let mut g = Guard::new(mgr.clone());
@@ -28,7 +25,7 @@ fn v2_cgroup(test: &str) -> Option<(Manager, Guard)> {
     g.restore_subtree = Some((v2.mount_point.clone(), before));
     mgr.create().unwrap();
     assert!(dir.is_dir());
-    Some((mgr, g))
+    (mgr, g)
 }
 
 fn attached(mgr: &Manager) -> usize {
@@ -38,11 +35,9 @@ fn attached(mgr: &Manager) -> usize {
 }
 
 #[test]
-#[cfg_attr(not(pith_root), ignore = "needs root")]
+#[cfg_attr(not(all(pith_root, pith_cgroup2)), ignore = "needs root and a cgroup2 mount")]
 fn real_v2_freeze_pids_stats_destroy() {
-    let Some((mgr, mut g)) = v2_cgroup("v2life") else {
-        return;
-    };
+    let (mgr, mut g) = v2_cgroup("v2life");
     let Manager::V2(m) = &mgr else { unreachable!() };
     let sleeper = g.spawn("exec sleep 30");
     let burner = g.spawn("while :; do :; done");
@@ -77,9 +72,9 @@ fn real_v2_freeze_pids_stats_destroy() {
 }
 
 #[test]
-#[cfg_attr(not(pith_root), ignore = "needs root")]
+#[cfg_attr(not(all(pith_root, pith_cgroup2)), ignore = "needs root and a cgroup2 mount")]
 fn real_v2_devices_ebpf() {
-    let Some((mgr, _g)) = v2_cgroup("v2dev") else { return };
+    let (mgr, _g) = v2_cgroup("v2dev");
     let only_null = vec![
         rule(false, None, None, None, "rwm"),
         rule(true, Some(LinuxDeviceType::C), Some(1), Some(3), "rwm"),

@@ -119,10 +119,12 @@ impl V1Manager {
         if let Some(s) = m.swappiness().filter(|&s| s > 100) {
             return Err(Error::invalid("memory.swappiness", s, "must be between 0 and 100"));
         }
-        if m.kernel().is_some_and(|k| k != 0) || m.kernel_tcp().is_some_and(|k| k != 0) {
-            notes.push("memory.kernel/kernelTCP ignored: kernel memory limits are deprecated (as runc)".into());
+        if m.kernel().is_some_and(|k| k != 0) {
+            notes.push("memory.kernel ignored: kernel memory limits are deprecated (as runc)".into());
         }
-        let any = limit.is_some()
+        let kernel_tcp = opt_limit("memory.kernelTCP", m.kernel_tcp(), "-1")?;
+        let any = kernel_tcp.is_some()
+            || limit.is_some()
             || swap.is_some()
             || reservation.is_some()
             || m.swappiness().is_some()
@@ -178,6 +180,18 @@ impl V1Manager {
         }
         if m.disable_oom_killer() == Some(true) {
             fs::write(dir, "memory.oom_control", "1")?;
+        }
+        if let Some(t) = &kernel_tcp {
+            // The TCP buffer limit still works on v1 (crun writes it too).
+            let file = "memory.kmem.tcp.limit_in_bytes";
+            if !fs::exists(dir, file) {
+                return Err(Error::MissingController {
+                    resource: "memory.kernelTCP".into(),
+                    controller: "memory (kmem accounting)".into(),
+                    detail: format!("{} is missing", dir.join(file).display()),
+                });
+            }
+            fs::write(dir, file, t)?;
         }
         Ok(())
     }

@@ -123,6 +123,11 @@ impl V2Manager {
         fs::write(&self.path, "cgroup.procs", &pid.to_string())
     }
 
+    /// Moves the calling process into the cgroup.
+    pub fn join_self(&self) -> Result<()> {
+        fs::write(&self.path, "cgroup.procs", "0")
+    }
+
     /// Replaces the device filter with an eBPF program implementing `rules` (hot-plug safe: the new
     /// program is attached before the old one is detached).
     pub fn update_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {

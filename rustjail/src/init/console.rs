@@ -14,6 +14,31 @@ use crate::sync::{self, FromInit};
 
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 
+/// `/dev/console` is the process's terminal (the spec's default devices): the
+/// pty slave bound over it.
+fn bind_dev_console(slave: &str) -> Result<()> {
+    let console = "/dev/console";
+    match nix::fcntl::open(
+        console,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        // SAFETY: a fresh fd we own.
+        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        // Whatever is there gets the pty bound over it.
+        Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(sys("open", console)(e)),
+    }
+    nix::mount::mount(
+        Some(slave),
+        console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys("mount", format!("bind {slave} on {console}")))
+}
+
 /// Opens a pty in the current mount namespace (after the root is entered), sends
 /// the master over `sock`, and makes the slave our terminal and stdio.
 pub fn setup(sock: &mut UnixStream, p: &Process) -> Result<()> {
@@ -39,6 +64,7 @@ pub fn setup(sock: &mut UnixStream, p: &Process) -> Result<()> {
         nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open", &name))?;
     // SAFETY: a fresh fd we own.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    bind_dev_console(&name)?;
     nix::unistd::setsid().map_err(sys("setsid", "console"))?;
     // SAFETY: TIOCSCTTY on a terminal we opened; we are a session leader without one.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {

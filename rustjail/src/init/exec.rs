@@ -41,10 +41,13 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
     let linux = cfg.spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
+    super::attrs::set_io_priority(p)?;
     if cfg.console {
         super::console::setup(sock, p)?;
     }
-    finish(p, seccomp.as_ref(), &program)
+    let exec = process::Prepared::new(&program, p)?;
+    let labels = crate::labels::ExecLabel::for_process(p)?;
+    finish(p, seccomp.as_ref(), &exec, &labels)
 }
 
 /// Forks with CLONE_PARENT (the child becomes the runtime's child, in the PID

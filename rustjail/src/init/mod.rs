@@ -3,6 +3,7 @@
 //! Gets its configuration over the sync socket (fd 3), builds the root, waits for
 //! `start` on the exec FIFO, then becomes the user's program.
 
+mod attrs;
 mod console;
 mod exec;
 mod mounts;
@@ -10,8 +11,8 @@ mod process;
 mod rootfs;
 
 use std::convert::Infallible;
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::fcntl::OFlag;
@@ -56,11 +57,11 @@ fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible> {
+    if let Some(cg) = &cfg.join_cgroup {
+        // First: the namespaces and processes made below start in the cgroup.
+        cg.join_self()?;
+    }
     let spec = &cfg.spec;
-    let proc_ = spec
-        .process()
-        .clone()
-        .ok_or_else(|| Error::Spec("no process in spec".into()))?;
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
@@ -109,11 +110,9 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     let joins_pid_or_time = namespaces
         .iter()
         .any(|n| matches!(n.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) && n.path().is_some());
+    let mut host_pid = cfg.host_pid;
     if new_time || joins_pid_or_time {
-        let pid = exec::fork_to_runtime(sock)?;
-        if pid > 0 {
-            std::process::exit(0);
-        }
+        host_pid = fork_into_namespaces(sock)?;
     }
     // The runtime placed us in the container's cgroup before sending the config,
     // so a new cgroup namespace is rooted there.
@@ -127,18 +126,19 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         return Err(Error::Spec("a mount namespace is required".into()));
     }
 
-    let fifo = match &cfg.exec_fifo {
-        Some(p) => Some(
-            nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                .map(|fd| {
-                    // SAFETY: a fresh fd we own.
-                    unsafe { OwnedFd::from_raw_fd(fd) }
-                })
-                .map_err(sys("open", p.display()))?,
-        ),
-        None => None,
+    // What needs the host's /proc is done before the root is entered, so a
+    // container without a /proc mount works (as with crun).
+    let fifo = cfg.exec_fifo.as_deref().map(crate::exec_fifo::Fifo::open).transpose()?;
+    let proc_ = spec.process().clone();
+    if let Some(adj) = proc_.as_ref().and_then(|p| p.oom_score_adj()) {
+        process::set_oom_score_adj(adj)?;
+    }
+    let labels = match &proc_ {
+        Some(p) => crate::labels::ExecLabel::for_process(p)?,
+        None => Vec::new(),
     };
-    rootfs::prepare(spec, &cfg.rootfs, has(LinuxNamespaceType::User))?;
+    let propagation = rootfs::requested_propagation(spec)?;
+    let root = rootfs::prepare(spec, &cfg.rootfs, has(LinuxNamespaceType::User))?;
     sync::send(sock, &FromInit::Mounted)?;
     match sync::recv::<sync::Go>(sock)? {
         Some(sync::Go::Continue) => {}
@@ -149,7 +149,7 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         oci_version: spec.version().clone(),
         id: cfg.id.clone(),
         status: status.to_string(),
-        pid: cfg.host_pid,
+        pid: host_pid,
         bundle: cfg.bundle.display().to_string(),
         annotations: spec.annotations().clone().unwrap_or_default(),
     };
@@ -158,8 +158,10 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         hooks.create_container().as_deref().unwrap_or(&[]),
         &hook_state("creating"),
     )?;
-    rootfs::enter(&cfg.rootfs, cfg.no_pivot)?;
-    rootfs::mask_and_protect(spec)?;
+    rootfs::mask_and_protect(spec, &root)?;
+    drop(root);
+    rootfs::enter(&cfg.rootfs, cfg.no_pivot, propagation)?;
+    rootfs::readonly_root(spec)?;
     if has(LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
             nix::unistd::sethostname(h).map_err(sys("sethostname", h))?;
@@ -172,15 +174,23 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
             }
         }
     }
+    let Some(proc_) = proc_ else {
+        // The spec needs `process` only for `start` (which refuses first).
+        sync::send(sock, &FromInit::Created)?;
+        let started = fifo.map(|f| f.wait_for_start()).transpose()?;
+        return Err(crate::exec_fifo::report(
+            started,
+            Error::Spec("process is required to start the container".into()),
+        ));
+    };
     if cfg.console {
         console::setup(sock, &proc_)?;
     } else {
         nix::unistd::setsid().map_err(sys("setsid", "init"))?;
     }
     process::set_rlimits(proc_.rlimits().as_deref().unwrap_or(&[]))?;
-    if let Some(adj) = proc_.oom_score_adj() {
-        process::set_oom_score_adj(adj)?;
-    }
+    attrs::set_io_priority(&proc_)?;
+    attrs::set_personality(spec)?;
     let env = proc_.env().clone().unwrap_or_default();
     let arg0 = proc_
         .args()
@@ -191,36 +201,58 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     // Compiled now, so that a bad profile is reported by `create`.
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     nix::unistd::chdir(proc_.cwd()).map_err(sys("chdir", proc_.cwd().display()))?;
+    let exec = process::Prepared::new(&program, &proc_)?;
 
     sync::send(sock, &FromInit::Created)?;
-    if let Some(fifo) = fifo {
-        // Blocks until `start` opens the FIFO for reading.
-        let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-        let w = nix::fcntl::open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(sys("open", "exec fifo"))?;
-        // SAFETY: a fresh fd we own.
-        let w = unsafe { OwnedFd::from_raw_fd(w) };
-        nix::unistd::write(&w, b"0").map_err(sys("write", "exec fifo"))?;
-    }
-    if let Err(e) = crate::hooks::run(
+    // Blocks until `start`; from here on `create` has returned and a failure
+    // reaches `start` through the FIFO.
+    let started = fifo.map(|f| f.wait_for_start()).transpose()?;
+    let result = crate::hooks::run(
         "startContainer",
         hooks.start_container().as_deref().unwrap_or(&[]),
         &hook_state("created"),
-    ) {
-        // `create` has returned: stderr is all that is left to tell.
-        let _ = writeln!(std::io::stderr(), "rustjail init: {e}");
-        std::process::exit(127);
-    }
-    finish(&proc_, seccomp.as_ref(), &program)
+    )
+    .and_then(|()| finish(&proc_, seccomp.as_ref(), &exec, &labels));
+    let err = match result {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    Err(crate::exec_fifo::report(started, err))
 }
 
-/// Credentials, capabilities, seccomp, descriptors, then `execve`: the same
-/// for a container's init and for a process exec'd into it.
+/// Forks into the PID or time namespace entered (see [`exec::fork_to_runtime`]);
+/// returns in the child, with the child's pid as the runtime sees it (for the
+/// hooks' state), which the parent passes on before it exits.
+fn fork_into_namespaces(sock: &mut UnixStream) -> Result<i32> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2", "init pid"))?;
+    let child = exec::fork_to_runtime(sock)?;
+    if child > 0 {
+        let _ = nix::unistd::write(&w, &child.to_ne_bytes());
+        std::process::exit(0);
+    }
+    drop(w);
+    let mut b = [0u8; 4];
+    std::fs::File::from(r)
+        .read_exact(&mut b)
+        .map_err(crate::error::io("read", "init pid pipe"))?;
+    Ok(i32::from_ne_bytes(b))
+}
+
+/// Labels, credentials, capabilities, descriptors, seccomp, then `execve`: the
+/// same for a container's init and for a process exec'd into it. The seccomp
+/// filter is loaded last, so that `execve` is the only syscall it sees: without
+/// no_new_privs, CAP_SYS_ADMIN is kept until `execve` for that (see
+/// [`process::set_capabilities`]).
 fn finish(
     proc_: &oci_spec::runtime::Process,
     seccomp: Option<&crate::seccomp::Program>,
-    program: &std::path::Path,
+    exec: &process::Prepared,
+    labels: &[crate::labels::ExecLabel],
 ) -> Result<Infallible> {
+    let armed = seccomp.map(crate::seccomp::arm).transpose()?;
+    for l in labels {
+        l.apply()?;
+    }
     let nnp = proc_.no_new_privileges().unwrap_or(false);
     if nnp {
         // SAFETY: prctl with constant arguments.
@@ -228,17 +260,12 @@ fn finish(
             return Err(sys("prctl(PR_SET_NO_NEW_PRIVS)", "1")(nix::Error::last()));
         }
     }
-    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while
-    // we still have it. With it, install last, so the filter sees only the program.
-    if let (Some(p), false) = (seccomp, nnp) {
-        crate::seccomp::install(p)?;
-    }
     process::drop_bounding(proc_.capabilities())?;
     process::set_user(proc_)?;
-    process::set_capabilities(proc_.capabilities())?;
+    process::set_capabilities(proc_.capabilities(), armed.is_some() && !nnp)?;
     process::close_extra_fds()?;
-    if let (Some(p), true) = (seccomp, nnp) {
-        crate::seccomp::install(p)?;
+    if let Some(a) = &armed {
+        a.load()?;
     }
-    process::exec(program, proc_)
+    Err(exec.exec())
 }

@@ -18,6 +18,47 @@ pub struct ParsedOptions {
     pub propagation: Vec<MsFlags>,
     /// Comma-separated options the filesystem interprets.
     pub data: String,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) to set with mount_setattr(2).
+    pub rec_set: u64,
+    /// Recursive attributes to clear.
+    pub rec_clr: u64,
+}
+
+/// MOUNT_ATTR_* from linux/mount.h.
+const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+const ATTR_ATIME_MASK: u64 = 0x70;
+const ATTR_RELATIME: u64 = 0x0;
+const ATTR_NOATIME: u64 = 0x10;
+const ATTR_STRICTATIME: u64 = 0x20;
+const ATTR_NODIRATIME: u64 = 0x80;
+const ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// The recursive options (as runc names them): (set, clear).
+fn recursive_attr(o: &str) -> Option<(u64, u64)> {
+    Some(match o {
+        "rro" => (ATTR_RDONLY, 0),
+        "rrw" => (0, ATTR_RDONLY),
+        "rnosuid" => (ATTR_NOSUID, 0),
+        "rsuid" => (0, ATTR_NOSUID),
+        "rnodev" => (ATTR_NODEV, 0),
+        "rdev" => (0, ATTR_NODEV),
+        "rnoexec" => (ATTR_NOEXEC, 0),
+        "rexec" => (0, ATTR_NOEXEC),
+        "rnodiratime" => (ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, ATTR_NODIRATIME),
+        "rnoatime" => (ATTR_NOATIME, ATTR_ATIME_MASK),
+        "rrelatime" => (ATTR_RELATIME, ATTR_ATIME_MASK),
+        "rstrictatime" => (ATTR_STRICTATIME, ATTR_ATIME_MASK),
+        "ratime" => (0, ATTR_NOATIME),
+        "rnorelatime" => (0, 0),
+        "rnostrictatime" => (0, ATTR_STRICTATIME),
+        "rnosymfollow" => (ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 /// Splits OCI mount options into flags, propagation and data.
@@ -26,9 +67,16 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
         data: String::new(),
+        rec_set: 0,
+        rec_clr: 0,
     };
     let mut data = Vec::new();
     for o in options {
+        if let Some((set, clr)) = recursive_attr(o) {
+            p.rec_set = (p.rec_set & !clr) | set;
+            p.rec_clr = (p.rec_clr & !set) | clr;
+            continue;
+        }
         let (set, clear) = match o.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -81,8 +129,9 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
     p
 }
 
-/// Mounts one spec mount under the rootfs whose descriptor is `root`.
-pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount) -> Result<()> {
+/// Mounts one spec mount under the rootfs whose descriptor is `root`; new
+/// filesystems get the SELinux `mount_label` where they take one.
+pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount, mount_label: Option<&str>) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().clone().unwrap_or_default();
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
@@ -99,7 +148,8 @@ pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount) -> Resul
         "{} (type {typ:?})",
         rootfs.join(dest.strip_prefix("/").unwrap_or(dest)).display()
     );
-    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    let data = crate::labels::mount_data(&opts.data, &typ, is_bind, mount_label);
+    let data = (!data.is_empty()).then_some(data.as_str());
     if typ == "cgroup" && !is_bind {
         return mount_cgroup_v1_view(root, rootfs, dest, &opts, &shown);
     }
@@ -133,6 +183,46 @@ pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount) -> Resul
             mount(None::<&str>, &fd_path(&target), None::<&str>, *p, None::<&str>)
                 .map_err(sys("mount", format!("propagation {p:?} on {shown}")))?;
         }
+    }
+    if opts.rec_set != 0 || opts.rec_clr != 0 {
+        let target = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
+        set_recursive(&target, opts.rec_set, opts.rec_clr)
+            .map_err(sys("mount_setattr", format!("{shown} (recursive)")))?;
+    }
+    Ok(())
+}
+
+/// mount_setattr(2) with AT_RECURSIVE on the mount at `target`.
+fn set_recursive(target: &std::os::fd::OwnedFd, set: u64, clr: u64) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = b"\0";
+    // SAFETY: mount_setattr on a descriptor we own, an empty NUL-terminated path
+    // (AT_EMPTY_PATH) and a mount_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(nix::Error::last());
     }
     Ok(())
 }
@@ -241,5 +331,11 @@ mod tests {
         assert_eq!(p.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         let p = opts(&["ro", "rw"]);
         assert!(!p.flags.contains(MsFlags::MS_RDONLY));
+        let p = opts(&["rro", "rnosuid", "rnoatime", "rsuid"]);
+        assert_eq!(
+            (p.rec_set, p.rec_clr),
+            (ATTR_RDONLY | ATTR_NOATIME, ATTR_ATIME_MASK | ATTR_NOSUID)
+        );
+        assert!(p.data.is_empty());
     }
 }

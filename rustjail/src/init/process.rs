@@ -109,11 +109,21 @@ pub fn set_user(p: &Process) -> Result<()> {
 /// Sets the effective, permitted, inheritable and ambient sets. The first three
 /// go in one `capset` call: set one by one, an intermediate state (effective not
 /// within permitted) would be refused.
-pub fn set_capabilities(c: &Option<LinuxCapabilities>) -> Result<()> {
+///
+/// With `keep_sys_admin`, CAP_SYS_ADMIN stays in the effective and permitted
+/// sets, so that a seccomp filter can still be installed without
+/// no_new_privs. That changes nothing for the program: `execve` computes its
+/// sets from the inheritable, bounding and ambient sets (and the file's
+/// capabilities), never from the caller's effective or permitted sets.
+pub fn set_capabilities(c: &Option<LinuxCapabilities>, keep_sys_admin: bool) -> Result<()> {
     let get =
         |f: fn(&LinuxCapabilities) -> &Option<HashSet<Capability>>| cap_set(&c.as_ref().and_then(|c| f(c).clone()));
-    let permitted = get(|c| c.permitted())?;
-    let effective = get(|c| c.effective())?;
+    let mut permitted = get(|c| c.permitted())?;
+    let mut effective = get(|c| c.effective())?;
+    if keep_sys_admin {
+        permitted.insert(Cap::CAP_SYS_ADMIN);
+        effective.insert(Cap::CAP_SYS_ADMIN);
+    }
     let inheritable = get(|c| c.inheritable())?;
     let ambient = get(|c| c.ambient())?;
     let mask = |set: &CapsHashSet| set.iter().fold(0u64, |m, c| m | (1u64 << c.index()));
@@ -199,25 +209,53 @@ pub fn close_extra_fds() -> Result<()> {
     Ok(())
 }
 
-/// Replaces this process with the user's program.
-pub fn exec(program: &Path, p: &Process) -> Result<std::convert::Infallible> {
-    let cstr = |s: &[u8]| CString::new(s).map_err(|_| Error::Spec("NUL byte in args or env".into()));
-    let args = p
-        .args()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|a| cstr(a.as_bytes()))
-        .collect::<Result<Vec<_>>>()?;
-    let env = p
-        .env()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|e| cstr(e.as_bytes()))
-        .collect::<Result<Vec<_>>>()?;
-    let prog = cstr(program.as_os_str().as_bytes())?;
-    nix::unistd::execve(&prog, &args, &env).map_err(sys("execve", program.display()))
+/// The user's program with its argv and environment as C strings, built
+/// before the last steps so that `execve` itself allocates nothing.
+pub struct Prepared {
+    program: CString,
+    shown: String,
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl Prepared {
+    /// Converts the program path, `process.args` and `process.env`.
+    pub fn new(program: &Path, p: &Process) -> Result<Prepared> {
+        let cstr = |s: &[u8]| CString::new(s).map_err(|_| Error::Spec("NUL byte in args or env".into()));
+        let list = |v: &Option<Vec<String>>| {
+            v.as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .map(|a| cstr(a.as_bytes()))
+                .collect::<Result<Vec<_>>>()
+        };
+        let args = list(p.args())?;
+        let env = list(p.env())?;
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        Ok(Prepared {
+            program: cstr(program.as_os_str().as_bytes())?,
+            shown: program.display().to_string(),
+            argv: ptrs(&args),
+            envp: ptrs(&env),
+            _args: args,
+            _env: env,
+        })
+    }
+
+    /// Replaces this process with the program; returns only on failure.
+    pub fn exec(&self) -> Error {
+        // SAFETY: execve with NUL-terminated strings and NULL-terminated pointer
+        // arrays that `self` keeps alive.
+        unsafe { libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        sys("execve", &self.shown)(nix::Error::last())
+    }
 }
 
 /// Writes the OOM score adjustment.

@@ -22,19 +22,44 @@ const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
     ("/dev/tty", 5, 0),
 ];
 
+/// The propagation `linux.rootfsPropagation` asks for, as given (default:
+/// recursive slave, so that no mount of the container reaches the host).
+pub fn requested_propagation(spec: &Spec) -> Result<MsFlags> {
+    let value = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone());
+    match value.as_deref() {
+        None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        Some(v) => match parse_options(&[v.to_string()]).propagation.first() {
+            Some(p) => Ok(*p),
+            None => Err(crate::error::Error::Spec(format!(
+                "linux.rootfsPropagation {v:?}: use shared, slave, private or unbindable (r-prefixed: recursive)"
+            ))),
+        },
+    }
+}
+
 /// Sets mount propagation, binds the rootfs onto itself and mounts every spec mount.
+///
+/// `shared` and `unbindable` as asked would make `pivot_root` (a shared parent)
+/// or the rootfs bind (an unbindable source) fail: as crun does, the rootfs's
+/// parent mount is made private for the pivot, and the requested propagation is
+/// applied to the new root afterwards (see [`enter`]).
 pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
     let linux = spec.linux().clone().unwrap_or_default();
-    let prop = match linux.rootfs_propagation().as_deref() {
-        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        Some(p) => parse_options(&[p.to_string()])
-            .propagation
-            .first()
-            .copied()
-            .unwrap_or(MsFlags::MS_SLAVE),
+    let requested = requested_propagation(spec)?;
+    let before = if requested.contains(MsFlags::MS_SHARED) {
+        MsFlags::MS_SHARED
+    } else if requested.contains(MsFlags::MS_UNBINDABLE) {
+        MsFlags::MS_SLAVE
+    } else {
+        requested & !MsFlags::MS_REC
     };
-    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>)
+    // Recursive whatever was asked: a mount of the container must not reach
+    // the host through a submount left shared.
+    mount(None::<&str>, "/", None::<&str>, before | MsFlags::MS_REC, None::<&str>)
         .map_err(sys("mount", "/ (rootfs propagation)"))?;
+    if before == MsFlags::MS_SHARED {
+        make_parent_mount_private(rootfs)?;
+    }
     mount(
         Some(rootfs),
         rootfs,
@@ -44,16 +69,20 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
     )
     .map_err(sys("mount", format!("bind {} on itself", rootfs.display())))?;
     let root = open_root(rootfs)?;
+    let mount_label = linux.mount_label().as_deref();
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        mount_one(&root, rootfs, m)?;
+        mount_one(&root, rootfs, m, mount_label)?;
     }
-    let dev_is_tmpfs = spec
-        .mounts()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"));
-    if dev_is_tmpfs {
+    // The spec's default devices, unless /dev is bound from elsewhere (the
+    // host's /dev, as a privileged container has it): then they are there.
+    let dev_is_bound = spec.mounts().as_deref().unwrap_or(&[]).iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || parse_options(m.options().as_deref().unwrap_or(&[]))
+                    .flags
+                    .contains(MsFlags::MS_BIND))
+    });
+    if !dev_is_bound {
         for (path, major, minor) in DEFAULT_DEVICES {
             create_device(
                 &root,
@@ -156,7 +185,7 @@ fn create_device(
     let full = fd_path(&dir).join(name);
     match mknod(&full, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
         Ok(()) => {}
-        Err(nix::Error::EEXIST) => return Ok(()),
+        Err(nix::Error::EEXIST) => return check_existing(&full, &shown, kind, major, minor),
         // Not allowed to create nodes here (no CAP_MKNOD, a nodev mount, ...).
         Err(nix::Error::EPERM) if Path::new(path).exists() => return bind_host_node(),
         Err(e) => return Err(sys("mknod", shown.display())(e)),
@@ -172,9 +201,42 @@ fn create_device(
     nix::unistd::chown(&full, Some(uid.into()), Some(gid.into())).map_err(sys("chown", shown.display()))
 }
 
+/// A device path that exists already must be the device asked for.
+fn check_existing(full: &Path, shown: &Path, kind: SFlag, major: u64, minor: u64) -> Result<()> {
+    let st = nix::sys::stat::lstat(full).map_err(sys("lstat", shown.display()))?;
+    let same_kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == kind;
+    let same_node = kind == SFlag::S_IFIFO || st.st_rdev == makedev(major, minor);
+    if same_kind && same_node {
+        return Ok(());
+    }
+    Err(crate::error::Error::Spec(format!(
+        "device {}: a different file exists there (mode {:o}, device {}:{}), not {kind:?} {major}:{minor}",
+        shown.display(),
+        st.st_mode,
+        nix::sys::stat::major(st.st_rdev),
+        nix::sys::stat::minor(st.st_rdev)
+    )))
+}
+
+/// Makes the mount holding `rootfs` (the first mount point at or above it) and
+/// "/" private, so that `pivot_root` finds no shared parent and the rootfs
+/// bind does not propagate to the host.
+fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
+    for dir in rootfs.ancestors() {
+        match mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
+            Ok(()) => break,
+            // Not a mount point: try the directory above.
+            Err(nix::Error::EINVAL) => continue,
+            Err(e) => return Err(sys("mount", format!("{} (make private)", dir.display()))(e)),
+        }
+    }
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(sys("mount", "/ (make private)"))
+}
+
 /// Makes `rootfs` the root: `pivot_root` and detach the old root, or with
 /// `no_pivot` (a root on initramfs, where pivot_root fails) MS_MOVE + chroot.
-pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// Then gives the new root the `propagation` the spec asked for.
+pub fn enter(rootfs: &Path, no_pivot: bool, propagation: MsFlags) -> Result<()> {
     nix::unistd::chdir(rootfs).map_err(sys("chdir", rootfs.display()))?;
     // pivot_root refuses (EINVAL) a root that is the initramfs: fall back to
     // MS_MOVE + chroot there even when the caller did not ask for it.
@@ -188,19 +250,22 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
         nix::unistd::chroot(".").map_err(sys("chroot", rootfs.display()))?;
     } else {
         pivoted.map_err(sys("pivot_root", rootfs.display()))?;
-        // The old root is stacked under the new one at "."; keep its mounts'
-        // events away from the host, then drop it.
+        // The old root is stacked under the new one at "."; keep its unmount
+        // away from the host, then drop it. Private rather than slave (as
+        // crun): detaching a tree of slaves costs milliseconds more.
         mount(
             None::<&str>,
             ".",
             None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            MsFlags::MS_PRIVATE | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(sys("mount", "old root (make rslave)"))?;
+        .map_err(sys("mount", "old root (make rprivate)"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("umount2", "old root"))?;
     }
-    nix::unistd::chdir("/").map_err(sys("chdir", "/"))
+    nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
+    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .map_err(sys("mount", format!("/ (rootfs propagation {propagation:?})")))
 }
 
 /// Whether "/" is the kernel's rootfs (ramfs or tmpfs): an initramfs root.
@@ -214,12 +279,15 @@ fn root_is_initramfs() -> bool {
     })
 }
 
-/// Masks paths (dirs get an empty read-only tmpfs, files /dev/null) and makes
-/// read-only paths read-only. Runs after entering the root; paths resolved by
-/// descriptor under "/".
-pub fn mask_and_protect(spec: &Spec) -> Result<()> {
+/// Writes the sysctls, masks paths (dirs get an empty read-only tmpfs, files
+/// /dev/null) and makes read-only paths read-only. Runs before the root is
+/// entered, with every path resolved by descriptor in the rootfs (`root`), so
+/// that it needs no `/proc` inside the container.
+pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
-    // Sysctls first: /proc/sys is usually among the read-only paths.
+    // Sysctls first: /proc/sys is usually among the read-only paths. The
+    // files resolve in the namespaces of the writer (this process), whichever
+    // /proc mount they are reached through.
     for (k, v) in linux.sysctl().clone().unwrap_or_default() {
         if k.contains('/') || k.split('.').any(|c| c.is_empty() || c == "..") {
             return Err(crate::error::Error::Spec(format!("invalid sysctl name {k:?}")));
@@ -227,9 +295,8 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
         std::fs::write(&path, v.as_bytes()).map_err(io("write", &path))?;
     }
-    let root = open_root(Path::new("/"))?;
     for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
-        let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
+        let fd = match open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(nix::Error::ENOENT) => continue,
             Err(e) => return Err(sys("openat2", p)(e)),
@@ -244,7 +311,7 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
         r.map_err(sys("mount", format!("mask {p}")))?;
     }
     for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
-        let fd = match open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
+        let fd = match open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(nix::Error::ENOENT) => continue,
             Err(e) => return Err(sys("openat2", p)(e)),
@@ -258,7 +325,7 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
             None::<&str>,
         )
         .map_err(sys("mount", format!("bind {p} (read-only path)")))?;
-        let fd = open_in_root(&root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
+        let fd = open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
         mount(
             None::<&str>,
             &fd_path(&fd),
@@ -268,6 +335,11 @@ pub fn mask_and_protect(spec: &Spec) -> Result<()> {
         )
         .map_err(sys("mount", format!("remount {p} read-only")))?;
     }
+    Ok(())
+}
+
+/// Remounts "/" read-only when `root.readonly` asks for it (after [`enter`]).
+pub fn readonly_root(spec: &Spec) -> Result<()> {
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         mount(
             None::<&str>,

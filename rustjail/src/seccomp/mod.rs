@@ -31,7 +31,7 @@ use oci_spec::runtime::LinuxSeccomp;
 
 pub use bpf::Instruction;
 pub use error::SeccompError;
-pub use install::install;
+pub use install::{arm, install, Armed};
 
 /// A compiled filter: BPF instructions, `SECCOMP_FILTER_FLAG_*` bits and compile warnings.
 #[derive(Clone, Debug, PartialEq, Eq)]

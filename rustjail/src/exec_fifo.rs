@@ -1,0 +1,135 @@
+//! The exec FIFO between `start` and a created container's init, both ends.
+//!
+//! The init blocks opening the FIFO for writing until `start` opens it for
+//! reading, writes `0`, and keeps its end open (close-on-exec) until `execve`
+//! of the user's program. Whatever fails on the way (a startContainer hook,
+//! credentials, `execve` itself) is written after the `0` before the init
+//! exits. So `start` reads to the end: nothing more means the program runs,
+//! and poststart hooks come after it; anything more is the init's error.
+//!
+//! The init reopens the FIFO by name through its directory, not through
+//! `/proc/self/fd`, so a container without a `/proc` mount works.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::Mode;
+
+use crate::error::{sys, Error, Result};
+
+/// The init's handle on the FIFO: its directory, opened before the root changes.
+pub struct Fifo {
+    dir: OwnedFd,
+    name: OsString,
+}
+
+impl Fifo {
+    /// Opens the directory of the FIFO at `path` (`O_PATH`, close-on-exec).
+    pub fn open(path: &Path) -> Result<Fifo> {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let dir = nix::fcntl::open(
+            parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open", parent.display()))?;
+        Ok(Fifo {
+            // SAFETY: a fresh descriptor we own.
+            dir: unsafe { OwnedFd::from_raw_fd(dir) },
+            name: path.file_name().unwrap_or_default().to_os_string(),
+        })
+    }
+
+    /// Blocks until `start` opens the FIFO, tells it the init is past the
+    /// wait, and returns the write end for [`report`].
+    pub fn wait_for_start(self) -> Result<OwnedFd> {
+        let shown = Path::new(&self.name).display().to_string();
+        let w = nix::fcntl::openat(
+            Some(self.dir.as_raw_fd()),
+            self.name.as_bytes(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("openat", format!("exec fifo {shown}")))?;
+        // SAFETY: a fresh descriptor we own.
+        let w = unsafe { OwnedFd::from_raw_fd(w) };
+        nix::unistd::write(&w, b"0").map_err(sys("write", "exec fifo"))?;
+        Ok(w)
+    }
+}
+
+/// Hands `err` to `start` through the FIFO, when the init is past it, and
+/// exits; before that the error goes back to the caller (and to `create`).
+pub fn report(started: Option<OwnedFd>, err: Error) -> Error {
+    if let Some(w) = started {
+        let _ = nix::unistd::write(&w, err.to_string().as_bytes());
+        std::process::exit(127);
+    }
+    err
+}
+
+/// `start`'s side: lets the init of container `id` go, then waits until it
+/// has executed the user's program. `init_alive` is asked while waiting for
+/// the init to take the FIFO, which must happen within `timeout`.
+pub fn start(fifo: &Path, id: &str, timeout: Duration, init_alive: impl Fn() -> bool) -> Result<()> {
+    let fd = nix::fcntl::open(
+        fifo,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open", fifo.display()))?;
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Before the init opens its end, a read finds no writer and returns 0.
+    while got.is_empty() {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(_) | Err(nix::Error::EAGAIN) => {
+                if !init_alive() {
+                    return Err(Error::Init(format!("init of {id} exited before start")));
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Init(format!(
+                        "init of {id} did not take the start signal in {timeout:?}"
+                    )));
+                }
+                // Wake as soon as the init writes; look at its liveness every 50 ms.
+                wait_readable(&fd, fifo)?;
+            }
+            Err(e) => return Err(sys("read", fifo.display())(e)),
+        }
+    }
+    // The init's end stays open until its execve (close-on-exec) or its exit.
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EAGAIN) => wait_readable(&fd, fifo)?,
+            Err(e) => return Err(sys("read", fifo.display())(e)),
+        }
+    }
+    match got.strip_prefix(b"0") {
+        Some([]) => Ok(()),
+        Some(msg) => Err(Error::Init(String::from_utf8_lossy(msg).into_owned())),
+        None => Err(Error::Init(format!(
+            "unexpected data on the exec fifo of {id}: {:?}",
+            String::from_utf8_lossy(&got)
+        ))),
+    }
+}
+
+fn wait_readable(fd: &OwnedFd, fifo: &Path) -> Result<()> {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(50u8)) {
+        Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+        Err(e) => Err(sys("poll", fifo.display())(e)),
+    }
+}
