@@ -42,21 +42,8 @@ fn remove_req(id: &str, path: &str) -> RemoveBlockDeviceRequest {
 /// The v1 devices cgroup's list of container `id` (None on cgroup v2), found
 /// from a pid of the container (ListProcesses).
 async fn devices_list(c: &Client, id: &str) -> Option<String> {
-    let mut req = ListProcessesRequest::new();
-    req.container_id = id.into();
-    req.format = "json".into();
-    let resp: ListProcessesResponse = call(c, SVC, "ListProcesses", &req).await.ok()?;
-    let pid = serde_json::from_slice::<Vec<i64>>(&resp.process_list)
-        .ok()?
-        .first()
-        .copied()?;
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = cg.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-        ctrl.split(',').any(|c| c == "devices").then(|| path.to_string())
-    })?;
-    std::fs::read_to_string(format!("/sys/fs/cgroup/devices{rel}/devices.list")).ok()
+    let pid = *pids_of(c, id).await.first()?;
+    std::fs::read_to_string(v1_cgroup_dir(pid, "devices")?.join("devices.list")).ok()
 }
 
 #[tokio::test]

@@ -443,24 +443,8 @@ async fn block_volume_mounted_stats_resized_and_written_through() {
     pod.destroy(&c).await;
 }
 
-/// The real cpuset cgroup directory of a process (v1), if any.
-fn cpuset_dir(pid: i32) -> Option<PathBuf> {
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = cg.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-        ctrl.split(',').any(|c| c == "cpuset").then(|| path.to_string())
-    })?;
-    Some(PathBuf::from("/sys/fs/cgroup/cpuset").join(rel.trim_start_matches('/')))
-}
-
 async fn init_pid(c: &Client, id: &str) -> i32 {
-    let mut r = ListProcessesRequest::new();
-    r.container_id = id.into();
-    r.format = "json".into();
-    let resp: ListProcessesResponse = call(c, SVC, "ListProcesses", &r).await.unwrap();
-    let pids: Vec<i32> = serde_json::from_slice(&resp.process_list).unwrap();
-    *pids.iter().min().unwrap()
+    *pids_of(c, id).await.iter().min().unwrap()
 }
 
 #[tokio::test]
@@ -499,7 +483,7 @@ async fn vcpu_hotplug_onlines_the_total_and_cpusets_follow() {
     req.cpu_only = true;
     let real_cpus = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap_or_default();
     let two_real_cpus = real_cpus.trim().starts_with("0-");
-    let free_dir = cpuset_dir(init_pid(&c, &free).await);
+    let free_dir = v1_cgroup_dir(init_pid(&c, &free).await, "cpuset");
     if let (true, Some(d)) = (two_real_cpus, &free_dir) {
         // As if the container was made while only CPU 0 was online.
         std::fs::write(d.join("cpuset.cpus"), "0").unwrap();
@@ -509,7 +493,7 @@ async fn vcpu_hotplug_onlines_the_total_and_cpusets_follow() {
     match (two_real_cpus, &free_dir) {
         (true, Some(d)) => {
             assert_eq!(std::fs::read_to_string(d.join("cpuset.cpus")).unwrap().trim(), "0-1");
-            let pd = cpuset_dir(init_pid(&c, &pinned).await).unwrap();
+            let pd = v1_cgroup_dir(init_pid(&c, &pinned).await, "cpuset").unwrap();
             assert_eq!(
                 std::fs::read_to_string(pd.join("cpuset.cpus")).unwrap().trim(),
                 "0",

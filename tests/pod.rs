@@ -72,14 +72,6 @@ async fn read_until(c: &Client, id: &str, exec_id: &str, needle: &str) -> String
     out
 }
 
-async fn pids_of(c: &Client, id: &str) -> Vec<i32> {
-    let mut r = ListProcessesRequest::new();
-    r.container_id = id.into();
-    r.format = "json".into();
-    let resp: ListProcessesResponse = call(c, SVC, "ListProcesses", &r).await.unwrap();
-    serde_json::from_slice(&resp.process_list).unwrap()
-}
-
 async fn cpu_usage(c: &Client, id: &str) -> u64 {
     let mut r = StatsContainerRequest::new();
     r.container_id = id.into();

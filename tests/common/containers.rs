@@ -1,9 +1,10 @@
 //! Container helpers shared by the whole-agent tests: a busybox
-//! CreateContainerRequest, create + start, read a stream to its end, wait, remove.
+//! CreateContainerRequest, create + start, read a stream to its end, wait,
+//! remove, a container's pids and their v1 cgroup directories.
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
@@ -55,6 +56,30 @@ pub async fn create_and_start(c: &Client, dir: &std::path::Path, id: &str, args:
     let mut s = StartContainerRequest::new();
     s.container_id = id.into();
     let _: Empty = call(c, SVC, "StartContainer", &s).await.unwrap();
+}
+
+/// The host pids of container `id` (ListProcesses, json).
+pub async fn pids_of(c: &Client, id: &str) -> Vec<i32> {
+    let mut r = ListProcessesRequest::new();
+    r.container_id = id.into();
+    r.format = "json".into();
+    let resp: ListProcessesResponse = call(c, SVC, "ListProcesses", &r).await.unwrap();
+    serde_json::from_slice(&resp.process_list).unwrap()
+}
+
+/// The directory of process `pid`'s v1 cgroup of `controller` (None on cgroup v2).
+pub fn v1_cgroup_dir(pid: i32, controller: &str) -> Option<PathBuf> {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = cg.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+        ctrl.split(',').any(|c| c == controller).then(|| path.to_string())
+    })?;
+    Some(
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(rel.trim_start_matches('/')),
+    )
 }
 
 pub async fn read_all(c: &Client, id: &str, exec_id: &str, method: &str) -> Vec<u8> {
