@@ -144,7 +144,8 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     let mut destroyed = sandbox.shutdown_requested();
     let reads = rpc::stdio_read::stream_reads(sandbox.clone());
     let dispatcher = Dispatcher::with_stream_reads(rpc::services(ctx, sandbox, devices, log), reads);
-    let server = Server::start(listeners, dispatcher, log);
+    let limits = pith_agent::server::limits::Limits::new(cfg.max_connections, cfg.frame_timeout);
+    let server = Server::start(listeners, dispatcher, limits, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
     // reap them so they do not pile up as zombies.
