@@ -201,7 +201,11 @@ impl Runtime {
         let saved = dir.join("config.json");
         spec.save(&saved).map_err(|e| Error::State {
             path: saved.display().to_string(),
-            why: e.to_string(),
+            // oci_spec's own text of an I/O error leaves out the cause.
+            why: match &e {
+                oci_spec::OciSpecError::Io(io) => format!("{e}: {io}"),
+                _ => e.to_string(),
+            },
         })?;
         let cfg = InitConfig {
             id: opts.id.clone(),

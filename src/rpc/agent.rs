@@ -78,7 +78,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             .OCI
             .as_ref()
             .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "CreateContainer without OCI spec"))?;
-        let mut spec = oci_convert::to_oci(spec).map_err(convert_err)?;
+        let mut spec = oci_convert::container_to_oci(spec).map_err(convert_err)?;
         crate::device::spec::apply(&self.devices, &req.devices, &mut spec)
             .await
             .map_err(|e| {
@@ -174,13 +174,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
             .process
             .as_ref()
             .ok_or_else(|| status(ttrpc::Code::INVALID_ARGUMENT, "ExecProcess without process"))?;
-        let mut wrapper = protocols::oci::Spec::new();
-        wrapper.Process = protobuf::MessageField::some(p.clone());
-        let process = oci_convert::to_oci(&wrapper)
-            .map_err(convert_err)?
-            .process()
-            .clone()
-            .unwrap_or_default();
+        let process = oci_convert::exec_process_to_oci(p).map_err(convert_err)?;
         self.sandbox
             .exec_process(&req.container_id, &req.exec_id, process)
             .await

@@ -98,8 +98,10 @@ impl Sandbox {
         let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
         std::fs::create_dir_all(&bundle)
             .map_err(|e| SandboxError::Internal(format!("mkdir {}: {e}", bundle.display())))?;
-        spec.save(bundle.join("config.json"))
-            .map_err(|e| SandboxError::Internal(format!("write {}/config.json: {e}", bundle.display())))?;
+        spec.save(bundle.join("config.json")).map_err(|e| {
+            let why = crate::oci_convert::spec_error_text(&e);
+            SandboxError::Internal(format!("write {}/config.json: {why}", bundle.display()))
+        })?;
 
         let mut stdio = NewStdio::new(terminal, &self.consoles, self.cfg.pipe_size)?;
         let rt = self.runtime.clone();
