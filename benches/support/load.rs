@@ -30,7 +30,9 @@ struct Usage {
 
 fn usage(pid: u32) -> Usage {
     Usage {
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0),
         rss_kib: super::rss_kib(pid),
     }
 }
