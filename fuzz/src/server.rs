@@ -44,9 +44,12 @@ pub fn services() -> HashMap<String, Service> {
     all
 }
 
-/// The dispatcher and its methods as `(service, method)`, sorted.
-fn dispatcher() -> &'static (Arc<Dispatcher>, Vec<(String, String)>) {
-    static D: OnceLock<(Arc<Dispatcher>, Vec<(String, String)>)> = OnceLock::new();
+/// A dispatcher and its methods as `(service, method)`, sorted.
+type Table = (Arc<Dispatcher>, Vec<(String, String)>);
+
+/// The dispatcher over [`services`], built once.
+fn dispatcher() -> &'static Table {
+    static D: OnceLock<Table> = OnceLock::new();
     D.get_or_init(|| {
         let all = services();
         let mut methods: Vec<(String, String)> = all
