@@ -136,11 +136,12 @@ impl Server {
     /// Starts accepting on every listener; `limits` bound all of them together.
     pub fn start(listeners: Vec<Listener>, dispatcher: Arc<Dispatcher>, limits: Limits, log: &Logger) -> Server {
         let gate = Gate::new(limits);
+        info!(log, "connection limits"; "max_connections" => limits.max_connections,
+              "host_reserve" => limits::HOST_RESERVE, "frame_timeout_ms" => limits.frame_timeout.as_millis() as u64);
         let mut tasks = Vec::new();
         for l in listeners {
             let log = log.new(o!("listener" => l.address()));
-            info!(log, "listening"; "max_connections" => limits.max_connections,
-                  "frame_timeout_ms" => limits.frame_timeout.as_millis() as u64);
+            info!(log, "listening");
             tasks.push(tokio::spawn(accept_loop(l, dispatcher.clone(), gate.clone(), log)));
         }
         Server { tasks, gate }
