@@ -88,7 +88,7 @@ fuzz-build: toolchain
 fuzz-ci: fuzz-build
 	@set -e; total=0; for t in $(FUZZ_TARGETS); do \
 	  work=target/fuzz-ci/$$t; rm -rf $$work; mkdir -p $$work/corpus $$work/artifacts; \
-	  if ! $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	  if ! TMPDIR=$(CURDIR)/$$work $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	      -artifact_prefix=$$work/artifacts/ -print_final_stats=1 \
 	      $$work/corpus fuzz/corpus/$$t > $$work/log 2>&1; then \
 	    tail -40 $$work/log; echo "FUZZ CRASH in $$t: input saved under $$work/artifacts/"; exit 1; fi; \
@@ -102,7 +102,7 @@ fuzz:
 	@$(MAKE) -s fuzz-build FUZZ_EXTRA="-Zsanitizer=address" FUZZ_TARGET_DIR=$(FUZZ_TARGET_DIR)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/artifacts/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
-	  $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 \
+	  TMPDIR=$(CURDIR)/fuzz/artifacts/$$t $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 \
 	    -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1 fuzz/corpus/$$t; \
 	done
 
