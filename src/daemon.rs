@@ -13,7 +13,7 @@ use crate::config::{self, AgentConfig, FlagOverrides, Sources};
 use crate::context::AgentContext;
 use crate::sandbox::rustjail_engine::RustjailEngine;
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::server::{dispatch::Dispatcher, Listener, Server};
+use crate::server::{dispatch::Dispatcher, limits::Limits, Listener, Server};
 use crate::{init, logging, rpc, AGENT_VERSION};
 
 /// The pith agent: runs containers inside a VM for a host runtime, speaking the
@@ -160,7 +160,8 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     let rpc = Arc::new(rpc::Rpc::new(sandbox, ctx, log));
     let reads = rpc::stdio_read::stream_reads(rpc.clone());
     let dispatcher = Dispatcher::with_stream_reads(rpc::services(rpc), reads);
-    let server = Server::start(listeners, dispatcher, log);
+    let limits = Limits::new(cfg.max_connections, cfg.frame_timeout);
+    let server = Server::start(listeners, dispatcher, limits, log);
 
     // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
     // reap them so they do not pile up as zombies.

@@ -81,6 +81,8 @@ fn canonical_key(key: &str) -> Option<&'static str> {
         "dev_mode" | "devmode" => "devmode",
         "log_kmsg" => "log_kmsg",
         "kernel_modules" => "kernel_modules",
+        "max_connections" => "max_connections",
+        "frame_timeout" => "frame_timeout",
         _ => return None,
     })
 }

@@ -46,6 +46,12 @@ pub struct AgentConfig {
     /// Kernel modules to load at start, dependencies resolved from each `.ko`
     /// (`agent.kernel_modules=virtio_pci,vsock,...`, comma-separated; pith's own key).
     pub kernel_modules: Vec<String>,
+    /// Connections served at once (`agent.max_connections`; pith's own key); `None`: half
+    /// the open-file limit (see `server::limits`).
+    pub max_connections: Option<usize>,
+    /// A request frame must arrive whole this long after its first byte
+    /// (`agent.frame_timeout`, seconds; pith's own key).
+    pub frame_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -62,6 +68,8 @@ impl Default for AgentConfig {
             config_file: None,
             log_kmsg: false,
             kernel_modules: Vec::new(),
+            max_connections: None,
+            frame_timeout: crate::server::limits::DEFAULT_FRAME_TIMEOUT,
         }
     }
 }
@@ -182,6 +190,17 @@ impl AgentConfig {
             "log_vport" => need(value).and_then(parse_u32).map(|p| self.log_vport = p),
             "config_file" => need(value).map(|p| self.config_file = Some(PathBuf::from(p))),
             "kernel_modules" => need(value).and_then(parse_module_list).map(|l| self.kernel_modules = l),
+            "max_connections" => need(value)
+                .and_then(parse_u32)
+                .and_then(|n| {
+                    if n == 0 {
+                        Err("must be at least 1".into())
+                    } else {
+                        Ok(n)
+                    }
+                })
+                .map(|n| self.max_connections = Some(n as usize)),
+            "frame_timeout" => need(value).and_then(parse_seconds).map(|d| self.frame_timeout = d),
             _ => Ok(()), // unknown keys are ignored, as Kata's agent does
         };
         if let Err(why) = result {
@@ -210,6 +229,10 @@ impl AgentConfig {
             "container_pipe_size" => self.container_pipe_size.to_string(),
             "log_vport" => self.log_vport.to_string(),
             "kernel_modules" => format!("{:?}", self.kernel_modules),
+            "max_connections" => self
+                .max_connections
+                .map_or_else(|| "half the open-file limit".to_string(), |n| n.to_string()),
+            "frame_timeout" => format!("{}s", self.frame_timeout.as_secs_f64()),
             _ => "the previous value".into(),
         }
     }
@@ -317,6 +340,23 @@ mod tests {
         assert_eq!(c.log_vport, 1025);
         assert_eq!(c.kernel_modules, ["virtio_pci", "vmw_vsock_virtio_transport"]);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let l = load(
+            "agent.max_connections=64 agent.frame_timeout=2",
+            &[],
+            &FlagOverrides::default(),
+        );
+        assert_eq!(l.config.max_connections, Some(64));
+        assert_eq!(l.config.frame_timeout, Duration::from_secs(2));
+        let l = load(
+            "agent.max_connections=0 agent.frame_timeout=0",
+            &[],
+            &FlagOverrides::default(),
+        );
+        assert_eq!(
+            (l.config.max_connections, l.config.frame_timeout),
+            (None, Duration::from_secs(10))
+        );
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         let l = load("agent.kernel_modules=../evil", &[], &FlagOverrides::default());
         assert!(l.config.kernel_modules.is_empty());
         assert!(l.warnings[0].contains("not a module name"), "{:?}", l.warnings);

@@ -93,7 +93,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
                     .OCI
                     .as_ref()
                     .ok_or_else(|| invalid("CreateContainer without OCI spec"))?;
-                let spec = oci_convert::to_oci(spec).map_err(convert_err)?;
+                let spec = oci_convert::container_to_oci(spec).map_err(convert_err)?;
                 let create = CreateRequest {
                     id: req.container_id.clone(),
                     exec_id: req.exec_id.clone(),
@@ -210,13 +210,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
                     .process
                     .as_ref()
                     .ok_or_else(|| invalid("ExecProcess without process"))?;
-                let mut wrapper = protocols::oci::Spec::new();
-                wrapper.Process = protobuf::MessageField::some(p.clone());
-                let process = oci_convert::to_oci(&wrapper)
-                    .map_err(convert_err)?
-                    .process()
-                    .clone()
-                    .unwrap_or_default();
+                let process = oci_convert::exec_process_to_oci(p).map_err(convert_err)?;
                 self.rpc
                     .sandbox
                     .exec_process(&req.container_id, &req.exec_id, process)

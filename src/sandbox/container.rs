@@ -136,8 +136,10 @@ impl Sandbox {
         // people debugging; the engine takes the spec in memory and nothing
         // reads the file back.
         std::fs::create_dir_all(&bundle).map_err(|e| Error::sys(format!("mkdir {}", bundle.display()), e))?;
-        spec.save(bundle.join("config.json"))
-            .map_err(|e| Error::sys(format!("write {}/config.json", bundle.display()), e))?;
+        spec.save(bundle.join("config.json")).map_err(|e| {
+            let why = protocols::oci_convert::spec_error_text(&e);
+            Error::sys(format!("write {}/config.json", bundle.display()), why)
+        })?;
         let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
         let engine = self.engine.clone();
         let create = CreateSpec {

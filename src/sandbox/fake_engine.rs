@@ -113,12 +113,12 @@ pub(super) struct State {
 
 /// The fake engine; clones share one state.
 #[derive(Clone, Default)]
-pub(super) struct FakeEngine {
-    pub state: Arc<Mutex<State>>,
+pub(crate) struct FakeEngine {
+    pub(super) state: Arc<Mutex<State>>,
 }
 
 impl FakeEngine {
-    pub(super) fn new() -> FakeEngine {
+    pub(crate) fn new() -> FakeEngine {
         let e = FakeEngine::default();
         e.lock().next_pid = 1000;
         e

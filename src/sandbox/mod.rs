@@ -29,8 +29,11 @@ pub(crate) mod cpuset;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod exec;
-#[cfg(test)]
-mod fake_engine;
+// The fuzz targets' sandbox runs on it too (feature `fuzzing`), and use
+// less of it than the unit tests.
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod fake_engine;
 pub(crate) mod guest_hooks;
 pub(crate) mod guest_ops;
 pub(crate) mod hotplug;

@@ -1,51 +1,99 @@
 //! One client connection: read frames, run each request on its own task (a
 //! blocking call such as WaitProcess must not hold up the others), write each
-//! response as a single frame. A protocol error ends this connection only.
+//! response as a single frame.
+//!
+//! A bad frame (too long, not a request, undecodable, an even stream id) is
+//! answered on its own stream and the connection goes on, so the calls pending
+//! on it (a host's WaitProcess) are not lost. Only a stream that cannot be
+//! followed any more (see [`frame::check_header`]), a peer that closes inside a
+//! frame, or a frame that stalls past the frame timeout ends the connection.
+//! Between frames a connection may stay idle for ever.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use protobuf::Message as _;
 use slog::{debug, warn, Logger};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
-use ttrpc::proto::Request;
+use ttrpc::proto::{Code, Request};
 use ttrpc::MessageHeader;
 
 use super::dispatch::{encode_response, status_response, Dispatcher};
-use super::frame::{self, FrameError, MAX_FRAME};
+use super::frame::{self, Frame, FrameError, MAX_FRAME};
 use super::stream_read::{finish_frame, BufferPool, StreamRead};
 
-/// Serves requests from `reader` until the peer closes or misbehaves.
-pub async fn serve<R, W>(reader: R, writer: W, dispatcher: Arc<Dispatcher>, log: Logger)
+/// Read buffer of a connection. Small: requests are small, a larger body is
+/// read straight into its own buffer, and with a thousand connections every
+/// KiB here is a MiB of the agent's memory (glibc also zeroes it each time).
+const READ_BUFFER: usize = 8 * 1024;
+
+/// Serves requests from `reader` until the peer closes or the stream breaks.
+/// A frame must arrive whole within `frame_timeout` of its first byte.
+pub async fn serve<R, W>(reader: R, writer: W, dispatcher: Arc<Dispatcher>, frame_timeout: Duration, log: Logger)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let writer = Arc::new(Mutex::new(writer));
     let pool = BufferPool::default();
     let mut body = Vec::new();
     debug!(log, "connection opened");
     loop {
-        let header = match frame::read_request(&mut reader, &mut body).await {
-            Ok(h) => h,
-            Err(FrameError::Closed) => {
+        // Idle between frames: no deadline.
+        match reader.fill_buf().await {
+            Ok([]) => {
                 debug!(log, "connection closed by peer");
                 return;
             }
+            Ok(_) => {}
             Err(e) => {
+                debug!(log, "connection ended: read: {e}");
+                return;
+            }
+        }
+        let read = tokio::time::timeout(frame_timeout, frame::read_frame(&mut reader, &mut body));
+        let header = match read.await {
+            Ok(Ok(Frame::Request(h))) => h,
+            Ok(Ok(Frame::Skipped(h, why))) => {
+                match why.answer(&h) {
+                    Some(msg) => {
+                        warn!(log, "refusing frame: {msg}"; "error" => "protocol", "stream_id" => h.stream_id,
+                              "type" => h.kind, "len" => h.len);
+                        answer(&writer, h.stream_id, Code::INVALID_ARGUMENT, msg, &log).await;
+                    }
+                    None => warn!(log, "ignoring a response frame sent to the agent";
+                                  "error" => "protocol", "stream_id" => h.stream_id, "len" => h.len),
+                }
+                continue;
+            }
+            Ok(Err(FrameError::Closed)) => return,
+            Ok(Err(e)) => {
                 warn!(log, "disconnecting client: {e}"; "error" => "protocol");
                 break;
             }
+            Err(_) => {
+                warn!(log, "disconnecting client: stalled frame: not complete {:?} after its first byte", frame_timeout;
+                      "error" => "protocol");
+                break;
+            }
         };
+        if let Err(msg) = frame::check_stream_id(header.stream_id) {
+            warn!(log, "refusing request: {msg}"; "error" => "protocol", "stream_id" => header.stream_id);
+            answer(&writer, header.stream_id, Code::INVALID_ARGUMENT, msg, &log).await;
+            continue;
+        }
         let req = match Request::parse_from_bytes(&body) {
             Ok(r) => r,
             Err(e) => {
-                warn!(log, "disconnecting client: frame is not a ttrpc request: {e}";
+                let msg = format!("frame body is not a ttrpc request: {e}");
+                warn!(log, "refusing request: {msg}";
                       "error" => "protocol", "stream_id" => header.stream_id, "len" => header.len);
-                break;
+                answer(&writer, header.stream_id, Code::INVALID_ARGUMENT, msg, &log).await;
+                continue;
             }
         };
         let mh = MessageHeader {
@@ -74,9 +122,20 @@ where
             tokio::spawn(call);
         }
     }
-    // Only protocol errors get here: tell the peer now, not when the last
+    // Only a broken stream gets here: tell the peer now, not when the last
     // in-flight reply is written.
     let _ = writer.lock().await.shutdown().await;
+}
+
+/// Answers one stream with a status alone.
+async fn answer<W>(writer: &Arc<Mutex<W>>, stream_id: u32, code: Code, msg: String, log: &Logger)
+where
+    W: AsyncWrite + Unpin,
+{
+    let bytes = frame::response_frame(stream_id, &encode_response(&status_response(code, msg), MAX_FRAME));
+    if let Err(e) = writer.lock().await.write_all(&bytes).await {
+        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
+    }
 }
 
 async fn respond<W>(dispatcher: Arc<Dispatcher>, mh: MessageHeader, req: Request, writer: Arc<Mutex<W>>, log: Logger)

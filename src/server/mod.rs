@@ -1,5 +1,5 @@
-//! The ttrpc server: listens on every configured address at once and serves
-//! each connection with [`conn::serve`].
+//! The ttrpc server: listens on every configured address at once, admits
+//! connections through a [`limits::Gate`] and serves each with [`conn::serve`].
 //!
 //! pith frames and dispatches requests itself instead of using `ttrpc::Server`,
 //! which serves only the last listener added, answers oversized frames without
@@ -9,6 +9,9 @@
 pub mod conn;
 pub mod dispatch;
 pub mod frame;
+pub mod limits;
+pub mod reclaim;
+pub mod refuse;
 pub mod stream_read;
 
 use std::io;
@@ -16,12 +19,13 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use slog::{error, info, o, Logger};
-use tokio::net::UnixListener;
+use slog::{error, info, o, warn, Logger};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
-use tokio_vsock::{VsockAddr, VsockListener};
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
 
 use dispatch::Dispatcher;
+use limits::{Gate, Limits};
 use protocols::addr::Address;
 
 /// Binding a listen address failed.
@@ -128,13 +132,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts accepting on every listener.
-    pub fn start(listeners: Vec<Listener>, dispatcher: Arc<Dispatcher>, log: &Logger) -> Server {
+    /// Starts accepting on every listener; `limits` bound all of them together.
+    pub fn start(listeners: Vec<Listener>, dispatcher: Arc<Dispatcher>, limits: Limits, log: &Logger) -> Server {
+        let gate = Gate::new(limits);
+        info!(log, "connection limits"; "max_connections" => limits.max_connections,
+              "host_reserve" => limits::HOST_RESERVE, "frame_timeout_ms" => limits.frame_timeout.as_millis() as u64);
         let mut tasks = Vec::new();
         for l in listeners {
             let log = log.new(o!("listener" => l.address()));
             info!(log, "listening");
-            tasks.push(tokio::spawn(accept_loop(l, dispatcher.clone(), log)));
+            tasks.push(tokio::spawn(accept_loop(l, dispatcher.clone(), gate.clone(), log)));
         }
         Server { tasks }
     }
@@ -150,30 +157,95 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: Listener, dispatcher: Arc<Dispatcher>, log: Logger) {
+/// A new connection.
+enum Accepted {
+    Unix(UnixStream),
+    Vsock(VsockStream, VsockAddr),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        Listener::Vsock(l, _) => l.accept().await.map(|(s, peer)| Accepted::Vsock(s, peer)),
+    }
+}
+
+/// Out of descriptors (per process or system-wide).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+async fn accept_loop(listener: Listener, dispatcher: Arc<Dispatcher>, gate: Arc<Gate>, log: Logger) {
     let mut next_id: u64 = 0;
     loop {
-        next_id += 1;
-        let conn_log = log.new(o!("conn" => next_id));
-        let accepted = match &listener {
-            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| {
-                let (r, w) = s.into_split();
-                tokio::spawn(conn::serve(r, w, dispatcher.clone(), conn_log))
-            }),
-            Listener::Vsock(l, _) => l.accept().await.map(|(s, peer)| {
-                let (r, w) = s.into_split();
-                tokio::spawn(conn::serve(
-                    r,
-                    w,
-                    dispatcher.clone(),
-                    conn_log.new(o!("peer" => peer.to_string())),
-                ))
-            }),
+        let e = match accept(&listener).await {
+            Ok(conn) => {
+                next_id += 1;
+                admit(conn, next_id, &dispatcher, &gate, &log);
+                continue;
+            }
+            Err(e) => e,
         };
-        if let Err(e) = accepted {
-            // EMFILE and friends: say so, back off a little, keep serving.
-            error!(log, "accept failed: {e}"; "syscall" => "accept4");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Some(skipped) = gate.log_refusal() {
+            error!(log, "accept failed: {e}"; "syscall" => "accept4", "failures_not_logged" => skipped);
         }
+        if out_of_descriptors(&e) && gate.release_spare() {
+            // The spare descriptor makes room for one accept: the client waiting
+            // in the backlog gets a refusal it can read instead of silence.
+            let waiting = tokio::time::timeout(std::time::Duration::from_millis(100), accept(&listener)).await;
+            if let Ok(Ok(conn)) = waiting {
+                let reason = format!("pith-agent: out of file descriptors ({e}); try again later");
+                warn!(log, "refusing connection: {reason}");
+                refuse_conn(conn, &reason).await;
+            }
+            gate.restore_spare();
+            continue;
+        }
+        // EMFILE with the spare already used, ENOMEM and friends: back off a
+        // little, keep serving the connections there are.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Serves `conn` if the gate lets it in, else refuses it with an answer.
+fn admit(conn: Accepted, id: u64, dispatcher: &Arc<Dispatcher>, gate: &Arc<Gate>, log: &Logger) {
+    let from_host = matches!(&conn, Accepted::Vsock(_, peer) if peer.cid() == limits::VSOCK_HOST_CID);
+    let ticket = match gate.admit(from_host) {
+        Ok(t) => t,
+        Err(reason) => {
+            if let Some(skipped) = gate.log_refusal() {
+                warn!(log, "refusing connection: {reason}"; "refusals_not_logged" => skipped);
+            }
+            if let Some(slot) = gate.refusal_slot() {
+                tokio::spawn(async move {
+                    refuse_conn(conn, &reason).await;
+                    drop(slot);
+                });
+            }
+            return;
+        }
+    };
+    let timeout = gate.limits().frame_timeout;
+    let dispatcher = dispatcher.clone();
+    let conn_log = log.new(o!("conn" => id));
+    tokio::spawn(async move {
+        match conn {
+            Accepted::Unix(s) => {
+                let (r, w) = s.into_split();
+                conn::serve(r, w, dispatcher, timeout, conn_log).await
+            }
+            Accepted::Vsock(s, peer) => {
+                let (r, w) = s.into_split();
+                conn::serve(r, w, dispatcher, timeout, conn_log.new(o!("peer" => peer.to_string()))).await
+            }
+        }
+        drop(ticket);
+    });
+}
+
+async fn refuse_conn(conn: Accepted, reason: &str) {
+    match conn {
+        Accepted::Unix(s) => refuse::refuse(s, reason).await,
+        Accepted::Vsock(s, _) => refuse::refuse(s, reason).await,
     }
 }

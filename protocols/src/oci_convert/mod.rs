@@ -26,6 +26,7 @@ mod resources;
 mod seccomp;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -133,6 +134,30 @@ pub fn to_oci(spec: &grpc::Spec) -> Result<oci::Spec, ConvertError> {
     out.set_vm(None);
     out.set_zos(None);
     Ok(out)
+}
+
+/// [`to_oci`], then [`validate::container`]: the spec `CreateContainer` takes.
+pub fn container_to_oci(spec: &grpc::Spec) -> Result<oci::Spec, ConvertError> {
+    let out = to_oci(spec)?;
+    validate::container(&out)?;
+    Ok(out)
+}
+
+/// The process of `ExecProcess`, converted and checked ([`validate::process`]).
+pub fn exec_process_to_oci(p: &grpc::Process) -> Result<oci::Process, ConvertError> {
+    let out = process::to_oci(p).within("process")?;
+    validate::process(&out).within("process")?;
+    Ok(out)
+}
+
+/// The text of an `oci_spec` error with its cause: the crate's own text of an
+/// I/O error is only "io operation failed".
+pub fn spec_error_text(e: &oci_spec::OciSpecError) -> String {
+    match e {
+        oci_spec::OciSpecError::Io(io) => format!("{e}: {io}"),
+        oci_spec::OciSpecError::SerDe(j) => format!("{e}: {j}"),
+        _ => e.to_string(),
+    }
 }
 
 /// Converts the wire form of `linux.resources` (UpdateContainer) into OCI resources.
