@@ -19,6 +19,7 @@ mod error;
 mod guest;
 mod init;
 mod logging;
+mod persist;
 mod reaper;
 mod rpc;
 mod sandbox;

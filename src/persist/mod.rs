@@ -1,0 +1,94 @@
+//! The persisted state of the sandbox: the file a restarted agent takes the
+//! sandbox back from. Its format is an exported API, like the wire protocol:
+//!
+//! * the persist types (`v1.rs`, ...) are their own types, never the
+//!   in-memory ones; `convert.rs` alone maps the sandbox's view to the
+//!   current version and back;
+//! * the file carries `persist_version` (the format it is written in) and
+//!   `min_reader_version` (the oldest format whose reader can use it, as
+//!   SQLite's file format does). This agent reads every older version (each
+//!   one migrated to the next), and a newer file when its
+//!   `min_reader_version` allows (fields it does not know are ignored);
+//!   otherwise it refuses, naming both versions, and leaves the file alone;
+//! * one file per sandbox (`sandbox.json` in the state directory), written
+//!   atomically, under a lock that keeps a second agent out (`file.rs`).
+//!
+//! A file that cannot be read (damaged, truncated, too new) is never
+//! overwritten: the agent keeps serving Health and refuses sandbox calls with
+//! the reason (see `Sandbox::set_fault`).
+
+pub(crate) mod convert;
+pub(crate) mod error;
+pub(crate) mod file;
+pub(crate) mod v1;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub(crate) use error::PersistError;
+
+/// The format version this agent writes.
+pub(crate) const PERSIST_VERSION: u32 = 1;
+/// The oldest format version whose reader can use what this agent writes.
+pub(crate) const MIN_READER_VERSION: u32 = 1;
+
+/// The sandbox in the current format.
+pub(crate) type Current = v1::SandboxV1;
+
+/// What every version has, read first to choose the parser.
+#[derive(Deserialize)]
+struct Header {
+    persist_version: u32,
+    min_reader_version: u32,
+}
+
+fn damaged(path: &Path, e: serde_json::Error) -> PersistError {
+    PersistError::Damaged {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+/// The sandbox in the file's bytes (`path` only names it in errors).
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Current, PersistError> {
+    let h: Header = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
+    if h.persist_version == 0 || h.min_reader_version == 0 || h.min_reader_version > h.persist_version {
+        return Err(PersistError::Damaged {
+            path: path.to_path_buf(),
+            why: format!(
+                "persist_version {} with min_reader_version {} is not a valid pair",
+                h.persist_version, h.min_reader_version
+            ),
+        });
+    }
+    if h.min_reader_version > PERSIST_VERSION {
+        return Err(PersistError::TooNew {
+            path: path.to_path_buf(),
+            version: h.persist_version,
+            min_reader: h.min_reader_version,
+            supported: PERSIST_VERSION,
+        });
+    }
+    // A newer file that allows it is read as ours (its writer promised that
+    // our fields keep their meaning).
+    let f: v1::FileV1 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
+    Ok(f.sandbox)
+}
+
+/// The file's bytes for `sandbox` in the current format.
+pub(crate) fn encode(sandbox: Current) -> Vec<u8> {
+    let f = v1::FileV1 {
+        persist_version: PERSIST_VERSION,
+        min_reader_version: MIN_READER_VERSION,
+        agent_version: crate::AGENT_VERSION.to_string(),
+        sandbox,
+    };
+    // Plain data with string keys: serialising cannot fail.
+    let mut out = serde_json::to_vec_pretty(&f).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests;
