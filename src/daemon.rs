@@ -11,6 +11,9 @@ use slog::{error, info, warn};
 
 use crate::config::{self, AgentConfig, FlagOverrides, Sources};
 use crate::context::AgentContext;
+use crate::keeper::link::KeeperLink;
+use crate::persist::file::StateFile;
+use crate::sandbox::durable;
 use crate::sandbox::rustjail_engine::RustjailEngine;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::server::{dispatch::Dispatcher, limits::Limits, Listener, Server};
@@ -52,6 +55,11 @@ struct Args {
     /// File that CreateSandbox writes the sandbox's DNS servers to.
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Run under a keeper: a small parent process that outlives the agent,
+    /// holds the containers' stdio and exits, and restarts a crashed agent,
+    /// which takes every container back from the state directory.
+    #[arg(long)]
+    keeper: bool,
 }
 
 /// Every mode this binary starts in besides the agent: single-threaded
@@ -70,6 +78,10 @@ pub fn main() {
     // In one of the helper modes this never returns.
     rustjail::helper::dispatch(MODES);
     let args = Args::parse();
+    if args.keeper && std::env::var_os(crate::keeper::FD_ENV).is_none() {
+        // Before any thread: the keeper is single-threaded.
+        std::process::exit(crate::keeper::parent::run());
+    }
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");
         std::process::exit(1);
@@ -78,6 +90,11 @@ pub fn main() {
 
 fn run(args: Args) -> Result<()> {
     let init_mode = std::process::id() == 1;
+    // While single-threaded (it edits the environment).
+    let keeper = crate::keeper::link::KeeperLink::from_env()
+        .transpose()
+        .context("keeper channel")?
+        .map(Arc::new);
     // As the guest's init: /proc, /sys, /dev, cgroups... before anything reads them.
     let early = init_mode.then(init::early_setup);
     let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
@@ -119,7 +136,7 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let result = rt.block_on(serve(&cfg, init_mode, &args, &log));
+    let result = rt.block_on(serve(&cfg, init_mode, &args, keeper, &log));
     if let Err(e) = &result {
         error!(log, "agent failed: {e:#}");
     }
@@ -130,7 +147,15 @@ fn run(args: Args) -> Result<()> {
     result
 }
 
-async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logger) -> Result<()> {
+async fn serve(
+    cfg: &AgentConfig,
+    init_mode: bool,
+    args: &Args,
+    keeper: Option<Arc<KeeperLink>>,
+    log: &slog::Logger,
+) -> Result<()> {
+    // First of all: a second agent on this state directory stops here.
+    let state_file = StateFile::lock(&args.state_dir).context("lock the state directory")?;
     // Before any listener: a client that sees the socket may send SIGTERM at
     // once, and the agent must stop cleanly then, not die of the signal.
     use tokio::signal::unix::{signal, SignalKind};
@@ -155,7 +180,23 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     let state = || format!("set up container state in {}", args.state_dir.display());
     let engine = RustjailEngine::new(&args.state_dir.join("containers"), reaper.clone()).with_context(state)?;
     let guest = crate::guest::Guest::from_env(&|k| std::env::var(k).ok());
-    let sandbox = Arc::new(Sandbox::new(sandbox_cfg, Arc::new(engine), devices, guest, log).with_context(state)?);
+    let mut sandbox = Sandbox::new(sandbox_cfg, Arc::new(engine), devices, guest, log).with_context(state)?;
+    // Exits a keeper kept: on disk at the first write, then forgotten by it.
+    let kept = std::sync::Mutex::new(Vec::new());
+    let attached = sandbox.attach(state_file, keeper.clone(), &|pid, exit| {
+        kept.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        reaper.deliver(pid, exit);
+    });
+    let sandbox = Arc::new(sandbox);
+    if attached.is_ok() {
+        sandbox.persist().await;
+        if let Some(k) = &keeper {
+            for pid in kept.into_inner().unwrap_or_default() {
+                let _ = k.forget(pid);
+            }
+        }
+    }
+    durable::spawn_writers(&sandbox, &reaper, keeper.clone(), log);
     let mut destroyed = sandbox.shutdown_requested();
     let rpc = Arc::new(rpc::Rpc::new(sandbox, ctx, log));
     let reads = rpc::stdio_read::stream_reads(rpc.clone());

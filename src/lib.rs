@@ -18,6 +18,7 @@ mod device;
 mod error;
 mod guest;
 mod init;
+mod keeper;
 mod logging;
 mod persist;
 mod reaper;

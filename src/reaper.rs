@@ -46,9 +46,21 @@ struct Table {
 }
 
 /// The registry of children whose exit someone waits for.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Reaper {
     table: Arc<Mutex<Table>>,
+    /// Counts the statuses delivered, so that someone can act on each (the
+    /// sandbox writes its state down).
+    delivered: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Reaper {
+    fn default() -> Self {
+        Reaper {
+            table: Arc::default(),
+            delivered: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 impl Reaper {
@@ -85,7 +97,19 @@ impl Reaper {
         n
     }
 
-    fn deliver(&self, pid: i32, exit: Exit) {
+    /// Changes (to the count of statuses delivered) after each status.
+    pub fn delivered(&self) -> watch::Receiver<u64> {
+        self.delivered.subscribe()
+    }
+
+    /// Hands `pid`'s status to whoever registered it (or keeps it for a late
+    /// registration): a child reaped here, or a status the keeper reaped.
+    pub fn deliver(&self, pid: i32, exit: Exit) {
+        self.deliver_one(pid, exit);
+        self.delivered.send_modify(|n| *n += 1);
+    }
+
+    fn deliver_one(&self, pid: i32, exit: Exit) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         match t.waiting.remove(&pid) {
             Some(tx) => {

@@ -283,8 +283,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         let ids = Ids::process(&req.container_id, &req.exec_id);
         self.rpc
             .run(method!("CloseStdin"), ids, async {
-                let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
-                p.close_stdin().await;
+                self.rpc.sandbox.close_stdin(&req.container_id, &req.exec_id).await?;
                 Ok(Empty::new())
             })
             .await

@@ -121,7 +121,17 @@ impl Rpc {
             started: Instant::now(),
             done: false,
         };
-        let result = body.await;
+        let result = match self.sandbox.fault().filter(|_| !serves_in_fault(method)) {
+            Some(fault) => Err(fault),
+            None => {
+                let r = body.await;
+                if changes_state(method) {
+                    // On disk before the host hears of it.
+                    self.sandbox.persist().await;
+                }
+                r
+            }
+        };
         guard.done = true;
         let us = guard.started.elapsed().as_micros() as u64;
         match result {
@@ -145,6 +155,36 @@ impl Rpc {
             }
         }
     }
+}
+
+/// Calls answered while the sandbox is in a fault (a state file that could
+/// not be taken back): the agent's health and its own status.
+fn serves_in_fault(method: &str) -> bool {
+    method.starts_with("grpc.Health/") || method == "pith.Introspection/Status"
+}
+
+/// Calls that cannot change what is persisted: no write after them. (The
+/// exit SignalProcess causes is written when it is reaped.)
+const READ_ONLY: &[&str] = &[
+    "grpc.AgentService/ReadStdout",
+    "grpc.AgentService/ReadStderr",
+    "grpc.AgentService/WriteStdin",
+    "grpc.AgentService/TtyWinResize",
+    "grpc.AgentService/SignalProcess",
+    "grpc.AgentService/StatsContainer",
+    "grpc.AgentService/ListProcesses",
+    "grpc.AgentService/GetGuestDetails",
+    "grpc.AgentService/GetMetrics",
+    "grpc.AgentService/GetOOMEvent",
+    "grpc.AgentService/GetVolumeStats",
+    "grpc.AgentService/SetGuestDateTime",
+    "grpc.AgentService/ReseedRandomDev",
+    "grpc.AgentService/CopyFile",
+];
+
+/// Whether `method` may change the persisted state (unknown methods may).
+fn changes_state(method: &str) -> bool {
+    !serves_in_fault(method) && !READ_ONLY.contains(&method)
 }
 
 /// Every service, keyed by fully qualified name, ready for the dispatcher.

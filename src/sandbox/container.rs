@@ -175,6 +175,7 @@ impl Sandbox {
             devices: tokio::sync::Mutex::new(DeviceState::default()),
             oom_watch,
         });
+        self.keep_stdio(id, &c.init);
         lock(&self.containers).insert(id.clone(), c);
         if becomes_pidns {
             lock(&self.pod).pidns_container = Some(id.clone());
@@ -226,6 +227,7 @@ impl Sandbox {
         let plugged = std::mem::take(&mut devices.plugged).len();
         drop(devices);
         lock(&self.containers).remove(id);
+        self.unkeep(id, None, None);
         let _ = std::fs::remove_dir_all(&c.bundle);
         let storages = self.storages.clone();
         let owner = id.to_string();

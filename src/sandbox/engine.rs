@@ -53,6 +53,33 @@ pub(crate) struct Spawned {
 pub(crate) trait NsHolder: Send + Sync {
     /// Its pid.
     fn pid(&self) -> i32;
+    /// The channel whose closing ends it (a keeper holds a copy, so that an
+    /// agent crash does not end it), if it has one.
+    fn channel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+}
+
+/// A container a previous agent made, to be taken back (its facts, from the
+/// persisted state).
+#[derive(Debug)]
+pub(crate) struct Adopt {
+    /// Container id.
+    pub id: String,
+    /// Init pid.
+    pub pid: i32,
+    /// The init's start time, to tell a reused pid.
+    pub start_time: u64,
+    /// OCI bundle directory.
+    pub bundle: PathBuf,
+    /// Root filesystem.
+    pub rootfs: PathBuf,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Its cgroup directories as they were, to check against this agent's.
+    pub cgroup: std::collections::BTreeMap<String, PathBuf>,
+    /// The spec it runs with.
+    pub spec: Spec,
 }
 
 /// What the engine knows about a container, as plain data (for the sandbox's view).
@@ -80,6 +107,11 @@ pub(crate) trait ContainerEngine: Send + Sync {
     fn watch_exit(&self, pid: i32) -> watch::Receiver<Option<Exit>>;
     /// Sends `signal` (None: only checks the process exists) to `pid`. Cheap.
     fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()>;
+    /// Takes back a container a previous agent made.
+    fn adopt(&self, a: Adopt) -> Result<Box<dyn EngineContainer>>;
+    /// Takes back the namespace holder a previous agent started, with the
+    /// keeper's copy of its channel.
+    fn adopt_ns_holder(&self, pid: i32, channel: Option<OwnedFd>) -> Box<dyn NsHolder>;
 }
 
 /// One container, as the engine holds it.

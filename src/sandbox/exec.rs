@@ -57,6 +57,7 @@ impl Sandbox {
                 return Err(e);
             }
         };
+        self.keep_stdio(id, &p);
         lock(&c.execs).insert(exec_id.to_string(), p);
         info!(self.log, "process started"; "container" => id, "exec_id" => exec_id, "pid" => pid, "terminal" => terminal);
         Ok(())
@@ -77,6 +78,15 @@ impl Sandbox {
             .map_err(|e| Error::Internal(format!("{e} ({})", p.exec_id)))
     }
 
+    /// Closes a process's stdin (the keeper's copy too, or the process would
+    /// never see the end of file).
+    pub(crate) async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        let p = self.process(id, exec_id)?;
+        p.close_stdin().await;
+        self.unkeep(id, Some(&p.exec_id), Some("in"));
+        Ok(())
+    }
+
     /// Waits for a process; an exec'd process is forgotten once waited for.
     pub(crate) async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let p: Arc<Process> = self.process(id, exec_id)?;
@@ -84,6 +94,7 @@ impl Sandbox {
         if let Ok(c) = self.container(id) {
             if p.exec_id != c.init.exec_id {
                 lock(&c.execs).remove(&p.exec_id);
+                self.unkeep(id, Some(&p.exec_id), None);
             }
         }
         info!(self.log, "process exited"; "container" => id, "exec_id" => &p.exec_id, "pid" => p.pid, "status" => exit.status());

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, Process, Spec};
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{ContainerEngine, CreateSpec, Created, EngineContainer, EngineFacts, NsHolder, Spawned};
+use super::engine::{Adopt, ContainerEngine, CreateSpec, Created, EngineContainer, EngineFacts, NsHolder, Spawned};
 use super::error::{Error, Result};
 use crate::device::node::{NodeError, NodeOp, NodeOutcome, NodeRequest};
 use crate::reaper::Exit;
@@ -276,6 +276,35 @@ impl ContainerEngine for FakeEngine {
             self.exit(pid, Exit::Signal(9));
         }
         Ok(())
+    }
+
+    fn adopt(&self, a: Adopt) -> Result<Box<dyn EngineContainer>> {
+        let mut s = self.lock();
+        s.next_pid = s.next_pid.max(a.pid);
+        s.containers.insert(
+            a.id.clone(),
+            FakeContainer {
+                spec: Some(a.spec.clone()),
+                started: true,
+                ..Default::default()
+            },
+        );
+        Ok(Box::new(FakeHandle {
+            id: a.id,
+            pid: a.pid,
+            spec: a.spec,
+            engine: self.clone(),
+        }))
+    }
+
+    fn adopt_ns_holder(&self, pid: i32, _channel: Option<OwnedFd>) -> Box<dyn NsHolder> {
+        let mut s = self.lock();
+        s.holders.push(pid);
+        s.live_holders.insert(pid);
+        Box::new(FakeHolder {
+            pid,
+            engine: self.clone(),
+        })
     }
 }
 

@@ -26,6 +26,7 @@
 
 pub(crate) mod container;
 pub(crate) mod cpuset;
+pub(crate) mod durable;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod exec;
@@ -164,6 +165,12 @@ pub(crate) struct Sandbox {
     oom_tx: mpsc::UnboundedSender<String>,
     oom_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The state file, once attached (`durable.rs`).
+    durable: Option<durable::Durable>,
+    /// Why sandbox calls are refused: a state file that could not be taken back.
+    fault: Option<String>,
+    /// The keeper holding descriptors and exits across agent crashes, if the agent runs under one.
+    keeper: Option<Arc<crate::keeper::link::KeeperLink>>,
 }
 
 /// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
@@ -269,6 +276,9 @@ impl Sandbox {
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,
+            durable: None,
+            fault: None,
+            keeper: None,
         })
     }
 

@@ -159,6 +159,7 @@ impl Sandbox {
             }
         };
         let holder_exit = self.engine.watch_exit(holder.pid());
+        self.keep_holder(holder.channel());
         info!(self.log, "sandbox created";
               "sandbox" => &req.id, "hostname" => &req.hostname, "ns_holder" => holder.pid(),
               "sandbox_pidns" => req.sandbox_pidns);
@@ -195,8 +196,10 @@ impl Sandbox {
         let pod = std::mem::take(&mut *lock(&self.pod));
         if let (Some(holder), Some(mut exit)) = (pod.ns_holder, pod.ns_holder_exit) {
             let pid = holder.pid();
-            // Dropping it ends the holder; SIGKILL in case it is stuck.
+            // Dropping it (and the keeper's copy of its channel) ends the
+            // holder; SIGKILL in case it is stuck.
             drop(holder);
+            self.unkeep_holder();
             let _ = self.engine.signal(pid, Some(Signal::SIGKILL));
             let waited = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some())).await;
             if waited.is_err() {

@@ -24,6 +24,19 @@ pub(crate) enum Stdio {
     Pty(OwnedFd),
 }
 
+/// What a keeper held of a process's stdio, for [`Process::restore`].
+#[derive(Default)]
+pub(crate) struct RestoredStdio {
+    /// The stdin writer (a pipe, or a copy of the terminal's master).
+    pub stdin: Option<OwnedFd>,
+    /// The stdout reader (or the terminal's master).
+    pub stdout: Option<OwnedFd>,
+    /// The stderr reader.
+    pub stderr: Option<OwnedFd>,
+    /// The terminal's master kept for resizing; Some means a terminal.
+    pub terminal: Option<OwnedFd>,
+}
+
 /// One output stream.
 pub(crate) struct Output {
     rx: Mutex<Option<FdStream>>,
@@ -126,6 +139,50 @@ impl Process {
             stdout: Output::new(stdout, "stdout")?,
             stderr: Output::new(stderr, "stderr")?,
         })
+    }
+
+    /// A process a previous agent started, with the descriptors the keeper
+    /// held for it (a stream without one is closed: its end was reported,
+    /// or nothing held it).
+    pub(crate) fn restore(
+        exec_id: String,
+        pid: i32,
+        exit: watch::Receiver<Option<Exit>>,
+        waited: bool,
+        fds: RestoredStdio,
+    ) -> Result<Process, Error> {
+        let stdin = fds
+            .stdin
+            .map(|fd| FdStream::new(fd, Interest::WRITABLE))
+            .transpose()
+            .map_err(|e| Error::Internal(format!("register stdin: {e}")))?;
+        let stdin_fd = AtomicI32::new(stdin.as_ref().map_or(-1, |s| s.raw()));
+        Ok(Process {
+            exec_id,
+            pid,
+            tty: fds.terminal.is_some(),
+            term: fds.terminal,
+            exit,
+            waited: AtomicBool::new(waited),
+            stdin: Mutex::new(stdin),
+            stdin_fd,
+            stdout: Output::new(fds.stdout, "stdout")?,
+            stderr: Output::new(fds.stderr, "stderr")?,
+        })
+    }
+
+    /// The descriptors a keeper must hold for this process, by stream name
+    /// (`in`, `out`, `err`, `pty`), while they are open.
+    pub(crate) fn held_fds(&self) -> Vec<(&'static str, i32)> {
+        [
+            ("in", self.stdin_fd()),
+            ("out", self.stdout.fd()),
+            ("err", self.stderr.fd()),
+            ("pty", self.terminal_fd()),
+        ]
+        .into_iter()
+        .filter_map(|(n, fd)| Some((n, fd?)))
+        .collect()
     }
 
     /// The exit, once there is one.

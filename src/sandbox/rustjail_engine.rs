@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, Process, Spec};
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{ContainerEngine, CreateSpec, Created, EngineContainer, EngineFacts, NsHolder, Spawned};
+use super::engine::{Adopt, ContainerEngine, CreateSpec, Created, EngineContainer, EngineFacts, NsHolder, Spawned};
 use super::error::{Error, Result};
 use crate::device::node::{NodeError, NodeOutcome, NodeRequest};
 use crate::reaper::{Exit, Reaper};
@@ -19,6 +19,8 @@ use crate::reaper::{Exit, Reaper};
 /// rustjail under the agent.
 pub(crate) struct RustjailEngine {
     runtime: Arc<rustjail::Runtime>,
+    /// Where the runtime keeps its files (exec FIFOs).
+    root: std::path::PathBuf,
     reaper: Reaper,
     /// `pivot_root` cannot leave an initramfs: use MS_MOVE + chroot there.
     no_pivot: bool,
@@ -39,6 +41,7 @@ impl RustjailEngine {
         });
         Ok(RustjailEngine {
             runtime: Arc::new(runtime),
+            root: root.to_path_buf(),
             reaper,
             no_pivot: root_is_initramfs(),
         })
@@ -86,6 +89,29 @@ impl NsHolder for Holder {
     fn pid(&self) -> i32 {
         self.0.pid
     }
+
+    fn channel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.0.channel.as_fd())
+    }
+}
+
+/// A holder a previous agent started; without the keeper's copy of its
+/// channel it has already gone, and only its pid is known.
+struct AdoptedHolder {
+    pid: i32,
+    _channel: Option<OwnedFd>,
+}
+
+impl NsHolder for AdoptedHolder {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn channel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self._channel.as_ref().map(|c| c.as_fd())
+    }
 }
 
 impl ContainerEngine for RustjailEngine {
@@ -117,6 +143,44 @@ impl ContainerEngine for RustjailEngine {
 
     fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()> {
         nix::sys::signal::kill(Pid::from_raw(pid), signal).map_err(|e| Error::sys(format!("kill pid {pid}"), e))
+    }
+
+    fn adopt(&self, a: Adopt) -> Result<Box<dyn EngineContainer>> {
+        // The cgroup follows from the spec and the agent's own cgroup, which a
+        // restarted agent shares with the one before: recompute and compare.
+        let cgroups_path = a.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        let cgroup = rustjail::cgroups::Manager::new(cgroups_path.as_deref(), &a.id)
+            .map_err(|e| Error::Internal(format!("container {:?}: cgroup: {e}", a.id)))?;
+        if cgroup.paths() != a.cgroup {
+            return Err(Error::Internal(format!(
+                "container {:?}: its cgroup was {:?}, this agent would use {:?}",
+                a.id,
+                a.cgroup,
+                cgroup.paths()
+            )));
+        }
+        let annotations = a.spec.annotations().clone().unwrap_or_default().into_iter().collect();
+        let c = rustjail::Container {
+            exec_fifo: rustjail::state::fifo_path(&self.root, &a.id),
+            id: a.id,
+            pid: a.pid,
+            start_time: a.start_time,
+            bundle: a.bundle,
+            rootfs: a.rootfs,
+            created: a.created,
+            owner: nix::unistd::getuid().to_string(),
+            annotations,
+            cgroup,
+            spec: a.spec,
+        };
+        Ok(Box::new(RjContainer {
+            runtime: self.runtime.clone(),
+            c,
+        }))
+    }
+
+    fn adopt_ns_holder(&self, pid: i32, channel: Option<OwnedFd>) -> Box<dyn NsHolder> {
+        Box::new(AdoptedHolder { pid, _channel: channel })
     }
 }
 

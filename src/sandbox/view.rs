@@ -143,6 +143,15 @@ fn process(p: &Process) -> ProcessView {
 }
 
 impl Sandbox {
+    /// The guest RPC settings as plain data.
+    pub(crate) fn view_guest(&self) -> GuestView {
+        GuestView {
+            sysfs: self.guest.sysfs.clone(),
+            copy_roots: self.guest.copy_roots.clone(),
+            random_dev: self.guest.random_dev.clone(),
+        }
+    }
+
     /// The sandbox's state as plain data. Waits for hot-plugs and updates in
     /// flight (their container's device lock), so it shows them done or not.
     pub(crate) async fn view(&self) -> SandboxView {
@@ -171,7 +180,6 @@ impl Sandbox {
                 execs,
             });
         }
-        let guest = self.guest();
         SandboxView {
             pod: PodView {
                 state: pod.state,
@@ -184,11 +192,7 @@ impl Sandbox {
                 guest_hook_path: pod.guest_hook_path,
             },
             session: self.session(),
-            guest: GuestView {
-                sysfs: guest.sysfs.clone(),
-                copy_roots: guest.copy_roots.clone(),
-                random_dev: guest.random_dev.clone(),
-            },
+            guest: self.view_guest(),
             storages: self.storages.snapshot(),
             containers,
         }

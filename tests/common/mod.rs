@@ -34,7 +34,15 @@ impl Agent {
 
     /// Like [`Agent::start`], with environment variables.
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_prepared(extra, env, &|_| {})
+    }
+
+    /// Like [`Agent::start_with`], after `prepare` has seen the state
+    /// directory (created, empty) the agent will use.
+    pub fn start_prepared(extra: &[&str], env: &[(&str, &str)], prepare: &dyn Fn(&Path)) -> Agent {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        prepare(&dir.path().join("state"));
         let sock = dir.path().join("agent.sock");
         let cmdline = dir.path().join("cmdline");
         std::fs::write(&cmdline, "").unwrap();

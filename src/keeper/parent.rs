@@ -1,0 +1,255 @@
+//! The keeper process (`pith-agent --keeper`): starts the agent as its
+//! child, holds descriptors for it, reaps the processes it leaves behind and
+//! keeps their exits, restarts it when it dies of a signal or a panic, and
+//! forwards SIGTERM, SIGINT and SIGHUP to it. Single-threaded: one `poll` on
+//! a signalfd and the channel. See the module above for the why.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::wire::{self, Message};
+use super::FD_ENV;
+use crate::reaper::Exit;
+
+/// More restarts than this within [`RESTART_WINDOW`]: the agent cannot run; give up.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(10);
+/// A panicking Rust program exits with this code.
+const PANIC_CODE: i32 = 101;
+
+struct Keeper {
+    /// Held descriptors, by name.
+    fds: BTreeMap<String, OwnedFd>,
+    /// Exits of processes the agent left, until it says they are on disk.
+    exits: BTreeMap<i32, Exit>,
+    agent: Option<Pid>,
+    chan: Option<OwnedFd>,
+    restarts: VecDeque<Instant>,
+}
+
+fn log(msg: &str) {
+    eprintln!(
+        "{{\"msg\":{},\"subsystem\":\"keeper\",\"pid\":{}}}",
+        serde_json::Value::from(msg),
+        std::process::id()
+    );
+}
+
+/// Runs the keeper until the agent stops for good; returns the exit code.
+pub(crate) fn run() -> i32 {
+    match keep() {
+        Ok(code) => code,
+        Err(e) => {
+            log(&format!("keeper failed: {e}"));
+            1
+        }
+    }
+}
+
+fn keep() -> std::io::Result<i32> {
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| std::io::Error::other(format!("sigprocmask: {e}")))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| std::io::Error::other(format!("signalfd: {e}")))?;
+    let mut k = Keeper {
+        fds: BTreeMap::new(),
+        exits: BTreeMap::new(),
+        agent: None,
+        chan: None,
+        restarts: VecDeque::new(),
+    };
+    k.start_agent()?;
+    loop {
+        let mut pfds = vec![libc::pollfd {
+            fd: sfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(c) = &k.chan {
+            pfds.push(libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: poll on descriptors we own, with the array's length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(std::io::Error::other(format!("poll: {e}")));
+        }
+        if pfds.get(1).is_some_and(|p| p.revents != 0) {
+            k.read_channel();
+        }
+        if pfds[0].revents != 0 {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    if let Some(code) = k.reap()? {
+                        return Ok(code);
+                    }
+                } else if let Some(agent) = k.agent {
+                    if let Ok(s) = Signal::try_from(sig) {
+                        let _ = kill(agent, s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Keeper {
+    /// Takes one message from the agent (all of them, once it is gone).
+    fn read_channel(&mut self) {
+        let Some(c) = &self.chan else { return };
+        match wire::recv(c.as_fd()) {
+            Ok(Some((msg, fd))) => self.handle(msg, fd),
+            Ok(None) => self.chan = None,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => log(&e.to_string()),
+            Err(e) => {
+                log(&format!("keeper channel: recvmsg: {e}"));
+                self.chan = None;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Message, fd: Option<OwnedFd>) {
+        match (msg, fd) {
+            (Message::Store(name), Some(fd)) => {
+                self.fds.insert(name, fd);
+            }
+            (Message::Drop(prefix), _) => self.fds.retain(|n, _| !n.starts_with(&prefix)),
+            (Message::Forget(pid), _) => {
+                self.exits.remove(&pid);
+            }
+            (Message::Hello, _) => self.handoff(),
+            (m, _) => log(&format!("keeper: unexpected message {m:?}")),
+        }
+    }
+
+    /// Reaps every child that ended; Some(code) when the keeper must end too.
+    fn reap(&mut self) -> std::io::Result<Option<i32>> {
+        loop {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(_) => return Ok(None),
+                Ok(_) => continue,
+            };
+            if Some(pid) == self.agent {
+                if let Some(code) = self.agent_ended(exit)? {
+                    return Ok(Some(code));
+                }
+                continue;
+            }
+            self.exits.insert(pid.as_raw(), exit);
+            if let Some(c) = &self.chan {
+                if wire::send(c.as_fd(), &Message::Exit(pid.as_raw(), exit), None).is_err() {
+                    // The agent is going; the next one gets it at the handoff.
+                    self.chan = None;
+                }
+            }
+        }
+    }
+
+    /// The agent ended: restart it after a crash, else end with its code.
+    fn agent_ended(&mut self, exit: Exit) -> std::io::Result<Option<i32>> {
+        // Its last words (descriptors it stored just before dying).
+        while self.chan.is_some() {
+            self.read_channel();
+        }
+        self.agent = None;
+        let crashed = matches!(exit, Exit::Signal(_) | Exit::Code(PANIC_CODE));
+        if !crashed {
+            return Ok(Some(exit.status()));
+        }
+        let now = Instant::now();
+        self.restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        if self.restarts.len() >= MAX_RESTARTS {
+            log(&format!(
+                "the agent crashed {MAX_RESTARTS} times within {RESTART_WINDOW:?}; giving up"
+            ));
+            return Ok(Some(1));
+        }
+        self.restarts.push_back(now);
+        log(&format!("the agent ended ({exit:?}); starting a new one"));
+        self.start_agent()?;
+        Ok(None)
+    }
+
+    /// Starts the agent (this binary, same arguments) with its end of a new
+    /// channel, and hands it every held descriptor and kept exit.
+    fn start_agent(&mut self) -> std::io::Result<()> {
+        let (ours, theirs) = wire::pair()?;
+        // The agent's end must cross exec: clear close-on-exec on it alone.
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::other(format!(
+                "fcntl(F_SETFD) on the keeper channel: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut args = std::env::args_os();
+        let _argv0 = args.next();
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.args(args).env(FD_ENV, theirs.as_raw_fd().to_string());
+        // SAFETY: between fork and exec only sigprocmask runs, which is
+        // async-signal-safe: the agent must not inherit the keeper's blocked
+        // signals (it would never see SIGCHLD or SIGTERM).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                let empty = SigSet::empty();
+                nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&empty), None)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        #[allow(clippy::zombie_processes, reason = "reaped by waitpid(-1) in Keeper::reap")]
+        let child = cmd
+            .spawn()
+            .map_err(|e| std::io::Error::other(format!("start the agent (/proc/self/exe): {e}")))?;
+        drop(theirs);
+        self.agent = Some(Pid::from_raw(child.id() as i32));
+        self.chan = Some(ours);
+        Ok(())
+    }
+
+    /// Answers HELLO: every held descriptor and kept exit, then READY. The
+    /// agent reads the whole handoff before it sends anything else.
+    fn handoff(&mut self) {
+        let Some(c) = &self.chan else { return };
+        let send = || -> std::io::Result<()> {
+            for (name, fd) in &self.fds {
+                wire::send(c.as_fd(), &Message::Fd(name.clone()), Some(fd.as_fd()))?;
+            }
+            for (pid, exit) in &self.exits {
+                wire::send(c.as_fd(), &Message::Exit(*pid, *exit), None)?;
+            }
+            wire::send(c.as_fd(), &Message::Ready, None)
+        };
+        if let Err(e) = send() {
+            // It died at once; SIGCHLD brings us back.
+            log(&format!("handoff to the agent: {e}"));
+        }
+    }
+}

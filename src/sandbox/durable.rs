@@ -1,0 +1,361 @@
+//! The sandbox on disk and across agent crashes.
+//!
+//! After every call that may change the sandbox, its view is converted to
+//! the persist format and written (`crate::persist`) before the call is
+//! answered, so what a host was told is on disk when the agent dies.
+//! Concurrent calls share one write: a call waits until a write that began
+//! after its change has finished.
+//!
+//! At start the file is taken back: the storages, the pod (with the
+//! namespace holder), every container with its processes. Under a keeper
+//! (`crate::keeper`), the processes' stdio descriptors and the exits of
+//! processes that ended while no agent ran come from the keeper's handoff;
+//! while the agent runs, it has the keeper hold a copy of each descriptor it
+//! must not lose.
+//!
+//! A state file this agent cannot take back (damaged, too new, meaningless)
+//! puts the sandbox in a fault: sandbox calls are refused with the reason
+//! (FAILED_PRECONDITION), and nothing is ever written over that file.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use slog::{error, info, warn};
+use tokio::sync::watch;
+
+use super::engine::Adopt;
+use super::guest_hooks::GuestHooks;
+use super::hotplug::DeviceState;
+use super::process::{Process, RestoredStdio};
+use super::view::{ContainerView, PodView, ProcessView, SandboxView};
+use super::{blocking, lock, Container, Error, Pod, Result, Sandbox};
+use crate::keeper::link::{Handoff, KeeperLink};
+use crate::persist::{self, convert, file::StateFile, PersistError};
+use crate::reaper::Exit;
+
+/// The state file and the writes to it.
+pub(crate) struct Durable {
+    file: Arc<StateFile>,
+    /// Changes announced so far.
+    requested: AtomicU64,
+    /// The last change a finished write covers.
+    written: tokio::sync::Mutex<u64>,
+}
+
+/// The keeper's name for a descriptor of process `exec_id` of container `id`.
+fn fd_name(id: &str, exec_id: &str, stream: &str) -> String {
+    format!("p/{id}/{exec_id}/{stream}")
+}
+
+/// The keeper's name for the namespace holder's channel.
+const HOLDER_FD: &str = "pod/holder";
+
+/// Whether `pid` is a process that started at `start_time` (0: any start time).
+fn alive(pid: i32, start_time: u64) -> bool {
+    match rustjail::state::proc_start_time(pid) {
+        Some((t, state)) => state != 'X' && (start_time == 0 || t == start_time),
+        None => false,
+    }
+}
+
+impl Sandbox {
+    /// Keeps the sandbox in `file`, under `keeper` when the agent runs under
+    /// one: takes back what the file holds (a restart), with the exits the
+    /// keeper kept given to `deliver` (the reaper), then writes after each
+    /// change. A file that cannot be taken back puts the sandbox in a fault
+    /// (returned, and logged) and is left as it is. Runs before serving,
+    /// inside the runtime.
+    pub(crate) fn attach(
+        &mut self,
+        file: StateFile,
+        keeper: Option<Arc<KeeperLink>>,
+        deliver: &dyn Fn(i32, Exit),
+    ) -> std::result::Result<(), PersistError> {
+        let loaded = self.load(&file, keeper.as_deref(), deliver);
+        self.keeper = keeper;
+        self.durable = Some(Durable {
+            file: Arc::new(file),
+            requested: AtomicU64::new(0),
+            written: tokio::sync::Mutex::new(0),
+        });
+        if let Err(e) = &loaded {
+            error!(self.log, "state file not taken back; sandbox calls are refused until it is mended or removed";
+                   "error" => %e);
+            self.fault = Some(e.to_string());
+        }
+        loaded
+    }
+
+    fn load(
+        &mut self,
+        file: &StateFile,
+        keeper: Option<&KeeperLink>,
+        deliver: &dyn Fn(i32, Exit),
+    ) -> std::result::Result<(), PersistError> {
+        let saved = match file.read()? {
+            Some(bytes) => Some(convert::to_view(
+                persist::decode(file.path(), &bytes)?,
+                self.view_guest(),
+                file.path(),
+            )?),
+            None => None,
+        };
+        // Processes already gone now, before the handoff: the keeper holds
+        // the exit of each one it reaped; any other was reaped by the agent
+        // before, which died before writing it down.
+        let gone: Vec<i32> = saved
+            .iter()
+            .flat_map(|v| v.containers.iter())
+            .flat_map(|c| std::iter::once((&c.init, c.start_time)).chain(c.execs.iter().map(|e| (e, 0))))
+            .filter(|(p, start)| p.exit_status.is_none() && !alive(p.pid, *start))
+            .map(|(p, _)| p.pid)
+            .collect();
+        let handoff = match keeper {
+            Some(k) => k.handoff().map_err(|e| PersistError::Sys {
+                syscall: "recvmsg",
+                path: format!("keeper channel (fd {})", k.raw()).into(),
+                source: e,
+            })?,
+            None => Handoff::default(),
+        };
+        let kept: HashSet<i32> = handoff.exits.iter().map(|(pid, _)| *pid).collect();
+        for (pid, exit) in &handoff.exits {
+            deliver(*pid, *exit);
+        }
+        for pid in gone.iter().filter(|p| !kept.contains(p)) {
+            warn!(self.log, "a process ended while no agent ran and its exit status is lost; reporting 255"; "pid" => pid);
+            deliver(*pid, Exit::Code(255));
+        }
+        let Some(view) = saved else { return Ok(()) };
+        let containers = view.containers.len();
+        self.restore(view, handoff.fds).map_err(|e| PersistError::Invalid {
+            path: file.path().to_path_buf(),
+            why: e.to_string(),
+        })?;
+        info!(self.log, "state taken back";
+              "file" => %file.path().display(), "containers" => containers, "exits_kept" => kept.len(),
+              "keeper" => keeper.is_some());
+        Ok(())
+    }
+
+    /// Why sandbox calls are refused, if they are.
+    pub(crate) fn fault(&self) -> Option<Error> {
+        self.fault.clone().map(Error::FailedPrecondition)
+    }
+
+    /// Writes the sandbox's state now (or waits for a write already covering
+    /// the caller's change). A failed write is logged: the call it follows
+    /// did its work, and the next write tries again.
+    pub(crate) async fn persist(&self) {
+        let Some(d) = &self.durable else { return };
+        if self.fault.is_some() {
+            return;
+        }
+        let mine = d.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut written = d.written.lock().await;
+        if *written >= mine {
+            return;
+        }
+        let covers = d.requested.load(Ordering::Acquire);
+        let bytes = persist::encode(convert::from_view(&self.view().await));
+        let file = d.file.clone();
+        let result = blocking(move || file.write(&bytes).map_err(|e| Error::Internal(e.to_string()))).await;
+        match result {
+            Ok(()) => *written = covers,
+            Err(e) => error!(self.log, "state not written"; "error" => %e),
+        }
+    }
+
+    /// Has the keeper hold a copy of each open stdio descriptor of `p`.
+    pub(crate) fn keep_stdio(&self, id: &str, p: &Process) {
+        let Some(k) = &self.keeper else { return };
+        for (stream, fd) in p.held_fds() {
+            // SAFETY: `p` owns `fd` and outlives this call.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            if let Err(e) = k.store(&fd_name(id, &p.exec_id, stream), fd) {
+                warn!(self.log, "keeper: descriptor not held; a crash would close it";
+                      "container" => id, "exec_id" => &p.exec_id, "stream" => stream, "error" => %e);
+            }
+        }
+    }
+
+    /// Has the keeper hold the namespace holder's channel.
+    pub(crate) fn keep_holder(&self, channel: Option<BorrowedFd<'_>>) {
+        if let (Some(k), Some(fd)) = (&self.keeper, channel) {
+            if let Err(e) = k.store(HOLDER_FD, fd) {
+                warn!(self.log, "keeper: namespace holder's channel not held"; "error" => %e);
+            }
+        }
+    }
+
+    /// Has the keeper close what it holds for a container (`exec_id` None),
+    /// a process, or one stream of a process.
+    pub(crate) fn unkeep(&self, id: &str, exec_id: Option<&str>, stream: Option<&str>) {
+        let Some(k) = &self.keeper else { return };
+        let prefix = match (exec_id, stream) {
+            (None, _) => format!("p/{id}/"),
+            (Some(e), None) => format!("p/{id}/{e}/"),
+            (Some(e), Some(s)) => fd_name(id, e, s),
+        };
+        if let Err(e) = k.drop_prefix(&prefix) {
+            warn!(self.log, "keeper: descriptors not released"; "prefix" => &prefix, "error" => %e);
+        }
+    }
+
+    /// Has the keeper close the namespace holder's channel.
+    pub(crate) fn unkeep_holder(&self) {
+        if let Some(k) = &self.keeper {
+            let _ = k.drop_prefix(HOLDER_FD);
+        }
+    }
+
+    /// Takes back the sandbox a previous agent left (before serving).
+    fn restore(&mut self, view: SandboxView, mut fds: HashMap<String, OwnedFd>) -> Result<()> {
+        *lock(&self.session) = view.session;
+        let storages = crate::storage::StorageManager::from_state(view.storages)?
+            .with_roots(self.cfg.storage_roots.clone())
+            .with_logger(&self.log);
+        self.storages = Arc::new(storages);
+        self.restore_pod(view.pod, fds.remove(HOLDER_FD));
+        for c in view.containers {
+            let id = c.id.clone();
+            let c = self.restore_container(c, &mut fds)?;
+            lock(&self.containers).insert(id, c);
+        }
+        if !fds.is_empty() {
+            let names: Vec<&String> = fds.keys().collect();
+            warn!(self.log, "keeper held descriptors no container claims; closing them"; "names" => ?names);
+        }
+        Ok(())
+    }
+
+    fn restore_pod(&mut self, pod: PodView, channel: Option<OwnedFd>) {
+        let ns_holder: Option<Arc<dyn super::engine::NsHolder>> = pod
+            .ns_holder
+            .map(|pid| Arc::from(self.engine.adopt_ns_holder(pid, channel)));
+        let ns_holder_exit = ns_holder.as_ref().map(|h| self.engine.watch_exit(h.pid()));
+        let guest_hooks = match &pod.guest_hook_path {
+            Some(p) => GuestHooks::load(p).unwrap_or_else(|e| {
+                warn!(self.log, "guest hooks not reloaded"; "path" => %p.display(), "error" => %e);
+                GuestHooks::default()
+            }),
+            None => GuestHooks::default(),
+        };
+        *lock(&self.pod) = Pod {
+            state: pod.state,
+            id: pod.id,
+            hostname: pod.hostname,
+            dns: pod.dns,
+            sandbox_pidns: pod.sandbox_pidns,
+            pidns_container: pod.pidns_container,
+            ns_holder,
+            ns_holder_exit,
+            guest_hook_path: pod.guest_hook_path,
+            guest_hooks,
+        };
+    }
+
+    fn restore_container(&self, c: ContainerView, fds: &mut HashMap<String, OwnedFd>) -> Result<Arc<Container>> {
+        let engine = self.engine.adopt(Adopt {
+            id: c.id.clone(),
+            pid: c.init.pid,
+            start_time: c.start_time,
+            bundle: c.bundle.clone(),
+            rootfs: c.rootfs,
+            created: c.created,
+            cgroup: c.cgroup,
+            spec: c.spec,
+        })?;
+        let init = Arc::new(self.restore_process(&c.id, c.init, fds)?);
+        let mut execs = HashMap::new();
+        for e in c.execs {
+            let p = self.restore_process(&c.id, e, fds)?;
+            execs.insert(p.exec_id.clone(), Arc::new(p));
+        }
+        let oom_watch = c
+            .oom_watch
+            .then(|| engine.watch_oom(&c.id, self.oom_tx.clone()))
+            .flatten();
+        Ok(Arc::new(Container {
+            id: c.id,
+            engine,
+            bundle: c.bundle,
+            init,
+            execs: Mutex::new(execs),
+            starting: Mutex::new(HashSet::new()),
+            devices: tokio::sync::Mutex::new(DeviceState {
+                own_rules: c.device_rules,
+                plugged: c.devices,
+            }),
+            oom_watch,
+        }))
+    }
+
+    fn restore_process(&self, id: &str, p: ProcessView, fds: &mut HashMap<String, OwnedFd>) -> Result<Process> {
+        let mut take = |stream: &str| fds.remove(&fd_name(id, &p.exec_id, stream));
+        let stdio = RestoredStdio {
+            stdin: take("in"),
+            stdout: take("out"),
+            stderr: take("err"),
+            terminal: take("pty"),
+        };
+        let exit = match p.exit_status {
+            Some(status) => watch::channel(Some(Exit::Code(status))).1,
+            None => self.engine.watch_exit(p.pid),
+        };
+        Process::restore(p.exec_id, p.pid, exit, p.waited, stdio)
+    }
+}
+
+/// Writes the state down after every exit the reaper delivers, and, under a
+/// keeper, delivers the exits it reaps and tells it once each is on disk.
+/// Must run inside the runtime.
+pub(crate) fn spawn_writers(
+    sandbox: &Arc<Sandbox>,
+    reaper: &crate::reaper::Reaper,
+    keeper: Option<Arc<KeeperLink>>,
+    log: &slog::Logger,
+) {
+    let mut delivered = reaper.delivered();
+    let sb = sandbox.clone();
+    tokio::spawn(async move {
+        while delivered.changed().await.is_ok() {
+            sb.persist().await;
+        }
+    });
+    let Some(k) = keeper else { return };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    let (reaper, link, log) = (reaper.clone(), k.clone(), log.clone());
+    let spawned = std::thread::Builder::new()
+        .name("keeper-exits".into())
+        .spawn(move || loop {
+            match link.next_exit() {
+                Ok(Some((pid, exit))) => {
+                    reaper.deliver(pid, exit);
+                    let _ = tx.send(pid);
+                }
+                Ok(None) => {
+                    error!(
+                        log,
+                        "the keeper is gone: exits of processes the agent did not start are no longer known"
+                    );
+                    return;
+                }
+                Err(e) => warn!(log, "keeper channel"; "error" => %e),
+            }
+        });
+    if let Err(e) = spawned {
+        error!(sandbox.log, "keeper exits not read"; "error" => %e);
+    }
+    let sb = sandbox.clone();
+    tokio::spawn(async move {
+        while let Some(pid) = rx.recv().await {
+            sb.persist().await;
+            if sb.fault.is_none() {
+                let _ = k.forget(pid);
+            }
+        }
+    });
+}

@@ -1,0 +1,249 @@
+//! The persisted state and crash recovery, through the real agent binary:
+//! `kill -9` of an agent running under its keeper, and the new agent takes
+//! every container back; a second agent on a state directory is refused; a
+//! damaged or too new state file keeps Health answering, refuses sandbox
+//! calls with FAILED_PRECONDITION and is never overwritten.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::containers::{create_and_start, pids_of, read_all, remove, sh, wait, SVC};
+use common::{call, Agent};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use protobuf::well_known_types::empty::Empty;
+use protocols::agent::*;
+use protocols::health::{CheckRequest, HealthCheckResponse};
+use protocols::pith::{HelloRequest, HelloResponse, StatusRequest, StatusResponse};
+use ttrpc::proto::Code;
+use ttrpc::r#async::Client;
+
+async fn status(c: &Client) -> StatusResponse {
+    call(c, "pith.Introspection", "Status", &StatusRequest::new())
+        .await
+        .unwrap()
+}
+
+/// Process state letter (R, S, Z...) of `pid`, None once it is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits until `cond` holds (a process to end, an agent to answer): no time is asserted.
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A client of the agent that replaced `old_pid`, once it serves.
+async fn new_agent(agent: &Agent, old_pid: u32) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = pithctl::client::connect(&agent.address(), Duration::from_secs(1)).await {
+            if let Ok(s) = call::<_, StatusResponse>(&c, "pith.Introspection", "Status", &StatusRequest::new()).await {
+                if s.pid != old_pid {
+                    return c;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new agent within 30 s; log:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn read_once(c: &Client, id: &str) -> Vec<u8> {
+    let mut r = ReadStreamRequest::new();
+    r.container_id = id.into();
+    r.exec_id = id.into();
+    r.len = 1 << 20;
+    let resp: ReadStreamResponse = call(c, SVC, "ReadStdout", &r).await.unwrap();
+    resp.data
+}
+
+async fn signal(c: &Client, id: &str, sig: u32) -> Result<Empty, (Code, String)> {
+    let mut s = SignalProcessRequest::new();
+    s.container_id = id.into();
+    s.exec_id = id.into();
+    s.signal = sig;
+    call(c, SVC, "SignalProcess", &s).await
+}
+
+async fn container_call(c: &Client, method: &str, id: &str) -> Result<Empty, (Code, String)> {
+    match method {
+        "PauseContainer" => {
+            let mut r = PauseContainerRequest::new();
+            r.container_id = id.into();
+            call(c, SVC, method, &r).await
+        }
+        _ => {
+            let mut r = ResumeContainerRequest::new();
+            r.container_id = id.into();
+            call(c, SVC, method, &r).await
+        }
+    }
+}
+
+/// Waits for a file to appear in the container's rootfs, then prints or exits.
+const WAIT_GO: &str = "while [ ! -e /go ]; do sleep 0.05; done";
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn an_agent_killed_with_sigkill_loses_no_container() {
+    let mut agent = Agent::start(&["--keeper"]);
+    let dir = agent.dir.path().to_path_buf();
+    let c = agent.client().await;
+    // Level 2 (for Introspection/Status); a new agent must keep it.
+    let mut h = HelloRequest::new();
+    h.host_name = "persist-test".into();
+    h.min_level = 2;
+    h.max_level = 2;
+    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    let mut sb = CreateSandboxRequest::new();
+    sb.hostname = "kept-pod".into();
+    sb.sandbox_id = "sb-kept".into();
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let run_script = format!("echo before; {WAIT_GO}; echo after; exec sleep 1000");
+    create_and_start(&c, &dir.join("run"), "run", &["sh", "-c", &run_script]).await;
+    create_and_start(
+        &c,
+        &dir.join("gap"),
+        "gap",
+        &["sh", "-c", &format!("{WAIT_GO}; exit 7")],
+    )
+    .await;
+    assert_eq!(read_once(&c, "run").await, b"before\n");
+    let gap_pid = pids_of(&c, "gap").await[0];
+    let old = status(&c).await.pid;
+    drop(c);
+
+    // Hold the keeper so the gap is long enough to matter: the agent dies,
+    // then the "gap" container exits and "run" writes while no agent runs.
+    let keeper = Pid::from_raw(agent.child.as_ref().unwrap().id() as i32);
+    kill(keeper, Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    until("the agent to die", || proc_state(old as i32).is_none_or(|s| s == 'Z'));
+    for name in ["run", "gap"] {
+        std::fs::write(dir.join(name).join("rootfs/go"), "").unwrap();
+    }
+    until("the gap container to exit", || {
+        proc_state(gap_pid).is_none_or(|s| s == 'Z')
+    });
+    kill(keeper, Signal::SIGCONT).unwrap();
+
+    let c = new_agent(&agent, old).await;
+    assert!(agent.log().contains("state taken back"), "{}", agent.log());
+    assert_eq!(status(&c).await.host_name, "persist-test", "the session is kept");
+    // The exit during the gap, with its real status.
+    assert_eq!(wait(&c, "gap", "gap").await, Ok(7));
+    // Output written during the gap is there, once.
+    assert_eq!(read_once(&c, "run").await, b"after\n");
+    // Exec into a recovered container, in the pod's UTS namespace.
+    let (code, out) = sh(&c, &dir.join("run"), "run", "hostname").await;
+    assert_eq!((code, out.as_str()), (0, "kept-pod\n"));
+    // A new container still joins the kept namespace holder.
+    create_and_start(&c, &dir.join("new"), "new", &["hostname"]).await;
+    assert_eq!(read_all(&c, "new", "new", "ReadStdout").await, b"kept-pod\n");
+    assert_eq!(wait(&c, "new", "new").await, Ok(0));
+    // Stats, pause, resume, signal.
+    let mut st = StatsContainerRequest::new();
+    st.container_id = "run".into();
+    let _: StatsContainerResponse = call(&c, SVC, "StatsContainer", &st).await.unwrap();
+    container_call(&c, "PauseContainer", "run").await.unwrap();
+    container_call(&c, "ResumeContainer", "run").await.unwrap();
+    signal(&c, "run", 0).await.unwrap();
+    signal(&c, "run", 9).await.unwrap();
+    assert_eq!(wait(&c, "run", "run").await, Ok(137));
+    for id in ["run", "gap", "new"] {
+        remove(&c, id).await;
+    }
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    drop(c);
+    let st = agent.terminate();
+    assert!(st.success(), "the keeper ends with the agent's clean exit: {st:?}");
+}
+
+#[tokio::test]
+async fn a_second_agent_on_the_state_directory_is_refused() {
+    let agent = Agent::start(&[]);
+    let state = agent.dir.path().join("state");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pith-agent"))
+        .arg("--server-addr")
+        .arg(format!("unix://{}", agent.dir.path().join("second.sock").display()))
+        .arg("--cmdline")
+        .arg(agent.dir.path().join("cmdline"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds the lock"), "{err}");
+    assert!(err.contains(&state.join("sandbox.lock").display().to_string()), "{err}");
+    // The first one still serves.
+    let c = agent.client().await;
+    let _: HealthCheckResponse = call(&c, "grpc.Health", "Check", &CheckRequest::new()).await.unwrap();
+}
+
+fn golden_v1() -> Vec<u8> {
+    std::fs::read(common::fixture("persist/v1.json")).unwrap()
+}
+
+/// Starts an agent on a state directory holding `bytes` as its state file;
+/// checks that Health answers and CreateContainer is refused with
+/// FAILED_PRECONDITION containing each of `needles`, and that the file is
+/// untouched. Returns the refusal's message.
+async fn refused_with(bytes: Vec<u8>, needles: &[&str]) -> String {
+    let file: std::sync::Mutex<Option<PathBuf>> = Default::default();
+    let agent = Agent::start_prepared(&[], &[], &|state: &Path| {
+        std::fs::write(state.join("sandbox.json"), &bytes).unwrap();
+        *file.lock().unwrap() = Some(state.join("sandbox.json"));
+    });
+    let path = file.lock().unwrap().clone().unwrap();
+    let c = agent.client().await;
+    let _: HealthCheckResponse = call(&c, "grpc.Health", "Check", &CheckRequest::new()).await.unwrap();
+    let req = common::containers::create_req(&agent.dir.path().join("c"), "c1", &["true"]);
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &req).await.unwrap_err();
+    assert_eq!(code, Code::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    for n in needles {
+        assert!(msg.contains(n), "{n:?} not in {msg}");
+    }
+    let (code, _) = call::<_, Empty>(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap_err();
+    assert_eq!(code, Code::FAILED_PRECONDITION);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was overwritten");
+    msg
+}
+
+#[tokio::test]
+async fn a_truncated_state_file_is_refused_and_kept() {
+    let mut bytes = golden_v1();
+    bytes.truncate(bytes.len() / 3);
+    refused_with(bytes, &["is damaged", "EOF"]).await;
+}
+
+#[tokio::test]
+async fn a_state_file_too_new_for_this_agent_is_refused_and_kept() {
+    let mut j: serde_json::Value = serde_json::from_slice(&golden_v1()).unwrap();
+    j["persist_version"] = 99.into();
+    j["min_reader_version"] = 98.into();
+    let msg = refused_with(
+        serde_json::to_vec_pretty(&j).unwrap(),
+        &["persist_version 99", "at least version 98"],
+    )
+    .await;
+    assert!(msg.contains("this agent reads versions 1 to"), "{msg}");
+}
