@@ -77,3 +77,33 @@ pub fn engine_free_services(dir: &Path) -> HashMap<String, Service> {
     )));
     all
 }
+
+/// The persisted state's loader, as a restarted agent runs it on the file it
+/// finds: the bytes to the sandbox's view (every version, migrated).
+pub mod persist {
+    use std::path::Path;
+
+    use crate::persist::{convert, decode, encode};
+    use crate::sandbox::view::GuestView;
+
+    fn load(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let path = Path::new("/run/pith/sandbox.json");
+        let guest = GuestView {
+            sysfs: "/sys".into(),
+            copy_roots: Vec::new(),
+            random_dev: "/dev/random".into(),
+        };
+        let saved = decode(path, bytes).map_err(|e| e.to_string())?;
+        let view = convert::to_view(saved, guest, path).map_err(|e| e.to_string())?;
+        Ok(encode(convert::from_view(&view)))
+    }
+
+    /// Loads `bytes` as a state file; a file that loads is written again in
+    /// today's format, and that is loaded and written once more. Returns the
+    /// two writings (which must be equal), or why the file was refused.
+    pub fn load_twice(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let once = load(bytes)?;
+        let twice = load(&once).map_err(|e| format!("a file this agent wrote is refused: {e}"))?;
+        Ok((once, twice))
+    }
+}

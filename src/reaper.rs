@@ -21,7 +21,8 @@ use tokio::sync::watch;
 const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
 
 /// How a process ended, as a shell reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Exit {
     /// Exited with this code.
     Code(i32),

@@ -14,6 +14,7 @@ use common::{call, Agent};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use protobuf::well_known_types::empty::Empty;
+use protobuf::Message;
 use protocols::agent::*;
 use protocols::health::{CheckRequest, HealthCheckResponse};
 use protocols::pith::{HelloRequest, HelloResponse, StatusRequest, StatusResponse};
@@ -41,15 +42,24 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The agent's pid, if an agent answers on `c` (transport errors too are a no:
+/// the old agent may still be dying).
+async fn pid_on(c: &Client) -> Option<u32> {
+    let mut r = ttrpc::proto::Request::new();
+    r.service = "pith.Introspection".into();
+    r.method = "Status".into();
+    r.timeout_nano = Duration::from_secs(5).as_nanos() as i64;
+    let resp = c.request(r).await.ok()?;
+    Some(StatusResponse::parse_from_bytes(&resp.payload).ok()?.pid)
+}
+
 /// A client of the agent that replaced `old_pid`, once it serves.
 async fn new_agent(agent: &Agent, old_pid: u32) -> Client {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(c) = pithctl::client::connect(&agent.address(), Duration::from_secs(1)).await {
-            if let Ok(s) = call::<_, StatusResponse>(&c, "pith.Introspection", "Status", &StatusRequest::new()).await {
-                if s.pid != old_pid {
-                    return c;
-                }
+            if pid_on(&c).await.is_some_and(|p| p != old_pid) {
+                return c;
             }
         }
         assert!(
@@ -246,4 +256,101 @@ async fn a_state_file_too_new_for_this_agent_is_refused_and_kept() {
     )
     .await;
     assert!(msg.contains("this agent reads versions 1 to"), "{msg}");
+}
+
+fn storage(driver: &str, source: &str, mount_point: &Path) -> Storage {
+    let mut s = Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.fstype = if driver == "ephemeral" { "tmpfs" } else { "bind" }.into();
+    s.mount_point = mount_point.display().to_string();
+    s
+}
+
+/// How many mounts sit at `path`.
+fn mounts_at(path: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == path.to_str())
+        .count()
+}
+
+fn add_device(id: &str, path: &str) -> protocols::pith::AddBlockDeviceRequest {
+    let mut r = protocols::pith::AddBlockDeviceRequest::new();
+    r.container_id = id.into();
+    r.type_ = "path".into();
+    r.address = path.into();
+    r.container_path = "/dev/hotdisk".into();
+    r.mode = 0o640;
+    r.access = "rwm".into();
+    r
+}
+
+/// Storages and a hot-plugged device survive a `kill -9` of the agent: nothing
+/// is mounted twice, a storage taken back is shared (counted) with a new
+/// container, the device stays allowed and listed, and everything is released
+/// at the end.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn storages_and_devices_survive_a_killed_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = common::loopdev::Loop::new(tmp.path());
+    let agent = Agent::start_with(
+        &["--keeper", "--hotplug-timeout", "1"],
+        &[("PITH_STORAGE_ROOTS", tmp.path().to_str().unwrap())],
+    );
+    let c = agent.client().await;
+    let mut h = HelloRequest::new();
+    (h.min_level, h.max_level) = (3, 3);
+    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    let shm = tmp.path().join("shm");
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = "sb".into();
+    sb.storages = vec![storage("ephemeral", "tmpfs", &shm)];
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mp = tmp.path().join("mnt");
+    let with_storage = |id: &str| {
+        let mut r = common::containers::create_req(&tmp.path().join(id), id, &["sleep", "1000"]);
+        r.storages = vec![storage("bind", data.to_str().unwrap(), &mp)];
+        r
+    };
+    let _: Empty = call(&c, SVC, "CreateContainer", &with_storage("c")).await.unwrap();
+    let mut s = StartContainerRequest::new();
+    s.container_id = "c".into();
+    let _: Empty = call(&c, SVC, "StartContainer", &s).await.unwrap();
+    let dev = disk.dev.to_string_lossy().into_owned();
+    let _: protocols::pith::BlockDeviceResponse = call(&c, "pith.Devices", "AddBlockDevice", &add_device("c", &dev))
+        .await
+        .unwrap();
+    let read_disk = "dd if=/dev/hotdisk of=/dev/null bs=512 count=1";
+    assert_eq!(sh(&c, &tmp.path().join("c"), "c", read_disk).await.0, 0);
+    let old = status(&c).await.pid;
+    drop(c);
+
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let c = new_agent(&agent, old).await;
+    assert_eq!((mounts_at(&shm), mounts_at(&mp)), (1, 1), "nothing mounted twice");
+    // The device is still allowed in the container's cgroup, and listed.
+    let (code, out) = sh(&c, &tmp.path().join("c"), "c", read_disk).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(status(&c).await.sandbox_json.contains("/dev/hotdisk"));
+    // A new container with the same storage shares the mount taken back.
+    let _: Empty = call(&c, SVC, "CreateContainer", &with_storage("d")).await.unwrap();
+    assert_eq!(mounts_at(&mp), 1);
+    let mut rm = protocols::pith::RemoveBlockDeviceRequest::new();
+    rm.container_id = "c".into();
+    rm.container_path = "/dev/hotdisk".into();
+    let _: protocols::pith::BlockDeviceResponse = call(&c, "pith.Devices", "RemoveBlockDevice", &rm).await.unwrap();
+    assert_ne!(sh(&c, &tmp.path().join("c"), "c", read_disk).await.0, 0);
+    remove(&c, "d").await;
+    assert_eq!(mounts_at(&mp), 1, "still used by c");
+    remove(&c, "c").await;
+    assert_eq!(mounts_at(&mp), 0);
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    assert_eq!(mounts_at(&shm), 0);
 }

@@ -165,5 +165,15 @@ fn main() {
         .map(|s| s.to_string())
         .collect();
     write(&dir, "mount_options", "local", &st.write_to_bytes().unwrap());
+    // The committed golden state files of every persist version.
+    let persist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/persist");
+    for v in ["v1", "v2"] {
+        write(
+            &dir,
+            "persist_state",
+            v,
+            &std::fs::read(persist.join(format!("{v}.json"))).unwrap(),
+        );
+    }
     println!("seeds written under {}", dir.display());
 }

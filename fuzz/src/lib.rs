@@ -14,7 +14,7 @@
 mod parsers;
 mod server;
 
-pub use parsers::{config, device_addr, mount_options, oci_spec, uevent};
+pub use parsers::{config, device_addr, mount_options, oci_spec, persist_state, uevent};
 pub use server::{connection, frame, request_input, requests};
 
 /// A current-thread runtime per fuzzing thread (libFuzzer runs one input at a time).

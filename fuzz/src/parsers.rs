@@ -110,3 +110,13 @@ pub fn mount_options(data: &[u8]) {
     let _ = options::fs_gid(&s);
     let _ = options::value(&s.options, "size");
 }
+
+/// A state file as a restarted agent finds it (any version, damaged,
+/// truncated, wrong types). Properties: the loader never panics; a file it
+/// takes back is written again the same way twice (what the agent writes, it
+/// reads back to the same state).
+pub fn persist_state(data: &[u8]) {
+    if let Ok((once, twice)) = pith_agent::fuzzing::persist::load_twice(data) {
+        assert!(once == twice, "a state file does not round-trip");
+    }
+}

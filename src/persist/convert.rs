@@ -5,11 +5,12 @@ use std::path::Path;
 
 use super::error::PersistError;
 use super::v1::{
-    ContainerV1 as ContainerP, DeviceMountV1 as DeviceMountP, DeviceV1 as DeviceP, MountRecordV1 as RecordP,
-    PodV1 as PodP, ProcessV1 as ProcessP, SandboxV1 as SandboxP, SessionV1 as SessionP, StorageV1 as StorageP,
-    WatchedV1 as WatchedP,
+    DeviceMountV1 as DeviceMountP, DeviceV1 as DeviceP, MountRecordV1 as RecordP, PodV1 as PodP, SessionV1 as SessionP,
+    StorageV1 as StorageP, WatchedV1 as WatchedP,
 };
+use super::v2::{ContainerV2 as ContainerP, ExitV2, ProcessV2 as ProcessP, SandboxV2 as SandboxP};
 use crate::device::node::NodeMount;
+use crate::reaper::Exit;
 use crate::sandbox::hotplug::{BlockDevView, Plugged};
 use crate::sandbox::session::Session;
 use crate::sandbox::view::{ContainerView, GuestView, PodView, ProcessView, SandboxView, StdioView};
@@ -36,13 +37,19 @@ fn process(p: &ProcessView) -> ProcessP {
     ProcessP {
         exec_id: p.exec_id.clone(),
         pid: p.pid,
+        start_time: p.start_time,
         terminal: p.stdio.terminal,
-        exit_status: p.exit_status,
+        exit: None,
+        exit_status: None,
         waited: p.waited,
         stdin_open: p.stdio.stdin.is_some(),
         stdout_open: p.stdio.stdout.is_some(),
         stderr_open: p.stdio.stderr.is_some(),
     }
+    .with_exit(p.exit.map(|e| match e {
+        Exit::Code(c) => ExitV2::Code(c),
+        Exit::Signal(s) => ExitV2::Signal(s),
+    }))
 }
 
 /// Descriptor numbers are the agent process's own and mean nothing to another
@@ -50,9 +57,13 @@ fn process(p: &ProcessView) -> ProcessP {
 fn process_back(p: ProcessP) -> ProcessView {
     let open = |b: bool| b.then_some(-1);
     ProcessView {
+        exit: p.ended().map(|e| match e {
+            ExitV2::Code(c) => Exit::Code(c),
+            ExitV2::Signal(s) => Exit::Signal(s),
+        }),
         exec_id: p.exec_id,
         pid: p.pid,
-        exit_status: p.exit_status,
+        start_time: p.start_time,
         waited: p.waited,
         stdio: StdioView {
             terminal: p.terminal,

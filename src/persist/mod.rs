@@ -21,6 +21,7 @@ pub(crate) mod convert;
 pub(crate) mod error;
 pub(crate) mod file;
 pub(crate) mod v1;
+pub(crate) mod v2;
 
 use std::path::Path;
 
@@ -29,12 +30,13 @@ use serde::Deserialize;
 pub(crate) use error::PersistError;
 
 /// The format version this agent writes.
-pub(crate) const PERSIST_VERSION: u32 = 1;
-/// The oldest format version whose reader can use what this agent writes.
+pub(crate) const PERSIST_VERSION: u32 = 2;
+/// The oldest format version whose reader can use what this agent writes
+/// (v2 still writes v1's fields: see `v2.rs`).
 pub(crate) const MIN_READER_VERSION: u32 = 1;
 
 /// The sandbox in the current format.
-pub(crate) type Current = v1::SandboxV1;
+pub(crate) type Current = v2::SandboxV2;
 
 /// What every version has, read first to choose the parser.
 #[derive(Deserialize)]
@@ -70,15 +72,23 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Current, PersistError>
             supported: PERSIST_VERSION,
         });
     }
-    // A newer file that allows it is read as ours (its writer promised that
-    // our fields keep their meaning).
-    let f: v1::FileV1 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
-    Ok(f.sandbox)
+    // Each older version by its own types, migrated; a newer file that allows
+    // it as ours (its writer promised that our fields keep their meaning).
+    match h.persist_version {
+        1 => {
+            let f: v1::FileV1 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
+            Ok(f.sandbox.into())
+        }
+        _ => {
+            let f: v2::FileV2 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
+            Ok(f.sandbox)
+        }
+    }
 }
 
 /// The file's bytes for `sandbox` in the current format.
 pub(crate) fn encode(sandbox: Current) -> Vec<u8> {
-    let f = v1::FileV1 {
+    let f = v2::FileV2 {
         persist_version: PERSIST_VERSION,
         min_reader_version: MIN_READER_VERSION,
         agent_version: crate::AGENT_VERSION.to_string(),

@@ -9,6 +9,7 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, RootBuilder, Spec};
 use super::file::StateFile;
 use super::*;
 use crate::device::node::NodeMount;
+use crate::reaper::Exit;
 use crate::sandbox::hotplug::{BlockDevView, Plugged};
 use crate::sandbox::session::Session;
 use crate::sandbox::view::{ContainerView, GuestView, PodView, ProcessView, SandboxView, StdioView};
@@ -25,13 +26,14 @@ fn guest() -> GuestView {
     }
 }
 
-fn proc_view(exec_id: &str, pid: i32, exit: Option<i32>, terminal: bool) -> ProcessView {
+fn proc_view(exec_id: &str, pid: i32, exit: Option<Exit>, terminal: bool) -> ProcessView {
     // A restored view says "open" as -1 (descriptor numbers are not kept).
     let open = |b: bool| b.then_some(-1);
     ProcessView {
         exec_id: exec_id.into(),
         pid,
-        exit_status: exit,
+        start_time: 0,
+        exit,
         waited: false,
         stdio: StdioView {
             terminal,
@@ -43,11 +45,26 @@ fn proc_view(exec_id: &str, pid: i32, exit: Option<i32>, terminal: bool) -> Proc
     }
 }
 
-/// A sandbox with something in every field: a pod, a negotiated session,
-/// storages (one shared by two owners), a watched storage, and a container
-/// with replaced device rules, a hot-plugged device with a mount, an init
-/// and two execs (one exited).
+/// The sample as v2 knows it: v1's, with processes' start times and an
+/// exec killed by a signal.
 pub(crate) fn sample_view() -> SandboxView {
+    let mut v = sample_view_v1();
+    let c = &mut v.containers[0];
+    c.init.start_time = 123456;
+    c.execs[0].start_time = 123470;
+    c.execs
+        .insert(1, proc_view("killed", 4012, Some(Exit::Signal(9)), false));
+    c.execs[1].start_time = 123480;
+    c.execs[2].start_time = 123490;
+    v
+}
+
+/// The sample as v1 knew it (what `v1.json` holds, taken back by today's
+/// agent): a sandbox with something in every field: a pod, a negotiated
+/// session, storages (one shared by two owners), a watched storage, and a
+/// container with replaced device rules, a hot-plugged device with a mount,
+/// an init and two execs (one exited).
+fn sample_view_v1() -> SandboxView {
     let mut spec = Spec::default();
     spec.set_root(Some(
         RootBuilder::default().path("/run/pith/c1/rootfs").build().unwrap(),
@@ -135,7 +152,7 @@ pub(crate) fn sample_view() -> SandboxView {
             oom_watch: true,
             init: proc_view("c1", 4001, None, false),
             execs: vec![
-                proc_view("e1", 4010, Some(3), false),
+                proc_view("e1", 4010, Some(Exit::Code(3)), false),
                 proc_view("tty", 4011, None, true),
             ],
         }],
@@ -180,12 +197,65 @@ fn the_file_carries_both_versions() {
     assert_eq!(j["agent_version"], crate::AGENT_VERSION);
 }
 
-/// Every committed version loads and equals the sample as that version knew it.
+fn load_golden(name: &str) -> SandboxView {
+    let path = fixture(name);
+    convert::to_view(decode(&path, &read_fixture(name)).unwrap(), guest(), &path).unwrap()
+}
+
+/// Every committed version loads (migrated) and equals the sample as that
+/// version knew it.
 #[test]
-fn golden_v1_loads() {
-    let path = fixture("v1.json");
-    let got = convert::to_view(decode(&path, &read_fixture("v1.json")).unwrap(), guest(), &path).unwrap();
-    assert_eq!(got, sample_view());
+fn golden_files_load() {
+    assert_eq!(load_golden("v1.json"), sample_view_v1());
+    assert_eq!(load_golden("v2.json"), sample_view());
+}
+
+/// What every committed version loads as is written again (in today's
+/// version) and read back the same.
+#[test]
+fn golden_files_round_trip() {
+    for name in ["v1.json", "v2.json"] {
+        let v = load_golden(name);
+        assert_eq!(roundtrip(&v), v, "{name}");
+    }
+}
+
+/// A v1 agent (its types, frozen in v1.rs) reads what today's agent writes,
+/// as the file's min_reader_version 1 promises: a rollback keeps the exits.
+#[test]
+fn a_v1_agent_reads_a_v2_file() {
+    let bytes = read_fixture("v2.json");
+    let old: v1::FileV1 = serde_json::from_slice(&bytes).unwrap();
+    assert!(old.min_reader_version <= 1);
+    let statuses: Vec<(String, Option<i32>)> = old.sandbox.containers[0]
+        .execs
+        .iter()
+        .map(|p| (p.exec_id.clone(), p.exit_status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("e1".into(), Some(3)),
+            ("killed".into(), Some(137)),
+            ("tty".into(), None)
+        ]
+    );
+}
+
+/// A v2 process with only the legacy `exit_status` (no `exit`) still ends.
+#[test]
+fn the_legacy_exit_status_is_still_read() {
+    let path = Path::new("/x/sandbox.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&read_fixture("v2.json")).unwrap();
+    let e1 = j
+        .pointer_mut("/sandbox/containers/0/execs/0")
+        .unwrap()
+        .as_object_mut()
+        .unwrap();
+    e1.remove("exit");
+    let s = decode(path, &serde_json::to_vec(&j).unwrap()).unwrap();
+    let v = convert::to_view(s, guest(), path).unwrap();
+    assert_eq!(v.containers[0].execs[0].exit, Some(Exit::Code(3)));
 }
 
 fn with_versions(version: u32, min_reader: u32) -> Vec<u8> {

@@ -22,7 +22,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use slog::{error, info, warn};
+use slog::{debug, error, info, warn};
 use tokio::sync::watch;
 
 use super::engine::Adopt;
@@ -108,9 +108,9 @@ impl Sandbox {
         let gone: Vec<i32> = saved
             .iter()
             .flat_map(|v| v.containers.iter())
-            .flat_map(|c| std::iter::once((&c.init, c.start_time)).chain(c.execs.iter().map(|e| (e, 0))))
-            .filter(|(p, start)| p.exit_status.is_none() && !alive(p.pid, *start))
-            .map(|(p, _)| p.pid)
+            .flat_map(|c| std::iter::once(&c.init).chain(c.execs.iter()))
+            .filter(|p| p.exit.is_none() && !alive(p.pid, p.start_time))
+            .map(|p| p.pid)
             .collect();
         let handoff = match keeper {
             Some(k) => k.handoff().map_err(|e| PersistError::Sys {
@@ -130,6 +130,10 @@ impl Sandbox {
         }
         let Some(view) = saved else { return Ok(()) };
         let containers = view.containers.len();
+        if keeper.is_none() && containers > 0 {
+            warn!(self.log, "taking containers back without a keeper: their stdio is gone and their exits \
+                             cannot be known (run with --keeper)"; "containers" => containers);
+        }
         self.restore(view, handoff.fds).map_err(|e| PersistError::Invalid {
             path: file.path().to_path_buf(),
             why: e.to_string(),
@@ -159,11 +163,17 @@ impl Sandbox {
             return;
         }
         let covers = d.requested.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let bytes = persist::encode(convert::from_view(&self.view().await));
+        let len = bytes.len();
         let file = d.file.clone();
         let result = blocking(move || file.write(&bytes).map_err(|e| Error::Internal(e.to_string()))).await;
         match result {
-            Ok(()) => *written = covers,
+            Ok(()) => {
+                *written = covers;
+                // make bench reads this line (the cost of persisting).
+                debug!(self.log, "state written"; "bytes" => len, "duration_us" => started.elapsed().as_micros() as u64);
+            }
             Err(e) => error!(self.log, "state not written"; "error" => %e),
         }
     }
@@ -301,11 +311,11 @@ impl Sandbox {
             stderr: take("err"),
             terminal: take("pty"),
         };
-        let exit = match p.exit_status {
-            Some(status) => watch::channel(Some(Exit::Code(status))).1,
+        let exit = match p.exit {
+            Some(exit) => watch::channel(Some(exit)).1,
             None => self.engine.watch_exit(p.pid),
         };
-        Process::restore(p.exec_id, p.pid, exit, p.waited, stdio)
+        Process::restore(p.exec_id, p.pid, p.start_time, exit, p.waited, stdio)
     }
 }
 

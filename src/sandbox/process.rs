@@ -92,6 +92,8 @@ pub(crate) struct Process {
     pub exec_id: String,
     /// Host pid.
     pub pid: i32,
+    /// Its start time (clock ticks since boot; 0 if unknown), to tell a reused pid.
+    pub start_time: u64,
     /// Whether its stdio is a terminal.
     pub tty: bool,
     /// The pty master, kept for window-size changes after stdin is closed.
@@ -105,6 +107,11 @@ pub(crate) struct Process {
     pub(crate) stdout: Output,
     /// stderr (ends at once when `tty`: the terminal carries it).
     pub(crate) stderr: Output,
+}
+
+/// `pid`'s start time, 0 when it cannot be read (it has already gone).
+fn start_time_of(pid: i32) -> u64 {
+    rustjail::state::proc_start_time(pid).map_or(0, |(t, _)| t)
 }
 
 fn dup(fd: &OwnedFd) -> Result<OwnedFd, Error> {
@@ -130,6 +137,7 @@ impl Process {
         Ok(Process {
             exec_id,
             pid,
+            start_time: start_time_of(pid),
             tty: term.is_some(),
             term,
             exit,
@@ -147,6 +155,7 @@ impl Process {
     pub(crate) fn restore(
         exec_id: String,
         pid: i32,
+        start_time: u64,
         exit: watch::Receiver<Option<Exit>>,
         waited: bool,
         fds: RestoredStdio,
@@ -160,6 +169,7 @@ impl Process {
         Ok(Process {
             exec_id,
             pid,
+            start_time,
             tty: fds.terminal.is_some(),
             term: fds.terminal,
             exit,

@@ -981,7 +981,10 @@ async fn the_view_has_all_the_state_and_round_trips() {
     assert!(c.init.stdio.stdout.is_some() && c.init.stdio.stderr.is_some());
     assert!(!c.init.stdio.terminal);
     let e = &c.execs[0];
-    assert_eq!((e.exec_id.as_str(), e.exit_status, e.waited), ("e1", Some(7), false));
+    assert_eq!(
+        (e.exec_id.as_str(), e.exit, e.waited),
+        ("e1", Some(crate::reaper::Exit::Code(7)), false)
+    );
     assert!(e.stdio.terminal && e.stdio.terminal_master.is_some() && e.stdio.stderr.is_none());
     let json = serde_json::to_string(&v).unwrap();
     assert_eq!(serde_json::from_str::<super::view::SandboxView>(&json).unwrap(), v);

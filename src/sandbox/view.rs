@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::hotplug::Plugged;
 use super::session::Session;
 use super::{lock, PodState, Process, Sandbox};
+use crate::reaper::Exit;
 use crate::storage::StorageState;
 
 /// One process's stdio, as the agent holds it.
@@ -39,8 +40,10 @@ pub(crate) struct ProcessView {
     pub exec_id: String,
     /// Host pid.
     pub pid: i32,
-    /// Exit status as a shell reports it, once it has ended.
-    pub exit_status: Option<i32>,
+    /// Its start time (clock ticks since boot; 0 if unknown), to tell a reused pid.
+    pub start_time: u64,
+    /// How it ended, once it has.
+    pub exit: Option<Exit>,
     /// Whether WaitProcess collected it.
     pub waited: bool,
     /// Its stdio.
@@ -130,7 +133,8 @@ fn process(p: &Process) -> ProcessView {
     ProcessView {
         exec_id: p.exec_id.clone(),
         pid: p.pid,
-        exit_status: p.exited().map(|e| e.status()),
+        start_time: p.start_time,
+        exit: p.exited(),
         waited: p.waited(),
         stdio: StdioView {
             terminal: p.tty,
