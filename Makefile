@@ -92,7 +92,7 @@ static: toolchain
 # many at once as there are CPUs; make fuzz runs each long with ASan on
 # everything (-Zsanitizer needs RUSTC_BOOTSTRAP=1) and adds what it finds to
 # fuzz/corpus.
-FUZZ_TARGETS    := frame connection requests oci_spec config uevent device_addr mount_options
+FUZZ_TARGETS    := frame connection requests oci_spec config uevent device_addr mount_options persist_state
 FUZZ_CRATES     := pith_agent protocols protobuf pith_fuzz $(FUZZ_TARGETS)
 FUZZ_CI_SECONDS ?= 15
 FUZZ_SECONDS    ?= 600
@@ -200,6 +200,7 @@ bench: toolchain
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
 	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench hotplug
+	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench recovery
 	@# Container lifecycle against runc and crun (Debian's), same busybox bundle.
 	@missing=; for p in runc crun busybox-static; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then :; \

@@ -100,16 +100,6 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64) {
     (percentile(&ms, 0.5), percentile(&ms, 0.9))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 struct AgentProc {
     child: Child,
     sock: PathBuf,
@@ -402,13 +392,13 @@ fn main() {
         let addr = protocols::addr::Address::Unix(agent.sock.clone());
         let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
         let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
-        let idle0 = rss_kib(agent.child.id());
+        let idle0 = common::rss_kib(agent.child.id());
         for i in 0..IDLE_CONTAINERS {
             let id = format!("idle-{}-{i}", std::process::id());
             start(&c, &rootfs, &id, &["sleep", "100000"]).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let rss = rss_kib(agent.child.id());
+        let rss = common::rss_kib(agent.child.id());
         println!(
             "  agent RSS: {:.2} MiB with {IDLE_CONTAINERS} idle containers (target < 4 MiB; Kata's agent: 9-13 MiB with none); \
              {:.2} MiB with none",

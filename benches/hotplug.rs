@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,31 +50,6 @@ impl Drop for Fixture {
             let _ = Command::new("losetup").arg("-d").arg(d).status();
         }
     }
-}
-
-fn rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (apt-get install busybox-static)");
-    std::os::unix::fs::symlink("busybox", root.join("bin/sleep")).unwrap();
-    root
-}
-
-fn create_req(rootfs: &Path, id: &str) -> CreateContainerRequest {
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs.to_path_buf());
-    spec.set_root(Some(root));
-    spec.set_hostname(None);
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(vec!["sleep".into(), "100000".into()]));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
-    let mut req = CreateContainerRequest::new();
-    req.container_id = id.into();
-    req.exec_id = id.into();
-    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec));
-    req
 }
 
 fn summary(mut ms: Vec<f64>) -> (f64, f64) {
@@ -128,7 +102,7 @@ fn main() {
         dir,
         loop_dev: Some(loop_dev.clone()),
     };
-    let rootfs = rootfs(fx.dir.path());
+    let rootfs = common::sleeper_rootfs(fx.dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,7 +116,13 @@ fn main() {
         (h.min_level, h.max_level) = (3, 3);
         let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await;
         let id = format!("hotplug-bench-{}", std::process::id());
-        let _: Empty = call(&c, "grpc.AgentService", "CreateContainer", &create_req(&rootfs, &id)).await;
+        let _: Empty = call(
+            &c,
+            "grpc.AgentService",
+            "CreateContainer",
+            &common::sleeper_request(&rootfs, &id),
+        )
+        .await;
         let mut s = StartContainerRequest::new();
         s.container_id = id.clone();
         let _: Empty = call(&c, "grpc.AgentService", "StartContainer", &s).await;

@@ -33,6 +33,25 @@ fn proc_state(pid: i32) -> Option<char> {
     s.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// The children of process `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The pipes process `pid` (or "self") holds open.
+fn pipes_of(pid: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.display().to_string())
+        .filter(|l| l.starts_with("pipe:"))
+        .collect()
+}
+
 /// Waits until `cond` holds (a process to end, an agent to answer): no time is asserted.
 fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -176,6 +195,24 @@ async fn an_agent_killed_with_sigkill_loses_no_container() {
     for id in ["run", "gap", "new"] {
         remove(&c, id).await;
     }
+    // Nothing left behind: the keeper's children are the agent and the
+    // namespace holder, and it holds no container's pipe any more.
+    let st = status(&c).await;
+    let holder = serde_json::from_str::<serde_json::Value>(&st.sandbox_json).unwrap()["pod"]["ns_holder"]
+        .as_i64()
+        .unwrap();
+    let mut kids = children(keeper.as_raw());
+    kids.sort();
+    let mut want = vec![st.pid as i32, holder as i32];
+    want.sort();
+    assert_eq!(kids, want);
+    // (Pipes the test itself inherited, and so everyone below it, do not count.)
+    let ours = pipes_of("self");
+    let pipes: Vec<String> = pipes_of(&keeper.to_string())
+        .into_iter()
+        .filter(|p| !ours.contains(p))
+        .collect();
+    assert!(pipes.is_empty(), "the keeper still holds {pipes:?}");
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
         .await
         .unwrap();

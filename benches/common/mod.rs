@@ -1,5 +1,8 @@
 //! What the agent benchmarks share.
 
+// Each bench uses some of these.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,4 +31,44 @@ pub fn destroy_sandbox(sock: &Path) {
         })
     })
     .join();
+}
+
+/// A root filesystem with busybox and `sleep` under `dir`; returns its path.
+pub fn sleeper_rootfs(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (apt-get install busybox-static)");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sleep")).unwrap();
+    root
+}
+
+/// A CreateContainerRequest for a container on `rootfs` that sleeps (idle).
+pub fn sleeper_request(rootfs: &Path, id: &str) -> protocols::agent::CreateContainerRequest {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(rootfs.to_path_buf());
+    spec.set_root(Some(root));
+    spec.set_hostname(None);
+    let mut p = spec.process().clone().unwrap();
+    p.set_args(Some(vec!["sleep".into(), "100000".into()]));
+    p.set_terminal(Some(false));
+    spec.set_process(Some(p));
+    let mut req = protocols::agent::CreateContainerRequest::new();
+    req.container_id = id.into();
+    req.exec_id = id.into();
+    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec));
+    req
+}
+
+/// Resident memory of process `pid`, in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
