@@ -10,6 +10,7 @@
 //! * RSS of the design: agent plus keeper with 100 idle containers, against
 //!   the same with none (the containers' own processes not counted).
 //!
+//! The state directory is on tmpfs (`/dev/shm`), as `/run/pith` is in a guest.
 //! The agent binary is `PITH_AGENT_BIN` (make bench passes the release build),
 //! or this build's.
 
@@ -164,7 +165,8 @@ fn main() {
         .unwrap();
     println!("crash recovery under the keeper ({bin})");
     for n in [10usize, 100] {
-        let dir = tempfile::tempdir().unwrap();
+        // On tmpfs, as the guest's /run (the default state directory) is.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
         let rootfs = common::sleeper_rootfs(dir.path());
         // Debug logs (for the write costs) only in the 100-container run.
         let keeper = start(&bin, dir.path(), if n == 100 { "debug" } else { "warn" });

@@ -94,8 +94,9 @@ pub(crate) fn encode(sandbox: Current) -> Vec<u8> {
         agent_version: crate::AGENT_VERSION.to_string(),
         sandbox,
     };
-    // Plain data with string keys: serialising cannot fail.
-    let mut out = serde_json::to_vec_pretty(&f).unwrap_or_default();
+    // Plain data with string keys: serialising cannot fail. Compact: it is
+    // written after every change (`pithctl`/`jq` show it to people).
+    let mut out = serde_json::to_vec(&f).unwrap_or_default();
     out.push(b'\n');
     out
 }
