@@ -163,13 +163,6 @@ async fn serve(
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     // Before any listener: no device event may come before someone keeps it.
     let devices = Arc::new(crate::device::Devices::start(cfg.hotplug_timeout, log));
-    let listeners = cfg
-        .server_addrs
-        .iter()
-        .map(|a| Listener::bind(a).with_context(|| format!("listen on {a}")))
-        .collect::<Result<Vec<_>>>()?;
-    let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
-    let ctx = Arc::new(AgentContext::new(listen, init_mode));
     let reaper = crate::reaper::Reaper::new();
     let sandbox_cfg = SandboxConfig {
         state_dir: args.state_dir.clone(),
@@ -197,6 +190,15 @@ async fn serve(
         }
     }
     durable::spawn_writers(&sandbox, &reaper, keeper.clone(), log);
+    // Listening once the sandbox is taken back: a client that connects is
+    // answered at once, and by the sandbox as it was.
+    let listeners = cfg
+        .server_addrs
+        .iter()
+        .map(|a| Listener::bind(a).with_context(|| format!("listen on {a}")))
+        .collect::<Result<Vec<_>>>()?;
+    let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
+    let ctx = Arc::new(AgentContext::new(listen, init_mode));
     let mut destroyed = sandbox.shutdown_requested();
     let rpc = Arc::new(rpc::Rpc::new(sandbox, ctx, log));
     let reads = rpc::stdio_read::stream_reads(rpc.clone());
