@@ -183,8 +183,9 @@ const READ_ONLY: &[&str] = &[
 ];
 
 /// Whether `method` may change the persisted state (unknown methods may).
+/// DestroySandbox writes its own, before it asks the agent to stop.
 fn changes_state(method: &str) -> bool {
-    !serves_in_fault(method) && !READ_ONLY.contains(&method)
+    !serves_in_fault(method) && !READ_ONLY.contains(&method) && method != "grpc.AgentService/DestroySandbox"
 }
 
 /// Every service, keyed by fully qualified name, ready for the dispatcher.

@@ -211,6 +211,9 @@ impl Sandbox {
             failures.push(format!("storages: {e}"));
         }
         info!(self.log, "sandbox destroyed"; "sandbox" => &pod.id, "failures" => failures.len());
+        // On disk before the agent is asked to stop (which it does a moment
+        // after the answer is written: no write may come between).
+        self.persist().await;
         let _ = self.shutdown.send(true);
         if failures.is_empty() {
             Ok(())
