@@ -10,6 +10,7 @@ pub mod device;
 pub mod guest;
 pub mod init;
 pub mod logging;
+pub mod net;
 pub mod oci_convert;
 pub mod reaper;
 pub mod rpc;

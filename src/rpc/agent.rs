@@ -20,12 +20,17 @@ use crate::sandbox::{Sandbox, SandboxError};
 pub struct AgentServiceImpl {
     sandbox: Arc<Sandbox>,
     devices: Arc<crate::device::Devices>,
+    net: crate::net::Network,
 }
 
 impl AgentServiceImpl {
     /// A service over `sandbox`, waiting for CreateContainer's devices through `devices`.
     pub fn new(sandbox: Arc<Sandbox>, devices: Arc<crate::device::Devices>) -> Self {
-        AgentServiceImpl { sandbox, devices }
+        AgentServiceImpl {
+            sandbox,
+            devices,
+            net: crate::net::Network::new(),
+        }
     }
 }
 
@@ -255,5 +260,32 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     }
     async fn online_cpu_mem(&self, _: &TtrpcContext, r: OnlineCPUMemRequest) -> ttrpc::Result<Empty> {
         super::guest::online_cpu_mem(r).await
+    }
+
+    // --- networking (super::network)
+    async fn update_interface(
+        &self,
+        _: &TtrpcContext,
+        r: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<protocols::types::Interface> {
+        super::network::update_interface(&self.net, &self.devices, r).await
+    }
+    async fn update_routes(&self, _: &TtrpcContext, r: UpdateRoutesRequest) -> ttrpc::Result<Routes> {
+        super::network::update_routes(&self.net, r).await
+    }
+    async fn list_interfaces(&self, _: &TtrpcContext, _: ListInterfacesRequest) -> ttrpc::Result<Interfaces> {
+        super::network::list_interfaces(&self.net).await
+    }
+    async fn list_routes(&self, _: &TtrpcContext, _: ListRoutesRequest) -> ttrpc::Result<Routes> {
+        super::network::list_routes(&self.net).await
+    }
+    async fn add_arp_neighbors(&self, _: &TtrpcContext, r: AddARPNeighborsRequest) -> ttrpc::Result<Empty> {
+        super::network::add_arp_neighbors(&self.net, r).await
+    }
+    async fn get_ip_tables(&self, _: &TtrpcContext, r: GetIPTablesRequest) -> ttrpc::Result<GetIPTablesResponse> {
+        super::network::get_ip_tables(&self.net, self.sandbox.reaper(), r).await
+    }
+    async fn set_ip_tables(&self, _: &TtrpcContext, r: SetIPTablesRequest) -> ttrpc::Result<SetIPTablesResponse> {
+        super::network::set_ip_tables(&self.net, self.sandbox.reaper(), r).await
     }
 }

@@ -7,6 +7,7 @@ pub mod guest;
 pub mod health;
 pub mod introspection;
 pub mod negotiation;
+pub mod network;
 pub mod ps;
 pub mod stats;
 pub mod stdio_read;
