@@ -435,3 +435,51 @@ async fn iptables_round_trip_in_the_agents_namespace() {
     assert_eq!(e.0, Code::FAILED_PRECONDITION);
     assert!(e.1.contains("iptables-save is not in the guest image"), "{}", e.1);
 }
+
+/// Requests encoded by Google's protobuf from Kata's own message definitions
+/// (tests/fixtures/golden/network), decoded by pith and applied by the agent.
+#[tokio::test]
+async fn golden_requests_from_kata_runtimes() {
+    use protobuf::Message;
+    if !root_or_skip("golden_requests_from_kata_runtimes") {
+        return;
+    }
+    let bytes = |name: &str| std::fs::read(common::fixture(&format!("golden/network/{name}.bin"))).unwrap();
+    // pith's types read every field of Kata's encoding.
+    let ui = UpdateInterfaceRequest::parse_from_bytes(&bytes("update_interface_go")).unwrap();
+    let want = go_interface(MAC, "eth0", &[("10.88.0.5", "16"), ("fd00:88::5", "64")], 1500);
+    assert_eq!(*ui.interface, want);
+    let rs = UpdateRoutesRequest::parse_from_bytes(&bytes("update_routes_rs")).unwrap();
+    let r = &rs.routes.Routes[0];
+    assert_eq!((r.flags, r.mtu, r.dest.as_str()), (4, 1400, "10.200.0.0/16"));
+    assert!(
+        rs.special_fields.unknown_fields().iter().next().is_none()
+            && r.special_fields.unknown_fields().iter().next().is_none()
+    );
+
+    let ns = Netns::new("golden");
+    ns.veth("ens3", MAC, "host0");
+    let agent = start(&ns, &[]);
+    let c = agent.client().await;
+    let send = |method: &'static str, name: &'static str| {
+        let c = &c;
+        let payload = bytes(name);
+        async move { common::call_raw(c, SVC, method, payload).await }
+    };
+    let echoed = Interface::parse_from_bytes(&send("UpdateInterface", "update_interface_go").await.unwrap()).unwrap();
+    assert_eq!(echoed, want);
+    send("UpdateRoutes", "update_routes_go").await.unwrap();
+    assert_eq!(routes(&ns, false), ["default via 10.88.0.1 dev eth0"]);
+    assert!(routes(&ns, true)
+        .iter()
+        .any(|l| l.starts_with("default via fd00:88::1 dev eth0")));
+    send("UpdateRoutes", "update_routes_rs").await.unwrap();
+    assert_eq!(
+        routes(&ns, false),
+        ["10.200.0.0/16 via 192.0.2.1 dev eth0 onlink mtu 1400"]
+    );
+    send("AddARPNeighbors", "add_arp_neighbors_go").await.unwrap();
+    assert!(ns
+        .ip(&["neigh", "show", "dev", "eth0"])
+        .contains("10.88.0.1 lladdr 02:42:ac:11:00:01 PERMANENT"));
+}
