@@ -10,6 +10,7 @@ pub mod device;
 pub mod guest;
 pub mod init;
 pub mod logging;
+#[cfg(feature = "net")]
 pub mod net;
 pub mod oci_convert;
 pub mod reaper;

@@ -4,6 +4,7 @@
 #   /bin/busybox + applets Debian's busybox-static (from vm/fetch.sh), for the debug console
 #   /lib/modules/<rel>/    the kernel modules the guest needs and their dependencies
 #   /pith-test/rootfs      a busybox container rootfs for the end-to-end test
+#   /bin/xtables-legacy-multi  Debian's iptables (as iptables-save/-restore, ip6tables-*) and its libraries
 # and writes target/vm/kernel_modules: the agent.kernel_modules value to boot with.
 #
 #   AGENT=path        agent binary (default: the musl build of `make static`); a
@@ -42,6 +43,34 @@ install -m 0755 "$VM/busybox" "$root/bin/busybox"
 for a in $("$VM/busybox" --list); do
   [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
 done
+
+# ---- networking (src/net): the NIC driver, and iptables for Get/SetIPTables ----
+# virtio-net drives the NIC the host gives the VM. Debian's iptables is dynamically
+# linked: xtables-legacy-multi (the x_tables backend: fewer kernel modules than
+# nf_tables) comes with its libraries, the extensions it dlopen()s and the C library,
+# and answers as iptables-save/-restore and ip6tables-save/-restore (/usr/sbin and
+# /sbin lead to /bin here). The kernel cannot load the tables' modules on demand
+# (no modprobe database), so the agent loads them at boot with the rest.
+MODULES+=(virtio_net iptable_filter ip6table_filter xt_tcpudp)
+ipt="$VM/iptables-pkg"
+ipt_debs=(iptables libxtables12 libip4tc2 libip6tc2)
+if [ ! -x "$ipt/usr/sbin/xtables-legacy-multi" ]; then
+  (cd "$VM/debs" && { apt-get download -qq "${ipt_debs[@]}" 2>/dev/null || { apt-get update -qq && apt-get download -qq "${ipt_debs[@]}"; }; })
+  rm -rf "$ipt" && for p in "${ipt_debs[@]}"; do dpkg-deb -x "$(ls "$VM"/debs/"${p}"_*.deb | tail -1)" "$ipt"; done
+fi
+ipt=$(realpath "$ipt")
+multiarch=usr/lib/x86_64-linux-gnu
+install -m 0755 "$ipt/usr/sbin/xtables-legacy-multi" "$root/bin/xtables-legacy-multi"
+for t in iptables ip6tables iptables-save iptables-restore ip6tables-save ip6tables-restore; do
+  ln -sf xtables-legacy-multi "$root/bin/$t"
+done
+mkdir -p "$root/$multiarch"
+cp -a "$ipt/$multiarch"/lib*.so* "$ipt/$multiarch/xtables" "$root/$multiarch/"
+for lib in $(LD_LIBRARY_PATH="$ipt/$multiarch" ldd "$ipt/usr/sbin/xtables-legacy-multi" | grep -o '/[^ ]*' | grep -v "^$ipt/"); do
+  mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+done
+# ---- end of networking ----
+
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 

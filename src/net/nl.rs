@@ -30,7 +30,8 @@ impl Nl {
         let mut handle = self.handle.clone();
         let mut resp = match handle.request(req) {
             Ok(r) => r,
-            Err(e) => return Err(NetError::Internal(format!("{}: netlink request not sent: {e}", op()))),
+            // The only error here is a closed connection (rtnetlink's RequestFailed).
+            Err(_) => return Err(NetError::Internal(format!("{}: netlink connection closed", op()))),
         };
         while let Some(m) = resp.next().await {
             if let NetlinkPayload::Error(err) = m.payload {
@@ -52,7 +53,7 @@ impl Nl {
         let mut handle = self.handle.clone();
         let mut resp = handle
             .request(req)
-            .map_err(|e| NetError::Internal(format!("dump {what}: netlink request not sent: {e}")))?;
+            .map_err(|_| NetError::Internal(format!("dump {what}: netlink connection closed")))?;
         let mut out = Vec::new();
         while let Some(m) = resp.next().await {
             match m.payload {

@@ -20,6 +20,7 @@ use crate::sandbox::{Sandbox, SandboxError};
 pub struct AgentServiceImpl {
     sandbox: Arc<Sandbox>,
     devices: Arc<crate::device::Devices>,
+    #[cfg(feature = "net")]
     net: crate::net::Network,
 }
 
@@ -29,6 +30,7 @@ impl AgentServiceImpl {
         AgentServiceImpl {
             sandbox,
             devices,
+            #[cfg(feature = "net")]
             net: crate::net::Network::new(),
         }
     }
@@ -263,6 +265,7 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     }
 
     // --- networking (super::network)
+    #[cfg(feature = "net")]
     async fn update_interface(
         &self,
         _: &TtrpcContext,
@@ -270,21 +273,27 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     ) -> ttrpc::Result<protocols::types::Interface> {
         super::network::update_interface(&self.net, &self.devices, r).await
     }
+    #[cfg(feature = "net")]
     async fn update_routes(&self, _: &TtrpcContext, r: UpdateRoutesRequest) -> ttrpc::Result<Routes> {
         super::network::update_routes(&self.net, r).await
     }
+    #[cfg(feature = "net")]
     async fn list_interfaces(&self, _: &TtrpcContext, _: ListInterfacesRequest) -> ttrpc::Result<Interfaces> {
         super::network::list_interfaces(&self.net).await
     }
+    #[cfg(feature = "net")]
     async fn list_routes(&self, _: &TtrpcContext, _: ListRoutesRequest) -> ttrpc::Result<Routes> {
         super::network::list_routes(&self.net).await
     }
+    #[cfg(feature = "net")]
     async fn add_arp_neighbors(&self, _: &TtrpcContext, r: AddARPNeighborsRequest) -> ttrpc::Result<Empty> {
         super::network::add_arp_neighbors(&self.net, r).await
     }
+    #[cfg(feature = "net")]
     async fn get_ip_tables(&self, _: &TtrpcContext, r: GetIPTablesRequest) -> ttrpc::Result<GetIPTablesResponse> {
         super::network::get_ip_tables(&self.net, self.sandbox.reaper(), r).await
     }
+    #[cfg(feature = "net")]
     async fn set_ip_tables(&self, _: &TtrpcContext, r: SetIPTablesRequest) -> ttrpc::Result<SetIPTablesResponse> {
         super::network::set_ip_tables(&self.net, self.sandbox.reaper(), r).await
     }

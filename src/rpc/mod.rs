@@ -7,6 +7,7 @@ pub mod guest;
 pub mod health;
 pub mod introspection;
 pub mod negotiation;
+#[cfg(feature = "net")]
 pub mod network;
 pub mod ps;
 pub mod stats;
