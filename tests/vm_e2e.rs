@@ -761,7 +761,8 @@ async fn network_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
     assert!(has("0.0.0.0/0").is_some(), "{listed:?}");
     assert_eq!(has("10.96.0.0/12").expect("10.96.0.0/12").mtu, 1400);
 
-    // A second NIC hot-plugged while the agent already waits for it by PCI path.
+    // A second NIC hot-plugged while the agent already waits for it by PCI path;
+    // the kernel calls it eth1, the host net1 (as a Multus network would).
     let t = Instant::now();
     qmp(
         vm,
@@ -775,7 +776,7 @@ async fn network_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
         c,
         SVC,
         "UpdateInterface",
-        &iface("02:42:ac:11:00:03", "eth1", "07", "10.89.0.5"),
+        &iface("02:42:ac:11:00:03", "net1", "07", "10.89.0.5"),
     )
     .await
     .unwrap_or_else(|e| panic!("UpdateInterface of the hot-plugged NIC: {e:?}\n{}", vm.diagnostics()));
@@ -798,7 +799,7 @@ async fn network_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
     let out = read_stdout(c, id, id).await;
     assert_eq!(wait_process(c, id, id).await, 0, "{out}");
     assert!(out.contains("eth0    inet 10.88.0.5/16"), "{out}");
-    assert!(out.contains("eth1    inet 10.89.0.5/16"), "{out}");
+    assert!(out.contains("net1    inet 10.89.0.5/16"), "{out}");
     // /proc/net/route: the default route through eth0, gateway 10.88.0.1 (little-endian hex).
     assert!(out.lines().any(|l| l.starts_with("eth0\t00000000\t0100580A")), "{out}");
     let mut r = RemoveContainerRequest::new();
@@ -829,7 +830,7 @@ async fn network_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
     let _: GetIPTablesResponse = call(c, SVC, "GetIPTables", &get6).await.expect("GetIPTables v6");
     println!(
         "network: UpdateInterface {} ms, UpdateRoutes {} ms, hot-plugged NIC (QMP device_add to configured) {} ms; \
-         container sees eth0/eth1 and the routes; iptables round trip ok",
+         container sees eth0/net1 and the routes; iptables round trip ok",
         t_iface.as_millis(),
         t_routes.as_millis(),
         t_hot.as_millis()
