@@ -50,23 +50,13 @@ pub struct RouteSpec {
     pub mtu: u32,
 }
 
-/// A route of the main table as the kernel reports it.
+/// A route of the main table as the kernel reports it: the route as a host
+/// would ask for it (`device` empty when it has none or the link is gone),
+/// and who made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInfo {
-    /// Destination prefix (`0.0.0.0/0` / `::/0` for a default route).
-    pub dest: IpNet,
-    /// Next hop.
-    pub gateway: Option<IpAddr>,
-    /// Output interface name (empty when the route has none, or the link is gone).
-    pub device: String,
-    /// Source prefix or preferred source.
-    pub source: Source,
-    /// `RT_SCOPE_*`.
-    pub scope: u8,
-    /// `rtm_flags`.
-    pub flags: u32,
-    /// MTU metric, 0 when unset.
-    pub mtu: u32,
+    /// The route.
+    pub route: RouteSpec,
     /// `RTPROT_*` (2 = kernel, 3 = boot).
     pub protocol: u8,
 }
@@ -107,7 +97,7 @@ fn oif_of(m: &RouteMessage) -> Option<u32> {
 /// Reads a dumped route; `links` names its output interface.
 fn info(m: &RouteMessage, links: &[Link]) -> RouteInfo {
     let v6 = m.header.address_family == AddressFamily::Inet6;
-    let mut r = RouteInfo {
+    let mut r = RouteSpec {
         dest: IpNet::default_route(v6),
         gateway: None,
         device: String::new(),
@@ -115,7 +105,6 @@ fn info(m: &RouteMessage, links: &[Link]) -> RouteInfo {
         scope: m.header.scope.into(),
         flags: m.header.flags.bits(),
         mtu: 0,
-        protocol: m.header.protocol.into(),
     };
     r.dest.prefix = m.header.destination_prefix_length;
     for a in &m.attributes {
@@ -156,7 +145,10 @@ fn info(m: &RouteMessage, links: &[Link]) -> RouteInfo {
             _ => {}
         }
     }
-    r
+    RouteInfo {
+        route: r,
+        protocol: m.header.protocol.into(),
+    }
 }
 
 async fn dump_main(nl: &Nl) -> Result<Vec<RouteMessage>, NetError> {
@@ -298,7 +290,7 @@ pub async fn replace_all(nl: &Nl, specs: &[RouteSpec]) -> Result<(), NetError> {
 
     let mut deleted: Vec<RouteMessage> = Vec::new();
     for m in &old {
-        let r = info(m, &links);
+        let r = info(m, &links).route;
         match nl
             .ack(RouteNetlinkMessage::DelRoute(m.clone()), 0, || {
                 format!("delete old route {} dev {}", r.dest, r.device)
@@ -418,14 +410,9 @@ mod tests {
             flags: 0,
             kind: String::new(),
         }];
-        let r = info(&m, &links);
-        assert_eq!(r.dest.to_string(), "10.0.0.0/8");
-        assert_eq!(r.gateway, Some("10.88.0.1".parse().unwrap()));
-        assert_eq!(
-            (r.device.as_str(), r.mtu, r.flags, r.protocol),
-            ("eth0", 1400, RTNH_F_ONLINK, 3)
-        );
-        assert_eq!(r.source, Source::Pref("10.88.0.5".parse().unwrap()));
+        let i = info(&m, &links);
+        assert_eq!(i.protocol, 3);
+        assert_eq!(i.route, spec("10.0.0.0/8", Some("10.88.0.1")));
     }
 
     #[test]
@@ -438,7 +425,7 @@ mod tests {
         assert_eq!(m.header.source_prefix_length, 64);
         assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
         assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Metrics(_))));
-        assert_eq!(info(&m, &[]).dest.to_string(), "::/0");
+        assert_eq!(info(&m, &[]).route.dest.to_string(), "::/0");
     }
 
     #[test]

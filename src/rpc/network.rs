@@ -190,7 +190,7 @@ fn family(v6: bool) -> protobuf::EnumOrUnknown<IPFamily> {
 
 fn routes_msg(list: &[RouteInfo]) -> Routes {
     let mut out = Routes::new();
-    for r in list {
+    for r in list.iter().map(|i| &i.route) {
         let mut m = Route::new();
         m.dest = r.dest.to_string();
         m.gateway = r.gateway.map(|g| g.to_string()).unwrap_or_default();
