@@ -133,7 +133,7 @@ fn start_agent(bin: &str, dir: &Path) -> AgentProc {
     start_agent_in(&[], bin, dir)
 }
 
-/// The agent run by `wrapper` (which must exec it: `ip netns exec NS`).
+/// The agent run by `wrapper` (which must exec it: `nsenter --net=...`).
 fn start_agent_in(wrapper: &[&str], bin: &str, dir: &Path) -> AgentProc {
     let sock = dir.join("agent.sock");
     let cmdline = dir.join("cmdline");
@@ -483,7 +483,9 @@ fn pod_start(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         ]);
         ip(&["-n", &ns, "link", "set", "host0", "up"]);
         let dir = tempfile::tempdir().unwrap();
-        let mut agent = start_agent_in(&["ip", "netns", "exec", &ns], bin, dir.path());
+        // nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts.
+        let netns = format!("--net=/run/netns/{ns}");
+        let mut agent = start_agent_in(&["nsenter", &netns], bin, dir.path());
         rt.block_on(async {
             let addr = pith_agent::addr::Address::Unix(agent.sock.clone());
             let c = pith_agent::client::connect(&addr, Duration::from_secs(10))
