@@ -415,6 +415,27 @@ async fn iptables_round_trip_in_the_agents_namespace() {
             .unwrap();
         assert!(String::from_utf8_lossy(&mine.stdout).contains(src));
     }
+    // A large ruleset: half a MiB into iptables-restore's stdin, as much back
+    // from iptables-save's stdout (the agent's pipes must not stall).
+    let mut big = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for i in 0..8000 {
+        big.push_str(&format!(
+            "-A FORWARD -s 10.{}.{}.0/24 -p udp -m udp --dport {} -j DROP\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        ));
+    }
+    big.push_str("COMMIT\n");
+    let mut set = SetIPTablesRequest::new();
+    set.data = big.into_bytes();
+    assert!(set.data.len() > 400 << 10);
+    let _: SetIPTablesResponse = call(&c, SVC, "SetIPTables", &set).await.unwrap();
+    let got: GetIPTablesResponse = call(&c, SVC, "GetIPTables", &GetIPTablesRequest::new()).await.unwrap();
+    let text = String::from_utf8(got.data).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("-A FORWARD ")).count(), 8000);
+    assert!(text.contains("-A FORWARD -s 10.31.63.0/24 -p udp -m udp --dport 8999 -j DROP"));
+
     let mut bad = SetIPTablesRequest::new();
     bad.data = b"*filter\n-A INPUT -j NO-SUCH-CHAIN\nCOMMIT\n".to_vec();
     let e = call::<_, SetIPTablesResponse>(&c, SVC, "SetIPTables", &bad)
