@@ -467,6 +467,14 @@ fn pod_start(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
     for i in 0..PODS + 1 {
         let ns = format!("pith-bench-{}-{i}", std::process::id());
         ip(&["netns", "add", &ns]);
+        // Deleted even when the bench panics half way.
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let ns_guard = Del(ns.clone());
         ip(&[
             "-n",
             &ns,
@@ -536,7 +544,7 @@ fn pod_start(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         });
         let _ = agent.child.wait();
         drop(agent);
-        ip(&["netns", "del", &ns]);
+        drop(ns_guard);
     }
     let (m, p90) = summary(total);
     println!("  pod start (UpdateInterface + UpdateRoutes + CreateSandbox + 2 containers running), {PODS} pods, each in a fresh agent and netns:");
