@@ -66,6 +66,9 @@ test-deps:
 	@command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null && command -v mkswap >/dev/null && command -v losetup >/dev/null || \
 	  { echo "installing e2fsprogs util-linux (block volume tests)"; apt-get update -qq && apt-get install -y -qq e2fsprogs util-linux mount; }
 	@command -v mkfs.erofs >/dev/null || { echo "installing erofs-utils (erofs storage test)"; apt-get update -qq && apt-get install -y -qq erofs-utils; }
+	@# Networking tests: ip (veth pairs in test namespaces) and the real iptables tools.
+	@{ command -v ip && test -x /usr/sbin/iptables-restore; } >/dev/null || { echo "installing iproute2 iptables (network tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; }
 
 # Tests that need root carry #[cfg_attr(not(pith_root), ignore = "needs root")]
 # (rustjail/build.rs sets pith_root when built as root; likewise pith_cgroup_v1,
@@ -191,12 +194,17 @@ vm-image:
 
 bench: toolchain
 	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \
+	  $(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent --no-default-features && \
+	  mkdir -p target/bench && cp $(STATIC_BIN) target/bench/pith-agent-no-net && \
 	  $(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent && musl=1; \
 	else echo "NOTE: $(MUSL_TARGET) target unavailable; measuring the gnu build only"; fi; \
 	$(CARGO) build --release --bin pith-agent; \
 	echo "== stripped release binary size"; \
 	if [ -n "$$musl" ]; then printf "  static musl (%s): %s bytes\n" $(STATIC_BIN) $$(stat -c %s $(STATIC_BIN)); \
-	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; fi; \
+	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; \
+	  with=$$(stat -c %s $(STATIC_BIN)); without=$$(stat -c %s target/bench/pith-agent-no-net); \
+	  printf "  static musl without networking (--no-default-features): %s bytes; networking (src/net, rtnetlink, netlink-packet-*) costs %s bytes\n" $$without $$((with - without)); \
+	  printf "  budget 4194304 bytes (4 MiB): %s\n" "$$( [ $$with -le 4194304 ] && echo within || echo "OVER by $$((with - 4194304)) bytes")"; fi; \
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
 	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench hotplug

@@ -19,6 +19,8 @@ mod error;
 mod guest;
 mod init;
 mod logging;
+#[cfg(feature = "net")]
+mod net;
 mod reaper;
 mod rpc;
 mod sandbox;

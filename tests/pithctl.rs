@@ -71,11 +71,11 @@ fn call_takes_json_inline_from_stdin_and_from_a_file() {
 #[test]
 fn call_reports_status_errors_and_bad_json() {
     let agent = Agent::start(&[]);
-    let out = pithctl(&agent, &["call", "ListRoutes", "{}"], None);
+    let out = pithctl(&agent, &["call", "GetDiagnosticData", "{}"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/ListRoutes"),
+        err.contains("UNIMPLEMENTED") && err.contains("grpc.AgentService/GetDiagnosticData"),
         "{err}"
     );
 

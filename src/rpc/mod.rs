@@ -11,6 +11,8 @@ pub(crate) mod guest;
 pub(crate) mod health;
 pub(crate) mod introspection;
 pub(crate) mod negotiation;
+#[cfg(feature = "net")]
+pub(crate) mod network;
 pub(crate) mod ps;
 pub(crate) mod stats;
 pub(crate) mod status;

@@ -19,7 +19,8 @@
 //! container's lifecycle), `exec.rs` (processes), `hotplug.rs` (block devices
 //! into running containers), `session.rs` (API level), `stats.rs`,
 //! `cpuset.rs` (OnlineCPUMem and the containers' cpusets), `guest_ops.rs`
-//! (AddSwap, UpdateEphemeralMounts),
+//! (AddSwap, UpdateEphemeralMounts), `network.rs` (the guest's interfaces,
+//! routes, neighbours and iptables, feature `net`),
 //! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
 //! `guest_hooks.rs`, `oom.rs`, `view.rs`, `error.rs`, `engine.rs` and
 //! `rustjail_engine.rs` (the seam and the real engine).
@@ -37,6 +38,8 @@ pub(crate) mod fake_engine;
 pub(crate) mod guest_hooks;
 pub(crate) mod guest_ops;
 pub(crate) mod hotplug;
+#[cfg(feature = "net")]
+pub(crate) mod network;
 pub(crate) mod new_stdio;
 pub(crate) mod oom;
 pub(crate) mod pod;
@@ -153,6 +156,9 @@ pub(crate) struct Sandbox {
     devices: Arc<Devices>,
     /// Settings of the guest basics RPCs.
     guest: Arc<Guest>,
+    /// The guest's network (one netlink connection, one change at a time).
+    #[cfg(feature = "net")]
+    net: crate::net::Network,
     log: Logger,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Ids being created, so that two requests for one id cannot both proceed.
@@ -260,6 +266,8 @@ impl Sandbox {
             bundles,
             devices,
             guest: Arc::new(guest),
+            #[cfg(feature = "net")]
+            net: crate::net::Network::new(),
             log: log.new(slog::o!("subsystem" => "sandbox")),
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),

@@ -5,6 +5,7 @@
 
 pub mod containers;
 pub mod loopdev;
+pub mod netns;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,13 +35,27 @@ impl Agent {
 
     /// Like [`Agent::start`], with environment variables.
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_in(&[], extra, env)
+    }
+
+    /// Like [`Agent::start_with`], the agent run by `wrapper` (e.g. `ip netns exec NS`),
+    /// which must exec it (so that the child is the agent).
+    pub fn start_in(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("agent.sock");
         let cmdline = dir.path().join("cmdline");
         std::fs::write(&cmdline, "").unwrap();
         let stderr_path = dir.path().join("agent.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pith-agent"));
+        let agent_bin = env!("CARGO_BIN_EXE_pith-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(agent_bin);
+                c
+            }
+            None => Command::new(agent_bin),
+        };
         cmd.arg("--server-addr")
             .arg(format!("unix://{}", sock.display()))
             .arg("--cmdline")
