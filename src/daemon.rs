@@ -157,9 +157,11 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     let guest = crate::guest::Guest::from_env(&|k| std::env::var(k).ok());
     let sandbox = Arc::new(Sandbox::new(sandbox_cfg, Arc::new(engine), devices, guest, log).with_context(state)?);
     let mut destroyed = sandbox.shutdown_requested();
-    let rpc = Arc::new(rpc::Rpc::new(sandbox, ctx, log));
+    let rpc = Arc::new(rpc::Rpc::new(sandbox.clone(), ctx, log));
     let reads = rpc::stdio_read::stream_reads(rpc.clone());
-    let dispatcher = Dispatcher::with_stream_reads(rpc::services(rpc), reads);
+    // Kata's answer at level 1, pith's above (the level may change at any call).
+    let not_served = Box::new(move |path: &str| rpc::status::not_served(path, sandbox.level()));
+    let dispatcher = Dispatcher::with_answers(rpc::services(rpc), reads, not_served);
     let limits = Limits::new(cfg.max_connections, cfg.frame_timeout);
     let server = Server::start(listeners, dispatcher, limits, log);
 

@@ -44,6 +44,7 @@ pub(crate) mod process;
 pub(crate) mod rustjail_engine;
 pub(crate) mod session;
 pub(crate) mod shared_ns;
+pub(crate) mod sigmask;
 pub(crate) mod stats;
 pub(crate) mod stream;
 #[cfg(test)]
@@ -81,11 +82,16 @@ pub(crate) struct Container {
     /// hot-plug, UpdateContainer or removal: they never interleave.
     devices: tokio::sync::Mutex<hotplug::DeviceState>,
     oom_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Kills what the init leaves in the cgroup when it exits ([`Container::watch_leftovers`]).
+    leftovers_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
         if let Some(t) = &self.oom_watch {
+            t.abort();
+        }
+        if let Some(t) = lock(&self.leftovers_watch).take() {
             t.abort();
         }
     }
