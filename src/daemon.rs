@@ -49,9 +49,13 @@ struct Args {
     /// Directory for container state and bundles.
     #[arg(long, value_name = "DIR", default_value = "/run/pith")]
     state_dir: PathBuf,
-    /// File that CreateSandbox writes the sandbox's DNS servers to.
+    /// The guest's resolv.conf: CreateSandbox mounts the sandbox's DNS over it
+    /// (when it exists, as kata-agent).
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// File CreateSandbox writes the sandbox's DNS servers to.
+    #[arg(long, value_name = "FILE", default_value = crate::sandbox::dns::SANDBOX_RESOLV_CONF)]
+    sandbox_resolv_conf: PathBuf,
 }
 
 /// Every mode this binary starts in besides the agent: single-threaded
@@ -149,7 +153,10 @@ async fn serve(cfg: &AgentConfig, init_mode: bool, args: &Args, log: &slog::Logg
     let sandbox_cfg = SandboxConfig {
         state_dir: args.state_dir.clone(),
         pipe_size: cfg.container_pipe_size,
-        resolv_conf: args.resolv_conf.clone(),
+        dns: crate::sandbox::dns::DnsFiles {
+            sandbox: args.sandbox_resolv_conf.clone(),
+            guest: args.resolv_conf.clone(),
+        },
         storage_roots: crate::storage::roots_for(&args.state_dir, &|k| std::env::var(k).ok()),
     };
     let state = || format!("set up container state in {}", args.state_dir.display());

@@ -26,6 +26,7 @@
 
 pub(crate) mod container;
 pub(crate) mod cpuset;
+pub(crate) mod dns;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod exec;
@@ -121,6 +122,8 @@ pub(crate) struct Pod {
     pub hostname: String,
     /// resolv.conf lines written.
     pub dns: Vec<String>,
+    /// Whether they are mounted over the guest's resolv.conf (`dns.rs`).
+    pub dns_mounted: bool,
     /// Whether containers share one PID namespace.
     pub sandbox_pidns: bool,
     /// The container whose PID namespace is shared.
@@ -143,8 +146,8 @@ pub(crate) struct SandboxConfig {
     pub state_dir: PathBuf,
     /// `agent.container_pipe_size` (0: the kernel's default).
     pub pipe_size: u32,
-    /// The file CreateSandbox writes DNS servers to.
-    pub resolv_conf: PathBuf,
+    /// Where CreateSandbox writes DNS servers and what it mounts them over.
+    pub dns: dns::DnsFiles,
     /// Directories storage mount points and bind sources must lie under
     /// (`storage::roots_for`).
     pub storage_roots: Vec<PathBuf>,

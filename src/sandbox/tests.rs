@@ -41,7 +41,10 @@ fn sandbox() -> T {
     let cfg = SandboxConfig {
         state_dir: dir.path().join("state"),
         pipe_size: 0,
-        resolv_conf: dir.path().join("resolv.conf"),
+        dns: super::dns::DnsFiles {
+            sandbox: dir.path().join("sandbox/resolv.conf"),
+            guest: dir.path().join("resolv.conf"),
+        },
         storage_roots: vec![dir.path().to_path_buf()],
     };
     let guest = crate::guest::Guest {
@@ -577,10 +580,10 @@ async fn create_sandbox_once_and_its_errors() {
     assert_eq!(t.sb.pod().state, PodState::Absent);
     t.sb.create_sandbox(with_storage).await.unwrap();
     assert_eq!(t.sb.pod().state, PodState::Created);
-    assert_eq!(
-        std::fs::read_to_string(t.dir.path().join("resolv.conf")).unwrap(),
-        "nameserver 10.0.0.1\n"
-    );
+    // As kata-agent: no resolv.conf in the guest, no DNS set up (the bind
+    // mount over an existing one is tested as root in tests/pod.rs).
+    assert!(!t.dir.path().join("sandbox/resolv.conf").exists());
+    assert!(!t.sb.pod().dns_mounted);
     assert!(matches!(
         t.sb.create_sandbox(pod("other")).await,
         Err(Error::SandboxExists(id)) if id == "sb"
