@@ -176,10 +176,8 @@ async fn containers_are_made_under_an_open_file_limit_of_64_and_emfile_is_named(
         rlim_max: hard,
     };
     // SAFETY: prlimit on the agent, a child of this test, with a valid rlimit.
-    assert_eq!(
-        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) },
-        0
-    );
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit(RLIMIT_NOFILE) on pid {pid}");
     let dir = tempfile::tempdir().unwrap();
     let mut made = Vec::new();
     let failure = loop {
