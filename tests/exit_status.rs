@@ -10,11 +10,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::containers::*;
+use common::frames::{check_frame, read_response, request_frame};
 use common::{call, call_raw, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protobuf::Message;
@@ -97,12 +98,7 @@ async fn a_cancelled_wait_takes_nothing_and_every_waiter_gets_the_status() {
         .unwrap();
     raw.write_all(&frame(3, "WaitProcess", wait_request(&id, "e2")))
         .unwrap();
-    let check = protocols::health::CheckRequest::new().write_to_bytes().unwrap();
-    let mut req = ttrpc::proto::Request::new();
-    req.service = "grpc.Health".into();
-    req.method = "Check".into();
-    req.payload = check;
-    raw.write_all(&raw_frame(5, &req)).unwrap();
+    raw.write_all(&check_frame(5)).unwrap();
     assert_eq!(
         read_response(&mut raw).0,
         5,
@@ -132,34 +128,9 @@ async fn a_cancelled_wait_takes_nothing_and_every_waiter_gets_the_status() {
     remove(&c, &id).await;
 }
 
-/// A request frame of `grpc.AgentService/method`.
+/// A request frame of `grpc.AgentService/method`, without a deadline.
 fn frame(stream_id: u32, method: &str, payload: Vec<u8>) -> Vec<u8> {
-    let mut req = ttrpc::proto::Request::new();
-    req.service = SVC.into();
-    req.method = method.into();
-    req.payload = payload;
-    raw_frame(stream_id, &req)
-}
-
-/// A request frame: header (length, stream id, type 1, flags 0) and body.
-fn raw_frame(stream_id: u32, req: &ttrpc::proto::Request) -> Vec<u8> {
-    let body = req.write_to_bytes().unwrap();
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(&stream_id.to_be_bytes());
-    f.extend_from_slice(&[1, 0]);
-    f.extend_from_slice(&body);
-    f
-}
-
-/// Reads one response frame: its stream id and the decoded response.
-fn read_response(s: &mut UnixStream) -> (u32, ttrpc::proto::Response) {
-    let mut h = [0u8; 10];
-    s.read_exact(&mut h).expect("a response frame");
-    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    let stream = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-    (stream, ttrpc::proto::Response::parse_from_bytes(&body).unwrap())
+    request_frame(stream_id, SVC, method, payload, Duration::ZERO)
 }
 
 #[tokio::test]

@@ -98,6 +98,13 @@ impl T {
         self.sb.container(id).unwrap().init.pid
     }
 
+    /// Starts exec `exec_id` in running container `id`; returns its pid.
+    async fn exec(&self, id: &str, exec_id: &str) -> i32 {
+        let p = self.spec().process().clone().unwrap();
+        self.sb.exec_process(id, exec_id, p).await.unwrap();
+        self.sb.process(id, exec_id).unwrap().pid
+    }
+
     /// A block device 7:`minor` in the fake sysfs.
     fn add_disk(&self, minor: u32) {
         let name = format!("loop{minor}");
@@ -373,9 +380,8 @@ async fn sigterm_to_an_init_that_does_not_handle_it_becomes_sigkill() {
     let t = sandbox();
     t.run("c1").await;
     t.run("c2").await;
-    let p = t.spec().process().clone().unwrap();
-    t.sb.exec_process("c1", "e1", p).await.unwrap();
-    let (init1, init2, exec) = (t.pid("c1"), t.pid("c2"), t.sb.process("c1", "e1").unwrap().pid);
+    let exec = t.exec("c1", "e1").await;
+    let (init1, init2) = (t.pid("c1"), t.pid("c2"));
     t.fake.lock().handlers.insert((init2, SIGTERM));
     // An exec'd process gets SIGTERM as asked, handled or not.
     t.sb.signal("c1", "e1", 15).await.unwrap();
@@ -429,9 +435,7 @@ async fn what_the_init_leaves_in_its_cgroup_is_killed_when_it_exits() {
     use nix::sys::signal::Signal::SIGKILL;
     let t = sandbox();
     t.run("c1").await;
-    let p = t.spec().process().clone().unwrap();
-    t.sb.exec_process("c1", "e1", p).await.unwrap();
-    let exec = t.sb.process("c1", "e1").unwrap().pid;
+    let exec = t.exec("c1", "e1").await;
     t.fake.exit(t.pid("c1"), Exit::Code(0));
     // The exec'd process is killed, so its wait returns.
     assert_eq!(t.sb.wait("c1", "e1").await.unwrap(), Exit::Signal(9));
@@ -442,9 +446,7 @@ async fn what_the_init_leaves_in_its_cgroup_is_killed_when_it_exits() {
 async fn every_waiter_gets_the_exit_and_a_cancelled_wait_takes_nothing() {
     let t = sandbox();
     t.run("c1").await;
-    let p = t.spec().process().clone().unwrap();
-    t.sb.exec_process("c1", "e1", p).await.unwrap();
-    let pid = t.sb.process("c1", "e1").unwrap().pid;
+    let pid = t.exec("c1", "e1").await;
     // A wait dropped before the exit (its connection closed, its deadline ran out).
     let cancelled = tokio::time::timeout(Duration::from_millis(20), t.sb.wait("c1", "e1")).await;
     assert!(cancelled.is_err());

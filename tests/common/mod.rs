@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod frames;
 pub mod loopdev;
 
 use std::io::Read;
