@@ -820,17 +820,12 @@ async fn share_process_namespace_pod_as_kata_runtimes_build_it() {
     assert_eq!((code, out.as_str()), (0, "sleep\n"));
     // A container of the same pod without sandbox_pidns: a PID namespace of
     // its own (not the guest's: its PID 1 is its own init).
+    // It leaves a background process: the kernel ends it with the init.
     let own = unique("own");
+    let script = "cat /proc/1/comm; ls -d /proc/[0-9]*; sleep 1000 >/dev/null 2>&1 &";
     start(
         &c,
-        kata_shaped(
-            create_req(
-                &dir.join("o"),
-                &own,
-                &["sh", "-c", "cat /proc/1/comm; ls -d /proc/[0-9]*"],
-            ),
-            false,
-        ),
+        kata_shaped(create_req(&dir.join("o"), &own, &["sh", "-c", script]), false),
     )
     .await;
     assert_eq!(wait(&c, &own, &own).await.unwrap(), 0);
@@ -838,6 +833,7 @@ async fn share_process_namespace_pod_as_kata_runtimes_build_it() {
         String::from_utf8_lossy(&read_all(&c, &own, &own, "ReadStdout").await),
         "sh\n/proc/1\n"
     );
+    until_pids(&c, &own, 0).await;
     remove(&c, &own).await;
     // The app's init dies: what it left in its cgroup (the background sleep,
     // in the pod's shared PID namespace, which the kernel does not end) is killed.
