@@ -224,7 +224,10 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         let ids = Ids::process(&req.container_id, &req.exec_id);
         self.rpc
             .run(method!("SignalProcess"), ids, async {
-                self.rpc.sandbox.signal(&req.container_id, &req.exec_id, req.signal)?;
+                self.rpc
+                    .sandbox
+                    .signal(&req.container_id, &req.exec_id, req.signal)
+                    .await?;
                 Ok(Empty::new())
             })
             .await

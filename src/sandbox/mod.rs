@@ -27,6 +27,7 @@
 
 pub(crate) mod container;
 pub(crate) mod cpuset;
+pub(crate) mod dns;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod exec;
@@ -47,6 +48,7 @@ pub(crate) mod process;
 pub(crate) mod rustjail_engine;
 pub(crate) mod session;
 pub(crate) mod shared_ns;
+pub(crate) mod sigmask;
 pub(crate) mod stats;
 pub(crate) mod stream;
 #[cfg(test)]
@@ -84,11 +86,16 @@ pub(crate) struct Container {
     /// hot-plug, UpdateContainer or removal: they never interleave.
     devices: tokio::sync::Mutex<hotplug::DeviceState>,
     oom_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Kills what the init leaves in the cgroup when it exits ([`Container::watch_leftovers`]).
+    leftovers_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
         if let Some(t) = &self.oom_watch {
+            t.abort();
+        }
+        if let Some(t) = lock(&self.leftovers_watch).take() {
             t.abort();
         }
     }
@@ -118,6 +125,8 @@ pub(crate) struct Pod {
     pub hostname: String,
     /// resolv.conf lines written.
     pub dns: Vec<String>,
+    /// Whether they are mounted over the guest's resolv.conf (`dns.rs`).
+    pub dns_mounted: bool,
     /// Whether containers share one PID namespace.
     pub sandbox_pidns: bool,
     /// The container whose PID namespace is shared.
@@ -140,8 +149,8 @@ pub(crate) struct SandboxConfig {
     pub state_dir: PathBuf,
     /// `agent.container_pipe_size` (0: the kernel's default).
     pub pipe_size: u32,
-    /// The file CreateSandbox writes DNS servers to.
-    pub resolv_conf: PathBuf,
+    /// Where CreateSandbox writes DNS servers and what it mounts them over.
+    pub dns: dns::DnsFiles,
     /// Directories storage mount points and bind sources must lie under
     /// (`storage::roots_for`).
     pub storage_roots: Vec<PathBuf>,

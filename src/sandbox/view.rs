@@ -41,7 +41,7 @@ pub(crate) struct ProcessView {
     pub pid: i32,
     /// Exit status as a shell reports it, once it has ended.
     pub exit_status: Option<i32>,
-    /// Whether WaitProcess collected it.
+    /// Whether a WaitProcess returned its exit.
     pub waited: bool,
     /// Its stdio.
     pub stdio: StdioView,
@@ -75,7 +75,7 @@ pub(crate) struct ContainerView {
     pub oom_watch: bool,
     /// Its init.
     pub init: ProcessView,
-    /// Exec'd processes not yet waited for, by exec id.
+    /// Exec'd processes no WaitProcess has returned yet, by exec id.
     pub execs: Vec<ProcessView>,
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod frames;
 pub mod loopdev;
 pub mod netns;
 
@@ -47,6 +48,9 @@ impl Agent {
         std::fs::write(&cmdline, "").unwrap();
         let stderr_path = dir.path().join("agent.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
+        // The guest's resolv.conf stand-in, which CreateSandbox's DNS is
+        // bind-mounted over (never the machine's /etc/resolv.conf).
+        std::fs::write(dir.path().join("resolv.conf"), GUEST_RESOLV_CONF).unwrap();
         let agent_bin = env!("CARGO_BIN_EXE_pith-agent");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -62,9 +66,10 @@ impl Agent {
             .arg(&cmdline)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            // Never the machine's /etc/resolv.conf: CreateSandbox writes DNS here.
             .arg("--resolv-conf")
             .arg(dir.path().join("resolv.conf"))
+            .arg("--sandbox-resolv-conf")
+            .arg(dir.path().join("sandbox/resolv.conf"))
             .args(extra)
             .env_remove("PITH_AGENT_SERVER_ADDR")
             .env_remove("KATA_AGENT_SERVER_ADDR")
@@ -101,7 +106,8 @@ impl Agent {
         );
     }
 
-    /// The file CreateSandbox writes DNS lines to.
+    /// The guest's resolv.conf as the agent sees it (CreateSandbox's DNS is
+    /// mounted over it; it holds [`GUEST_RESOLV_CONF`] before).
     pub fn resolv_conf(&self) -> PathBuf {
         self.dir.path().join("resolv.conf")
     }
@@ -183,8 +189,14 @@ impl Drop for Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A sandbox not destroyed leaves its DNS mounted over the stand-in:
+        // unmount what this agent mounted (every layer), so the directory goes.
+        while nix::mount::umount2(&self.resolv_conf(), nix::mount::MntFlags::MNT_DETACH).is_ok() {}
     }
 }
+
+/// What the guest's resolv.conf stand-in holds before CreateSandbox.
+pub const GUEST_RESOLV_CONF: &str = "# the guest image's resolv.conf\n";
 
 /// Whether process `pid` has children (from the ppid field of /proc/*/stat).
 fn has_children(pid: i32) -> bool {
