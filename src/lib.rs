@@ -26,6 +26,7 @@ mod rpc;
 mod sandbox;
 mod server;
 mod storage;
+mod tool;
 
 pub use daemon::main;
 

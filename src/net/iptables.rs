@@ -2,22 +2,18 @@
 //! `iptables-restore` (`ip6tables-*` for IPv6), run as kata-agent runs them.
 //!
 //! The agent reaps every child itself, so exit statuses come from its reaper
-//! (through the sandbox's container engine, [`Exits`]), never from
-//! `Child::wait`.
+//! (through the sandbox's container engine, [`Exits`]; see `crate::tool`),
+//! never from `Child::wait`.
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::reaper::Exit;
+use crate::tool::{self, describe, Output, ToolError};
 
 use super::NetError;
 
-/// The exit of a child of the agent, once there is one (the reaper's watch).
-pub type Exits<'a> = &'a (dyn Fn(i32) -> watch::Receiver<Option<Exit>> + Sync);
+pub(crate) use crate::tool::Exits;
 
 /// `iptables-restore --wait` seconds, as kata-agent passes it.
 const RESTORE_WAIT_SECS: u64 = 5;
@@ -94,84 +90,14 @@ pub async fn restore(tools: &Tools, exits: Exits<'_>, v6: bool, data: Vec<u8>) -
     }
 }
 
-fn describe(e: Exit) -> String {
-    match e {
-        Exit::Code(c) => format!("exit status {c}"),
-        Exit::Signal(s) => format!("killed by signal {s}"),
-    }
-}
-
-struct Output {
-    exit: Exit,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-/// Runs `path args` with `stdin` (or /dev/null), collecting its output; killed
-/// after [`RUN_TIMEOUT`].
-async fn run(
-    path: &std::path::Path,
-    args: &[&str],
-    stdin: Option<Vec<u8>>,
-    exits: Exits<'_>,
-) -> Result<Output, NetError> {
-    let mut child = Command::new(path)
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| NetError::Internal(format!("execve {}: {e}", path.display())))?;
-    let pid = child.id() as i32;
-    let mut exited = exits(pid);
-    // One thread per pipe: a tool that fills stderr while its stdin is still
-    // being written must not deadlock with us.
-    let writer = child.stdin.take().zip(stdin).map(|(mut w, data)| {
-        std::thread::spawn(move || {
-            // A tool that exits early closes the pipe (EPIPE): its status tells why.
-            let _ = w.write_all(&data);
-        })
-    });
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut o = Vec::new();
-        let _ = out.read_to_end(&mut o);
-        o
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut e = Vec::new();
-        let _ = err.read_to_end(&mut e);
-        e
-    });
-    let exit = match tokio::time::timeout(RUN_TIMEOUT, exited.wait_for(|e| e.is_some())).await {
-        Ok(Ok(e)) => (*e).expect("checked"),
-        Ok(Err(_)) => {
-            return Err(NetError::Internal(format!(
-                "{} (pid {pid}): exit status lost",
-                path.display()
-            )))
-        }
-        Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            return Err(NetError::Timeout(format!(
-                "{} did not finish within {RUN_TIMEOUT:?} and was killed",
-                path.display()
-            )));
-        }
-    };
-    let join = move || {
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
-        let stdout = reader.join().unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-        (stdout, stderr)
-    };
-    let (stdout, stderr) = tokio::task::spawn_blocking(join)
+/// Runs `path args`, its exit from the reaper; killed after [`RUN_TIMEOUT`].
+async fn run(path: &Path, args: &[&str], stdin: Option<Vec<u8>>, exits: Exits<'_>) -> Result<Output, NetError> {
+    tool::run(path, args, stdin, exits, RUN_TIMEOUT)
         .await
-        .map_err(|e| NetError::Internal(format!("collect output of {}: {e}", path.display())))?;
-    Ok(Output { exit, stdout, stderr })
+        .map_err(|e| match e {
+            ToolError::Timeout { .. } => NetError::Timeout(e.to_string()),
+            _ => NetError::Internal(e.to_string()),
+        })
 }
 
 #[cfg(test)]
