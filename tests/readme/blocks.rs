@@ -18,6 +18,9 @@ pub enum Mark {
         /// The path whose appearance means the block is ready.
         until: PathBuf,
     },
+    /// `vm`: run like [`Mark::Run`], but by the VM test (`make readme-vm`,
+    /// after `make vm-e2e` and `make vm-image` built the guest images).
+    Vm,
     /// `skip: REASON`: not run by this test; the reason says what covers it.
     Skip(String),
 }
@@ -57,7 +60,10 @@ pub fn parse(readme: &str) -> Result<Vec<Block>, String> {
     while i < lines.len() {
         let l = lines[i].trim_end();
         if l.starts_with(MARK_PREFIX) && !lines.get(i + 1).is_some_and(|n| n.trim_end() == "```sh") {
-            return Err(format!("line {}: a readme-test mark not followed by a ```sh block", i + 1));
+            return Err(format!(
+                "line {}: a readme-test mark not followed by a ```sh block",
+                i + 1
+            ));
         }
         if l != "```sh" {
             i += 1;
@@ -72,7 +78,11 @@ pub fn parse(readme: &str) -> Result<Vec<Block>, String> {
             .find(|&j| lines[j].trim_end() == "```")
             .ok_or_else(|| format!("line {}: ```sh block never closed", i + 1))?;
         let cmds = commands(&lines[start..end], start + 1)?;
-        blocks.push(Block { line: i + 1, mark, cmds });
+        blocks.push(Block {
+            line: i + 1,
+            mark,
+            cmds,
+        });
         i = end + 1;
     }
     Ok(blocks)
@@ -85,7 +95,12 @@ fn parse_mark(comment: &str) -> Result<Mark, String> {
         .map(str::trim)
         .ok_or_else(|| format!("malformed mark {comment:?}"))?;
     if let Some(path) = body.strip_prefix("background until ") {
-        return Ok(Mark::Background { until: PathBuf::from(path.trim()) });
+        return Ok(Mark::Background {
+            until: PathBuf::from(path.trim()),
+        });
+    }
+    if body == "vm" {
+        return Ok(Mark::Vm);
     }
     if let Some(reason) = body.strip_prefix("skip:") {
         let reason = reason.trim();
@@ -94,7 +109,9 @@ fn parse_mark(comment: &str) -> Result<Mark, String> {
         }
         return Ok(Mark::Skip(reason.to_string()));
     }
-    Err(format!("unknown mark {body:?} (background until PATH, skip: REASON)"))
+    Err(format!(
+        "unknown mark {body:?} (background until PATH, vm, skip: REASON)"
+    ))
 }
 
 /// The commands of a block's lines; `first` is the README line of `lines[0]`.
@@ -125,8 +142,15 @@ fn commands(lines: &[&str], first: usize) -> Result<Vec<Cmd>, String> {
             }
             continue;
         }
-        let expect = raw.find(EXPECT).map(|at| split_expect(&raw[at + EXPECT.len()..])).unwrap_or_default();
-        let cmd = Cmd { line, text: raw.to_string(), expect };
+        let expect = raw
+            .find(EXPECT)
+            .map(|at| split_expect(&raw[at + EXPECT.len()..]))
+            .unwrap_or_default();
+        let cmd = Cmd {
+            line,
+            text: raw.to_string(),
+            expect,
+        };
         if raw.ends_with('\\') {
             pending = Some(cmd);
         } else {
@@ -134,13 +158,19 @@ fn commands(lines: &[&str], first: usize) -> Result<Vec<Cmd>, String> {
         }
     }
     if let Some(c) = pending {
-        return Err(format!("line {}: a continued command runs past the block's end", c.line));
+        return Err(format!(
+            "line {}: a continued command runs past the block's end",
+            c.line
+        ));
     }
     Ok(cmds)
 }
 
 fn split_expect(s: &str) -> Vec<String> {
-    s.split(" / ").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    s.split(" / ")
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// Whether each of `expect` appears in `output`, in order, each within one
@@ -178,6 +208,10 @@ qemu -a \\\n\
 ```sh\n\
 make bench\n\
 ```\n\
+<!-- readme-test: vm -->\n\
+```sh\n\
+make initrd\n\
+```\n\
 ```\n\
 not shell\n\
 ```\n";
@@ -185,8 +219,13 @@ not shell\n\
     #[test]
     fn blocks_marks_commands_and_outputs() {
         let b = parse(SAMPLE).unwrap();
-        assert_eq!(b.len(), 3);
-        assert_eq!(b[0].mark, Mark::Background { until: "/tmp/s.sock".into() });
+        assert_eq!(b.len(), 4);
+        assert_eq!(
+            b[0].mark,
+            Mark::Background {
+                until: "/tmp/s.sock".into()
+            }
+        );
         assert_eq!(b[0].line, 3);
         assert_eq!(b[1].mark, Mark::Run);
         let texts: Vec<_> = b[1].cmds.iter().map(|c| c.text.as_str()).collect();
@@ -203,6 +242,7 @@ not shell\n\
         assert_eq!(b[1].cmds[2].expect, ["hello", "status 3"]);
         assert_eq!(b[1].cmds[2].line, 11);
         assert_eq!(b[2].mark, Mark::Skip("make vm-e2e boots it".into()));
+        assert_eq!(b[3].mark, Mark::Vm);
     }
 
     #[test]
@@ -222,8 +262,14 @@ not shell\n\
     #[test]
     fn outputs_are_found_in_order_line_by_line() {
         let want = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(find_in_order("hello from demo\nstatus 3\n", &want(&["hello from demo", "status 3"])), Ok(()));
-        assert_eq!(find_in_order("status 3\nhello\n", &want(&["hello", "status 3"])), Err("status 3"));
+        assert_eq!(
+            find_in_order("hello from demo\nstatus 3\n", &want(&["hello from demo", "status 3"])),
+            Ok(())
+        );
+        assert_eq!(
+            find_in_order("status 3\nhello\n", &want(&["hello", "status 3"])),
+            Err("status 3")
+        );
         assert_eq!(find_in_order("a b\n", &want(&["a b"])), Ok(()));
         assert_eq!(find_in_order("a\nb\n", &want(&["a\nb"])), Err("a\nb"));
     }

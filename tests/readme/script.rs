@@ -43,8 +43,9 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The script for `blocks` run from `repo`, writing into `work`.
-pub fn build(blocks: &[Block], repo: &Path, work: &Path) -> String {
+/// The script for the blocks of `blocks` whose mark `selected` takes, run from
+/// `repo`, writing into `work`.
+pub fn build(blocks: &[Block], repo: &Path, work: &Path, selected: impl Fn(&Mark) -> bool) -> String {
     let repo = quote(&repo.display().to_string());
     let w = quote(&work.display().to_string());
     let mut s = String::new();
@@ -62,6 +63,7 @@ pub fn build(blocks: &[Block], repo: &Path, work: &Path) -> String {
     let mut background = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         match &block.mark {
+            m if !selected(m) => continue,
             Mark::Skip(_) => continue,
             Mark::Background { until } => {
                 let body: Vec<&str> = block.cmds.iter().map(|c| c.text.as_str()).collect();
@@ -80,7 +82,7 @@ pub fn build(blocks: &[Block], repo: &Path, work: &Path) -> String {
                 );
                 background.push(b);
             }
-            Mark::Run => {
+            Mark::Run | Mark::Vm => {
                 let _ = writeln!(s, "cd {repo}");
                 for (n, c) in block.cmds.iter().enumerate() {
                     let _ = writeln!(
