@@ -59,7 +59,7 @@ pub fn parse(readme: &str) -> Result<Vec<Block>, String> {
     let mut i = 0;
     while i < lines.len() {
         let l = lines[i].trim_end();
-        if l.starts_with(MARK_PREFIX) && !lines.get(i + 1).is_some_and(|n| n.trim_end() == "```sh") {
+        if l.starts_with(MARK_PREFIX) && lines.get(i + 1).is_none_or(|n| n.trim_end() != "```sh") {
             return Err(format!(
                 "line {}: a readme-test mark not followed by a ```sh block",
                 i + 1
