@@ -8,6 +8,7 @@
 #   make image  those trees as bootable ext4 disk images (Kata's `image` type)
 #   make vm-e2e boot the initrd under qemu and drive the agent over hybrid vsock
 #   make vm-image boot both disk images under qemu and drive them the same way
+#   make readme-vm the README's boot-by-hand block, as written
 #   make fuzz   every fuzz target for FUZZ_SECONDS (default 600) each, with ASan
 
 SHELL        := /bin/bash
@@ -22,7 +23,7 @@ HARNESS_CYCLES ?= 100
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint fuzz fuzz-ci fuzz-build
+.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image readme-vm hadolint fuzz fuzz-ci fuzz-build
 
 all: build
 
@@ -42,7 +43,7 @@ run: toolchain
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 
-test: lint unit fuzz-ci vm-e2e vm-image
+test: lint unit fuzz-ci vm-e2e vm-image readme-vm
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
@@ -191,6 +192,14 @@ vm-image:
 	awk -v a=$$t -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-image: rootfs trees and disk images ready in %.1f s\n", b - a }'; \
 	$(CARGO) test --test vm_image -- --ignored --nocapture --test-threads 1; \
 	awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-image: %.1f s in all\n", b - a }'
+
+# Part of `make test`, after vm-e2e (which built the initrd and installed
+# vhost-device-vsock): the README's boot-by-hand block, run as written by
+# tests/readme.rs (the host blocks run in `unit`): one boot.
+readme-vm:
+	@if ! $(MAKE) -s vm-deps || ! command -v qemu-system-x86_64 >/dev/null; then \
+	  echo; echo "!!!!!!!! SKIPPED readme-vm: qemu-system-x86_64 or vhost-device-vsock could not be installed !!!!!!!!"; echo; exit 0; fi; \
+	$(CARGO) test --test readme -- --ignored --test-threads 1 the_readme_guest_blocks_run_as_written
 
 bench: toolchain
 	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \
