@@ -6,7 +6,10 @@
 //! The script runs as PID 1 of private mount, UTS, IPC, PID and network
 //! namespaces (see `tests/readme.rs`); it first puts tmpfs over `/tmp` and
 //! `/run` and over `target/run-state`, and a copy over `/etc/resolv.conf`, so
-//! the paths the README names are private; when it ends, the kernel kills
+//! the paths the README names are private (a clone under `/tmp` or `/run`,
+//! which holds the work directory too, is bound back over its own path
+//! through a descriptor opened before the tmpfs hid it, not canonicalized by
+//! `mount`, which would resolve it to the empty tmpfs); when it ends, the kernel kills
 //! whatever it left running.
 
 use std::fmt::Write;
@@ -56,8 +59,12 @@ pub fn build(blocks: &[Block], repo: &Path, work: &Path, selected: impl Fn(&Mark
         "cd {repo} || exit 90\n\
          cp /etc/resolv.conf \"$W/resolv.conf\" 2>/dev/null || : > \"$W/resolv.conf\"\n\
          mount --bind \"$W/resolv.conf\" /etc/resolv.conf || exit 91\n\
+         exec 7<{repo}\n\
          mount -t tmpfs readme-tmp /tmp || exit 92\n\
          mount -t tmpfs readme-run /run || exit 93\n\
+         case {repo} in /tmp/*|/run/*) mkdir -p {repo} && mount --no-canonicalize --bind /proc/self/fd/7 {repo} || exit 95;; esac\n\
+         exec 7<&-\n\
+         cd {repo} || exit 96\n\
          mkdir -p target/run-state && mount -t tmpfs readme-state target/run-state || exit 94"
     );
     let mut background = Vec::new();
