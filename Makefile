@@ -8,6 +8,7 @@
 #   make image  those trees as bootable ext4 disk images (Kata's `image` type)
 #   make vm-e2e boot the initrd under qemu and drive the agent over hybrid vsock
 #   make vm-image boot both disk images under qemu and drive them the same way
+#   make readme-vm the README's boot-by-hand block, as written
 #   make fuzz   every fuzz target for FUZZ_SECONDS (default 600) each, with ASan
 
 SHELL        := /bin/bash
@@ -22,7 +23,7 @@ HARNESS_CYCLES ?= 100
 # Non-PIE static executable for the guest: no start-up relocations.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS ?= -C relocation-model=static
 
-.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image hadolint fuzz fuzz-ci fuzz-build
+.PHONY: all build run test lint unit bench lifecycle-harness static toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image readme-vm hadolint fuzz fuzz-ci fuzz-build
 
 all: build
 
@@ -42,7 +43,7 @@ run: toolchain
 	@echo "pith-agent on unix://$(RUN_SOCK); in another terminal: target/debug/pithctl check"
 	exec target/debug/pith-agent --server-addr unix://$(RUN_SOCK) --cmdline /dev/null --log-level debug --state-dir $(CURDIR)/target/run-state
 
-test: lint unit fuzz-ci vm-e2e vm-image
+test: lint unit fuzz-ci vm-e2e vm-image readme-vm
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
@@ -66,6 +67,9 @@ test-deps:
 	@command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null && command -v mkswap >/dev/null && command -v losetup >/dev/null || \
 	  { echo "installing e2fsprogs util-linux (block volume tests)"; apt-get update -qq && apt-get install -y -qq e2fsprogs util-linux mount; }
 	@command -v mkfs.erofs >/dev/null || { echo "installing erofs-utils (erofs storage test)"; apt-get update -qq && apt-get install -y -qq erofs-utils; }
+	@# Networking tests: ip (veth pairs in test namespaces) and the real iptables tools.
+	@{ command -v ip && test -x /usr/sbin/iptables-restore; } >/dev/null || { echo "installing iproute2 iptables (network tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; }
 
 # Tests that need root carry #[cfg_attr(not(pith_root), ignore = "needs root")]
 # (rustjail/build.rs sets pith_root when built as root; likewise pith_cgroup_v1,
@@ -189,14 +193,27 @@ vm-image:
 	$(CARGO) test --test vm_image -- --ignored --nocapture --test-threads 1; \
 	awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "make vm-image: %.1f s in all\n", b - a }'
 
+# Part of `make test`, after vm-e2e (which built the initrd and installed
+# vhost-device-vsock): the README's boot-by-hand block, run as written by
+# tests/readme.rs (the host blocks run in `unit`): one boot.
+readme-vm:
+	@if ! $(MAKE) -s vm-deps || ! command -v qemu-system-x86_64 >/dev/null; then \
+	  echo; echo "!!!!!!!! SKIPPED readme-vm: qemu-system-x86_64 or vhost-device-vsock could not be installed !!!!!!!!"; echo; exit 0; fi; \
+	$(CARGO) test --test readme -- --ignored --test-threads 1 the_readme_guest_blocks_run_as_written
+
 bench: toolchain
 	@if rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET); then \
+	  $(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent --no-default-features && \
+	  mkdir -p target/bench && cp $(STATIC_BIN) target/bench/pith-agent-no-net && \
 	  $(CARGO) build --profile guest --target $(MUSL_TARGET) --bin pith-agent && musl=1; \
 	else echo "NOTE: $(MUSL_TARGET) target unavailable; measuring the gnu build only"; fi; \
 	$(CARGO) build --release --bin pith-agent; \
 	echo "== stripped release binary size"; \
 	if [ -n "$$musl" ]; then printf "  static musl (%s): %s bytes\n" $(STATIC_BIN) $$(stat -c %s $(STATIC_BIN)); \
-	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; fi; \
+	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; \
+	  with=$$(stat -c %s $(STATIC_BIN)); without=$$(stat -c %s target/bench/pith-agent-no-net); \
+	  printf "  static musl without networking (--no-default-features): %s bytes; networking (src/net, rtnetlink, netlink-packet-*) costs %s bytes\n" $$without $$((with - without)); \
+	  printf "  budget 4194304 bytes (4 MiB): %s\n" "$$( [ $$with -le 4194304 ] && echo within || echo "OVER by $$((with - 4194304)) bytes")"; fi; \
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
 	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench hotplug

@@ -7,7 +7,11 @@
 //!   and delete in one process) measured in the same run;
 //! * `ReadStdout` throughput: 1 GiB from `dd` in a container, read with 1 MiB
 //!   requests, next to the same bytes through a plain pipe (`dd | cat`);
-//! * the agent's RSS with 10 idle containers.
+//! * the agent's RSS with 10 idle containers;
+//! * pod start as a Kata runtime drives it: UpdateInterface + UpdateRoutes +
+//!   CreateSandbox + two containers running, each pod in a fresh agent inside a
+//!   fresh network namespace with a veth NIC (median of 20), and the agent's RSS
+//!   once the network is configured.
 //!
 //! The agent binary is `PITH_AGENT_BIN` (make bench passes the static musl
 //! build that goes into the guest image), or the release build.
@@ -116,10 +120,23 @@ impl Drop for AgentProc {
 }
 
 fn start_agent(bin: &str, dir: &Path) -> AgentProc {
+    start_agent_in(&[], bin, dir)
+}
+
+/// The agent run by `wrapper` (which must exec it: `nsenter --net=...`).
+fn start_agent_in(wrapper: &[&str], bin: &str, dir: &Path) -> AgentProc {
     let sock = dir.join("agent.sock");
     let cmdline = dir.join("cmdline");
     std::fs::write(&cmdline, "").unwrap();
-    let child = Command::new(bin)
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .arg("--server-addr")
         .arg(format!("unix://{}", sock.display()))
         .arg("--cmdline")
@@ -407,4 +424,121 @@ fn main() {
         );
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
     });
+
+    pod_start(&rt, &bin, &rootfs);
+}
+
+const PODS: usize = 20;
+
+/// `ip ARGS...`, which must succeed.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A pod as Kata's Go runtime starts one: the NIC, the routes, the sandbox, a
+/// pause container and an app container running. Each pod gets a fresh agent in
+/// a fresh network namespace (a veth pair inside it stands in for the VM's NIC).
+fn pod_start(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
+    use protocols::types::{IPAddress, Interface, Route};
+    let mut total = Vec::new();
+    let mut phases: [Vec<f64>; 4] = Default::default();
+    let mut rss_net = 0;
+    for i in 0..PODS + 1 {
+        let ns = format!("pith-bench-{}-{i}", std::process::id());
+        ip(&["netns", "add", &ns]);
+        // Deleted even when the bench panics half way.
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let ns_guard = Del(ns.clone());
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "ens3",
+            "address",
+            "02:42:ac:11:00:02",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "host0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "host0", "up"]);
+        let dir = tempfile::tempdir().unwrap();
+        // nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts.
+        let netns = format!("--net=/run/netns/{ns}");
+        let mut agent = start_agent_in(&["nsenter", &netns], bin, dir.path());
+        rt.block_on(async {
+            let addr = protocols::addr::Address::Unix(agent.sock.clone());
+            let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+            let mut iface = Interface::new();
+            iface.device = "eth0".into();
+            iface.name = "eth0".into();
+            iface.hwAddr = "02:42:ac:11:00:02".into();
+            iface.mtu = 1500;
+            iface.type_ = "veth".into();
+            let mut a = IPAddress::new();
+            a.address = "10.88.0.5".into();
+            a.mask = "16".into();
+            iface.IPAddresses.push(a);
+            let mut ui = UpdateInterfaceRequest::new();
+            ui.interface = protobuf::MessageField::some(iface);
+            let mut r = Route::new();
+            r.gateway = "10.88.0.1".into();
+            r.device = "eth0".into();
+            let mut routes = Routes::new();
+            routes.Routes.push(r);
+            let mut ur = UpdateRoutesRequest::new();
+            ur.routes = protobuf::MessageField::some(routes);
+            let mut sb = CreateSandboxRequest::new();
+            sb.sandbox_id = format!("pod-{i}");
+            sb.hostname = "pod".into();
+
+            let t0 = Instant::now();
+            let _: Interface = call(&c, "UpdateInterface", &ui).await;
+            let t1 = Instant::now();
+            let _: Routes = call(&c, "UpdateRoutes", &ur).await;
+            let t2 = Instant::now();
+            let _: Empty = call(&c, "CreateSandbox", &sb).await;
+            let t3 = Instant::now();
+            start(&c, rootfs, &format!("pause-{i}"), &["sleep", "100000"]).await;
+            start(&c, rootfs, &format!("app-{i}"), &["sleep", "100000"]).await;
+            let t4 = Instant::now();
+            // The first pod warms the page cache and the kernel's allocators.
+            if i > 0 {
+                total.push((t4 - t0).as_secs_f64() * 1e3);
+                for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
+                    phases[k].push(d.as_secs_f64() * 1e3);
+                }
+            }
+            rss_net = common::rss_kib(agent.child.id());
+            let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+        });
+        let _ = agent.child.wait();
+        drop(agent);
+        drop(ns_guard);
+    }
+    let (m, p90) = summary(total);
+    println!("  pod start (UpdateInterface + UpdateRoutes + CreateSandbox + 2 containers running), {PODS} pods, each in a fresh agent and netns:");
+    println!("    median {m:.2} ms, p90 {p90:.2} ms");
+    let med: Vec<String> = ["UpdateInterface", "UpdateRoutes", "CreateSandbox", "2 containers"]
+        .iter()
+        .zip(phases)
+        .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
+        .collect();
+    println!("      phase medians (ms): {}", med.join(", "));
+    println!(
+        "    agent RSS with the network configured and 2 containers running: {:.2} MiB",
+        rss_net as f64 / 1024.0
+    );
 }

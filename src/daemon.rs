@@ -52,7 +52,8 @@ struct Args {
     /// Directory for container state and bundles.
     #[arg(long, value_name = "DIR", default_value = "/run/pith")]
     state_dir: PathBuf,
-    /// File that CreateSandbox writes the sandbox's DNS servers to.
+    /// The guest's resolv.conf: CreateSandbox mounts the sandbox's DNS over it
+    /// (when it exists, as kata-agent).
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
     /// Run under a keeper: a small parent process that outlives the agent,
@@ -60,6 +61,9 @@ struct Args {
     /// which takes every container back from the state directory.
     #[arg(long)]
     keeper: bool,
+    /// File CreateSandbox writes the sandbox's DNS servers to.
+    #[arg(long, value_name = "FILE", default_value = crate::sandbox::dns::SANDBOX_RESOLV_CONF)]
+    sandbox_resolv_conf: PathBuf,
 }
 
 /// Every mode this binary starts in besides the agent: single-threaded
@@ -167,7 +171,10 @@ async fn serve(
     let sandbox_cfg = SandboxConfig {
         state_dir: args.state_dir.clone(),
         pipe_size: cfg.container_pipe_size,
-        resolv_conf: args.resolv_conf.clone(),
+        dns: crate::sandbox::dns::DnsFiles {
+            sandbox: args.sandbox_resolv_conf.clone(),
+            guest: args.resolv_conf.clone(),
+        },
         storage_roots: crate::storage::roots_for(&args.state_dir, &|k| std::env::var(k).ok()),
     };
     let state = || format!("set up container state in {}", args.state_dir.display());
@@ -200,9 +207,11 @@ async fn serve(
     let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
     let ctx = Arc::new(AgentContext::new(listen, init_mode));
     let mut destroyed = sandbox.shutdown_requested();
-    let rpc = Arc::new(rpc::Rpc::new(sandbox, ctx, log));
+    let rpc = Arc::new(rpc::Rpc::new(sandbox.clone(), ctx, log));
     let reads = rpc::stdio_read::stream_reads(rpc.clone());
-    let dispatcher = Dispatcher::with_stream_reads(rpc::services(rpc), reads);
+    // Kata's answer at level 1, pith's above (the level may change at any call).
+    let not_served = Box::new(move |path: &str| rpc::status::not_served(path, sandbox.level()));
+    let dispatcher = Dispatcher::with_answers(rpc::services(rpc), reads, not_served);
     let limits = Limits::new(cfg.max_connections, cfg.frame_timeout);
     let server = Server::start(listeners, dispatcher, limits, log);
 

@@ -54,7 +54,10 @@ pub fn engine_free_services(dir: &Path) -> HashMap<String, Service> {
     let cfg = SandboxConfig {
         state_dir: dir.join("state"),
         pipe_size: 0,
-        resolv_conf: dir.join("resolv.conf"),
+        dns: crate::sandbox::dns::DnsFiles {
+            sandbox: dir.join("sandbox/resolv.conf"),
+            guest: dir.join("resolv.conf"),
+        },
         storage_roots: vec![dir.to_path_buf()],
     };
     let guest = crate::guest::Guest {

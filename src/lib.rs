@@ -20,12 +20,15 @@ mod guest;
 mod init;
 mod keeper;
 mod logging;
+#[cfg(feature = "net")]
+mod net;
 mod persist;
 mod reaper;
 mod rpc;
 mod sandbox;
 mod server;
 mod storage;
+mod tool;
 
 pub use daemon::main;
 

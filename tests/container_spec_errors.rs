@@ -117,3 +117,39 @@ async fn an_init_that_cannot_exec_fails_start_container_with_its_error() {
     assert_eq!(read_all(&c, &id, &id, "ReadStdout").await, b"ran\n");
     remove(&c, &id).await;
 }
+
+#[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_missing_program_is_named_with_the_rootfs_it_was_looked_up_in() {
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("noprog");
+    let req = create_req(dir.path(), &id, &["no-such-program"]);
+    let rootfs = req.OCI.Root.Path.clone();
+    let (code, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &req).await.unwrap_err();
+    assert_eq!(code, Code::INTERNAL, "{msg}");
+    // Each layer says its part once.
+    assert!(
+        msg.starts_with("container init: executable \"no-such-program\" not found in $PATH (")
+            && msg.ends_with(&format!(") in rootfs {rootfs}")),
+        "{msg}"
+    );
+    assert_eq!(msg.matches("container init").count(), 1, "{msg}");
+
+    // A symlink to the host's path of a program (what `busybox --install -s`
+    // makes) does not resolve in the container: the message says so.
+    let id = unique("hostlink");
+    let sub = dir.path().join("hostlink");
+    let req = create_req(&sub, &id, &["hostsh"]);
+    let rootfs = std::path::PathBuf::from(&req.OCI.Root.Path);
+    std::os::unix::fs::symlink(rootfs.join("bin/busybox"), rootfs.join("bin/hostsh")).unwrap();
+    let (_, msg) = call::<_, Empty>(&c, SVC, "CreateContainer", &req).await.unwrap_err();
+    assert!(
+        msg.ends_with(&format!(
+            "/bin/hostsh is a symlink to {}/bin/busybox, which does not exist in the container",
+            rootfs.display()
+        )),
+        "{msg}"
+    );
+}

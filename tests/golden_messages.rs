@@ -353,9 +353,10 @@ async fn golden_create_sandbox_requests_get_a_status_not_a_transport_failure() {
         let (code, msg) = r.expect_err("the machine has neither 9p nor nvidia");
         assert!(code != Code::UNIMPLEMENTED && code != Code::OK, "{rev}: {code:?} {msg}");
         assert!(msg.contains(missing), "{rev}: {msg}");
-        assert!(
-            !agent.resolv_conf().exists(),
-            "{rev}: DNS written by a failed CreateSandbox"
+        assert_eq!(
+            std::fs::read_to_string(agent.resolv_conf()).unwrap(),
+            common::GUEST_RESOLV_CONF,
+            "{rev}: DNS set up by a failed CreateSandbox"
         );
         // Same connection, still healthy.
         health_check(&c).await;

@@ -391,3 +391,95 @@ async fn storages_and_devices_survive_a_killed_agent() {
         .unwrap();
     assert_eq!(mounts_at(&shm), 0);
 }
+
+/// Whether `path` is a mount point in the mount namespace of `pid`.
+fn mounted_in(pid: i32, path: &Path) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+/// What main added to the pod survives too: the network a Kata runtime set
+/// up (the kernel keeps it: a new agent lists it) and the DNS bind-mounted
+/// over the guest's resolv.conf (the state file keeps that it is mounted, so
+/// the new agent's DestroySandbox unmounts it).
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn the_network_and_dns_survive_a_killed_agent() {
+    use protocols::types::{IPAddress, Interface, Route};
+    let ns = common::netns::Netns::new("persist");
+    ns.veth("ens3", "02:42:ac:11:00:09", "host0");
+    let agent = Agent::start_in(&ns.exec_prefix(), &["--keeper"], &[]);
+    // `ip netns exec` gives the agent a mount namespace of its own: look there.
+    let keeper = agent.child.as_ref().unwrap().id() as i32;
+    let resolv = agent.resolv_conf();
+    let c = agent.client().await;
+    let mut h = HelloRequest::new();
+    h.min_level = 2;
+    h.max_level = 2;
+    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = "sb-net".into();
+    sb.dns = vec!["nameserver 10.9.8.7".into()];
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    assert!(mounted_in(keeper, &resolv));
+    let mut a = IPAddress::new();
+    a.address = "10.88.0.5".into();
+    a.mask = "16".into();
+    let mut i = Interface::new();
+    i.device = "eth0".into();
+    i.name = "eth0".into();
+    i.hwAddr = "02:42:ac:11:00:09".into();
+    i.IPAddresses = vec![a];
+    i.mtu = 1450;
+    let mut ui = UpdateInterfaceRequest::new();
+    ui.interface = protobuf::MessageField::some(i);
+    let _: Interface = call(&c, SVC, "UpdateInterface", &ui).await.unwrap();
+    let mut r = Route::new();
+    r.gateway = "10.88.0.1".into();
+    r.device = "eth0".into();
+    let mut rs = Routes::new();
+    rs.Routes = vec![r];
+    let mut ur = UpdateRoutesRequest::new();
+    ur.routes = protobuf::MessageField::some(rs);
+    let _: Routes = call(&c, SVC, "UpdateRoutes", &ur).await.unwrap();
+    let old = status(&c).await.pid;
+    drop(c);
+
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let c = new_agent(&agent, old).await;
+    let ifaces: Interfaces = call(&c, SVC, "ListInterfaces", &ListInterfacesRequest::new())
+        .await
+        .unwrap();
+    let eth0 = ifaces
+        .Interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .expect("eth0 listed");
+    assert_eq!(eth0.hwAddr, "02:42:ac:11:00:09");
+    assert_eq!(eth0.mtu, 1450);
+    assert!(
+        eth0.IPAddresses
+            .iter()
+            .any(|a| a.address == "10.88.0.5" && a.mask == "16"),
+        "{eth0:?}"
+    );
+    let routes: Routes = call(&c, SVC, "ListRoutes", &ListRoutesRequest::new()).await.unwrap();
+    assert!(
+        routes
+            .Routes
+            .iter()
+            .any(|r| r.gateway == "10.88.0.1" && r.device == "eth0"),
+        "{routes:?}"
+    );
+    assert!(mounted_in(keeper, &resolv), "still mounted after the crash");
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    assert!(
+        !mounted_in(keeper, &resolv),
+        "the new agent's DestroySandbox unmounts the DNS; log:\n{}",
+        agent.log()
+    );
+}

@@ -228,10 +228,21 @@ async fn dns_is_written_and_hostname_is_private_to_the_sandbox() {
     let (code, msg) = call::<_, Empty>(&c, SVC, "CreateSandbox", &bad).await.unwrap_err();
     assert_ne!(code, Code::OK);
     assert!(msg.contains("pith_no_such_module"), "{msg}");
+    assert_eq!(std::fs::read_to_string(&resolv).unwrap(), common::GUEST_RESOLV_CONF);
     create_sandbox(&c, "sb", "pith-private", false).await;
-    assert_eq!(
-        std::fs::read_to_string(&resolv).unwrap(),
-        "nameserver 10.9.8.7\nsearch pith.test\n"
+    // As kata-agent: written to the sandbox's file, bind-mounted over the
+    // guest's (whose root may be read-only).
+    let want = "nameserver 10.9.8.7\nsearch pith.test\n";
+    assert_eq!(std::fs::read_to_string(&resolv).unwrap(), want);
+    let sandbox_file = resolv.parent().unwrap().join("sandbox/resolv.conf");
+    assert_eq!(std::fs::read_to_string(&sandbox_file).unwrap(), want);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(resolv.to_str().unwrap())),
+        "{} is a mount point",
+        resolv.display()
     );
     assert_eq!(nix::unistd::gethostname().unwrap(), host_name_before);
     let dir = tempfile::tempdir().unwrap();
@@ -240,6 +251,11 @@ async fn dns_is_written_and_hostname_is_private_to_the_sandbox() {
     assert_eq!(wait(&c, &id, &id).await.unwrap(), 0);
     assert_eq!(read_all(&c, &id, &id, "ReadStdout").await, b"pith-private\n");
     remove(&c, &id).await;
+    // DestroySandbox unmounts it: the guest's file is back.
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&resolv).unwrap(), common::GUEST_RESOLV_CONF);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 #   /lib/modules/<rel>/    the kernel modules the guest needs and their dependencies
 #   /bin/strace            Debian's strace with the shared libraries it needs
 #   /pith-test/rootfs      a busybox container rootfs for the end-to-end test
+#   /bin/xtables-legacy-multi  Debian's iptables (as iptables-save/-restore, ip6tables-*) and its libraries
 # and writes target/vm/kernel_modules: the agent.kernel_modules value to boot with.
 #
 #   AGENT=path        agent binary (default: the musl build of `make static`); a
@@ -32,10 +33,13 @@ mkdir -p "$root/usr" && ln -s ../bin "$root/usr/bin" && ln -s ../bin "$root/usr/
 
 # A dynamic binary needs its loader and libraries at the same paths in the
 # guest (the host is the same Debian release as the guest's packages).
+#   copy_libs BIN [LIBDIR]: with LIBDIR, BIN's own libraries are looked for
+#   there too and left out (the caller copies them with the package).
 copy_libs() {
-  local lib
-  ldd "$1" >/dev/null 2>&1 || return 0 # static
-  for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
+  local lib libdir=${2:-}
+  LD_LIBRARY_PATH=$libdir ldd "$1" >/dev/null 2>&1 || return 0 # static
+  for lib in $(LD_LIBRARY_PATH=$libdir ldd "$1" | grep -o '/[^ ]*'); do
+    [ -n "$libdir" ] && [[ $lib == "$libdir"/* ]] && continue
     mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
   done
 }
@@ -55,6 +59,32 @@ dpkg -s strace >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq
 strace_bin=$(dpkg -L strace | grep -m1 '/bin/strace$')
 install -m 0755 "$strace_bin" "$root/bin/strace"
 copy_libs "$strace_bin"
+
+# ---- networking (src/net): the NIC driver, and iptables for Get/SetIPTables ----
+# virtio-net drives the NIC the host gives the VM. Debian's iptables is dynamically
+# linked: xtables-legacy-multi (the x_tables backend: fewer kernel modules than
+# nf_tables) comes with its libraries, the extensions it dlopen()s and the C library,
+# and answers as iptables-save/-restore and ip6tables-save/-restore (/usr/sbin and
+# /sbin lead to /bin here). The kernel cannot load the tables' modules on demand
+# (no modprobe database), so the agent loads them at boot with the rest.
+MODULES+=(virtio_net iptable_filter ip6table_filter xt_tcpudp)
+ipt="$VM/iptables-pkg"
+ipt_debs=(iptables libxtables12 libip4tc2 libip6tc2)
+if [ ! -x "$ipt/usr/sbin/xtables-legacy-multi" ]; then
+  (cd "$VM/debs" && { apt-get download -qq "${ipt_debs[@]}" 2>/dev/null || { apt-get update -qq && apt-get download -qq "${ipt_debs[@]}"; }; })
+  rm -rf "$ipt" && for p in "${ipt_debs[@]}"; do dpkg-deb -x "$(ls "$VM"/debs/"${p}"_*.deb | tail -1)" "$ipt"; done
+fi
+ipt=$(realpath "$ipt")
+multiarch=usr/lib/x86_64-linux-gnu
+install -m 0755 "$ipt/usr/sbin/xtables-legacy-multi" "$root/bin/xtables-legacy-multi"
+for t in iptables ip6tables iptables-save iptables-restore ip6tables-save ip6tables-restore; do
+  ln -sf xtables-legacy-multi "$root/bin/$t"
+done
+mkdir -p "$root/$multiarch"
+cp -a "$ipt/$multiarch"/lib*.so* "$ipt/$multiarch/xtables" "$root/$multiarch/"
+copy_libs "$ipt/usr/sbin/xtables-legacy-multi" "$ipt/$multiarch"
+# ---- end of networking ----
+
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 

@@ -78,6 +78,18 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// What the container's init reports to the runtime, which wraps it as
+    /// [`Error::Init`] again: an init error without its own prefix, so the
+    /// message says "container init:" once.
+    pub(crate) fn init_report(&self) -> String {
+        match self {
+            Error::Init(m) => m.clone(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 

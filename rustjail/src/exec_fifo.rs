@@ -67,7 +67,7 @@ impl Fifo {
 /// exits; before that the error goes back to the caller (and to `create`).
 pub fn report(started: Option<OwnedFd>, err: Error) -> Error {
     if let Some(w) = started {
-        let _ = nix::unistd::write(&w, err.to_string().as_bytes());
+        let _ = nix::unistd::write(&w, err.init_report().as_bytes());
         std::process::exit(127);
     }
     err

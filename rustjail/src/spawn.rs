@@ -171,12 +171,14 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn go"))?),
         None => None,
     };
-    // Move every source above the destinations (0..=3), so that the child's
-    // dup2 calls cannot overwrite a source still to be copied.
+    // Move every source just above the highest destination, so that the
+    // child's dup2 calls cannot overwrite a source still to be copied. (Not to
+    // a fixed number: that fails with EINVAL under a lower open-file limit.)
+    let above = spec.fds.iter().map(|&(_, dst)| dst + 1).max().unwrap_or(0);
     let mut high = Vec::new();
     for &(src, _) in &spec.fds {
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller owns; the copy is ours.
-        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64) };
+        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above) };
         if fd < 0 {
             return Err(sys("fcntl(F_DUPFD_CLOEXEC)", format!("fd {src}"))(nix::Error::last()));
         }

@@ -5,12 +5,16 @@
 //! * [`scsi`]: `SCSI-ID:LUN` addresses, host scans, sysfs matching;
 //! * [`pci`]: PCI paths through bridges (virtio-blk);
 //! * [`blk`]: block devices already present in sysfs;
+//! * [`net`]: network interfaces of hot-plugged PCI NICs;
 //! * [`wait`]: a device kind and address in, the guest's block device out;
 //! * [`spec`]: CreateContainer's devices, rewritten to the guest's numbers;
 //! * [`node`]: the single-threaded helper that makes and removes device nodes
 //!   inside a running container's mount namespace.
 
 pub mod blk;
+// Used by the networking requests only (feature `net`).
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
+pub mod net;
 pub mod node;
 pub mod pci;
 pub mod scsi;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pci::PciPath;
 use super::uevent::{Hub, Matcher, Registration, Uevent};
-use super::{blk, scsi, BlockDev, DeviceAddr, DeviceError};
+use super::{blk, net, scsi, BlockDev, DeviceAddr, DeviceError};
 
 /// How often sysfs is looked at again while waiting (in case an event was lost).
 const REPROBE: Duration = Duration::from_millis(100);
@@ -82,30 +83,65 @@ impl Devices {
     /// scan first when it is a SCSI address); [`DeviceError::Timeout`] after the timeout.
     pub async fn wait_block(&self, addr: &DeviceAddr) -> Result<BlockDev, DeviceError> {
         let m = self.matcher(addr)?;
-        let reg = self.hub.register(m.clone(), || self.probe(&m));
-        let (id, mut rx) = match reg {
-            Registration::Found(ev) => return Ok(self.block_dev(ev)),
+        let scan = || match addr {
+            DeviceAddr::Scsi(a) => scsi::scan_hosts(&self.sysfs, *a).map(drop),
+            _ => Ok(()),
+        };
+        let ev = self.wait_for(&m, || self.probe(&m), scan, addr.to_string()).await?;
+        Ok(self.block_dev(ev))
+    }
+
+    /// Waits for the network interface of the PCI device at `path` (a
+    /// hot-plugged virtio-net NIC); returns its name.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub async fn wait_net(&self, path: &PciPath) -> Result<String, DeviceError> {
+        let dir = path.sysfs_dir(&self.sysfs)?;
+        let m: Matcher = {
+            let dir = dir.clone();
+            Arc::new(move |e: &Uevent| net::is_nic_under(&dir, e))
+        };
+        let ev = self
+            .wait_for(
+                &m,
+                || net::probe(&self.sysfs, &dir),
+                || Ok(()),
+                format!("network interface at PCI path {path}"),
+            )
+            .await?;
+        Ok(net::ifname(&ev))
+    }
+
+    /// Registers `m` with the hub (taking `probe`'s answer for what is already
+    /// there), runs `kick` (a bus rescan), then waits for the listener or a
+    /// later probe until the timeout; `what` names the device in the error.
+    async fn wait_for(
+        &self,
+        m: &Matcher,
+        probe: impl Fn() -> Option<Uevent>,
+        kick: impl FnOnce() -> Result<(), DeviceError>,
+        what: String,
+    ) -> Result<Uevent, DeviceError> {
+        let (id, mut rx) = match self.hub.register(m.clone(), &probe) {
+            Registration::Found(ev) => return Ok(ev),
             Registration::Waiting { id, rx } => (id, rx),
         };
-        if let DeviceAddr::Scsi(a) = addr {
-            if let Err(e) = scsi::scan_hosts(&self.sysfs, *a) {
-                self.hub.cancel(id);
-                return Err(e);
-            }
+        if let Err(e) = kick() {
+            self.hub.cancel(id);
+            return Err(e);
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             tokio::select! {
                 got = &mut rx => {
                     if let Ok(ev) = got {
-                        return Ok(self.block_dev(ev));
+                        return Ok(ev);
                     }
                     break;
                 }
                 _ = tokio::time::sleep(REPROBE) => {
-                    if let Some(ev) = self.probe(&m) {
+                    if let Some(ev) = probe() {
                         self.hub.cancel(id);
-                        return Ok(self.block_dev(ev));
+                        return Ok(ev);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -113,7 +149,7 @@ impl Devices {
         }
         self.hub.cancel(id);
         Err(DeviceError::Timeout {
-            what: addr.to_string(),
+            what,
             timeout: self.timeout,
         })
     }

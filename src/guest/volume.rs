@@ -2,7 +2,6 @@
 //! (a direct-assigned block volume, usually), by its guest path.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::{sys, GuestError};
 
@@ -51,34 +50,50 @@ pub fn mount_at(mountinfo: &str, path: &Path) -> Option<(String, String)> {
     })
 }
 
-/// Grows the filesystem mounted at `path` to `size` bytes (0: to its whole
-/// device), after the host grew the device: `resize2fs` for ext2/3/4,
-/// `xfs_growfs` for xfs (online, while mounted).
-pub fn resize(path: &Path, size: u64) -> Result<(), GuestError> {
+/// How to grow a mounted filesystem: the tool and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resize {
+    /// `resize2fs` or `xfs_growfs` (looked up in `PATH`).
+    pub tool: &'static str,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The mounted path, for messages.
+    pub path: PathBuf,
+    /// The device mounted there.
+    pub dev: String,
+    /// Its filesystem type.
+    pub fstype: String,
+}
+
+/// How to grow the filesystem mounted at `path` to `size` bytes (0: to its
+/// whole device), after the host grew the device: `resize2fs` for ext2/3/4,
+/// `xfs_growfs` for xfs (online, while mounted). The caller runs the tool
+/// (`crate::tool`: the agent's reaper takes its exit) and reads the outcome
+/// with [`Resize::outcome`].
+pub fn resize_plan(path: &Path, size: u64) -> Result<Resize, GuestError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(super::io("read", "/proc/self/mountinfo"))?;
     let path: PathBuf = path.components().collect();
     let (dev, fstype) = mount_at(&info, &path).ok_or_else(|| {
         GuestError::InvalidArgument(format!("ResizeVolume: nothing is mounted at {}", path.display()))
     })?;
-    let mut cmd = match fstype.as_str() {
+    let (tool, args) = match fstype.as_str() {
         "ext2" | "ext3" | "ext4" => {
-            let mut c = Command::new("resize2fs");
-            c.arg(&dev);
+            let mut a = vec![dev.clone()];
             if size > 0 {
-                c.arg(format!("{}K", size / 1024));
+                a.push(format!("{}K", size / 1024));
             }
-            c
+            ("resize2fs", a)
         }
         "xfs" => {
-            let mut c = Command::new("xfs_growfs");
+            let mut a = Vec::new();
             if size > 0 {
                 let bs = nix::sys::statfs::statfs(&path)
                     .map_err(sys("statfs", path.display()))?
                     .block_size() as u64;
-                c.args(["-D", &(size / bs.max(1)).to_string()]);
+                a.extend(["-D".to_string(), (size / bs.max(1)).to_string()]);
             }
-            c.arg(&path);
-            c
+            a.push(path.display().to_string());
+            ("xfs_growfs", a)
         }
         other => {
             return Err(GuestError::InvalidArgument(format!(
@@ -87,25 +102,41 @@ pub fn resize(path: &Path, size: u64) -> Result<(), GuestError> {
             )))
         }
     };
-    let tool = format!("{:?}", cmd.get_program());
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
+    Ok(Resize {
+        tool,
+        args,
+        path,
+        dev,
+        fstype,
+    })
+}
+
+impl Resize {
+    /// The error for a tool that could not be started (`source` from `execve`).
+    pub fn spawn_error(&self, source: std::io::Error) -> GuestError {
+        if source.kind() == std::io::ErrorKind::NotFound {
             GuestError::FailedPrecondition(format!(
-                "ResizeVolume: {tool} is not in the guest image (needed for {fstype} at {})",
-                path.display()
+                "ResizeVolume: {} is not in the guest image (needed for {} at {})",
+                self.tool,
+                self.fstype,
+                self.path.display()
             ))
         } else {
-            super::io("execve", &tool)(e)
+            super::io("execve", self.tool)(source)
         }
-    })?;
-    if !out.status.success() {
-        return Err(GuestError::Internal(format!(
-            "ResizeVolume: {tool} {dev} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
     }
-    Ok(())
+
+    /// The outcome of the tool's run: its exit (`Ok(())` for 0) and stderr.
+    pub fn outcome(&self, exit: Result<(), String>, stderr: &str) -> Result<(), GuestError> {
+        exit.map_err(|how| {
+            GuestError::Internal(format!(
+                "ResizeVolume: {} {} failed ({how}): {}",
+                self.tool,
+                self.dev,
+                stderr.trim()
+            ))
+        })
+    }
 }
 
 #[cfg(test)]

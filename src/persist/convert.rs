@@ -5,15 +5,16 @@ use std::path::Path;
 
 use super::error::PersistError;
 use super::v1::{
-    DeviceMountV1 as DeviceMountP, DeviceV1 as DeviceP, MountRecordV1 as RecordP, PodV1 as PodP, SessionV1 as SessionP,
+    DeviceMountV1 as DeviceMountP, DeviceV1 as DeviceP, MountRecordV1 as RecordP, SessionV1 as SessionP,
     StorageV1 as StorageP, WatchedV1 as WatchedP,
 };
-use super::v2::{ContainerV2 as ContainerP, ExitV2, ProcessV2 as ProcessP, SandboxV2 as SandboxP};
+use super::v2::{ExitV2, ProcessV2 as ProcessP};
+use super::v3::{ContainerV3 as ContainerP, PodV3 as PodP, RawJson, SandboxV3 as SandboxP};
 use crate::device::node::NodeMount;
 use crate::reaper::Exit;
 use crate::sandbox::hotplug::{BlockDevView, Plugged};
 use crate::sandbox::session::Session;
-use crate::sandbox::view::{ContainerView, GuestView, PodView, ProcessView, SandboxView, StdioView};
+use crate::sandbox::view::{ContainerView, GuestView, PodView, ProcessView, SandboxView, SpecJson, StdioView};
 use crate::sandbox::PodState;
 use crate::storage::mount::Record;
 use crate::storage::watch::{WatchState, Watched};
@@ -128,7 +129,7 @@ fn container(c: &ContainerView) -> ContainerP {
         created: c.created.clone(),
         start_time: c.start_time,
         cgroup: c.cgroup.clone(),
-        spec: json(&c.spec),
+        spec: RawJson(c.spec.raw().clone()),
         device_rules: c.device_rules.as_ref().map(json),
         devices: c.devices.iter().map(device).collect(),
         oom_watch: c.oom_watch,
@@ -142,7 +143,9 @@ fn container_back(c: ContainerP, file: &Path) -> Result<ContainerView, PersistEr
         path: file.to_path_buf(),
         why: format!("container {:?}: {what}: {e}", c.id),
     };
-    let spec = serde_json::from_value(c.spec.clone()).map_err(|e| invalid("spec", e))?;
+    // Checked now (a spec the OCI types refuse makes the file invalid); kept as text.
+    let spec = SpecJson::from_raw(c.spec.0.clone());
+    spec.parse().map_err(|e| invalid("spec", e))?;
     let device_rules = c
         .device_rules
         .clone()
@@ -212,6 +215,7 @@ pub(crate) fn from_view(v: &SandboxView) -> SandboxP {
             id: v.pod.id.clone(),
             hostname: v.pod.hostname.clone(),
             dns: v.pod.dns.clone(),
+            dns_mounted: v.pod.dns_mounted,
             sandbox_pidns: v.pod.sandbox_pidns,
             pidns_container: v.pod.pidns_container.clone(),
             ns_holder_pid: v.pod.ns_holder,
@@ -264,6 +268,7 @@ pub(crate) fn to_view(p: SandboxP, guest: GuestView, file: &Path) -> Result<Sand
             id: p.pod.id,
             hostname: p.pod.hostname,
             dns: p.pod.dns,
+            dns_mounted: p.pod.dns_mounted,
             sandbox_pidns: p.pod.sandbox_pidns,
             pidns_container: p.pod.pidns_container,
             ns_holder: p.pod.ns_holder_pid,

@@ -22,6 +22,7 @@ pub(crate) mod error;
 pub(crate) mod file;
 pub(crate) mod v1;
 pub(crate) mod v2;
+pub(crate) mod v3;
 
 use std::path::Path;
 
@@ -30,13 +31,13 @@ use serde::Deserialize;
 pub(crate) use error::PersistError;
 
 /// The format version this agent writes.
-pub(crate) const PERSIST_VERSION: u32 = 2;
+pub(crate) const PERSIST_VERSION: u32 = 3;
 /// The oldest format version whose reader can use what this agent writes
-/// (v2 still writes v1's fields: see `v2.rs`).
+/// (v2 and v3 still write v1's fields: see `v2.rs`, `v3.rs`).
 pub(crate) const MIN_READER_VERSION: u32 = 1;
 
 /// The sandbox in the current format.
-pub(crate) type Current = v2::SandboxV2;
+pub(crate) type Current = v3::SandboxV3;
 
 /// What every version has, read first to choose the parser.
 #[derive(Deserialize)]
@@ -77,10 +78,14 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Current, PersistError>
     match h.persist_version {
         1 => {
             let f: v1::FileV1 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
+            Ok(v2::SandboxV2::from(f.sandbox).into())
+        }
+        2 => {
+            let f: v2::FileV2 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
             Ok(f.sandbox.into())
         }
         _ => {
-            let f: v2::FileV2 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
+            let f: v3::FileV3 = serde_json::from_slice(bytes).map_err(|e| damaged(path, e))?;
             Ok(f.sandbox)
         }
     }
@@ -88,7 +93,7 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Current, PersistError>
 
 /// The file's bytes for `sandbox` in the current format.
 pub(crate) fn encode(sandbox: Current) -> Vec<u8> {
-    let f = v2::FileV2 {
+    let f = v3::FileV3 {
         persist_version: PERSIST_VERSION,
         min_reader_version: MIN_READER_VERSION,
         agent_version: crate::AGENT_VERSION.to_string(),

@@ -12,7 +12,7 @@ use crate::device::node::NodeMount;
 use crate::reaper::Exit;
 use crate::sandbox::hotplug::{BlockDevView, Plugged};
 use crate::sandbox::session::Session;
-use crate::sandbox::view::{ContainerView, GuestView, PodView, ProcessView, SandboxView, StdioView};
+use crate::sandbox::view::{ContainerView, GuestView, PodView, ProcessView, SandboxView, SpecJson, StdioView};
 use crate::sandbox::PodState;
 use crate::storage::mount::Record;
 use crate::storage::watch::{WatchState, Watched};
@@ -45,9 +45,17 @@ fn proc_view(exec_id: &str, pid: i32, exit: Option<Exit>, terminal: bool) -> Pro
     }
 }
 
-/// The sample as v2 knows it: v1's, with processes' start times and an
-/// exec killed by a signal.
+/// The sample as v3 knows it: v2's, with the DNS mounted over the guest's
+/// resolv.conf.
 pub(crate) fn sample_view() -> SandboxView {
+    let mut v = sample_view_v2();
+    v.pod.dns_mounted = true;
+    v
+}
+
+/// The sample as v2 knew it: v1's, with processes' start times and an
+/// exec killed by a signal.
+fn sample_view_v2() -> SandboxView {
     let mut v = sample_view_v1();
     let c = &mut v.containers[0];
     c.init.start_time = 123456;
@@ -81,6 +89,7 @@ fn sample_view_v1() -> SandboxView {
             id: "sandbox-1".into(),
             hostname: "pod-host".into(),
             dns: vec!["nameserver 10.0.0.2".into()],
+            dns_mounted: false,
             sandbox_pidns: true,
             pidns_container: Some("c1".into()),
             ns_holder: Some(4000),
@@ -129,7 +138,7 @@ fn sample_view_v1() -> SandboxView {
                 ("devices".to_string(), PathBuf::from("/sys/fs/cgroup/devices/c1")),
                 ("memory".to_string(), PathBuf::from("/sys/fs/cgroup/memory/c1")),
             ]),
-            spec,
+            spec: SpecJson::of(&spec),
             device_rules: Some(vec![rule]),
             devices: vec![Plugged {
                 path: "/dev/xvdb".into(),
@@ -207,14 +216,15 @@ fn load_golden(name: &str) -> SandboxView {
 #[test]
 fn golden_files_load() {
     assert_eq!(load_golden("v1.json"), sample_view_v1());
-    assert_eq!(load_golden("v2.json"), sample_view());
+    assert_eq!(load_golden("v2.json"), sample_view_v2());
+    assert_eq!(load_golden("v3.json"), sample_view());
 }
 
 /// What every committed version loads as is written again (in today's
 /// version) and read back the same.
 #[test]
 fn golden_files_round_trip() {
-    for name in ["v1.json", "v2.json"] {
+    for name in ["v1.json", "v2.json", "v3.json"] {
         let v = load_golden(name);
         assert_eq!(roundtrip(&v), v, "{name}");
     }
@@ -223,23 +233,40 @@ fn golden_files_round_trip() {
 /// A v1 agent (its types, frozen in v1.rs) reads what today's agent writes,
 /// as the file's min_reader_version 1 promises: a rollback keeps the exits.
 #[test]
-fn a_v1_agent_reads_a_v2_file() {
-    let bytes = read_fixture("v2.json");
-    let old: v1::FileV1 = serde_json::from_slice(&bytes).unwrap();
-    assert!(old.min_reader_version <= 1);
-    let statuses: Vec<(String, Option<i32>)> = old.sandbox.containers[0]
-        .execs
-        .iter()
-        .map(|p| (p.exec_id.clone(), p.exit_status))
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            ("e1".into(), Some(3)),
-            ("killed".into(), Some(137)),
-            ("tty".into(), None)
-        ]
-    );
+fn a_v1_agent_reads_a_v2_or_v3_file() {
+    for name in ["v2.json", "v3.json"] {
+        let bytes = read_fixture(name);
+        let old: v1::FileV1 = serde_json::from_slice(&bytes).unwrap();
+        assert!(old.min_reader_version <= 1, "{name}");
+        let statuses: Vec<(String, Option<i32>)> = old.sandbox.containers[0]
+            .execs
+            .iter()
+            .map(|p| (p.exec_id.clone(), p.exit_status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("e1".into(), Some(3)),
+                ("killed".into(), Some(137)),
+                ("tty".into(), None)
+            ],
+            "{name}"
+        );
+    }
+}
+
+/// A v2 agent (its types, frozen in v2.rs) reads a v3 file: everything but
+/// the DNS mount, which it never made (it leaves the mount in place).
+#[test]
+fn a_v2_agent_reads_a_v3_file() {
+    let old: v2::FileV2 = serde_json::from_slice(&read_fixture("v3.json")).unwrap();
+    assert!(old.min_reader_version <= 2);
+    let v2_sample = convert::from_view(&sample_view_v2());
+    let mut migrated = v3::SandboxV3::from(old.sandbox);
+    assert!(!migrated.pod.dns_mounted);
+    migrated.pod.dns_mounted = v2_sample.pod.dns_mounted;
+    let path = Path::new("/x/sandbox.json");
+    assert_eq!(convert::to_view(migrated, guest(), path).unwrap(), sample_view_v2());
 }
 
 /// A v2 process with only the legacy `exit_status` (no `exit`) still ends.
@@ -325,7 +352,11 @@ fn with_field(bytes: &[u8], pointer: &str, v: serde_json::Value) -> Vec<u8> {
 fn a_spec_the_oci_types_refuse_is_invalid_not_a_panic() {
     let path = Path::new("/x/sandbox.json");
     let mut p = convert::from_view(&sample_view());
-    p.containers[0].spec = serde_json::json!({"ociVersion": 7});
+    p.containers[0].spec = v3::RawJson(
+        serde_json::value::to_raw_value(&serde_json::json!({"ociVersion": 7}))
+            .unwrap()
+            .into(),
+    );
     let e = convert::to_view(p, guest(), path).unwrap_err();
     assert!(e.to_string().contains("container \"c1\": spec"), "{e}");
 }

@@ -224,7 +224,10 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
         let ids = Ids::process(&req.container_id, &req.exec_id);
         self.rpc
             .run(method!("SignalProcess"), ids, async {
-                self.rpc.sandbox.signal(&req.container_id, &req.exec_id, req.signal)?;
+                self.rpc
+                    .sandbox
+                    .signal(&req.container_id, &req.exec_id, req.signal)
+                    .await?;
                 Ok(Empty::new())
             })
             .await
@@ -420,6 +423,79 @@ impl protocols::agent_ttrpc::AgentService for AgentServiceImpl {
     async fn set_policy(&self, _: &TtrpcContext, _r: SetPolicyRequest) -> ttrpc::Result<Empty> {
         self.rpc
             .run(method!("SetPolicy"), Ids::NONE, unavailable(Feature::Policy))
+            .await
+    }
+
+    // --- networking (super::network); without the `net` feature the generated
+    // defaults answer UNIMPLEMENTED.
+    #[cfg(feature = "net")]
+    async fn update_interface(
+        &self,
+        _: &TtrpcContext,
+        r: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<protocols::types::Interface> {
+        self.rpc
+            .run(
+                method!("UpdateInterface"),
+                Ids::NONE,
+                super::network::update_interface(&self.rpc, r),
+            )
+            .await
+    }
+    #[cfg(feature = "net")]
+    async fn update_routes(&self, _: &TtrpcContext, r: UpdateRoutesRequest) -> ttrpc::Result<Routes> {
+        self.rpc
+            .run(
+                method!("UpdateRoutes"),
+                Ids::NONE,
+                super::network::update_routes(&self.rpc, r),
+            )
+            .await
+    }
+    #[cfg(feature = "net")]
+    async fn list_interfaces(&self, _: &TtrpcContext, _: ListInterfacesRequest) -> ttrpc::Result<Interfaces> {
+        self.rpc
+            .run(
+                method!("ListInterfaces"),
+                Ids::NONE,
+                super::network::list_interfaces(&self.rpc),
+            )
+            .await
+    }
+    #[cfg(feature = "net")]
+    async fn list_routes(&self, _: &TtrpcContext, _: ListRoutesRequest) -> ttrpc::Result<Routes> {
+        self.rpc
+            .run(method!("ListRoutes"), Ids::NONE, super::network::list_routes(&self.rpc))
+            .await
+    }
+    #[cfg(feature = "net")]
+    async fn add_arp_neighbors(&self, _: &TtrpcContext, r: AddARPNeighborsRequest) -> ttrpc::Result<Empty> {
+        self.rpc
+            .run(
+                method!("AddARPNeighbors"),
+                Ids::NONE,
+                super::network::add_arp_neighbors(&self.rpc, r),
+            )
+            .await
+    }
+    #[cfg(feature = "net")]
+    async fn get_ip_tables(&self, _: &TtrpcContext, r: GetIPTablesRequest) -> ttrpc::Result<GetIPTablesResponse> {
+        self.rpc
+            .run(
+                method!("GetIPTables"),
+                Ids::NONE,
+                super::network::get_ip_tables(&self.rpc, r),
+            )
+            .await
+    }
+    #[cfg(feature = "net")]
+    async fn set_ip_tables(&self, _: &TtrpcContext, r: SetIPTablesRequest) -> ttrpc::Result<SetIPTablesResponse> {
+        self.rpc
+            .run(
+                method!("SetIPTables"),
+                Ids::NONE,
+                super::network::set_ip_tables(&self.rpc, r),
+            )
             .await
     }
 }

@@ -126,10 +126,9 @@ pub(crate) async fn get_volume_stats(
 
 /// ResizeVolume.
 pub(crate) async fn resize_volume(rpc: &Rpc, req: ResizeVolumeRequest) -> Result<Empty, Error> {
-    on_guest(rpc, move |_| {
-        guest::volume::resize(Path::new(&req.volume_guest_path), req.size)
-    })
-    .await?;
+    rpc.sandbox
+        .resize_volume(req.volume_guest_path.into(), req.size)
+        .await?;
     Ok(Empty::new())
 }
 

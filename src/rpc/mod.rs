@@ -11,6 +11,8 @@ pub(crate) mod guest;
 pub(crate) mod health;
 pub(crate) mod introspection;
 pub(crate) mod negotiation;
+#[cfg(feature = "net")]
+pub(crate) mod network;
 pub(crate) mod ps;
 pub(crate) mod stats;
 pub(crate) mod status;
@@ -180,6 +182,9 @@ const READ_ONLY: &[&str] = &[
     "grpc.AgentService/SetGuestDateTime",
     "grpc.AgentService/ReseedRandomDev",
     "grpc.AgentService/CopyFile",
+    "grpc.AgentService/ListInterfaces",
+    "grpc.AgentService/ListRoutes",
+    "grpc.AgentService/GetIPTables",
 ];
 
 /// Whether `method` may change the persisted state (unknown methods may).

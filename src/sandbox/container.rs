@@ -43,6 +43,33 @@ pub(crate) struct CreateRequest {
     pub devices: Vec<SpecDevice>,
 }
 
+impl Container {
+    /// When the init exits, kills every process left in the container's
+    /// cgroup, as the kernel does for a PID namespace whose init exits. With
+    /// a PID namespace of its own nothing is left; in the sandbox's shared
+    /// one (or none) the init's children and exec'd processes would run on
+    /// until RemoveContainer.
+    pub(super) fn watch_leftovers(self: &Arc<Self>, log: &slog::Logger) {
+        let container = Arc::downgrade(self);
+        let mut exit = self.init.exit_watch();
+        let log = log.clone();
+        let task = tokio::spawn(async move {
+            if exit.wait_for(|e| e.is_some()).await.is_err() {
+                return;
+            }
+            let Some(c) = container.upgrade() else { return };
+            let id = c.id.clone();
+            match tokio::task::spawn_blocking(move || c.engine.kill_all(Signal::SIGKILL)).await {
+                Ok(Ok(0)) | Err(_) => {}
+                Ok(Ok(n)) => info!(log, "killed the processes its init left"; "container" => id, "processes" => n),
+                // Removed meanwhile (its cgroup is gone): nothing is left.
+                Ok(Err(e)) => slog::debug!(log, "processes its init left not killed"; "container" => id, "error" => %e),
+            }
+        });
+        *lock(&self.leftovers_watch) = Some(task);
+    }
+}
+
 impl Sandbox {
     /// Creates a container from an OCI spec whose `root.path` is its rootfs.
     /// The id is checked and held first; then the devices (and those of block
@@ -87,31 +114,39 @@ impl Sandbox {
         result
     }
 
-    /// The spec as this sandbox runs it: shared namespaces joined, guest hooks added.
-    /// Returns the spec and whether this container becomes the sandbox's PID namespace.
+    /// The spec as this sandbox runs it: shared namespaces joined, a PID
+    /// namespace of its own or the sandbox's, guest hooks added, an empty
+    /// cgroups path made `/<id>` (kata-agent's rustjail; a path relative to
+    /// the agent's own cgroup fails where that is a systemd service on cgroup
+    /// v2). Returns the spec and whether this container becomes the holder of
+    /// the sandbox's PID namespace.
     fn adapt_spec(&self, req: &CreateRequest, mut spec: Spec) -> Result<(Spec, bool)> {
         let pod = self.pod();
+        // As kata-agent: the first container created holds the sandbox's PID
+        // namespace, whatever it asked for. (When the holder is removed the
+        // next container holds a new one; kata-agent keeps the dead one's path
+        // and fails every later join.)
+        let becomes_pidns = pod.pidns_container.is_none();
         let mut pidns_pid = None;
-        let mut becomes_pidns = false;
-        if pod.sandbox_pidns || req.sandbox_pidns {
-            match &pod.pidns_container {
-                Some(holder) => {
-                    let c = self.container(holder).map_err(|_| {
-                        Error::FailedPrecondition(format!(
-                            "the sandbox PID namespace belonged to container {holder:?}, which is gone"
-                        ))
-                    })?;
-                    if c.init.exited().is_some() {
-                        return Err(Error::FailedPrecondition(format!(
-                            "the sandbox PID namespace belonged to container {holder:?}, whose init has exited"
-                        )));
-                    }
-                    pidns_pid = Some(c.init.pid);
-                }
-                None => becomes_pidns = shared_ns::creates_pidns(&spec),
+        if let (true, Some(holder)) = (pod.sandbox_pidns || req.sandbox_pidns, &pod.pidns_container) {
+            let c = self.container(holder).map_err(|_| {
+                Error::FailedPrecondition(format!(
+                    "the sandbox PID namespace belonged to container {holder:?}, which is gone"
+                ))
+            })?;
+            if c.init.exited().is_some() {
+                return Err(Error::FailedPrecondition(format!(
+                    "the sandbox PID namespace belonged to container {holder:?}, whose init has exited"
+                )));
             }
+            pidns_pid = Some(c.init.pid);
         }
         shared_ns::join(&mut spec, pod.ns_holder.as_ref().map(|h| h.pid()), pidns_pid);
+        if let Some(linux) = spec.linux_mut() {
+            if linux.cgroups_path().as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                linux.set_cgroups_path(Some(format!("/{}", req.id).into()));
+            }
+        }
         pod.guest_hooks.apply(&mut spec);
         Ok((spec, becomes_pidns))
     }
@@ -174,11 +209,18 @@ impl Sandbox {
             starting: Mutex::new(HashSet::new()),
             devices: tokio::sync::Mutex::new(DeviceState::default()),
             oom_watch,
+            leftovers_watch: Mutex::new(None),
+            spec_json: std::sync::OnceLock::new(),
         });
         self.keep_stdio(id, &c.init);
+        c.watch_leftovers(&self.log);
         lock(&self.containers).insert(id.clone(), c);
         if becomes_pidns {
-            lock(&self.pod).pidns_container = Some(id.clone());
+            let mut pod = lock(&self.pod);
+            // Two first creates at once: the one recorded first holds it.
+            if pod.pidns_container.is_none() {
+                pod.pidns_container = Some(id.clone());
+            }
         }
         info!(self.log, "container created";
               "container" => id, "pid" => pid, "terminal" => terminal, "sandbox_pidns" => becomes_pidns);

@@ -164,7 +164,7 @@ impl Sandbox {
         }
         let covers = d.requested.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let bytes = persist::encode(convert::from_view(&self.view().await));
+        let bytes = persist::encode(convert::from_view(&self.snapshot(false).await));
         let len = bytes.len();
         let file = d.file.clone();
         let result = blocking(move || file.write(&bytes).map_err(|e| Error::Internal(e.to_string()))).await;
@@ -258,6 +258,7 @@ impl Sandbox {
             id: pod.id,
             hostname: pod.hostname,
             dns: pod.dns,
+            dns_mounted: pod.dns_mounted,
             sandbox_pidns: pod.sandbox_pidns,
             pidns_container: pod.pidns_container,
             ns_holder,
@@ -268,6 +269,10 @@ impl Sandbox {
     }
 
     fn restore_container(&self, c: ContainerView, fds: &mut HashMap<String, OwnedFd>) -> Result<Arc<Container>> {
+        let spec = c
+            .spec
+            .parse()
+            .map_err(|e| Error::Internal(format!("container {:?}: spec: {e}", c.id)))?;
         let engine = self.engine.adopt(Adopt {
             id: c.id.clone(),
             pid: c.init.pid,
@@ -276,7 +281,7 @@ impl Sandbox {
             rootfs: c.rootfs,
             created: c.created,
             cgroup: c.cgroup,
-            spec: c.spec,
+            spec,
         })?;
         let init = Arc::new(self.restore_process(&c.id, c.init, fds)?);
         let mut execs = HashMap::new();
@@ -288,7 +293,7 @@ impl Sandbox {
             .oom_watch
             .then(|| engine.watch_oom(&c.id, self.oom_tx.clone()))
             .flatten();
-        Ok(Arc::new(Container {
+        let c = Arc::new(Container {
             id: c.id,
             engine,
             bundle: c.bundle,
@@ -300,7 +305,11 @@ impl Sandbox {
                 plugged: c.devices,
             }),
             oom_watch,
-        }))
+            leftovers_watch: Mutex::new(None),
+            spec_json: c.spec.into(),
+        });
+        c.watch_leftovers(&self.log);
+        Ok(c)
     }
 
     fn restore_process(&self, id: &str, p: ProcessView, fds: &mut HashMap<String, OwnedFd>) -> Result<Process> {

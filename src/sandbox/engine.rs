@@ -106,7 +106,10 @@ pub(crate) trait ContainerEngine: Send + Sync {
     /// The exit of `pid` (a child of the agent), once there is one. Cheap.
     fn watch_exit(&self, pid: i32) -> watch::Receiver<Option<Exit>>;
     /// Sends `signal` (None: only checks the process exists) to `pid`. Cheap.
-    fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()>;
+    fn signal(&self, pid: i32, signal: Option<Signal>) -> nix::Result<()>;
+    /// Whether `pid` blocks, ignores or catches `signal` (kata-agent reads the
+    /// masks of `/proc/<pid>/status`); false when that cannot be read. Cheap.
+    fn handles_signal(&self, pid: i32, signal: Signal) -> bool;
     /// Takes back a container a previous agent made.
     fn adopt(&self, a: Adopt) -> Result<Box<dyn EngineContainer>>;
     /// Takes back the namespace holder a previous agent started, with the
@@ -140,8 +143,10 @@ pub(crate) trait EngineContainer: Send + Sync {
     fn stats(&self) -> Result<rustjail::cgroups::Stats>;
     /// Pids of every process in it.
     fn pids(&self) -> Result<Vec<i32>>;
-    /// Signals every process in it.
-    fn kill_all(&self, signal: Signal) -> Result<()>;
+    /// Signals every process in its cgroup, frozen meanwhile so none can fork
+    /// away (as kata-agent's kill-all), then thawed; also after the init
+    /// exited. Returns how many processes were signalled.
+    fn kill_all(&self, signal: Signal) -> Result<usize>;
     /// Kills what is left and deletes it; returns warnings (poststop hooks).
     fn delete(&self) -> Result<Vec<String>>;
     /// Lets its cpuset follow the CPUs online now (`online`, a CPU list such

@@ -72,6 +72,15 @@ pub(crate) enum Error {
     /// A device node inside a container could not be made or removed.
     #[error("{0}")]
     Node(#[from] NodeError),
+    /// A networking request failed (`op` is kata-agent's wording of it).
+    #[cfg(feature = "net")]
+    #[error("{op}: {source}")]
+    Net {
+        /// The request, e.g. `update routes`.
+        op: super::network::NetOp,
+        /// What went wrong, naming the field or the kernel's refusal.
+        source: crate::net::NetError,
+    },
     /// A feature kata-agent can be built without, and this agent does not
     /// have (`rpc::status` answers as kata-agent built without it).
     #[error("{0} is not available in this agent")]
@@ -128,6 +137,8 @@ impl Error {
             },
             Error::Node(NodeError::Conflict(_)) => ErrorKind::AlreadyExists,
             Error::Node(NodeError::Failed(_)) => ErrorKind::Internal,
+            #[cfg(feature = "net")]
+            Error::Net { source, .. } => source.kind(),
             // What kata-agent answers without the feature (rpc::status).
             Error::Unavailable(Feature::MemAgent) => ErrorKind::Internal,
             Error::Unavailable(Feature::Policy) => ErrorKind::NotFound,

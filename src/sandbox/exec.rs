@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
-use slog::info;
+use slog::{info, warn};
 
 use super::new_stdio::NewStdio;
 use super::process::Process;
@@ -63,19 +63,42 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Sends `signal` (0 probes) to a process.
-    pub(crate) fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
-        let p = self.process(id, exec_id)?;
+    /// Sends `signal` (0 probes) to a process, with kata-agent's rules: an
+    /// empty exec id with SIGKILL kills every process of the container
+    /// (cgroup frozen meanwhile; failures only logged); SIGTERM to an init
+    /// that does not block, ignore or catch it becomes SIGKILL (exit 137); a
+    /// process that exited (waited for or not) is not an error.
+    pub(crate) async fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
         let sig = match signal {
             0 => None,
             n => Some(Signal::try_from(n as i32).map_err(|_| Error::InvalidArgument(format!("unknown signal {n}")))?),
         };
-        if p.exited().is_some() {
-            return Err(Error::FailedPrecondition(format!("process {:?} has exited", p.exec_id)));
+        let c = self.container(id)?;
+        if exec_id.is_empty() && sig == Some(Signal::SIGKILL) {
+            let held = c.clone();
+            match blocking(move || held.engine.kill_all(Signal::SIGKILL)).await {
+                Ok(n) => info!(self.log, "killed every process"; "container" => id, "processes" => n),
+                Err(e) => warn!(self.log, "kill-all failed"; "container" => id, "error" => %e),
+            }
+            return Ok(());
         }
-        self.engine
-            .signal(p.pid, sig)
-            .map_err(|e| Error::Internal(format!("{e} ({})", p.exec_id)))
+        let p = self.process(id, exec_id)?;
+        if p.exited().is_some() {
+            return Ok(());
+        }
+        let mut sig = sig;
+        if Arc::ptr_eq(&p, &c.init)
+            && sig == Some(Signal::SIGTERM)
+            && !self.engine.handles_signal(p.pid, Signal::SIGTERM)
+        {
+            info!(self.log, "SIGTERM becomes SIGKILL: the init does not handle it"; "container" => id, "pid" => p.pid);
+            sig = Some(Signal::SIGKILL);
+        }
+        match self.engine.signal(p.pid, sig) {
+            // It exited since the check; the reaper has not told yet.
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(e) => Err(Error::sys(format!("kill pid {} ({} of {id})", p.pid, p.exec_id), e)),
+        }
     }
 
     /// Closes a process's stdin (the keeper's copy too, or the process would
@@ -87,13 +110,19 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Waits for a process; an exec'd process is forgotten once waited for.
+    /// Waits for a process. Concurrent waits all get the exit; an exec'd
+    /// process is forgotten when the first of them returns (later waits:
+    /// NOT_FOUND), as kata-agent does; the init stays until RemoveContainer.
     pub(crate) async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let p: Arc<Process> = self.process(id, exec_id)?;
         let exit = p.wait().await?;
         if let Ok(c) = self.container(id) {
-            if p.exec_id != c.init.exec_id {
-                lock(&c.execs).remove(&p.exec_id);
+            let removed = {
+                let mut execs = lock(&c.execs);
+                let ours = execs.get(&p.exec_id).is_some_and(|q| Arc::ptr_eq(q, &p));
+                ours && execs.remove(&p.exec_id).is_some()
+            };
+            if removed {
                 self.unkeep(id, Some(&p.exec_id), None);
             }
         }

@@ -107,6 +107,8 @@ pub(super) struct State {
     oom: HashMap<String, mpsc::UnboundedSender<String>>,
     /// Give a terminal master to processes that asked for one.
     pub no_terminal: bool,
+    /// (pid, signal) of processes that catch the signal.
+    pub handlers: HashSet<(i32, Signal)>,
     /// What every container's cgroup statistics say.
     pub stats: rustjail::cgroups::Stats,
 }
@@ -267,15 +269,19 @@ impl ContainerEngine for FakeEngine {
             .subscribe()
     }
 
-    fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()> {
+    fn signal(&self, pid: i32, signal: Option<Signal>) -> nix::Result<()> {
         if self.exited(pid) {
-            return Err(Error::sys(format!("kill pid {pid}"), nix::Error::ESRCH));
+            return Err(nix::Error::ESRCH);
         }
         self.lock().signals.push((pid, signal));
         if signal == Some(Signal::SIGKILL) {
             self.exit(pid, Exit::Signal(9));
         }
         Ok(())
+    }
+
+    fn handles_signal(&self, pid: i32, signal: Signal) -> bool {
+        self.lock().handlers.contains(&(pid, signal))
     }
 
     fn adopt(&self, a: Adopt) -> Result<Box<dyn EngineContainer>> {
@@ -406,11 +412,12 @@ impl EngineContainer for FakeHandle {
             .collect())
     }
 
-    fn kill_all(&self, signal: Signal) -> Result<()> {
-        for p in self.pids()? {
-            self.engine.signal(p, Some(signal))?;
+    fn kill_all(&self, signal: Signal) -> Result<usize> {
+        let pids = self.pids()?;
+        for &p in &pids {
+            let _ = self.engine.signal(p, Some(signal));
         }
-        Ok(())
+        Ok(pids.len())
     }
 
     fn delete(&self) -> Result<Vec<String>> {

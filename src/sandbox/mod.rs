@@ -19,13 +19,15 @@
 //! container's lifecycle), `exec.rs` (processes), `hotplug.rs` (block devices
 //! into running containers), `session.rs` (API level), `stats.rs`,
 //! `cpuset.rs` (OnlineCPUMem and the containers' cpusets), `guest_ops.rs`
-//! (AddSwap, UpdateEphemeralMounts),
+//! (AddSwap, UpdateEphemeralMounts), `network.rs` (the guest's interfaces,
+//! routes, neighbours and iptables, feature `net`),
 //! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
 //! `guest_hooks.rs`, `oom.rs`, `view.rs`, `error.rs`, `engine.rs` and
 //! `rustjail_engine.rs` (the seam and the real engine).
 
 pub(crate) mod container;
 pub(crate) mod cpuset;
+pub(crate) mod dns;
 pub(crate) mod durable;
 pub(crate) mod engine;
 pub(crate) mod error;
@@ -38,6 +40,8 @@ pub(crate) mod fake_engine;
 pub(crate) mod guest_hooks;
 pub(crate) mod guest_ops;
 pub(crate) mod hotplug;
+#[cfg(feature = "net")]
+pub(crate) mod network;
 pub(crate) mod new_stdio;
 pub(crate) mod oom;
 pub(crate) mod pod;
@@ -45,6 +49,7 @@ pub(crate) mod process;
 pub(crate) mod rustjail_engine;
 pub(crate) mod session;
 pub(crate) mod shared_ns;
+pub(crate) mod sigmask;
 pub(crate) mod stats;
 pub(crate) mod stream;
 #[cfg(test)]
@@ -82,11 +87,27 @@ pub(crate) struct Container {
     /// hot-plug, UpdateContainer or removal: they never interleave.
     devices: tokio::sync::Mutex<hotplug::DeviceState>,
     oom_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Kills what the init leaves in the cgroup when it exits ([`Container::watch_leftovers`]).
+    leftovers_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The engine's spec as JSON, made once (the spec never changes).
+    spec_json: std::sync::OnceLock<view::SpecJson>,
+}
+
+impl Container {
+    /// The spec as JSON (serialised at the first call).
+    pub(crate) fn spec_json(&self) -> view::SpecJson {
+        self.spec_json
+            .get_or_init(|| view::SpecJson::of(self.engine.spec()))
+            .clone()
+    }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
         if let Some(t) = &self.oom_watch {
+            t.abort();
+        }
+        if let Some(t) = lock(&self.leftovers_watch).take() {
             t.abort();
         }
     }
@@ -116,6 +137,8 @@ pub(crate) struct Pod {
     pub hostname: String,
     /// resolv.conf lines written.
     pub dns: Vec<String>,
+    /// Whether they are mounted over the guest's resolv.conf (`dns.rs`).
+    pub dns_mounted: bool,
     /// Whether containers share one PID namespace.
     pub sandbox_pidns: bool,
     /// The container whose PID namespace is shared.
@@ -138,8 +161,8 @@ pub(crate) struct SandboxConfig {
     pub state_dir: PathBuf,
     /// `agent.container_pipe_size` (0: the kernel's default).
     pub pipe_size: u32,
-    /// The file CreateSandbox writes DNS servers to.
-    pub resolv_conf: PathBuf,
+    /// Where CreateSandbox writes DNS servers and what it mounts them over.
+    pub dns: dns::DnsFiles,
     /// Directories storage mount points and bind sources must lie under
     /// (`storage::roots_for`).
     pub storage_roots: Vec<PathBuf>,
@@ -154,6 +177,9 @@ pub(crate) struct Sandbox {
     devices: Arc<Devices>,
     /// Settings of the guest basics RPCs.
     guest: Arc<Guest>,
+    /// The guest's network (one netlink connection, one change at a time).
+    #[cfg(feature = "net")]
+    net: crate::net::Network,
     log: Logger,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Ids being created, so that two requests for one id cannot both proceed.
@@ -267,6 +293,8 @@ impl Sandbox {
             bundles,
             devices,
             guest: Arc::new(guest),
+            #[cfg(feature = "net")]
+            net: crate::net::Network::new(),
             log: log.new(slog::o!("subsystem" => "sandbox")),
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),

@@ -2,8 +2,7 @@
 //! guest hooks) and DestroySandbox (every container stopped and deleted,
 //! nothing left behind, then the agent stops).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,27 +52,6 @@ fn load_modules(modules: &[(String, Vec<String>)]) -> Result<()> {
         })?;
     }
     Ok(())
-}
-
-/// Writes `lines` to `path` atomically (temporary file, fsync, rename).
-fn write_resolv_conf(path: &Path, lines: &[String]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(
-        ".{}.pith-tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("resolv")
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        for l in lines {
-            writeln!(f, "{l}")?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::sys(format!("write {}", path.display()), e)
-    })
 }
 
 /// Checks what can be checked before anything is done.
@@ -143,17 +121,23 @@ impl Sandbox {
             let _ = self.storages.release(SANDBOX_OWNER);
         };
         // DNS after the storages: a request that fails leaves resolv.conf alone.
-        if !req.dns.is_empty() {
-            if let Err(e) = write_resolv_conf(&self.cfg.resolv_conf, &req.dns) {
+        let dns = self.cfg.dns.clone();
+        let lines = req.dns.clone();
+        let dns_mounted = match blocking(move || dns.set_up(&lines)).await {
+            Ok(m) => m,
+            Err(e) => {
                 undo_storages();
                 return Err(e);
             }
-        }
+        };
         let hostname = req.hostname.clone();
         let engine = self.engine.clone();
         let holder = match blocking(move || engine.spawn_ns_holder(&hostname)).await {
             Ok(h) => h,
             Err(e) => {
+                if dns_mounted {
+                    let _ = self.cfg.dns.tear_down();
+                }
                 undo_storages();
                 return Err(e);
             }
@@ -168,6 +152,7 @@ impl Sandbox {
             id: req.id,
             hostname: req.hostname,
             dns: req.dns,
+            dns_mounted,
             sandbox_pidns: req.sandbox_pidns,
             pidns_container: None,
             ns_holder: Some(Arc::from(holder)),
@@ -210,6 +195,11 @@ impl Sandbox {
         if let Err(e) = blocking(move || storages.release_all().map_err(Error::from)).await {
             failures.push(format!("storages: {e}"));
         }
+        if pod.dns_mounted {
+            if let Err(e) = self.cfg.dns.tear_down() {
+                failures.push(format!("DNS: {e}"));
+            }
+        }
         info!(self.log, "sandbox destroyed"; "sandbox" => &pod.id, "failures" => failures.len());
         // On disk before the agent is asked to stop (which it does a moment
         // after the answer is written: no write may come between).
@@ -238,27 +228,5 @@ impl Sandbox {
         .await;
         let _ = self.engine.signal(c.init.pid, Some(Signal::SIGKILL));
         self.remove_container_task(id, Duration::ZERO).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolv_conf_is_replaced_whole() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("resolv.conf");
-        std::fs::write(&p, "nameserver 1.1.1.1\nsearch old\n").unwrap();
-        write_resolv_conf(&p, &["nameserver 10.0.0.2".into(), "search pod.local".into()]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "nameserver 10.0.0.2\nsearch pod.local\n"
-        );
-        assert_eq!(
-            std::fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "no temporary file left"
-        );
     }
 }

@@ -200,21 +200,24 @@ impl Process {
         *self.exit.borrow()
     }
 
-    /// Waits for the exit; a second wait is refused.
+    /// Waits for the exit. Every waiter gets it, concurrent or later: a wait
+    /// cancelled half-way (its connection closed, its deadline ran out) takes
+    /// nothing away. The sandbox forgets an exec'd process after the first
+    /// wait that completes, as kata-agent does.
     pub(crate) async fn wait(&self) -> Result<Exit, Error> {
-        if self.waited.swap(true, Ordering::AcqRel) {
-            return Err(Error::FailedPrecondition(format!(
-                "process {} was already waited for",
-                self.exec_id
-            )));
-        }
         let mut rx = self.exit.clone();
         let exit = rx
             .wait_for(|e| e.is_some())
             .await
             .map_err(|_| Error::Internal("the reaper went away".into()))?
             .expect("waited for Some");
+        self.waited.store(true, Ordering::Release);
         Ok(exit)
+    }
+
+    /// A receiver of the exit, for watchers that outlive a request.
+    pub(crate) fn exit_watch(&self) -> watch::Receiver<Option<Exit>> {
+        self.exit.clone()
     }
 
     /// Waits up to `timeout` for the exit without counting as the one wait.
@@ -248,7 +251,7 @@ impl Process {
         self.stdin_fd.store(-1, Ordering::Release);
     }
 
-    /// Whether WaitProcess was called.
+    /// Whether a WaitProcess returned its exit.
     pub(crate) fn waited(&self) -> bool {
         self.waited.load(Ordering::Acquire)
     }

@@ -141,8 +141,12 @@ impl ContainerEngine for RustjailEngine {
         self.reaper.watch(pid)
     }
 
-    fn signal(&self, pid: i32, signal: Option<Signal>) -> Result<()> {
-        nix::sys::signal::kill(Pid::from_raw(pid), signal).map_err(|e| Error::sys(format!("kill pid {pid}"), e))
+    fn signal(&self, pid: i32, signal: Option<Signal>) -> nix::Result<()> {
+        nix::sys::signal::kill(Pid::from_raw(pid), signal)
+    }
+
+    fn handles_signal(&self, pid: i32, signal: Signal) -> bool {
+        super::sigmask::handles(pid, signal)
     }
 
     fn adopt(&self, a: Adopt) -> Result<Box<dyn EngineContainer>> {
@@ -252,8 +256,28 @@ impl EngineContainer for RjContainer {
         Ok(self.runtime.pids(&self.c)?)
     }
 
-    fn kill_all(&self, signal: Signal) -> Result<()> {
-        Ok(self.runtime.kill_all(&self.c, signal)?)
+    fn kill_all(&self, signal: Signal) -> Result<usize> {
+        let cg = &self.c.cgroup;
+        let what = |e: &dyn std::fmt::Display| Error::Internal(format!("container {:?}: {e}", self.c.id));
+        // Frozen, nothing forks between listing and signalling; a fatal signal
+        // is delivered once thawed (cgroup v1) or at once (v2).
+        let frozen = cg.freeze();
+        let result = cg.pids().map_err(|e| what(&e)).and_then(|pids| {
+            let mut n = 0;
+            for p in pids {
+                match nix::sys::signal::kill(Pid::from_raw(p), signal) {
+                    Ok(()) => n += 1,
+                    // Gone between listing and signalling.
+                    Err(nix::Error::ESRCH) => {}
+                    Err(e) => return Err(what(&format!("kill pid {p}: {e}"))),
+                }
+            }
+            Ok(n)
+        });
+        if frozen.is_ok() {
+            cg.thaw().map_err(|e| what(&e))?;
+        }
+        result
     }
 
     fn delete(&self) -> Result<Vec<String>> {

@@ -1,7 +1,8 @@
 //! Namespaces every container of the sandbox shares, as in Kata: one UTS
 //! namespace (the sandbox's hostname) and one IPC namespace, held open by a
-//! small holder process, and optionally one PID namespace: that of the first
-//! container created while `sandbox_pidns` is on.
+//! small holder process. Every container gets a PID namespace, as kata-agent
+//! gives one: its own, or with `sandbox_pidns` the sandbox's, which is that of
+//! the first container created.
 //!
 //! The holder is rustjail's resident helper [`MODE`]: the agent's binary,
 //! started from rustjail's sealed copy in new UTS and IPC namespaces. It sets
@@ -35,8 +36,10 @@ pub(crate) fn spawn_holder(
     )
 }
 
-/// Points the spec's UTS and IPC namespaces at the holder's, and its PID
-/// namespace at `pidns_pid`'s when given (adding the entry if the spec has none).
+/// Points the spec's UTS and IPC namespaces at the holder's, and gives it a
+/// PID namespace: `pidns_pid`'s when given, else a new one. A PID entry the
+/// spec has is replaced, as kata-agent ignores the host's (Kata's runtimes
+/// remove it; a path on the host means nothing in the guest).
 pub(crate) fn join(spec: &mut Spec, holder: Option<i32>, pidns_pid: Option<i32>) {
     let Some(linux) = spec.linux_mut() else { return };
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -53,25 +56,12 @@ pub(crate) fn join(spec: &mut Spec, holder: Option<i32>, pidns_pid: Option<i32>)
             }
         }
     }
-    if let Some(p) = pidns_pid {
-        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
-        let mut ns = LinuxNamespace::default();
-        ns.set_typ(LinuxNamespaceType::Pid);
-        ns.set_path(Some(format!("/proc/{p}/ns/pid").into()));
-        namespaces.push(ns);
-    }
+    namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(LinuxNamespaceType::Pid);
+    ns.set_path(pidns_pid.map(|p| format!("/proc/{p}/ns/pid").into()));
+    namespaces.push(ns);
     linux.set_namespaces(Some(namespaces));
-}
-
-/// Whether the spec asks for a new PID namespace (an entry without a path).
-pub(crate) fn creates_pidns(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
-        })
 }
 
 #[cfg(test)]
@@ -112,7 +102,6 @@ mod tests {
             LinuxNamespaceType::Mount,
             LinuxNamespaceType::Pid,
         ]);
-        assert!(creates_pidns(&s));
         join(&mut s, Some(42), None);
         let p = paths(&s);
         assert!(p.contains(&(LinuxNamespaceType::Uts, Some("/proc/42/ns/uts".into()))));
@@ -130,9 +119,30 @@ mod tests {
             paths(&s).iter().filter(|(t, _)| *t == LinuxNamespaceType::Pid).count(),
             1
         );
-        assert!(!creates_pidns(&s));
         let mut s = spec_with(&[LinuxNamespaceType::Mount]);
         join(&mut s, None, Some(8));
         assert!(paths(&s).contains(&(LinuxNamespaceType::Pid, Some("/proc/8/ns/pid".into()))));
+    }
+
+    #[test]
+    fn every_container_gets_a_pid_namespace() {
+        // Kata's runtimes strip the pid entry; kata-agent adds a new one.
+        let mut s = spec_with(&[LinuxNamespaceType::Mount]);
+        join(&mut s, Some(42), None);
+        assert_eq!(
+            paths(&s)
+                .iter()
+                .filter(|(t, _)| *t == LinuxNamespaceType::Pid)
+                .collect::<Vec<_>>(),
+            [&(LinuxNamespaceType::Pid, None)]
+        );
+        // A host path in the spec means nothing in the guest: replaced.
+        let mut s = Spec::default();
+        let mut n = LinuxNamespace::default();
+        n.set_typ(LinuxNamespaceType::Pid);
+        n.set_path(Some("/proc/1/ns/pid".into()));
+        s.linux_mut().as_mut().unwrap().set_namespaces(Some(vec![n]));
+        join(&mut s, None, None);
+        assert_eq!(paths(&s), [(LinuxNamespaceType::Pid, None)]);
     }
 }

@@ -41,7 +41,10 @@ fn sandbox() -> T {
     let cfg = SandboxConfig {
         state_dir: dir.path().join("state"),
         pipe_size: 0,
-        resolv_conf: dir.path().join("resolv.conf"),
+        dns: super::dns::DnsFiles {
+            sandbox: dir.path().join("sandbox/resolv.conf"),
+            guest: dir.path().join("resolv.conf"),
+        },
         storage_roots: vec![dir.path().to_path_buf()],
     };
     let guest = crate::guest::Guest {
@@ -93,6 +96,13 @@ impl T {
 
     fn pid(&self, id: &str) -> i32 {
         self.sb.container(id).unwrap().init.pid
+    }
+
+    /// Starts exec `exec_id` in running container `id`; returns its pid.
+    async fn exec(&self, id: &str, exec_id: &str) -> i32 {
+        let p = self.spec().process().clone().unwrap();
+        self.sb.exec_process(id, exec_id, p).await.unwrap();
+        self.sb.process(id, exec_id).unwrap().pid
     }
 
     /// A block device 7:`minor` in the fake sysfs.
@@ -160,8 +170,8 @@ async fn lifecycle_through_the_engine() {
     assert!(bundle.join("config.json").is_file(), "the OCI bundle is written");
     t.fake.exit(t.pid("c1"), Exit::Code(3));
     assert_eq!(t.sb.wait("c1", "").await.unwrap(), Exit::Code(3));
-    // The one wait is taken.
-    assert_eq!(kind(t.sb.wait("c1", "c1").await), ErrorKind::FailedPrecondition);
+    // The init's exit stays until RemoveContainer: a host that waits again gets it.
+    assert_eq!(t.sb.wait("c1", "c1").await.unwrap(), Exit::Code(3));
     t.sb.remove_container("c1", Duration::ZERO).await.unwrap();
     assert!(t.fake.container("c1", |c| c.deleted));
     assert!(!bundle.exists());
@@ -292,7 +302,7 @@ async fn bad_container_requests() {
     assert_eq!(kind(t.sb.stats("nope").await), ErrorKind::NotFound);
     assert_eq!(kind(t.sb.container_pids("nope").await), ErrorKind::NotFound);
     assert_eq!(kind(t.sb.wait("nope", "").await), ErrorKind::NotFound);
-    assert_eq!(kind(t.sb.signal("nope", "", 9)), ErrorKind::NotFound);
+    assert_eq!(kind(t.sb.signal("nope", "", 9).await), ErrorKind::NotFound);
     assert_eq!(
         kind(t.sb.exec_process("nope", "e", Default::default()).await),
         ErrorKind::NotFound
@@ -331,19 +341,28 @@ async fn exec_wait_signal_and_their_errors() {
         Err(Error::ProcessExists { .. })
     ));
     let pid = t.sb.process("c1", "e1").unwrap().pid;
-    assert_eq!(kind(t.sb.signal("c1", "e1", 999)), ErrorKind::InvalidArgument);
-    t.sb.signal("c1", "e1", 0).unwrap();
-    t.sb.signal("c1", "e1", 15).unwrap();
+    assert_eq!(kind(t.sb.signal("c1", "e1", 999).await), ErrorKind::InvalidArgument);
+    t.sb.signal("c1", "e1", 0).await.unwrap();
+    t.sb.signal("c1", "e1", 15).await.unwrap();
     assert!(t
         .fake
         .lock()
         .signals
         .contains(&(pid, Some(nix::sys::signal::Signal::SIGTERM))));
     t.fake.exit(pid, Exit::Signal(15));
-    assert_eq!(kind(t.sb.signal("c1", "e1", 15)), ErrorKind::FailedPrecondition);
+    // Exited, not waited for: OK, as kata-agent.
+    t.sb.signal("c1", "e1", 15).await.unwrap();
     assert_eq!(t.sb.wait("c1", "e1").await.unwrap().status(), 143);
     // Forgotten once waited for; the exec id can be used again.
     assert!(matches!(t.sb.process("c1", "e1"), Err(Error::ProcessNotFound { .. })));
+    assert!(matches!(
+        t.sb.signal("c1", "e1", 15).await,
+        Err(Error::ProcessNotFound { .. })
+    ));
+    assert!(matches!(
+        t.sb.wait("c1", "e1").await,
+        Err(Error::ProcessNotFound { .. })
+    ));
     t.sb.exec_process("c1", "e1", p).await.unwrap();
     // The engine fails: the exec id is free again.
     t.fake.fail_next(Op::Exec, Error::Internal("exec".into()));
@@ -353,6 +372,133 @@ async fn exec_wait_signal_and_their_errors() {
         ErrorKind::Internal
     );
     t.sb.exec_process("c1", "e2", q).await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_to_an_init_that_does_not_handle_it_becomes_sigkill() {
+    use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
+    let t = sandbox();
+    t.run("c1").await;
+    t.run("c2").await;
+    let exec = t.exec("c1", "e1").await;
+    let (init1, init2) = (t.pid("c1"), t.pid("c2"));
+    t.fake.lock().handlers.insert((init2, SIGTERM));
+    // An exec'd process gets SIGTERM as asked, handled or not.
+    t.sb.signal("c1", "e1", 15).await.unwrap();
+    // c2's init catches SIGTERM: it gets SIGTERM.
+    t.sb.signal("c2", "", 15).await.unwrap();
+    // c1's init does not: SIGKILL, and its exit is 137.
+    t.sb.signal("c1", "c1", 15).await.unwrap();
+    let signals = t.fake.lock().signals.clone();
+    assert_eq!(
+        signals,
+        [(exec, Some(SIGTERM)), (init2, Some(SIGTERM)), (init1, Some(SIGKILL))]
+    );
+    assert_eq!(t.sb.wait("c1", "").await.unwrap().status(), 137);
+}
+
+#[tokio::test]
+async fn empty_exec_id_with_sigkill_kills_every_process() {
+    use nix::sys::signal::Signal::SIGKILL;
+    let t = sandbox();
+    t.run("c1").await;
+    let p = t.spec().process().clone().unwrap();
+    t.sb.exec_process("c1", "e1", p.clone()).await.unwrap();
+    t.sb.exec_process("c1", "e2", p).await.unwrap();
+    let pids = t.sb.container_pids("c1").await.unwrap();
+    assert_eq!(pids.len(), 3);
+    t.sb.signal("c1", "", 9).await.unwrap();
+    let killed: Vec<i32> = t
+        .fake
+        .lock()
+        .signals
+        .iter()
+        .filter(|(_, s)| *s == Some(SIGKILL))
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(killed, pids, "every process, the init first");
+    // With the container's id as exec id only the init is signalled.
+    let t = sandbox();
+    t.run("c1").await;
+    let p = t.spec().process().clone().unwrap();
+    t.sb.exec_process("c1", "e1", p).await.unwrap();
+    t.fake
+        .lock()
+        .handlers
+        .insert((t.sb.process("c1", "e1").unwrap().pid, SIGKILL));
+    t.sb.signal("c1", "c1", 9).await.unwrap();
+    assert_eq!(t.fake.lock().signals[0], (t.pid("c1"), Some(SIGKILL)));
+}
+
+#[tokio::test]
+async fn what_the_init_leaves_in_its_cgroup_is_killed_when_it_exits() {
+    use nix::sys::signal::Signal::SIGKILL;
+    let t = sandbox();
+    t.run("c1").await;
+    let exec = t.exec("c1", "e1").await;
+    t.fake.exit(t.pid("c1"), Exit::Code(0));
+    // The exec'd process is killed, so its wait returns.
+    assert_eq!(t.sb.wait("c1", "e1").await.unwrap(), Exit::Signal(9));
+    assert!(t.fake.lock().signals.contains(&(exec, Some(SIGKILL))));
+}
+
+#[tokio::test]
+async fn every_waiter_gets_the_exit_and_a_cancelled_wait_takes_nothing() {
+    let t = sandbox();
+    t.run("c1").await;
+    let pid = t.exec("c1", "e1").await;
+    // A wait dropped before the exit (its connection closed, its deadline ran out).
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), t.sb.wait("c1", "e1")).await;
+    assert!(cancelled.is_err());
+    // Two waits at once.
+    let waits: Vec<_> = (0..2)
+        .map(|_| {
+            let sb = t.sb.clone();
+            tokio::spawn(async move { sb.wait("c1", "e1").await })
+        })
+        .collect();
+    // Both are registered before the exit: each holds the process (with the
+    // sandbox's record and this check's).
+    while Arc::strong_count(&t.sb.process("c1", "e1").unwrap()) < 4 {
+        tokio::task::yield_now().await;
+    }
+    t.fake.exit(pid, Exit::Code(4));
+    for w in waits {
+        assert_eq!(w.await.unwrap().unwrap(), Exit::Code(4));
+    }
+    // Forgotten once a wait returned, as kata-agent: later waits NOT_FOUND.
+    assert_eq!(kind(t.sb.wait("c1", "e1").await), ErrorKind::NotFound);
+    // The init: every wait gets the exit, until RemoveContainer.
+    t.fake.exit(t.pid("c1"), Exit::Code(1));
+    for _ in 0..3 {
+        assert_eq!(t.sb.wait("c1", "").await.unwrap(), Exit::Code(1));
+    }
+}
+
+#[tokio::test]
+async fn an_empty_cgroups_path_becomes_slash_id() {
+    let t = sandbox();
+    t.create("c1").await.unwrap();
+    let mut spec = t.spec();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(Some("/pods/c2".into()));
+    t.sb.create_container(T::req("c2"), spec).await.unwrap();
+    let path = |id: &str| {
+        t.fake.container(id, |c| {
+            c.spec
+                .as_ref()
+                .unwrap()
+                .linux()
+                .as_ref()
+                .unwrap()
+                .cgroups_path()
+                .clone()
+        })
+    };
+    assert_eq!(path("c1"), Some(PathBuf::from("/c1")));
+    assert_eq!(path("c2"), Some(PathBuf::from("/pods/c2")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,10 +582,10 @@ async fn create_sandbox_once_and_its_errors() {
     assert_eq!(t.sb.pod().state, PodState::Absent);
     t.sb.create_sandbox(with_storage).await.unwrap();
     assert_eq!(t.sb.pod().state, PodState::Created);
-    assert_eq!(
-        std::fs::read_to_string(t.dir.path().join("resolv.conf")).unwrap(),
-        "nameserver 10.0.0.1\n"
-    );
+    // As kata-agent: no resolv.conf in the guest, no DNS set up (the bind
+    // mount over an existing one is tested as root in tests/pod.rs).
+    assert!(!t.dir.path().join("sandbox/resolv.conf").exists());
+    assert!(!t.sb.pod().dns_mounted);
     assert!(matches!(
         t.sb.create_sandbox(pod("other")).await,
         Err(Error::SandboxExists(id)) if id == "sb"
@@ -570,6 +716,18 @@ async fn sandbox_pid_namespace_bookkeeping() {
     req.sandbox_pidns = true;
     t2.sb.create_container(req, with_pidns(t2.spec())).await.unwrap();
     assert_eq!(t2.sb.pod().pidns_container.as_deref(), Some("solo"));
+    // Without sandbox_pidns a container gets a PID namespace of its own,
+    // also when its spec has no pid entry (Kata's runtimes remove it).
+    t2.sb.create_container(T::req("own"), t2.spec()).await.unwrap();
+    let pid_entries = t2.fake.container("own", |c| {
+        let spec = c.spec.as_ref().unwrap();
+        let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        ns.into_iter()
+            .filter(|n| n.typ() == LinuxNamespaceType::Pid)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(pid_entries.len(), 1);
+    assert_eq!(pid_entries[0].path(), &None);
 }
 
 #[tokio::test]
@@ -976,7 +1134,10 @@ async fn the_view_has_all_the_state_and_round_trips() {
     assert!(c.oom_watch);
     assert_eq!(c.device_rules.as_deref(), Some(&[allow_block(8, 0, "r")][..]));
     assert_eq!(c.devices[0].path, "/dev/xvdb");
-    assert_eq!(c.spec.root().as_ref().unwrap().path(), &t.dir.path().join("rootfs"));
+    assert_eq!(
+        c.spec.parse().unwrap().root().as_ref().unwrap().path(),
+        &t.dir.path().join("rootfs")
+    );
     assert_eq!(c.init.stdio.stdin, None, "closed");
     assert!(c.init.stdio.stdout.is_some() && c.init.stdio.stderr.is_some());
     assert!(!c.init.stdio.terminal);

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, Spec};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use super::hotplug::Plugged;
 use super::session::Session;
@@ -44,10 +46,62 @@ pub(crate) struct ProcessView {
     pub start_time: u64,
     /// How it ended, once it has.
     pub exit: Option<Exit>,
-    /// Whether WaitProcess collected it.
+    /// Whether a WaitProcess returned its exit.
     pub waited: bool,
     /// Its stdio.
     pub stdio: StdioView,
+}
+
+/// A container's spec as OCI runtime-spec JSON, serialised once (when the
+/// state is first written, or read back from the file) and shared: the
+/// state is written after every change, and converting every container's
+/// spec each time was most of its cost.
+#[derive(Debug, Clone)]
+pub(crate) struct SpecJson(Arc<RawValue>);
+
+impl SpecJson {
+    /// `spec` as JSON.
+    pub(crate) fn of(spec: &Spec) -> SpecJson {
+        // Plain data with string keys: the OCI types always serialise.
+        let raw = serde_json::value::to_raw_value(spec)
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+        SpecJson(Arc::from(raw))
+    }
+
+    /// JSON text already known to be valid JSON.
+    pub(crate) fn from_raw(raw: Arc<RawValue>) -> SpecJson {
+        SpecJson(raw)
+    }
+
+    /// The JSON, shared.
+    pub(crate) fn raw(&self) -> &Arc<RawValue> {
+        &self.0
+    }
+
+    /// The spec it holds.
+    pub(crate) fn parse(&self) -> serde_json::Result<Spec> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+/// Equal when they hold the same spec (the OCI types keep some lists in hash
+/// sets: equal specs may serialise differently).
+impl PartialEq for SpecJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get() || matches!((self.parse(), other.parse()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl Serialize for SpecJson {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|b| SpecJson(Arc::from(b)))
+    }
 }
 
 /// One container.
@@ -63,13 +117,13 @@ pub(crate) struct ContainerView {
     pub created: String,
     /// The init's start time (clock ticks since boot), to tell a reused pid.
     pub start_time: u64,
-    /// Status now ("created", "running", "paused", "stopped").
+    /// Status now ("created", "running", "paused", "stopped"; "" when not asked for).
     pub status: String,
     /// Its cgroup directories, by controller ("" on cgroup v2).
     pub cgroup: BTreeMap<String, PathBuf>,
     /// The spec it runs with (shared namespaces joined, guest hooks added,
     /// devices rewritten to the guest's numbers).
-    pub spec: Spec,
+    pub spec: SpecJson,
     /// Device rules that replaced the spec's (UpdateContainer), if any.
     pub device_rules: Option<Vec<LinuxDeviceCgroup>>,
     /// Block devices hot-plugged into it, in order.
@@ -78,7 +132,7 @@ pub(crate) struct ContainerView {
     pub oom_watch: bool,
     /// Its init.
     pub init: ProcessView,
-    /// Exec'd processes not yet waited for, by exec id.
+    /// Exec'd processes no WaitProcess has returned yet, by exec id.
     pub execs: Vec<ProcessView>,
 }
 
@@ -93,6 +147,8 @@ pub(crate) struct PodView {
     pub hostname: String,
     /// DNS lines.
     pub dns: Vec<String>,
+    /// Whether they are mounted over the guest's resolv.conf.
+    pub dns_mounted: bool,
     /// Whether containers share one PID namespace.
     pub sandbox_pidns: bool,
     /// The container whose PID namespace is shared.
@@ -159,6 +215,12 @@ impl Sandbox {
     /// The sandbox's state as plain data. Waits for hot-plugs and updates in
     /// flight (their container's device lock), so it shows them done or not.
     pub(crate) async fn view(&self) -> SandboxView {
+        self.snapshot(true).await
+    }
+
+    /// [`Sandbox::view`], with each container's status read from the kernel
+    /// only when `status` (the state file does not keep it).
+    pub(crate) async fn snapshot(&self, status: bool) -> SandboxView {
         let pod = self.pod();
         let mut list: Vec<_> = lock(&self.containers).values().cloned().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
@@ -174,9 +236,13 @@ impl Sandbox {
                 rootfs: facts.rootfs,
                 created: facts.created,
                 start_time: facts.start_time,
-                status: c.engine.status().to_string(),
+                status: if status {
+                    c.engine.status().to_string()
+                } else {
+                    String::new()
+                },
                 cgroup: facts.cgroup,
-                spec: c.engine.spec().clone(),
+                spec: c.spec_json(),
                 device_rules: devices.own_rules,
                 devices: devices.plugged,
                 oom_watch: c.oom_watch.is_some(),
@@ -190,6 +256,7 @@ impl Sandbox {
                 id: pod.id,
                 hostname: pod.hostname,
                 dns: pod.dns,
+                dns_mounted: pod.dns_mounted,
                 sandbox_pidns: pod.sandbox_pidns,
                 pidns_container: pod.pidns_container,
                 ns_holder: pod.ns_holder.as_ref().map(|h| h.pid()),

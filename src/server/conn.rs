@@ -8,6 +8,12 @@
 //! followed any more (see [`frame::check_header`]), a peer that closes inside a
 //! frame, or a frame that stalls past the frame timeout ends the connection.
 //! Between frames a connection may stay idle for ever.
+//!
+//! When the connection ends, the calls still running on it are cancelled:
+//! nobody can read their answers, and a WaitProcess or ReadStdout that went
+//! on would take an exit status or output the host, reconnected, asks for
+//! again. (Operations that must not stop half-way, such as CreateContainer,
+//! run detached in the sandbox and finish anyway.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,8 +47,11 @@ where
     let writer = Arc::new(Mutex::new(writer));
     let pool = BufferPool::default();
     let mut body = Vec::new();
+    // Calls in flight; dropping the set (the connection ended) aborts them.
+    let mut calls = tokio::task::JoinSet::new();
     debug!(log, "connection opened");
     loop {
+        while calls.try_join_next().is_some() {}
         // Idle between frames: no deadline.
         match reader.fill_buf().await {
             Ok([]) => {
@@ -103,7 +112,7 @@ where
             flags: header.flags,
         };
         if let Some(sr) = dispatcher.stream_read(&req.service, &req.method) {
-            tokio::spawn(respond_stream(
+            calls.spawn(respond_stream(
                 sr,
                 header.stream_id,
                 req,
@@ -119,7 +128,7 @@ where
         // Calls that wait on something get their own task and the loop reads on.
         let done = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_ready())).await;
         if !done {
-            tokio::spawn(call);
+            calls.spawn(call);
         }
     }
     // Only a broken stream gets here: tell the peer now, not when the last

@@ -1,7 +1,9 @@
 //! Routing one decoded ttrpc request to the generated service handlers, with
-//! the status conventions of the protocol: `UNIMPLEMENTED` naming the method for
-//! anything declared but not served, `INVALID_ARGUMENT` for an undecodable
-//! payload, `DEADLINE_EXCEEDED` when the client's timeout runs out.
+//! the status conventions of the protocol: a method declared but not served
+//! gets the answer of the dispatcher's [`NotServed`] (by the API level:
+//! `rpc::status::not_served`), an unknown one `UNIMPLEMENTED`,
+//! `INVALID_ARGUMENT` for an undecodable payload, `DEADLINE_EXCEEDED` when the
+//! client's timeout runs out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +16,14 @@ use ttrpc::{get_status, MessageHeader};
 
 use super::stream_read::{StreamRead, StreamReads};
 
+/// The status for a declared method no handler serves, given `service/method`.
+pub type NotServed = Box<dyn Fn(&str) -> ttrpc::proto::Status + Send + Sync>;
+
 /// Every service the agent answers, by fully qualified name.
 pub struct Dispatcher {
     services: HashMap<String, Service>,
     stream_reads: StreamReads,
+    not_served: NotServed,
 }
 
 impl Dispatcher {
@@ -30,7 +36,25 @@ impl Dispatcher {
     /// Like [`Dispatcher::new`], with methods (by service and method name) served
     /// by the stream-read fast path instead of their generated handlers.
     pub fn with_stream_reads(services: HashMap<String, Service>, stream_reads: StreamReads) -> Arc<Dispatcher> {
-        Arc::new(Dispatcher { services, stream_reads })
+        Self::with_answers(
+            services,
+            stream_reads,
+            Box::new(|path| crate::rpc::status::not_served(path, u32::MAX)),
+        )
+    }
+
+    /// Like [`Dispatcher::with_stream_reads`], answering declared methods no
+    /// handler serves with `not_served`.
+    pub fn with_answers(
+        services: HashMap<String, Service>,
+        stream_reads: StreamReads,
+        not_served: NotServed,
+    ) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            services,
+            stream_reads,
+            not_served,
+        })
     }
 
     /// The fast path for `service/method`, if it has one.
@@ -83,9 +107,9 @@ impl Dispatcher {
             Ok(mut resp) => {
                 if let Some(status) = resp.status.as_mut() {
                     let not_found = status.code() == Code::NOT_FOUND;
-                    if not_found && is_generated_default(status.code(), &status.message, &path.to_string()) {
-                        status.set_code(Code::UNIMPLEMENTED);
-                        status.message = format!("{path} is not implemented by pith-agent {}", crate::AGENT_VERSION);
+                    let path = path.to_string();
+                    if not_found && is_generated_default(status.code(), &status.message, &path) {
+                        *status = (self.not_served)(&path);
                     }
                 }
                 resp

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod frames;
 pub mod loopdev;
+pub mod netns;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,12 +36,23 @@ impl Agent {
 
     /// Like [`Agent::start`], with environment variables.
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Agent {
-        Self::start_prepared(extra, env, &|_| {})
+        Self::start_in(&[], extra, env)
+    }
+
+    /// Like [`Agent::start_with`], the agent run by `wrapper` (e.g. `ip netns exec NS`),
+    /// which must exec it (so that the child is the agent).
+    pub fn start_in(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_prepared_in(wrapper, extra, env, &|_| {})
     }
 
     /// Like [`Agent::start_with`], after `prepare` has seen the state
     /// directory (created, empty) the agent will use.
     pub fn start_prepared(extra: &[&str], env: &[(&str, &str)], prepare: &dyn Fn(&Path)) -> Agent {
+        Self::start_prepared_in(&[], extra, env, prepare)
+    }
+
+    /// [`Agent::start_in`] and [`Agent::start_prepared`] together.
+    pub fn start_prepared_in(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)], prepare: &dyn Fn(&Path)) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
         prepare(&dir.path().join("state"));
@@ -48,16 +61,28 @@ impl Agent {
         std::fs::write(&cmdline, "").unwrap();
         let stderr_path = dir.path().join("agent.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pith-agent"));
+        // The guest's resolv.conf stand-in, which CreateSandbox's DNS is
+        // bind-mounted over (never the machine's /etc/resolv.conf).
+        std::fs::write(dir.path().join("resolv.conf"), GUEST_RESOLV_CONF).unwrap();
+        let agent_bin = env!("CARGO_BIN_EXE_pith-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(agent_bin);
+                c
+            }
+            None => Command::new(agent_bin),
+        };
         cmd.arg("--server-addr")
             .arg(format!("unix://{}", sock.display()))
             .arg("--cmdline")
             .arg(&cmdline)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            // Never the machine's /etc/resolv.conf: CreateSandbox writes DNS here.
             .arg("--resolv-conf")
             .arg(dir.path().join("resolv.conf"))
+            .arg("--sandbox-resolv-conf")
+            .arg(dir.path().join("sandbox/resolv.conf"))
             .args(extra)
             .env_remove("PITH_AGENT_SERVER_ADDR")
             .env_remove("KATA_AGENT_SERVER_ADDR")
@@ -94,7 +119,8 @@ impl Agent {
         );
     }
 
-    /// The file CreateSandbox writes DNS lines to.
+    /// The guest's resolv.conf as the agent sees it (CreateSandbox's DNS is
+    /// mounted over it; it holds [`GUEST_RESOLV_CONF`] before).
     pub fn resolv_conf(&self) -> PathBuf {
         self.dir.path().join("resolv.conf")
     }
@@ -176,8 +202,14 @@ impl Drop for Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A sandbox not destroyed leaves its DNS mounted over the stand-in:
+        // unmount what this agent mounted (every layer), so the directory goes.
+        while nix::mount::umount2(&self.resolv_conf(), nix::mount::MntFlags::MNT_DETACH).is_ok() {}
     }
 }
+
+/// What the guest's resolv.conf stand-in holds before CreateSandbox.
+pub const GUEST_RESOLV_CONF: &str = "# the guest image's resolv.conf\n";
 
 /// Whether process `pid` has children (from the ppid field of /proc/*/stat).
 fn has_children(pid: i32) -> bool {

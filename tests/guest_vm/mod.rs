@@ -26,6 +26,10 @@ const SVC: &str = "grpc.AgentService";
 pub const AGENT_PORT: u32 = 1024;
 /// The agent's debug console port.
 pub const CONSOLE_PORT: u32 = 1026;
+/// The NIC every boot has, and its PCI slot (its `devicePath` is this slot).
+pub const NIC_MAC: &str = "02:42:ac:11:00:02";
+/// The PCI slot of [`NIC_MAC`]'s NIC.
+pub const NIC_SLOT: &str = "06";
 /// Longest wait for the agent's listening line (a TCG boot takes a few
 /// seconds with the agent as init, ~15 s with systemd).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -39,7 +43,7 @@ pub fn vm_dir() -> PathBuf {
 
 /// What to boot: kernel, initramfs, command line and extra qemu arguments
 /// (disks). Every guest also gets vhost-user-vsock, a virtio-scsi controller
-/// `scsi0` and a QMP socket.
+/// `scsi0`, a virtio-net NIC ([`NIC_MAC`] in slot [`NIC_SLOT`]) and a QMP socket.
 pub struct Boot {
     pub vmlinux: PathBuf,
     pub initrd: PathBuf,
@@ -152,6 +156,13 @@ impl Vm {
             .arg(format!("socket,id=c0,path={}", d.join("vhost.sock").display()))
             .args(["-device", "vhost-user-vsock-pci,chardev=c0"])
             .args(["-device", "virtio-scsi-pci,id=scsi0"])
+            // A NIC on a hub with nothing else on it: it reaches nothing outside
+            // the VM. Before the callers' devices, which take free slots.
+            .args(["-netdev", "hubport,id=n0,hubid=0"])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={NIC_MAC},addr=0x{NIC_SLOT}"),
+            ])
             .args(&boot.qemu_args)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()))

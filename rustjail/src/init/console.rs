@@ -40,8 +40,11 @@ fn bind_dev_console(slave: &str) -> Result<()> {
 }
 
 /// Opens a pty in the current mount namespace (after the root is entered), sends
-/// the master over `sock`, and makes the slave our terminal and stdio.
-pub fn setup(sock: &mut UnixStream, p: &Process) -> Result<()> {
+/// the master over `sock`, and makes the slave our terminal and stdio. Only the
+/// container's init binds it over `/dev/console` (`bind_console`), as runc: an
+/// exec that did would stack a mount per terminal, and once the first exec's
+/// pty is gone the next bind fails with ENOENT.
+pub fn setup(sock: &mut UnixStream, p: &Process, bind_console: bool) -> Result<()> {
     let master =
         nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(sys("open", "/dev/ptmx"))?;
     nix::pty::grantpt(&master).map_err(sys("grantpt", "/dev/ptmx"))?;
@@ -64,7 +67,9 @@ pub fn setup(sock: &mut UnixStream, p: &Process) -> Result<()> {
         nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open", &name))?;
     // SAFETY: a fresh fd we own.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    bind_dev_console(&name)?;
+    if bind_console {
+        bind_dev_console(&name)?;
+    }
     nix::unistd::setsid().map_err(sys("setsid", "console"))?;
     // SAFETY: TIOCSCTTY on a terminal we opened; we are a session leader without one.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {

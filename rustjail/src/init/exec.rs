@@ -37,13 +37,13 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
         .and_then(|a| a.first().cloned())
         .ok_or_else(|| Error::Spec("process.args is empty".into()))?;
     nix::unistd::chdir(p.cwd()).map_err(sys("chdir", p.cwd().display()))?;
-    let program = process::find_program(&arg0, &env)?;
+    let program = process::find_program(&arg0, &env, &cfg.rootfs)?;
     let linux = cfg.spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
     super::attrs::set_io_priority(p)?;
     if cfg.console {
-        super::console::setup(sock, p)?;
+        super::console::setup(sock, p, false)?;
     }
     let exec = process::Prepared::new(&program, p)?;
     let labels = crate::labels::ExecLabel::for_process(p)?;

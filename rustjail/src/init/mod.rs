@@ -46,7 +46,7 @@ pub(crate) fn run() -> ! {
         Err(e) => e,
     };
     // Before `Created` the runtime is listening; after it, only stderr is left.
-    if sync::send(&mut sock, &FromInit::Failed(err.to_string())).is_err() {
+    if sync::send(&mut sock, &FromInit::Failed(err.init_report())).is_err() {
         let _ = writeln!(std::io::stderr(), "rustjail init: {err}");
     }
     std::process::exit(127)
@@ -184,7 +184,7 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         ));
     };
     if cfg.console {
-        console::setup(sock, &proc_)?;
+        console::setup(sock, &proc_, true)?;
     } else {
         nix::unistd::setsid().map_err(sys("setsid", "init"))?;
     }
@@ -197,7 +197,7 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         .as_ref()
         .and_then(|a| a.first().cloned())
         .ok_or_else(|| Error::Spec("process.args is empty".into()))?;
-    let program = process::find_program(&arg0, &env)?;
+    let program = process::find_program(&arg0, &env, &cfg.rootfs)?;
     // Compiled now, so that a bad profile is reported by `create`.
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     nix::unistd::chdir(proc_.cwd()).map_err(sys("chdir", proc_.cwd().display()))?;

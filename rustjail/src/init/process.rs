@@ -170,32 +170,55 @@ pub fn set_capabilities(c: &Option<LinuxCapabilities>, keep_sys_admin: bool) -> 
     Ok(())
 }
 
-/// Finds `arg0` on the spec's PATH (or as given when it contains a '/').
-pub fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
+/// Finds `arg0` on the spec's PATH (or as given when it contains a '/'), in
+/// the container's root (entered already); `rootfs` (its path on the host)
+/// only names it in the error.
+pub fn find_program(arg0: &str, env: &[String], rootfs: &Path) -> Result<PathBuf> {
     let executable = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p)
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false)
     };
-    if arg0.contains('/') {
-        return if executable(Path::new(arg0)) {
-            Ok(PathBuf::from(arg0))
-        } else {
-            Err(Error::Init(format!("executable {arg0:?} not found or not executable")))
-        };
-    }
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let cand = Path::new(dir).join(arg0);
-        if executable(&cand) {
-            return Ok(cand);
-        }
+    let candidates: Vec<PathBuf> = if arg0.contains('/') {
+        vec![PathBuf::from(arg0)]
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(arg0))
+            .collect()
+    };
+    if let Some(found) = candidates.iter().find(|c| executable(c)) {
+        return Ok(found.clone());
     }
-    Err(Error::Init(format!("executable {arg0:?} not found in $PATH ({path})")))
+    let looked = if arg0.contains('/') {
+        "not found or not executable".to_string()
+    } else {
+        format!("not found in $PATH ({path})")
+    };
+    // The usual cause: a symlink made on the host to an absolute host path
+    // (busybox --install -s), which does not resolve inside the container.
+    let dangling = candidates
+        .iter()
+        .find_map(|c| {
+            let target = std::fs::read_link(c).ok()?;
+            (!c.exists()).then(|| {
+                format!(
+                    "; {} is a symlink to {}, which does not exist in the container",
+                    c.display(),
+                    target.display()
+                )
+            })
+        })
+        .unwrap_or_default();
+    Err(Error::Init(format!(
+        "executable {arg0:?} {looked} in rootfs {}{dangling}",
+        rootfs.display()
+    )))
 }
 
 /// Closes every descriptor above stderr (close_range with CLOEXEC, so a
@@ -261,4 +284,62 @@ impl Prepared {
 /// Writes the OOM score adjustment.
 pub fn set_oom_score_adj(v: i32) -> Result<()> {
     std::fs::write("/proc/self/oom_score_adj", v.to_string()).map_err(io("write", "/proc/self/oom_score_adj"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn a_missing_program_names_itself_the_path_and_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let env = [format!("PATH={}", bin.display())];
+        let e = find_program("sh", &env, Path::new("/var/rootfs")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "container init: executable \"sh\" not found in $PATH ({}) in rootfs /var/rootfs",
+                bin.display()
+            )
+        );
+        let e = find_program("/bin/nothing-here", &env, Path::new("/var/rootfs")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("\"/bin/nothing-here\" not found or not executable in rootfs /var/rootfs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_dangling_symlink_on_path_is_named_with_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        symlink("/no/such/rootfs/bin/busybox", bin.join("sh")).unwrap();
+        let env = [format!("PATH={}", bin.display())];
+        let msg = find_program("sh", &env, Path::new("/r")).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(&format!(
+                "in rootfs /r; {}/sh is a symlink to /no/such/rootfs/bin/busybox, which does not exist in the container",
+                bin.display()
+            )),
+            "{msg}"
+        );
+        // An executable further on PATH is found.
+        let later = dir.path().join("later");
+        std::fs::create_dir(&later).unwrap();
+        std::fs::write(later.join("sh"), b"#!/bin/true\n").unwrap();
+        std::fs::set_permissions(later.join("sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = [format!("PATH={}:{}", bin.display(), later.display())];
+        assert_eq!(find_program("sh", &env, Path::new("/r")).unwrap(), later.join("sh"));
+    }
+
+    #[test]
+    fn an_init_error_is_reported_without_its_prefix() {
+        assert_eq!(Error::Init("x".into()).init_report(), "x");
+        assert_eq!(Error::Spec("y".into()).init_report(), "invalid spec: y");
+    }
 }
