@@ -483,3 +483,45 @@ async fn the_network_and_dns_survive_a_killed_agent() {
         agent.log()
     );
 }
+
+/// An agent restarted without a keeper (systemd's Restart=, whose
+/// KillMode=mixed kills what the dead agent left, the namespace holder too)
+/// takes the pod back and ends it at once: DestroySandbox does not wait for a
+/// holder whose end nobody will ever report (it waited 10 s, the host's whole
+/// deadline, in vm-image's service test).
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_restart_without_keeper_finds_the_namespace_holder_gone() {
+    let mut first = Agent::start(&[]);
+    let c = first.client().await;
+    let mut h = HelloRequest::new();
+    h.min_level = 2;
+    h.max_level = 2;
+    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = "sb-service".into();
+    sb.hostname = "service-pod".into();
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let st = status(&c).await;
+    let holder = serde_json::from_str::<serde_json::Value>(&st.sandbox_json).unwrap()["pod"]["ns_holder"]
+        .as_i64()
+        .expect("a namespace holder") as i32;
+    drop(c);
+    kill(Pid::from_raw(st.pid as i32), Signal::SIGKILL).unwrap();
+    first.child.take().unwrap().wait().unwrap();
+    kill(Pid::from_raw(holder), Signal::SIGKILL).unwrap();
+    until("the holder to be gone", || {
+        proc_state(holder).is_none_or(|s| s == 'Z' || s == 'X')
+    });
+    let state = first.dir.path().join("state/sandbox.json");
+    let second = Agent::start_prepared(&[], &[], &|dir: &Path| {
+        std::fs::copy(&state, dir.join("sandbox.json")).unwrap();
+    });
+    let c = second.client().await;
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap_or_else(|e| panic!("DestroySandbox: {e:?}; log:\n{}", second.log()));
+    let log = second.log();
+    assert!(log.contains("state taken back"), "{log}");
+    assert!(log.contains("the namespace holder ended while no agent ran"), "{log}");
+}

@@ -60,6 +60,11 @@ fn alive(pid: i32, start_time: u64) -> bool {
     }
 }
 
+/// Whether `pid` runs (a zombie does not: its parent, maybe not us, reaps it).
+fn running(pid: i32) -> bool {
+    matches!(rustjail::state::proc_start_time(pid), Some((_, state)) if state != 'Z' && state != 'X')
+}
+
 impl Sandbox {
     /// Keeps the sandbox in `file`, under `keeper` when the agent runs under
     /// one: takes back what the file holds (a restart), with the exits the
@@ -112,6 +117,13 @@ impl Sandbox {
             .filter(|p| p.exit.is_none() && !alive(p.pid, p.start_time))
             .map(|p| p.pid)
             .collect();
+        // The namespace holder too: without a keeper (systemd restarting the
+        // agent, which killed the unit's processes) nobody else would ever
+        // tell its end, and DestroySandbox would wait for it.
+        let holder_gone = saved
+            .as_ref()
+            .and_then(|v| v.pod.ns_holder)
+            .filter(|pid| !running(*pid));
         let handoff = match keeper {
             Some(k) => k.handoff().map_err(|e| PersistError::Sys {
                 syscall: "recvmsg",
@@ -127,6 +139,10 @@ impl Sandbox {
         for pid in gone.iter().filter(|p| !kept.contains(p)) {
             warn!(self.log, "a process ended while no agent ran and its exit status is lost; reporting 255"; "pid" => pid);
             deliver(*pid, Exit::Code(255));
+        }
+        if let Some(pid) = holder_gone.filter(|p| !kept.contains(p)) {
+            warn!(self.log, "the namespace holder ended while no agent ran: the pod's shared namespaces are gone"; "pid" => pid);
+            deliver(pid, Exit::Signal(libc::SIGKILL));
         }
         let Some(view) = saved else { return Ok(()) };
         let containers = view.containers.len();
@@ -164,7 +180,11 @@ impl Sandbox {
         }
         let covers = d.requested.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let bytes = persist::encode(convert::from_view(&self.snapshot(false).await));
+        let view = self.snapshot(false).await;
+        let viewed = started.elapsed();
+        let bytes = persist::encode(convert::from_view(&view));
+        drop(view);
+        let encoded = started.elapsed();
         let len = bytes.len();
         let file = d.file.clone();
         let result = blocking(move || file.write(&bytes).map_err(|e| Error::Internal(e.to_string()))).await;
@@ -172,7 +192,8 @@ impl Sandbox {
             Ok(()) => {
                 *written = covers;
                 // make bench reads this line (the cost of persisting).
-                debug!(self.log, "state written"; "bytes" => len, "duration_us" => started.elapsed().as_micros() as u64);
+                debug!(self.log, "state written"; "bytes" => len, "duration_us" => started.elapsed().as_micros() as u64,
+                       "view_us" => viewed.as_micros() as u64, "encode_us" => (encoded - viewed).as_micros() as u64);
             }
             Err(e) => error!(self.log, "state not written"; "error" => %e),
         }
