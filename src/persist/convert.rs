@@ -121,7 +121,8 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-fn container(c: &ContainerView) -> ContainerP {
+/// One container's persist form.
+pub(crate) fn container(c: &ContainerView) -> ContainerP {
     ContainerP {
         id: c.id.clone(),
         bundle: c.bundle.clone(),

@@ -92,15 +92,37 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Current, PersistError>
 }
 
 /// The file's bytes for `sandbox` in the current format.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(sandbox: Current) -> Vec<u8> {
-    let f = v3::FileV3 {
+    let containers: Vec<v3::RawJson> = sandbox.containers.iter().map(encode_container).collect();
+    encode_with(&sandbox, &containers)
+}
+
+/// One container as the file holds it, for [`encode_with`].
+pub(crate) fn encode_container(c: &v3::ContainerV3) -> v3::RawJson {
+    // Plain data with string keys: serialising cannot fail.
+    let raw = serde_json::value::to_raw_value(c)
+        .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"));
+    v3::RawJson(raw.into())
+}
+
+/// The file's bytes for `sandbox` with `containers` (already encoded, in
+/// order) in place of its own.
+pub(crate) fn encode_with(sandbox: &Current, containers: &[v3::RawJson]) -> Vec<u8> {
+    let f = v3::FileV3Out {
         persist_version: PERSIST_VERSION,
         min_reader_version: MIN_READER_VERSION,
-        agent_version: crate::AGENT_VERSION.to_string(),
-        sandbox,
+        agent_version: crate::AGENT_VERSION,
+        sandbox: v3::SandboxV3Out {
+            pod: &sandbox.pod,
+            session: &sandbox.session,
+            storages: &sandbox.storages,
+            watched: &sandbox.watched,
+            watch_tmpfs: &sandbox.watch_tmpfs,
+            containers,
+        },
     };
-    // Plain data with string keys: serialising cannot fail. Compact: it is
-    // written after every change (`pithctl`/`jq` show it to people).
+    // Compact: it is written after every change (`pithctl`/`jq` show it to people).
     let mut out = serde_json::to_vec(&f).unwrap_or_default();
     out.push(b'\n');
     out

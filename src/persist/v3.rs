@@ -124,6 +124,38 @@ pub(crate) struct ContainerV3 {
     pub execs: Vec<ProcessV2>,
 }
 
+/// The file as the agent writes it: [`FileV3`] with each container already
+/// encoded (the same JSON; a container's text is made again only when it
+/// changed).
+#[derive(Serialize)]
+pub(crate) struct FileV3Out<'a> {
+    /// [`FileV3::persist_version`].
+    pub persist_version: u32,
+    /// [`FileV3::min_reader_version`].
+    pub min_reader_version: u32,
+    /// [`FileV3::agent_version`].
+    pub agent_version: &'a str,
+    /// [`FileV3::sandbox`].
+    pub sandbox: SandboxV3Out<'a>,
+}
+
+/// [`SandboxV3`], its containers encoded.
+#[derive(Serialize)]
+pub(crate) struct SandboxV3Out<'a> {
+    /// [`SandboxV3::pod`].
+    pub pod: &'a PodV3,
+    /// [`SandboxV3::session`].
+    pub session: &'a SessionV1,
+    /// [`SandboxV3::storages`].
+    pub storages: &'a [StorageV1],
+    /// [`SandboxV3::watched`].
+    pub watched: &'a [WatchedV1],
+    /// [`SandboxV3::watch_tmpfs`].
+    pub watch_tmpfs: &'a Option<MountRecordV1>,
+    /// [`SandboxV3::containers`], each a [`ContainerV3`] as JSON.
+    pub containers: &'a [RawJson],
+}
+
 impl From<PodV1> for PodV3 {
     fn from(p: PodV1) -> Self {
         PodV3 {

@@ -211,6 +211,7 @@ impl Sandbox {
             oom_watch,
             leftovers_watch: Mutex::new(None),
             spec_json: std::sync::OnceLock::new(),
+            persisted: Mutex::new(None),
         });
         self.keep_stdio(id, &c.init);
         c.watch_leftovers(&self.log);

@@ -180,10 +180,7 @@ impl Sandbox {
         }
         let covers = d.requested.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let view = self.snapshot(false).await;
-        let viewed = started.elapsed();
-        let bytes = persist::encode(convert::from_view(&view));
-        drop(view);
+        let (bytes, viewed) = self.state_bytes().await;
         let encoded = started.elapsed();
         let len = bytes.len();
         let file = d.file.clone();
@@ -197,6 +194,29 @@ impl Sandbox {
             }
             Err(e) => error!(self.log, "state not written"; "error" => %e),
         }
+    }
+
+    /// The state file's bytes now, and how long taking the snapshot took.
+    /// Each container's text is made again only when what may change in it
+    /// did (its spec, the bulk of it, is serialised once).
+    pub(crate) async fn state_bytes(&self) -> (Vec<u8>, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let mut containers = Vec::new();
+        for c in self.containers_by_id() {
+            let changes = c.changes().await;
+            let mut cached = lock(&c.persisted);
+            match &*cached {
+                Some((was, text)) if *was == changes => containers.push(text.clone()),
+                _ => {
+                    let text = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
+                    *cached = Some((changes, text.clone()));
+                    containers.push(text);
+                }
+            }
+        }
+        let view = self.snapshot_with(Vec::new());
+        let viewed = started.elapsed();
+        (persist::encode_with(&convert::from_view(&view), &containers), viewed)
     }
 
     /// Has the keeper hold a copy of each open stdio descriptor of `p`.
@@ -328,6 +348,7 @@ impl Sandbox {
             oom_watch,
             leftovers_watch: Mutex::new(None),
             spec_json: c.spec.into(),
+            persisted: Mutex::new(None),
         });
         c.watch_leftovers(&self.log);
         Ok(c)

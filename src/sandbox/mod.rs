@@ -91,6 +91,9 @@ pub(crate) struct Container {
     leftovers_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The engine's spec as JSON, made once (the spec never changes).
     spec_json: std::sync::OnceLock<view::SpecJson>,
+    /// Its text in the state file, and what may change in it as that text
+    /// holds it (`durable.rs` makes the text again only when that changed).
+    persisted: Mutex<Option<(view::ContainerChanges, crate::persist::v3::RawJson)>>,
 }
 
 impl Container {

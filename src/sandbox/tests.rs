@@ -1158,3 +1158,37 @@ fn the_fake_rootfs_is_where_the_spec_says() {
     let t = sandbox();
     assert!(Path::new(t.spec().root().as_ref().unwrap().path()).is_dir());
 }
+
+/// The state file's bytes, made from each container's cached text, are
+/// those of the whole sandbox encoded afresh, after every kind of change.
+#[tokio::test]
+async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
+    use crate::persist::{convert, encode};
+    let t = sandbox();
+    let fresh = |sb: Arc<Sandbox>| async move { encode(convert::from_view(&sb.snapshot(false).await)) };
+    let same = |what: &'static str| {
+        let sb = t.sb.clone();
+        async move {
+            let (cached, _) = sb.state_bytes().await;
+            assert_eq!(
+                String::from_utf8(cached).unwrap(),
+                String::from_utf8(fresh(sb.clone()).await).unwrap(),
+                "{what}"
+            );
+        }
+    };
+    same("empty").await;
+    t.run("c1").await;
+    t.run("c2").await;
+    same("two containers").await;
+    let p = t.spec().process().clone().unwrap();
+    t.sb.exec_process("c1", "e1", p).await.unwrap();
+    same("an exec").await;
+    let pid = t.sb.process("c1", "e1").unwrap().pid;
+    t.fake.exit(pid, Exit::Code(4));
+    t.sb.wait("c1", "e1").await.unwrap();
+    same("the exec waited for").await;
+    t.fake.exit(t.pid("c2"), Exit::Code(0));
+    t.sb.remove_container("c2", Duration::ZERO).await.unwrap();
+    same("a container removed").await;
+}

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::hotplug::Plugged;
 use super::session::Session;
-use super::{lock, PodState, Process, Sandbox};
+use super::{lock, Container, PodState, Process, Sandbox};
 use crate::reaper::Exit;
 use crate::storage::StorageState;
 
@@ -221,35 +221,24 @@ impl Sandbox {
     /// [`Sandbox::view`], with each container's status read from the kernel
     /// only when `status` (the state file does not keep it).
     pub(crate) async fn snapshot(&self, status: bool) -> SandboxView {
-        let pod = self.pod();
+        let mut containers = Vec::new();
+        for c in self.containers_by_id() {
+            let changes = c.changes().await;
+            containers.push(c.view_with(changes, status));
+        }
+        self.snapshot_with(containers)
+    }
+
+    /// The containers, sorted by id.
+    pub(crate) fn containers_by_id(&self) -> Vec<Arc<Container>> {
         let mut list: Vec<_> = lock(&self.containers).values().cloned().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut containers = Vec::with_capacity(list.len());
-        for c in list {
-            let devices = c.devices.lock().await.clone();
-            let mut execs: Vec<ProcessView> = lock(&c.execs).values().map(|p| process(p)).collect();
-            execs.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
-            let facts = c.engine.facts();
-            containers.push(ContainerView {
-                id: c.id.clone(),
-                bundle: c.bundle.clone(),
-                rootfs: facts.rootfs,
-                created: facts.created,
-                start_time: facts.start_time,
-                status: if status {
-                    c.engine.status().to_string()
-                } else {
-                    String::new()
-                },
-                cgroup: facts.cgroup,
-                spec: c.spec_json(),
-                device_rules: devices.own_rules,
-                devices: devices.plugged,
-                oom_watch: c.oom_watch.is_some(),
-                init: process(&c.init),
-                execs,
-            });
-        }
+        list
+    }
+
+    /// The sandbox's view around `containers`.
+    pub(crate) fn snapshot_with(&self, containers: Vec<ContainerView>) -> SandboxView {
+        let pod = self.pod();
         SandboxView {
             pod: PodView {
                 state: pod.state,
@@ -266,6 +255,63 @@ impl Sandbox {
             guest: self.view_guest(),
             storages: self.storages.snapshot(),
             containers,
+        }
+    }
+}
+
+/// What may change in a container once it is created (everything else in
+/// its [`ContainerView`] is fixed at creation).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ContainerChanges {
+    /// Device rules that replaced the spec's (UpdateContainer), if any.
+    pub device_rules: Option<Vec<LinuxDeviceCgroup>>,
+    /// Block devices hot-plugged into it, in order.
+    pub devices: Vec<Plugged>,
+    /// Whether its OOM kills are watched.
+    pub oom_watch: bool,
+    /// Its init.
+    pub init: ProcessView,
+    /// Exec'd processes, sorted by exec id.
+    pub execs: Vec<ProcessView>,
+}
+
+impl Container {
+    /// What may have changed since its creation. Waits for a hot-plug or
+    /// update in flight (its device lock), so it shows it done or not.
+    pub(crate) async fn changes(&self) -> ContainerChanges {
+        let devices = self.devices.lock().await.clone();
+        let mut execs: Vec<ProcessView> = lock(&self.execs).values().map(|p| process(p)).collect();
+        execs.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
+        ContainerChanges {
+            device_rules: devices.own_rules,
+            devices: devices.plugged,
+            oom_watch: self.oom_watch.is_some(),
+            init: process(&self.init),
+            execs,
+        }
+    }
+
+    /// Its whole view from `changes`; the status read from the kernel only when `status`.
+    pub(crate) fn view_with(&self, changes: ContainerChanges, status: bool) -> ContainerView {
+        let facts = self.engine.facts();
+        ContainerView {
+            id: self.id.clone(),
+            bundle: self.bundle.clone(),
+            rootfs: facts.rootfs,
+            created: facts.created,
+            start_time: facts.start_time,
+            status: if status {
+                self.engine.status().to_string()
+            } else {
+                String::new()
+            },
+            cgroup: facts.cgroup,
+            spec: self.spec_json(),
+            device_rules: changes.device_rules,
+            devices: changes.devices,
+            oom_watch: changes.oom_watch,
+            init: changes.init,
+            execs: changes.execs,
         }
     }
 }
