@@ -217,6 +217,8 @@ bench: toolchain
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
 	PITH_AGENT_BINS="$${bins}gnu=$(CURDIR)/target/release/pith-agent" $(CARGO) bench --bench rpc_check
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench hotplug
+	@# Crash recovery with the guest build when there is one (what a guest runs), then the gnu one.
+	@if [ -x $(STATIC_BIN) ]; then PITH_AGENT_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --bench recovery; fi
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench recovery
 	@# Container lifecycle against runc and crun (Debian's), same busybox bundle.
 	@missing=; for p in runc crun busybox-static; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -122,6 +122,15 @@ async fn container_call(c: &Client, method: &str, id: &str) -> Result<Empty, (Co
     }
 }
 
+/// Agrees on level 2 (Introspection/Status, the agent's pid) as host `name`.
+async fn hello_level_2(c: &Client, name: &str) {
+    let mut h = HelloRequest::new();
+    h.host_name = name.into();
+    h.min_level = 2;
+    h.max_level = 2;
+    let _: HelloResponse = call(c, "pith.Negotiation", "Hello", &h).await.unwrap();
+}
+
 /// Waits for a file to appear in the container's rootfs, then prints or exits.
 const WAIT_GO: &str = "while [ ! -e /go ]; do sleep 0.05; done";
 
@@ -132,11 +141,7 @@ async fn an_agent_killed_with_sigkill_loses_no_container() {
     let dir = agent.dir.path().to_path_buf();
     let c = agent.client().await;
     // Level 2 (for Introspection/Status); a new agent must keep it.
-    let mut h = HelloRequest::new();
-    h.host_name = "persist-test".into();
-    h.min_level = 2;
-    h.max_level = 2;
-    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    hello_level_2(&c, "persist-test").await;
     let mut sb = CreateSandboxRequest::new();
     sb.hostname = "kept-pod".into();
     sb.sandbox_id = "sb-kept".into();
@@ -415,10 +420,7 @@ async fn the_network_and_dns_survive_a_killed_agent() {
     let keeper = agent.child.as_ref().unwrap().id() as i32;
     let resolv = agent.resolv_conf();
     let c = agent.client().await;
-    let mut h = HelloRequest::new();
-    h.min_level = 2;
-    h.max_level = 2;
-    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    hello_level_2(&c, "").await;
     let mut sb = CreateSandboxRequest::new();
     sb.sandbox_id = "sb-net".into();
     sb.dns = vec!["nameserver 10.9.8.7".into()];
@@ -494,10 +496,7 @@ async fn the_network_and_dns_survive_a_killed_agent() {
 async fn a_restart_without_keeper_finds_the_namespace_holder_gone() {
     let mut first = Agent::start(&[]);
     let c = first.client().await;
-    let mut h = HelloRequest::new();
-    h.min_level = 2;
-    h.max_level = 2;
-    let _: HelloResponse = call(&c, "pith.Negotiation", "Hello", &h).await.unwrap();
+    hello_level_2(&c, "").await;
     let mut sb = CreateSandboxRequest::new();
     sb.sandbox_id = "sb-service".into();
     sb.hostname = "service-pod".into();
