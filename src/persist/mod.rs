@@ -123,7 +123,13 @@ pub(crate) fn encode_with(sandbox: &Current, containers: &[v3::RawJson]) -> Vec<
         },
     };
     // Compact: it is written after every change (`pithctl`/`jq` show it to people).
-    let mut out = serde_json::to_vec(&f).unwrap_or_default();
+    // One allocation of about the final size: the containers' texts are most
+    // of it, and growing by doubling copied the file over and over.
+    let size: usize = containers.iter().map(|c| c.0.get().len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 4096);
+    if serde_json::to_writer(&mut out, &f).is_err() {
+        out.clear();
+    }
     out.push(b'\n');
     out
 }
