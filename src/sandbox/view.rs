@@ -80,7 +80,12 @@ impl SpecJson {
 
     /// The spec it holds.
     pub(crate) fn parse(&self) -> serde_json::Result<Spec> {
-        serde_json::from_str(self.0.get())
+        // Through rustjail's mirror (oci-spec's own Deserialize links regex), from a
+        // slice as rustjail reads specs: one copy of the code for each reader type.
+        let mut de = serde_json::Deserializer::from_slice(self.0.get().as_bytes());
+        let spec = rustjail::spec_wire::spec::deserialize(&mut de)?;
+        de.end()?;
+        Ok(spec)
     }
 }
 
