@@ -110,7 +110,11 @@ async fn serve(
     keeper: Option<Arc<KeeperLink>>,
     log: &slog::Logger,
 ) -> Result<()> {
-    // First of all: a second agent on this state directory stops here.
+    // A command line that cannot work is told as such, whoever holds the state.
+    for a in &cfg.server_addrs {
+        Listener::check(a)?;
+    }
+    // Then: a second agent on this state directory stops here.
     let state_file = StateFile::lock(&args.state_dir).context("lock the state directory")?;
     // Before any listener: a client that sees the socket may send SIGTERM at
     // once, and the agent must stop cleanly then, not die of the signal.

@@ -74,8 +74,20 @@ impl Drop for SocketFile {
 }
 
 impl Listener {
+    /// Refuses an address no agent can listen on, before anything is bound.
+    pub fn check(addr: &Address) -> Result<(), BindError> {
+        match addr {
+            Address::HybridVsock { .. } => Err(BindError::Unsupported {
+                addr: addr.to_string(),
+                why: "hybrid vsock is a host-side transport; the agent listens on vsock://",
+            }),
+            Address::Unix(_) | Address::Vsock { .. } => Ok(()),
+        }
+    }
+
     /// Binds one address. Must run inside the tokio runtime.
     pub fn bind(addr: &Address) -> Result<Listener, BindError> {
+        Self::check(addr)?;
         match addr {
             Address::Unix(path) => {
                 prepare_unix_path(path, addr)?;
@@ -86,10 +98,7 @@ impl Listener {
                 let l = VsockListener::bind(VsockAddr::new(*cid, *port)).map_err(io_err("bind", addr))?;
                 Ok(Listener::Vsock(l, addr.clone()))
             }
-            Address::HybridVsock { .. } => Err(BindError::Unsupported {
-                addr: addr.to_string(),
-                why: "hybrid vsock is a host-side transport; the agent listens on vsock://",
-            }),
+            Address::HybridVsock { .. } => unreachable!("refused by check"),
         }
     }
 
