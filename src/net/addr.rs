@@ -2,10 +2,9 @@
 
 use std::net::IpAddr;
 
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-
+use super::msg::{
+    family_of, ip_bytes, ip_from, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR,
+};
 use super::nl::Nl;
 use super::parse::IpNet;
 use super::NetError;
@@ -26,44 +25,36 @@ impl Addr {
     }
 }
 
-fn family(ip: &IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+
+/// A `struct ifaddrmsg`: family, prefix length, flags, scope, link index.
+fn ifaddrmsg(family: u8, prefix: u8, index: u32) -> Vec<u8> {
+    let mut h = vec![family, prefix, 0, 0];
+    h.extend_from_slice(&index.to_ne_bytes());
+    h
 }
 
 /// Every address of every link.
 pub async fn list(nl: &Nl) -> Result<Vec<Addr>, NetError> {
-    let msgs = nl
-        .dump(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            "addresses (RTM_GETADDR)",
-        )
-        .await?;
+    let q = Msg {
+        kind: RTM_GETADDR,
+        header: ifaddrmsg(0, 0, 0),
+        attrs: Vec::new(),
+    };
+    let msgs = nl.dump(&q, "addresses (RTM_GETADDR)").await?;
     let mut out = Vec::new();
-    for m in msgs {
-        let RouteNetlinkMessage::NewAddress(a) = m else {
-            continue;
-        };
+    for a in msgs.iter().filter(|m| m.kind == RTM_NEWADDR && m.header.len() == 8) {
         // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
         // on point-to-point links and the same otherwise.
-        let mut local = None;
-        let mut address = None;
-        for attr in &a.attributes {
-            match attr {
-                AddressAttribute::Local(ip) => local = Some(*ip),
-                AddressAttribute::Address(ip) => address = Some(*ip),
-                _ => {}
-            }
-        }
-        if let Some(ip) = local.or(address) {
+        let ip = |kind| a.attr(kind).and_then(|x| ip_from(&x.data));
+        if let Some(ip) = ip(IFA_LOCAL).or_else(|| ip(IFA_ADDRESS)) {
             out.push(Addr {
-                index: a.header.index,
+                index: u32::from_ne_bytes([a.header[4], a.header[5], a.header[6], a.header[7]]),
                 net: IpNet {
                     addr: ip,
-                    prefix: a.header.prefix_len,
+                    prefix: a.header[1],
                 },
             });
         }
@@ -71,27 +62,26 @@ pub async fn list(nl: &Nl) -> Result<Vec<Addr>, NetError> {
     Ok(out)
 }
 
-fn message(index: u32, net: &IpNet) -> AddressMessage {
-    let mut m = AddressMessage::default();
-    m.header.family = family(&net.addr);
-    m.header.prefix_len = net.prefix;
-    m.header.index = index;
-    m.attributes.push(AddressAttribute::Local(net.addr));
-    m.attributes.push(AddressAttribute::Address(net.addr));
-    m
+fn message(kind: u16, index: u32, net: &IpNet) -> Msg {
+    let ip = ip_bytes(&net.addr);
+    Msg {
+        kind,
+        header: ifaddrmsg(family_of(&net.addr), net.prefix, index),
+        attrs: vec![Attr::new(IFA_LOCAL, ip.clone()), Attr::new(IFA_ADDRESS, ip)],
+    }
 }
 
 /// Adds `net` to link `index` (replacing the same address with another prefix).
 pub async fn add(nl: &Nl, index: u32, who: &str, net: &IpNet) -> Result<(), NetError> {
-    let mut m = message(index, net);
+    let mut m = message(RTM_NEWADDR, index, net);
     if let IpAddr::V4(a) = net.addr {
         if net.prefix < 31 {
             let host = u32::MAX.checked_shr(u32::from(net.prefix)).unwrap_or(0);
-            m.attributes
-                .push(AddressAttribute::Broadcast((u32::from(a) | host).into()));
+            m.attrs
+                .push(Attr::new(IFA_BROADCAST, (u32::from(a) | host).to_be_bytes()));
         }
     }
-    nl.ack(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_REPLACE, || {
+    nl.ack(&m, NLM_F_CREATE | NLM_F_REPLACE, || {
         format!("add address {net} to {who}")
     })
     .await
@@ -99,11 +89,9 @@ pub async fn add(nl: &Nl, index: u32, who: &str, net: &IpNet) -> Result<(), NetE
 
 /// Removes `addr` from its link.
 pub async fn del(nl: &Nl, who: &str, addr: &Addr) -> Result<(), NetError> {
-    nl.ack(
-        RouteNetlinkMessage::DelAddress(message(addr.index, &addr.net)),
-        0,
-        || format!("delete address {} from {who}", addr.net),
-    )
+    nl.ack(&message(RTM_DELADDR, addr.index, &addr.net), 0, || {
+        format!("delete address {} from {who}", addr.net)
+    })
     .await
 }
 

@@ -1,9 +1,7 @@
 //! Links (network interfaces): what the kernel reports about them, and
 //! setting name, MTU and flags.
 
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::RouteNetlinkMessage;
-
+use super::msg::{Attr, Msg, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK};
 use super::nl::Nl;
 use super::parse::Mac;
 use super::NetError;
@@ -14,6 +12,29 @@ pub const IFF_UP: u32 = libc::IFF_UP as u32;
 pub const IFF_NOARP: u32 = libc::IFF_NOARP as u32;
 /// `IFF_LOOPBACK`.
 pub const IFF_LOOPBACK: u32 = libc::IFF_LOOPBACK as u32;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_MIN_MTU: u16 = 50;
+const IFLA_MAX_MTU: u16 = 51;
+
+/// A `struct ifinfomsg` for link `index` (family `AF_UNSPEC`).
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> Vec<u8> {
+    let mut h = vec![0; 4];
+    h.extend_from_slice(&index.to_ne_bytes());
+    h.extend_from_slice(&flags.to_ne_bytes());
+    h.extend_from_slice(&change.to_ne_bytes());
+    h
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
+        .unwrap_or(0)
+}
 
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,29 +59,27 @@ pub struct Link {
 
 impl Link {
     /// Reads the fields of a `RTM_NEWLINK` message.
-    pub fn from_msg(m: &LinkMessage) -> Link {
+    pub fn from_msg(m: &Msg) -> Link {
         let mut l = Link {
-            index: m.header.index,
+            index: u32_at(&m.header, 4),
             name: String::new(),
             addr: Vec::new(),
             mtu: 0,
             min_mtu: None,
             max_mtu: None,
-            flags: m.header.flags.bits(),
+            flags: u32_at(&m.header, 8),
             kind: String::new(),
         };
-        for a in &m.attributes {
-            match a {
-                LinkAttribute::IfName(n) => l.name = n.clone(),
-                LinkAttribute::Address(b) => l.addr = b.clone(),
-                LinkAttribute::Mtu(v) => l.mtu = *v,
-                LinkAttribute::MinMtu(v) => l.min_mtu = Some(*v),
-                LinkAttribute::MaxMtu(v) => l.max_mtu = Some(*v),
-                LinkAttribute::LinkInfo(infos) => {
-                    for i in infos {
-                        if let LinkInfo::Kind(k) = i {
-                            l.kind = k.to_string();
-                        }
+        for a in &m.attrs {
+            match a.kind {
+                IFLA_IFNAME => l.name = a.as_string(),
+                IFLA_ADDRESS => l.addr = a.data.clone(),
+                IFLA_MTU => l.mtu = a.as_u32().unwrap_or(0),
+                IFLA_MIN_MTU => l.min_mtu = a.as_u32(),
+                IFLA_MAX_MTU => l.max_mtu = a.as_u32(),
+                IFLA_LINKINFO => {
+                    if let Some(k) = a.nested_attrs().iter().find(|i| i.kind == IFLA_INFO_KIND) {
+                        l.kind = k.as_string();
                     }
                 }
                 _ => {}
@@ -82,18 +101,16 @@ impl Link {
 
 /// Every link of the agent's network namespace.
 pub async fn list(nl: &Nl) -> Result<Vec<Link>, NetError> {
-    let msgs = nl
-        .dump(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            "links (RTM_GETLINK)",
-        )
-        .await?;
+    let q = Msg {
+        kind: RTM_GETLINK,
+        header: ifinfomsg(0, 0, 0),
+        attrs: Vec::new(),
+    };
+    let msgs = nl.dump(&q, "links (RTM_GETLINK)").await?;
     Ok(msgs
         .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
-            _ => None,
-        })
+        .filter(|m| m.kind == RTM_NEWLINK)
+        .map(Link::from_msg)
         .collect())
 }
 
@@ -110,19 +127,19 @@ pub struct LinkChange {
 
 /// Applies `change` to the link `index` (`RTM_SETLINK`); `who` names it in errors.
 pub async fn set(nl: &Nl, index: u32, who: &str, change: &LinkChange) -> Result<(), NetError> {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    if let Some((value, mask)) = change.flags {
-        m.header.flags = LinkFlags::from_bits_retain(value & mask);
-        m.header.change_mask = LinkFlags::from_bits_retain(mask);
-    }
+    let (value, mask) = change.flags.unwrap_or((0, 0));
+    let mut m = Msg {
+        kind: RTM_SETLINK,
+        header: ifinfomsg(index, value & mask, mask),
+        attrs: Vec::new(),
+    };
     if let Some(n) = &change.name {
-        m.attributes.push(LinkAttribute::IfName(n.clone()));
+        m.attrs.push(Attr::string(IFLA_IFNAME, n));
     }
     if let Some(mtu) = change.mtu {
-        m.attributes.push(LinkAttribute::Mtu(mtu));
+        m.attrs.push(Attr::u32(IFLA_MTU, mtu));
     }
-    nl.ack(RouteNetlinkMessage::SetLink(m), 0, || {
+    nl.ack(&m, 0, || {
         let mut what = Vec::new();
         if let Some(n) = &change.name {
             what.push(format!("name {n}"));

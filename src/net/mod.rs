@@ -1,9 +1,10 @@
 //! Guest networking, as Kata's runtimes drive it: UpdateInterface,
-//! UpdateRoutes, ListInterfaces, ListRoutes, AddARPNeighbors (rtnetlink), and
+//! UpdateRoutes, ListInterfaces, ListRoutes, AddARPNeighbors (route netlink), and
 //! GetIPTables / SetIPTables (the guest image's iptables tools).
 //!
 //! * [`parse`]: MACs, prefixes, interface names, with the request field in errors;
-//! * [`nl`]: the rtnetlink connection (a task of the agent's runtime);
+//! * [`msg`]: route-netlink messages as bytes;
+//! * [`nl`]: the route-netlink socket, on the agent's runtime;
 //! * [`link`], [`addr`], [`route`], [`neigh`]: one kind of kernel object each;
 //! * [`iface`]: UpdateInterface, undone step by step when a step fails;
 //! * [`iptables`]: running `iptables-save` / `iptables-restore`.
@@ -15,6 +16,7 @@ pub mod addr;
 pub mod iface;
 pub mod iptables;
 pub mod link;
+pub mod msg;
 pub mod neigh;
 pub mod nl;
 pub mod parse;

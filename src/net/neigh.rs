@@ -2,14 +2,10 @@
 
 use std::net::IpAddr;
 
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
-use rtnetlink::packet_route::route::RouteType;
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-
 use super::link;
+use super::msg::{
+    family_of, ip_bytes, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH,
+};
 use super::nl::Nl;
 use super::parse::Mac;
 use super::NetError;
@@ -32,47 +28,46 @@ pub struct NeighborSpec {
     pub flags: u8,
 }
 
-fn message(n: &NeighborSpec, ifindex: u32) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = if n.ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+
+/// A `struct ndmsg`: family, link index, `NUD_*` state, `NTF_*` flags, type 0.
+fn ndmsg(family: u8, ifindex: u32, state: u16, flags: u8) -> Vec<u8> {
+    let mut h = vec![family, 0, 0, 0];
+    h.extend_from_slice(&ifindex.to_ne_bytes());
+    h.extend_from_slice(&state.to_ne_bytes());
+    h.extend_from_slice(&[flags, 0]);
+    h
+}
+
+fn ifindex_of(m: &Msg) -> Option<u32> {
+    let b = m.header.get(4..8)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn message(n: &NeighborSpec, ifindex: u32) -> Msg {
+    let mut m = Msg {
+        kind: RTM_NEWNEIGH,
+        header: ndmsg(family_of(&n.ip), ifindex, n.state, n.flags),
+        attrs: vec![Attr::new(NDA_DST, ip_bytes(&n.ip))],
     };
-    m.header.ifindex = ifindex;
-    m.header.state = NeighbourState::from(n.state);
-    m.header.flags = NeighbourFlags::from_bits_retain(n.flags);
-    m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::from(n.ip)));
     if let Some(mac) = n.lladdr {
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        m.attrs.push(Attr::new(NDA_LLADDR, mac.0));
     }
     m
 }
 
 /// The entry for `ip` on `ifindex`, if the kernel has one.
-async fn existing(nl: &Nl, ifindex: u32, ip: IpAddr) -> Result<Option<NeighbourMessage>, NetError> {
-    let mut q = NeighbourMessage::default();
-    q.header.family = if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
+async fn existing(nl: &Nl, ifindex: u32, ip: IpAddr) -> Result<Option<Msg>, NetError> {
+    let q = Msg {
+        kind: RTM_GETNEIGH,
+        header: ndmsg(family_of(&ip), 0, 0, 0),
+        attrs: Vec::new(),
     };
-    let all = nl
-        .dump(RouteNetlinkMessage::GetNeighbour(q), "neighbours (RTM_GETNEIGH)")
-        .await?;
-    let want = NeighbourAddress::from(ip);
-    Ok(all.into_iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewNeighbour(n)
-            if n.header.ifindex == ifindex
-                && n.attributes
-                    .iter()
-                    .any(|a| matches!(a, NeighbourAttribute::Destination(d) if *d == want)) =>
-        {
-            Some(n)
-        }
-        _ => None,
+    let all = nl.dump(&q, "neighbours (RTM_GETNEIGH)").await?;
+    let want = ip_bytes(&ip);
+    Ok(all.into_iter().find(|m| {
+        m.kind == RTM_NEWNEIGH && ifindex_of(m) == Some(ifindex) && m.attr(NDA_DST).is_some_and(|d| d.data == want)
     }))
 }
 
@@ -88,16 +83,14 @@ pub async fn add_all(nl: &Nl, specs: &[NeighborSpec]) -> Result<(), NetError> {
         plan.push((i, n, l.index));
     }
     // (entry made, what it replaced)
-    let mut done: Vec<(NeighbourMessage, Option<NeighbourMessage>)> = Vec::new();
+    let mut done: Vec<(Msg, Option<Msg>)> = Vec::new();
     for (i, n, ifindex) in plan {
         let before = existing(nl, ifindex, n.ip).await?;
         let m = message(n, ifindex);
         let r = nl
-            .ack(
-                RouteNetlinkMessage::NewNeighbour(m.clone()),
-                NLM_F_CREATE | NLM_F_REPLACE,
-                || format!("add neighbors[{i}] ({} dev {})", n.ip, n.device),
-            )
+            .ack(&m, NLM_F_CREATE | NLM_F_REPLACE, || {
+                format!("add neighbors[{i}] ({} dev {})", n.ip, n.device)
+            })
             .await;
         if let Err(e) = r {
             undo(nl, &done).await;
@@ -108,33 +101,26 @@ pub async fn add_all(nl: &Nl, specs: &[NeighborSpec]) -> Result<(), NetError> {
     Ok(())
 }
 
-async fn undo(nl: &Nl, done: &[(NeighbourMessage, Option<NeighbourMessage>)]) {
+async fn undo(nl: &Nl, done: &[(Msg, Option<Msg>)]) {
     for (made, before) in done.iter().rev() {
-        let _ = nl
-            .ack(RouteNetlinkMessage::DelNeighbour(made.clone()), 0, || {
-                "undo: delete neighbour".into()
-            })
-            .await;
+        let del = Msg {
+            kind: RTM_DELNEIGH,
+            ..made.clone()
+        };
+        let _ = nl.ack(&del, 0, || "undo: delete neighbour".into()).await;
         if let Some(b) = before {
-            let mut back = NeighbourMessage::default();
-            back.header = b.header.clone();
-            back.attributes = b
-                .attributes
-                .iter()
-                .filter(|a| {
-                    matches!(
-                        a,
-                        NeighbourAttribute::Destination(_) | NeighbourAttribute::LinkLayerAddress(_)
-                    )
-                })
-                .cloned()
-                .collect();
+            let back = Msg {
+                kind: RTM_NEWNEIGH,
+                header: b.header.clone(),
+                attrs: b
+                    .attrs
+                    .iter()
+                    .filter(|a| a.kind == NDA_DST || a.kind == NDA_LLADDR)
+                    .cloned()
+                    .collect(),
+            };
             let _ = nl
-                .ack(
-                    RouteNetlinkMessage::NewNeighbour(back),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                    || "undo: restore neighbour".into(),
-                )
+                .ack(&back, NLM_F_CREATE | NLM_F_REPLACE, || "undo: restore neighbour".into())
                 .await;
         }
     }
@@ -154,8 +140,10 @@ mod tests {
             flags: 0,
         };
         let m = message(&n, 4);
-        assert_eq!(m.header.family, AddressFamily::Inet6);
-        assert_eq!((m.header.ifindex, u16::from(m.header.state)), (4, NUD_PERMANENT));
-        assert_eq!(m.attributes.len(), 2);
+        assert_eq!(m.header[0], libc::AF_INET6 as u8);
+        assert_eq!(ifindex_of(&m), Some(4));
+        assert_eq!(u16::from_ne_bytes([m.header[8], m.header[9]]), NUD_PERMANENT);
+        assert_eq!(m.attrs.len(), 2);
+        assert_eq!(m.attr(NDA_LLADDR).unwrap().data, [2, 0, 0, 0, 0, 9]);
     }
 }

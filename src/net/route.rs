@@ -3,20 +3,87 @@
 
 use std::net::IpAddr;
 
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
-    RouteType,
-};
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-
 use super::link::{self, Link, IFF_LOOPBACK};
+use super::msg::{
+    family_of, ip_bytes, ip_from, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE,
+};
 use super::nl::Nl;
 use super::parse::IpNet;
 use super::NetError;
 
 /// `RTNH_F_ONLINK`, the one next-hop flag a host may ask for.
 const RTNH_F_ONLINK: u32 = 4;
+
+const RTA_DST: u16 = 1;
+const RTA_SRC: u16 = 2;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_PREFSRC: u16 = 7;
+const RTA_METRICS: u16 = 8;
+const RTA_MULTIPATH: u16 = 9;
+const RTA_TABLE: u16 = 15;
+const RTA_VIA: u16 = 18;
+const RTA_PREF: u16 = 20;
+const RTAX_MTU: u16 = 2;
+/// `RT_TABLE_MAIN`.
+const RT_TABLE_MAIN: u8 = 254;
+/// `RTPROT_KERNEL`: a route the kernel made for an address.
+const RTPROT_KERNEL: u8 = 2;
+/// `RTPROT_BOOT`: what routes the agent adds are marked with (as `ip route`).
+const RTPROT_BOOT: u8 = 3;
+/// `RTN_UNICAST`.
+const RTN_UNICAST: u8 = 1;
+
+/// A `struct rtmsg`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RtHeader {
+    family: u8,
+    dst_len: u8,
+    src_len: u8,
+    tos: u8,
+    table: u8,
+    protocol: u8,
+    scope: u8,
+    kind: u8,
+    flags: u32,
+}
+
+impl RtHeader {
+    fn read(m: &Msg) -> RtHeader {
+        let b = &m.header;
+        let at = |i: usize| b.get(i).copied().unwrap_or(0);
+        RtHeader {
+            family: at(0),
+            dst_len: at(1),
+            src_len: at(2),
+            tos: at(3),
+            table: at(4),
+            protocol: at(5),
+            scope: at(6),
+            kind: at(7),
+            flags: b
+                .get(8..12)
+                .map(|f| u32::from_ne_bytes([f[0], f[1], f[2], f[3]]))
+                .unwrap_or(0),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut h = vec![
+            self.family,
+            self.dst_len,
+            self.src_len,
+            self.tos,
+            self.table,
+            self.protocol,
+            self.scope,
+            self.kind,
+        ];
+        h.extend_from_slice(&self.flags.to_ne_bytes());
+        h
+    }
+}
 
 /// Where a route's source address comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,112 +128,83 @@ pub struct RouteInfo {
     pub protocol: u8,
 }
 
-fn family(v6: bool) -> AddressFamily {
-    if v6 {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    }
+fn table_of(m: &Msg) -> u32 {
+    m.attr(RTA_TABLE)
+        .and_then(Attr::as_u32)
+        .unwrap_or(u32::from(RtHeader::read(m).table))
 }
 
-fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-fn table_of(m: &RouteMessage) -> u32 {
-    m.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(m.header.table))
-}
-
-fn oif_of(m: &RouteMessage) -> Option<u32> {
-    m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Oif(i) => Some(*i),
-        _ => None,
-    })
+fn oif_of(m: &Msg) -> Option<u32> {
+    m.attr(RTA_OIF).and_then(Attr::as_u32)
 }
 
 /// Reads a dumped route; `links` names its output interface.
-fn info(m: &RouteMessage, links: &[Link]) -> RouteInfo {
-    let v6 = m.header.address_family == AddressFamily::Inet6;
+fn info(m: &Msg, links: &[Link]) -> RouteInfo {
+    let h = RtHeader::read(m);
+    let v6 = h.family == libc::AF_INET6 as u8;
     let mut r = RouteSpec {
         dest: IpNet::default_route(v6),
         gateway: None,
         device: String::new(),
         source: Source::None,
-        scope: m.header.scope.into(),
-        flags: m.header.flags.bits(),
+        scope: h.scope,
+        flags: h.flags,
         mtu: 0,
     };
-    r.dest.prefix = m.header.destination_prefix_length;
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Destination(d) => {
-                if let Some(ip) = ip_of(d) {
-                    r.dest.addr = ip;
-                }
-            }
-            RouteAttribute::Gateway(g) => r.gateway = ip_of(g),
-            RouteAttribute::Source(s) => {
-                if let Some(ip) = ip_of(s) {
-                    r.source = Source::Prefix(IpNet {
-                        addr: ip,
-                        prefix: m.header.source_prefix_length,
-                    });
-                }
-            }
-            RouteAttribute::PrefSource(s) => {
-                if let (Some(ip), Source::None) = (ip_of(s), r.source) {
-                    r.source = Source::Pref(ip);
-                }
-            }
-            RouteAttribute::Oif(i) => {
-                r.device = links
-                    .iter()
-                    .find(|l| l.index == *i)
-                    .map(|l| l.name.clone())
-                    .unwrap_or_default()
-            }
-            RouteAttribute::Metrics(ms) => {
-                for x in ms {
-                    if let RouteMetric::Mtu(v) = x {
-                        r.mtu = *v;
-                    }
-                }
-            }
-            _ => {}
+    r.dest.prefix = h.dst_len;
+    let ip = |kind| m.attr(kind).and_then(|a| ip_from(&a.data));
+    if let Some(d) = ip(RTA_DST) {
+        r.dest.addr = d;
+    }
+    r.gateway = ip(RTA_GATEWAY);
+    if let Some(s) = ip(RTA_SRC) {
+        r.source = Source::Prefix(IpNet {
+            addr: s,
+            prefix: h.src_len,
+        });
+    } else if let Some(p) = ip(RTA_PREFSRC) {
+        r.source = Source::Pref(p);
+    }
+    if let Some(i) = oif_of(m) {
+        r.device = links
+            .iter()
+            .find(|l| l.index == i)
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+    }
+    if let Some(ms) = m.attr(RTA_METRICS) {
+        if let Some(mtu) = ms.nested_attrs().iter().find(|x| x.kind == RTAX_MTU) {
+            r.mtu = mtu.as_u32().unwrap_or(0);
         }
     }
     RouteInfo {
         route: r,
-        protocol: m.header.protocol.into(),
+        protocol: h.protocol,
     }
 }
 
-async fn dump_main(nl: &Nl) -> Result<Vec<RouteMessage>, NetError> {
+async fn dump_main(nl: &Nl) -> Result<Vec<Msg>, NetError> {
     let mut out = Vec::new();
     // One family at a time: two dumps in flight on one socket are refused (EBUSY).
     for v6 in [false, true] {
-        let mut q = RouteMessage::default();
-        q.header.address_family = family(v6);
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
+        let q = Msg {
+            kind: RTM_GETROUTE,
+            header: RtHeader {
+                family,
+                ..RtHeader::default()
+            }
+            .bytes(),
+            attrs: Vec::new(),
+        };
         let what = if v6 {
             "IPv6 routes (RTM_GETROUTE)"
         } else {
             "IPv4 routes (RTM_GETROUTE)"
         };
-        for m in nl.dump(RouteNetlinkMessage::GetRoute(q), what).await? {
-            if let RouteNetlinkMessage::NewRoute(r) = m {
-                if table_of(&r) == u32::from(RouteHeader::RT_TABLE_MAIN) {
-                    out.push(r);
-                }
+        for m in nl.dump(&q, what).await? {
+            if m.kind == RTM_NEWROUTE && table_of(&m) == u32::from(RT_TABLE_MAIN) {
+                out.push(m);
             }
         }
     }
@@ -180,67 +218,76 @@ pub async fn list(nl: &Nl) -> Result<Vec<RouteInfo>, NetError> {
 }
 
 /// The message that adds `spec` through link `oif`.
-fn add_message(spec: &RouteSpec, oif: u32) -> RouteMessage {
-    let v6 = spec.dest.is_v6();
-    let mut m = RouteMessage::default();
-    m.header.address_family = family(v6);
-    m.header.destination_prefix_length = spec.dest.prefix;
-    m.header.table = RouteHeader::RT_TABLE_MAIN;
-    m.header.protocol = RouteProtocol::Boot;
-    m.header.scope = RouteScope::from(spec.scope);
-    m.header.kind = RouteType::Unicast;
-    m.header.flags = RouteFlags::from_bits_retain(spec.flags);
+fn add_message(spec: &RouteSpec, oif: u32) -> Msg {
+    let mut h = RtHeader {
+        family: family_of(&spec.dest.addr),
+        dst_len: spec.dest.prefix,
+        table: RT_TABLE_MAIN,
+        protocol: RTPROT_BOOT,
+        scope: spec.scope,
+        kind: RTN_UNICAST,
+        flags: spec.flags,
+        ..RtHeader::default()
+    };
+    let mut attrs = Vec::new();
     if spec.dest.prefix > 0 {
-        m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(spec.dest.addr)));
+        attrs.push(Attr::new(RTA_DST, ip_bytes(&spec.dest.addr)));
     }
-    m.attributes.push(RouteAttribute::Oif(oif));
+    attrs.push(Attr::u32(RTA_OIF, oif));
     if let Some(g) = spec.gateway {
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
+        attrs.push(Attr::new(RTA_GATEWAY, ip_bytes(&g)));
     }
     match spec.source {
         Source::None => {}
-        Source::Pref(ip) => m.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(ip))),
+        Source::Pref(ip) => attrs.push(Attr::new(RTA_PREFSRC, ip_bytes(&ip))),
         Source::Prefix(net) => {
-            m.header.source_prefix_length = net.prefix;
-            m.attributes.push(RouteAttribute::Source(RouteAddress::from(net.addr)));
+            h.src_len = net.prefix;
+            attrs.push(Attr::new(RTA_SRC, ip_bytes(&net.addr)));
         }
     }
     if spec.mtu != 0 {
-        m.attributes
-            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(spec.mtu)]));
+        attrs.push(Attr::nested(RTA_METRICS, &[Attr::u32(RTAX_MTU, spec.mtu)]));
     }
-    m
+    Msg {
+        kind: RTM_NEWROUTE,
+        header: h.bytes(),
+        attrs,
+    }
 }
 
 /// A dumped route, stripped to what adding it back needs.
-fn restore_message(old: &RouteMessage) -> RouteMessage {
-    let mut m = RouteMessage::default();
-    m.header = old.header.clone();
+fn restore_message(old: &Msg) -> Msg {
     // Only the flag a route is created with; the rest are the kernel's state.
-    m.header.flags = RouteFlags::from_bits_retain(old.header.flags.bits() & RTNH_F_ONLINK);
-    m.attributes = old
-        .attributes
-        .iter()
-        .filter(|a| {
-            matches!(
-                a,
-                RouteAttribute::Destination(_)
-                    | RouteAttribute::Source(_)
-                    | RouteAttribute::Gateway(_)
-                    | RouteAttribute::PrefSource(_)
-                    | RouteAttribute::Oif(_)
-                    | RouteAttribute::Priority(_)
-                    | RouteAttribute::Table(_)
-                    | RouteAttribute::Metrics(_)
-                    | RouteAttribute::Preference(_)
-                    | RouteAttribute::Via(_)
-                    | RouteAttribute::MultiPath(_)
-            )
-        })
-        .cloned()
-        .collect();
-    m
+    let h = RtHeader {
+        flags: RtHeader::read(old).flags & RTNH_F_ONLINK,
+        ..RtHeader::read(old)
+    };
+    const KEPT: [u16; 11] = [
+        RTA_DST,
+        RTA_SRC,
+        RTA_GATEWAY,
+        RTA_PREFSRC,
+        RTA_OIF,
+        RTA_PRIORITY,
+        RTA_TABLE,
+        RTA_METRICS,
+        RTA_PREF,
+        RTA_VIA,
+        RTA_MULTIPATH,
+    ];
+    Msg {
+        kind: RTM_NEWROUTE,
+        header: h.bytes(),
+        attrs: old.attrs.iter().filter(|a| KEPT.contains(&a.kind)).cloned().collect(),
+    }
+}
+
+/// The same route, to be deleted.
+fn deletion(m: &Msg) -> Msg {
+    Msg {
+        kind: RTM_DELROUTE,
+        ..m.clone()
+    }
 }
 
 impl std::fmt::Display for RouteSpec {
@@ -282,17 +329,17 @@ pub async fn replace_all(nl: &Nl, specs: &[RouteSpec]) -> Result<(), NetError> {
     plan.sort_by_key(|(_, s, _)| s.gateway.is_some());
 
     let loopback = |idx: u32| links.iter().any(|l| l.index == idx && l.flags & IFF_LOOPBACK != 0);
-    let old: Vec<RouteMessage> = dump_main(nl)
+    let old: Vec<Msg> = dump_main(nl)
         .await?
         .into_iter()
-        .filter(|m| m.header.protocol != RouteProtocol::Kernel && oif_of(m).is_some_and(|i| !loopback(i)))
+        .filter(|m| RtHeader::read(m).protocol != RTPROT_KERNEL && oif_of(m).is_some_and(|i| !loopback(i)))
         .collect();
 
-    let mut deleted: Vec<RouteMessage> = Vec::new();
+    let mut deleted: Vec<Msg> = Vec::new();
     for m in &old {
         let r = info(m, &links).route;
         match nl
-            .ack(RouteNetlinkMessage::DelRoute(m.clone()), 0, || {
+            .ack(&deletion(m), 0, || {
                 format!("delete old route {} dev {}", r.dest, r.device)
             })
             .await
@@ -307,15 +354,11 @@ pub async fn replace_all(nl: &Nl, specs: &[RouteSpec]) -> Result<(), NetError> {
         }
     }
 
-    let mut added: Vec<RouteMessage> = Vec::new();
+    let mut added: Vec<Msg> = Vec::new();
     for (i, s, oif) in plan {
         let m = add_message(s, oif);
         let r = nl
-            .ack(
-                RouteNetlinkMessage::NewRoute(m.clone()),
-                NLM_F_CREATE | NLM_F_REPLACE,
-                || format!("add routes[{i}] ({s})"),
-            )
+            .ack(&m, NLM_F_CREATE | NLM_F_REPLACE, || format!("add routes[{i}] ({s})"))
             .await;
         if let Err(e) = r {
             restore(nl, &deleted, &added).await;
@@ -327,40 +370,34 @@ pub async fn replace_all(nl: &Nl, specs: &[RouteSpec]) -> Result<(), NetError> {
 }
 
 /// Best effort: removes `added` (newest first) and puts `deleted` back.
-async fn restore(nl: &Nl, deleted: &[RouteMessage], added: &[RouteMessage]) {
+async fn restore(nl: &Nl, deleted: &[Msg], added: &[Msg]) {
     for m in added.iter().rev() {
-        let _ = nl
-            .ack(RouteNetlinkMessage::DelRoute(m.clone()), 0, || {
-                "undo: delete route".into()
-            })
-            .await;
+        let _ = nl.ack(&deletion(m), 0, || "undo: delete route".into()).await;
     }
     // Routes without a gateway first, as when adding.
-    let mut back: Vec<&RouteMessage> = deleted.iter().collect();
-    back.sort_by_key(|m| m.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_))));
+    let mut back: Vec<&Msg> = deleted.iter().collect();
+    back.sort_by_key(|m| m.attr(RTA_GATEWAY).is_some());
     for m in back {
         let _ = nl
-            .ack(
-                RouteNetlinkMessage::NewRoute(restore_message(m)),
-                NLM_F_CREATE | NLM_F_REPLACE,
-                || "undo: restore route".into(),
-            )
+            .ack(&restore_message(m), NLM_F_CREATE | NLM_F_REPLACE, || {
+                "undo: restore route".into()
+            })
             .await;
     }
 }
 
 /// The routes through link `index` that `replace_all` would own (for the
 /// interface update to put back what an address change swept away).
-pub async fn snapshot_link(nl: &Nl, index: u32) -> Result<Vec<RouteMessage>, NetError> {
+pub async fn snapshot_link(nl: &Nl, index: u32) -> Result<Vec<Msg>, NetError> {
     Ok(dump_main(nl)
         .await?
         .into_iter()
-        .filter(|m| m.header.protocol != RouteProtocol::Kernel && oif_of(m) == Some(index))
+        .filter(|m| RtHeader::read(m).protocol != RTPROT_KERNEL && oif_of(m) == Some(index))
         .collect())
 }
 
 /// Adds back the routes of `snap` that are missing now.
-pub async fn restore_missing(nl: &Nl, snap: &[RouteMessage]) {
+pub async fn restore_missing(nl: &Nl, snap: &[Msg]) {
     restore(nl, snap, &[]).await
 }
 
@@ -383,22 +420,17 @@ mod tests {
     #[test]
     fn add_message_carries_every_field() {
         let m = add_message(&spec("10.0.0.0/8", Some("10.88.0.1")), 7);
-        assert_eq!(m.header.address_family, AddressFamily::Inet);
-        assert_eq!(m.header.destination_prefix_length, 8);
-        assert_eq!(m.header.table, 254);
-        assert_eq!(m.header.protocol, RouteProtocol::Boot);
-        assert_eq!(m.header.kind, RouteType::Unicast);
-        assert_eq!(m.header.flags.bits(), RTNH_F_ONLINK);
-        assert!(m.attributes.contains(&RouteAttribute::Oif(7)));
-        assert!(m.attributes.contains(&RouteAttribute::Gateway(RouteAddress::Inet(
-            "10.88.0.1".parse().unwrap()
-        ))));
-        assert!(m.attributes.contains(&RouteAttribute::PrefSource(RouteAddress::Inet(
-            "10.88.0.5".parse().unwrap()
-        ))));
-        assert!(m
-            .attributes
-            .contains(&RouteAttribute::Metrics(vec![RouteMetric::Mtu(1400)])));
+        let h = RtHeader::read(&m);
+        assert_eq!(h.family, libc::AF_INET as u8);
+        assert_eq!(h.dst_len, 8);
+        assert_eq!(h.table, 254);
+        assert_eq!(h.protocol, RTPROT_BOOT);
+        assert_eq!(h.kind, RTN_UNICAST);
+        assert_eq!(h.flags, RTNH_F_ONLINK);
+        assert_eq!(oif_of(&m), Some(7));
+        assert_eq!(m.attr(RTA_GATEWAY).unwrap().data, [10, 88, 0, 1]);
+        assert_eq!(m.attr(RTA_PREFSRC).unwrap().data, [10, 88, 0, 5]);
+        assert_eq!(m.attr(RTA_METRICS).unwrap().nested_attrs(), [Attr::u32(RTAX_MTU, 1400)]);
         // The dumped form reads back to the same route.
         let links = [Link {
             index: 7,
@@ -421,20 +453,26 @@ mod tests {
         s.source = Source::Prefix(IpNet::parse("s", "fd00::/64").unwrap());
         s.mtu = 0;
         let m = add_message(&s, 3);
-        assert_eq!(m.header.address_family, AddressFamily::Inet6);
-        assert_eq!(m.header.source_prefix_length, 64);
-        assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
-        assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Metrics(_))));
+        let h = RtHeader::read(&m);
+        assert_eq!(h.family, libc::AF_INET6 as u8);
+        assert_eq!(h.src_len, 64);
+        assert!(m.attr(RTA_DST).is_none());
+        assert!(m.attr(RTA_METRICS).is_none());
         assert_eq!(info(&m, &[]).route.dest.to_string(), "::/0");
     }
 
     #[test]
     fn restore_keeps_what_the_route_is_made_of() {
         let mut old = add_message(&spec("10.0.0.0/8", Some("10.88.0.1")), 7);
-        old.header.flags = RouteFlags::from_bits_retain(RTNH_F_ONLINK | 0x10 /* linkdown */);
-        old.attributes.push(RouteAttribute::Expires(5));
+        old.header = RtHeader {
+            flags: RTNH_F_ONLINK | 0x10, /* linkdown */
+            ..RtHeader::read(&old)
+        }
+        .bytes();
+        old.attrs.push(Attr::u32(23 /* RTA_EXPIRES */, 5));
         let m = restore_message(&old);
-        assert_eq!(m.header.flags.bits(), RTNH_F_ONLINK);
-        assert_eq!(m.attributes.len(), old.attributes.len() - 1);
+        assert_eq!(RtHeader::read(&m).flags, RTNH_F_ONLINK);
+        assert_eq!(m.attrs.len(), old.attrs.len() - 1);
+        assert_eq!(deletion(&m).kind, RTM_DELROUTE);
     }
 }

@@ -1,5 +1,5 @@
 //! The guest's network, as the sandbox owns it: interfaces, routes, ARP
-//! neighbours (`crate::net` on rtnetlink) and iptables (the image's tools,
+//! neighbours (`crate::net` on route netlink) and iptables (the image's tools,
 //! their exits from the engine's reaper). A hot-plugged NIC is waited for
 //! here, through the sandbox's [`crate::device::Devices`], as block devices are.
 
