@@ -236,7 +236,7 @@ bench: toolchain
 	if [ -n "$$musl" ]; then printf "  static musl (%s): %s bytes\n" $(STATIC_BIN) $$(stat -c %s $(STATIC_BIN)); \
 	  file $(STATIC_BIN) | sed 's/^/  /'; bins="musl=$(CURDIR)/$(STATIC_BIN):"; \
 	  with=$$(stat -c %s $(STATIC_BIN)); without=$$(stat -c %s target/bench/pith-agent-no-net); \
-	  printf "  static musl without networking (--no-default-features): %s bytes; networking (src/net, rtnetlink, netlink-packet-*) costs %s bytes\n" $$without $$((with - without)); \
+	  printf "  static musl without networking (--no-default-features): %s bytes; networking (src/net) costs %s bytes\n" $$without $$((with - without)); \
 	  printf "  budget 4194304 bytes (4 MiB): %s; kata-agent 4.1.0: 26.2 MB (issue 16's table, measured 2026-12-01, not in this run)\n" \
 	    "$$( [ $$with -le 4194304 ] && echo "within, $$((4194304 - with)) bytes to spare" || echo "OVER by $$((with - 4194304)) bytes")"; fi; \
 	printf "  gnu, dynamic (target/release/pith-agent): %s bytes\n" $$(stat -c %s target/release/pith-agent); \
