@@ -64,6 +64,37 @@ pub struct SpawnSpec<'a> {
     /// `(fd in parent, fd number in child)`; everything else is closed at exec
     /// (the runtime's fds are close-on-exec).
     pub fds: Vec<(RawFd, RawFd)>,
+    /// A cgroup v2 directory (an open descriptor) to create the process in
+    /// (`clone3` with `CLONE_INTO_CGROUP`): no migration afterwards, whose
+    /// write lock on the threadgroup semaphore waits for an RCU grace period.
+    pub cgroup: Option<RawFd>,
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7): the child starts in `clone_args.cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Whether the kernel refused `clone3` itself (older than 5.7 for
+/// `CLONE_INTO_CGROUP`, or a seccomp filter that answers ENOSYS), so that the
+/// caller falls back to moving the process.
+pub fn clone3_unsupported(e: &Error) -> bool {
+    matches!(e, Error::Sys { syscall: "clone3", source, .. } if matches!(*source, nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL))
 }
 
 /// Called with the new pid before the child may exec; used to write the
@@ -221,22 +252,51 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
         saved
     };
-    // SAFETY: child_main only runs async-signal-safe syscalls on its own stack;
-    // without CLONE_VM the child works on a copy of `args` and `stack`, with it
-    // this thread is suspended (CLONE_VFORK) until the child has executed or exited.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top,
-            spec.flags.bits() | share | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
-        )
+    let (pid, clone_err) = match spec.cgroup {
+        // SAFETY: child_main only runs async-signal-safe syscalls on its own stack;
+        // without CLONE_VM the child works on a copy of `args` and `stack`, with it
+        // this thread is suspended (CLONE_VFORK) until the child has executed or exited.
+        None => unsafe {
+            let pid = libc::clone(
+                child_main,
+                top,
+                spec.flags.bits() | share | libc::SIGCHLD,
+                &args as *const ChildArgs as *mut libc::c_void,
+            );
+            (pid, nix::Error::last())
+        },
+        // clone3 has no function-and-stack form: the child returns from the
+        // syscall like fork's, so it needs its own copy of the memory (no
+        // CLONE_VM); CLONE_VFORK still holds this thread until the exec.
+        Some(cg) => {
+            let cargs = CloneArgs {
+                flags: spec.flags.bits() as u64 | CLONE_INTO_CGROUP | if vfork { libc::CLONE_VFORK as u64 } else { 0 },
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: cg as u64,
+                ..CloneArgs::default()
+            };
+            // SAFETY: clone3 with a valid, fully initialised clone_args and its size.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &cargs as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
+            if ret == 0 {
+                // The child, on a copy of this stack: child_main executes or exits.
+                child_main(&args as *const ChildArgs as *mut libc::c_void);
+                // SAFETY: _exit is async-signal-safe; child_main does not return.
+                unsafe { libc::_exit(127) };
+            }
+            (ret as libc::pid_t, nix::Error::last())
+        }
     };
-    let clone_err = nix::Error::last();
     // SAFETY: restores this thread's mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
     if pid < 0 {
-        return Err(sys("clone", format!("flags {:?}", spec.flags))(clone_err));
+        let call = if spec.cgroup.is_some() { "clone3" } else { "clone" };
+        return Err(sys(call, format!("flags {:?}", spec.flags))(clone_err));
     }
     drop(err_w);
     let pid = Pid::from_raw(pid);

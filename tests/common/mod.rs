@@ -42,6 +42,12 @@ impl Agent {
     /// Like [`Agent::start_with`], the agent run by `wrapper` (e.g. `ip netns exec NS`),
     /// which must exec it (so that the child is the agent).
     pub fn start_in(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_bin(Path::new(env!("CARGO_BIN_EXE_pith-agent")), wrapper, extra, env)
+    }
+
+    /// Like [`Agent::start_in`], with the agent binary `agent_bin` (e.g. the
+    /// static build that goes into the guest image).
+    pub fn start_bin(agent_bin: &Path, wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("agent.sock");
         let cmdline = dir.path().join("cmdline");
@@ -51,7 +57,6 @@ impl Agent {
         // The guest's resolv.conf stand-in, which CreateSandbox's DNS is
         // bind-mounted over (never the machine's /etc/resolv.conf).
         std::fs::write(dir.path().join("resolv.conf"), GUEST_RESOLV_CONF).unwrap();
-        let agent_bin = env!("CARGO_BIN_EXE_pith-agent");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);

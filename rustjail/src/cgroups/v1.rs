@@ -97,6 +97,18 @@ impl V1Manager {
         Ok(())
     }
 
+    /// Like [`V1Manager::create`]; true when no hierarchy had the directory.
+    pub fn create_new(&self) -> Result<bool> {
+        let mut new = true;
+        for d in self.unique_dirs() {
+            new &= fs::mkdir_new(d)?;
+        }
+        if let (Some(dir), Some(mount)) = (self.paths.get("cpuset"), self.mounts.get("cpuset")) {
+            ensure_cpuset(mount, dir)?;
+        }
+        Ok(new)
+    }
+
     /// Moves process `pid` (all its threads) into the cgroup in every hierarchy.
     pub fn add_task(&self, pid: i32) -> Result<()> {
         if pid <= 0 {
