@@ -282,16 +282,7 @@ pub fn set_device_filter(dir: &Path, state: &DeviceState) -> Result<()> {
     let what = dir.display().to_string();
     let cg = open_cgroup_dir(dir)?;
     let old = query_device_programs(cg.as_raw_fd(), &what)?;
-    let insns = device_program(state);
-    // A new cgroup (nothing attached) takes a program loaded before for the
-    // same rules, if any: containers mostly share theirs, and the verifier's
-    // run is the dearest part of a load. A replacement (hot-plug) loads anew,
-    // so the program it replaces is never the one it attaches.
-    let prog = if old.is_empty() {
-        shared_program(&insns, &what)?
-    } else {
-        load_device_program(&insns, &what)?
-    };
+    let prog = load_device_program(&device_program(state), &what)?;
     let mut attr = attach_attr(cg.as_raw_fd(), prog.as_raw_fd(), BPF_F_ALLOW_MULTI);
     sys_bpf(BPF_PROG_ATTACH, &mut attr).map_err(|e| Error::Sys {
         syscall: "bpf(BPF_PROG_ATTACH)",
@@ -335,28 +326,6 @@ pub fn set_device_filter(dir: &Path, state: &DeviceState) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// How many loaded device programs [`shared_program`] keeps.
-const SHARED_PROGRAMS: usize = 8;
-
-/// A loaded program for `insns`: one kept from an earlier load, or a new one
-/// (then kept, the least recently used one dropped).
-fn shared_program(insns: &[Insn], what: &str) -> Result<OwnedFd> {
-    static KEPT: std::sync::Mutex<Vec<(Vec<Insn>, OwnedFd)>> = std::sync::Mutex::new(Vec::new());
-    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = kept.iter().position(|(k, _)| k.as_slice() == insns) {
-        let entry = kept.remove(i);
-        let fd = entry.1.try_clone().map_err(|e| Error::io("dup", what, e))?;
-        kept.push(entry);
-        return Ok(fd);
-    }
-    let prog = load_device_program(insns, what)?;
-    if kept.len() == SHARED_PROGRAMS {
-        kept.remove(0);
-    }
-    kept.push((insns.to_vec(), prog.try_clone().map_err(|e| Error::io("dup", what, e))?));
-    Ok(prog)
 }
 
 /// Detaches every device program we can access from the cgroup `dir` (test and cleanup helper).

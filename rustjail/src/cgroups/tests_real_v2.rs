@@ -154,30 +154,3 @@ fn real_v2_process_created_in_its_cgroup() {
         m.path().display()
     );
 }
-
-#[test]
-#[cfg_attr(not(all(pith_root, pith_cgroup2)), ignore = "needs root and a cgroup2 mount")]
-fn real_v2_new_cgroups_share_the_program_of_the_same_rules() {
-    let (a, _ga) = v2_cgroup("v2shareA");
-    let (b, _gb) = v2_cgroup("v2shareB");
-    let rules = vec![
-        rule(false, None, None, None, "rwm"),
-        rule(true, Some(LinuxDeviceType::C), Some(1), Some(7), "rwm"),
-    ];
-    let ids = |m: &Manager| {
-        let Manager::V2(v) = m else { unreachable!() };
-        let f = open_cgroup_dir(v.path()).unwrap();
-        query_device_programs(f.as_raw_fd(), "test").unwrap()
-    };
-    a.update_devices(&rules).unwrap();
-    b.update_devices(&rules).unwrap();
-    assert_eq!(ids(&a), ids(&b), "one program loaded for both");
-    // A replacement loads its own: the shared one stays with the other cgroup.
-    let mut more = rules.clone();
-    more.push(rule(true, Some(LinuxDeviceType::C), Some(1), Some(8), "rwm"));
-    b.update_devices(&more).unwrap();
-    assert_eq!(ids(&b).len(), 1);
-    assert_ne!(ids(&a), ids(&b));
-    let out = run_in(&a, OPEN_DEVICES);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "null-denied\nzero-denied\n");
-}
