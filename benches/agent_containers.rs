@@ -154,6 +154,16 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64) {
     (percentile(&ms, 0.5), percentile(&ms, 0.9))
 }
 
+/// "name median, ..." of each phase's times.
+fn phase_medians(names: &[&str], phases: [Vec<f64>; 4]) -> String {
+    let med: Vec<String> = names
+        .iter()
+        .zip(phases)
+        .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
+        .collect();
+    med.join(", ")
+}
+
 /// User + system CPU time of `pid` and of the children it reaped, in ms.
 fn cpu_ms_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -398,12 +408,7 @@ fn main() {
             let (m, p90) = summary(rpc);
             println!("  create+start+wait+remove of /bin/true (the spec as a Kata host sends it), {cycles} cycles after {WARMUP} warm-up, pause container running:");
             println!("    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms   (goal: median <= 4 ms, p90 <= 5 ms)");
-            let med: Vec<String> = ["create", "start", "wait", "remove"]
-                .iter()
-                .zip(phases)
-                .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
-                .collect();
-            println!("      phase medians (ms): {}", med.join(", "));
+            println!("      phase medians (ms): {}", phase_medians(&["create", "start", "wait", "remove"], phases));
             println!(
                 "      CPU per cycle, the agent and the inits it reaped (user+system, load-independent): {cpu_per_cycle:.2} ms"
             );
@@ -633,12 +638,8 @@ fn pod_start(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
     let (m, p90) = summary(total);
     println!("  pod start (UpdateInterface + UpdateRoutes + CreateSandbox + 2 containers running), {PODS} pods, each in a fresh agent and netns:");
     println!("    median {m:.2} ms, p90 {p90:.2} ms");
-    let med: Vec<String> = ["UpdateInterface", "UpdateRoutes", "CreateSandbox", "2 containers"]
-        .iter()
-        .zip(phases)
-        .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
-        .collect();
-    println!("      phase medians (ms): {}", med.join(", "));
+    let names = ["UpdateInterface", "UpdateRoutes", "CreateSandbox", "2 containers"];
+    println!("      phase medians (ms): {}", phase_medians(&names, phases));
     println!(
         "    agent RSS with the network configured and 2 containers running: {:.2} MiB",
         rss_net as f64 / 1024.0

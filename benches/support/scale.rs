@@ -27,7 +27,10 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
         start(&c, rootfs, &format!("scale-pause-{}", std::process::id()), &["sleep", "100000"]).await;
         let true_spec = super::spec(rootfs, &["true"]);
+        let pid = agent.child.id();
+        let cpu = super::cpu_ms_of(pid);
         let (create1, cycle1) = super::cycles_of(&c, &true_spec, "scale-first", CYCLES).await;
+        let cpu1 = (super::cpu_ms_of(pid) - cpu) / (CYCLES + super::WARMUP) as f64;
         let mut ramp = Vec::new();
         let mut rss100 = 0;
         // The pause container and the cycled one make 200.
@@ -44,7 +47,9 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
                 rss100 = rss_kib(agent.child.id());
             }
         }
+        let cpu = super::cpu_ms_of(pid);
         let (create200, cycle200) = super::cycles_of(&c, &true_spec, "scale-last", CYCLES).await;
+        let cpu200 = (super::cpu_ms_of(pid) - cpu) / (CYCLES + super::WARMUP) as f64;
         let t = Instant::now();
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
         let destroy = t.elapsed();
@@ -64,6 +69,11 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         println!(
             "    {SCALE}th / 2nd: {:.2}x (goal <= 1.2x); idle containers' CreateContainer, first 20 vs last 20: {head:.2} / {tail:.2} ms",
             c200 / c1
+        );
+        println!(
+            "    CPU per cycle (the agent and the inits it reaped; other load does not inflate it): {cpu1:.2} ms as the 2nd, \
+             {cpu200:.2} ms as the {SCALE}th ({:.2}x)",
+            cpu200 / cpu1
         );
         println!(
             "    agent RSS with 100 containers running: {:.2} MiB; DestroySandbox of {SCALE}: {} ms",

@@ -50,17 +50,6 @@ impl Container {
     /// one (or none) the init's children and exec'd processes would run on
     /// until RemoveContainer.
     fn watch_leftovers(self: &Arc<Self>, log: &slog::Logger) {
-        // Nothing outlives the init of a PID namespace of its own: no freeze,
-        // listing and thaw of the cgroup on every exit.
-        let own_pidns = self.engine.spec().linux().as_ref().is_some_and(|l| {
-            l.namespaces()
-                .iter()
-                .flatten()
-                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
-        });
-        if own_pidns {
-            return;
-        }
         let container = Arc::downgrade(self);
         let mut exit = self.init.exit_watch();
         let log = log.clone();
