@@ -2,61 +2,18 @@
 //! logging, PID 1 duties, then the server on the configured addresses until
 //! SIGTERM, SIGINT or DestroySandbox.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use slog::{error, info, warn};
 
+use crate::config::flags::Args;
 use crate::config::{self, AgentConfig, FlagOverrides, Sources};
 use crate::context::AgentContext;
 use crate::sandbox::rustjail_engine::RustjailEngine;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::server::{dispatch::Dispatcher, limits::Limits, Listener, Server};
-use crate::{init, logging, rpc, AGENT_VERSION};
-
-/// The pith agent: runs containers inside a VM for a host runtime, speaking the
-/// Kata Containers agent protocol over vsock.
-///
-/// Configuration is read from the kernel command line (agent.* keys), then the
-/// TOML file named by agent.config_file, then PITH_AGENT_SERVER_ADDR /
-/// KATA_AGENT_SERVER_ADDR / PITH_AGENT_LOG_LEVEL, then these flags.
-#[derive(Parser, Debug)]
-#[command(name = "pith-agent", version = AGENT_VERSION)]
-struct Args {
-    /// Address to listen on (vsock://CID:PORT or unix:///path); repeat for several.
-    #[arg(long = "server-addr", value_name = "ADDR")]
-    server_addrs: Vec<String>,
-    /// Log level: critical, error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-    /// TOML configuration file (overrides agent.config_file).
-    #[arg(long, value_name = "FILE")]
-    config_file: Option<PathBuf>,
-    /// Seconds to wait for a hot-plugged device.
-    #[arg(long, value_name = "SECS")]
-    hotplug_timeout: Option<String>,
-    /// File to read the kernel command line from.
-    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
-    cmdline: PathBuf,
-    /// Also write logs to the kernel log (always on when running as PID 1).
-    #[arg(long)]
-    kmsg: bool,
-    /// Kernel log device to use with --kmsg.
-    #[arg(long, value_name = "FILE", default_value = "/dev/kmsg")]
-    kmsg_path: PathBuf,
-    /// Directory for container state and bundles.
-    #[arg(long, value_name = "DIR", default_value = "/run/pith")]
-    state_dir: PathBuf,
-    /// The guest's resolv.conf: CreateSandbox mounts the sandbox's DNS over it
-    /// (when it exists, as kata-agent).
-    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
-    resolv_conf: PathBuf,
-    /// File CreateSandbox writes the sandbox's DNS servers to.
-    #[arg(long, value_name = "FILE", default_value = crate::sandbox::dns::SANDBOX_RESOLV_CONF)]
-    sandbox_resolv_conf: PathBuf,
-}
+use crate::{init, logging, rpc};
 
 /// Every mode this binary starts in besides the agent: single-threaded
 /// helpers that rustjail starts from its sealed copy of this binary.
@@ -73,7 +30,7 @@ const MODES: &[rustjail::helper::Mode] = &[
 pub fn main() {
     // In one of the helper modes this never returns.
     rustjail::helper::dispatch(MODES);
-    let args = Args::parse();
+    let args = Args::from_env();
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");
         std::process::exit(1);

@@ -12,6 +12,10 @@ use slog::{o, Drain, Key, Level, Logger, OwnedKVList, Record, Serializer, KV};
 /// Name that prefixes kmsg lines and fills the `name` field of JSON lines.
 pub const LOG_NAME: &str = "pith-agent";
 
+/// Records the log thread may have queued; more are dropped, and counted in
+/// a "dropped messages" record (slog-async's overflow strategy).
+const LOG_QUEUE: usize = 256;
+
 /// Keeps the async log thread alive; dropping it flushes what is queued.
 pub struct LogGuard(#[allow(dead_code)] Option<slog_async::AsyncGuard>);
 
@@ -34,7 +38,10 @@ pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<Stri
         }
     });
     let both = slog::Duplicate::new(json, OptionalDrain(kmsg_drain)).fuse();
-    let (drain, guard) = slog_async::Async::new(both).chan_size(4096).build_with_guard();
+    // The queue's slots are allocated and written when it is made, so its
+    // length is resident memory from the start (~120 bytes a slot): 256
+    // records of burst, at the agent's info level a few hundred calls' worth.
+    let (drain, guard) = slog_async::Async::new(both).chan_size(LOG_QUEUE).build_with_guard();
     // Filtered before the queue: a record below the level (every RPC's debug
     // line, normally) costs a comparison, not a copy into the log thread.
     let filtered = slog::LevelFilter::new(drain.fuse(), level).fuse();

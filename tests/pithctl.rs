@@ -105,6 +105,21 @@ fn methods_lists_every_service() {
     assert!(text.contains("pith.Negotiation/Hello"));
 }
 
+/// `pithctl methods | head -1`: a reader that leaves early is not an error.
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let mut child = Command::new(common::pithctl_bin())
+        .arg("methods")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn no_agent_is_a_clear_error_after_the_timeout() {
     let out = Command::new(common::pithctl_bin())
@@ -182,6 +197,25 @@ fn drives_a_pod_from_the_command_line() {
         Some("round trip\n"),
     );
     assert_eq!(text(&cat), "round trip\n");
+    // Not a terminal on our side: the process's terminal gets the default size
+    // instead of staying 0x0.
+    let size = pithctl(
+        &agent,
+        &[
+            "exec",
+            "-t",
+            "--exec-id",
+            "size1",
+            web,
+            "--",
+            "sh",
+            "-c",
+            // busybox's stty prints nothing on a 0x0 terminal.
+            "while :; do s=$(stty size 2>/dev/null); case \"$s\" in ''|'0 0') sleep 0.05;; *) break;; esac; done; echo \"$s\"",
+        ],
+        None,
+    );
+    assert_eq!(text(&size), "24 80\r\n");
     let pids: Vec<i32> = serde_json::from_str(&text(&pithctl(&agent, &["ps", web, "--format", "json"], None))).unwrap();
     assert_eq!(pids.len(), 1);
     assert!(text(&pithctl(&agent, &["ps", web], None)).contains("sleep 1000"));

@@ -6,7 +6,6 @@
 //! printing until the guest closes, so `echo 'uname -a; exit' | pithctl console`
 //! shows all the output.
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use std::io::{Read, Write};
@@ -23,7 +22,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// Connects to the console at `addr` and copies stdin/stdout until the guest closes.
 pub async fn run(addr: &Address, timeout: Duration) -> Result<()> {
     let stream = connect(addr, timeout).await?;
-    let _raw = RawMode::enter();
+    let _raw = crate::term::RawMode::enter();
     let (mut rd, mut wr) = tokio::io::split(stream);
     // stdin on a plain thread (blocking reads), handed over in chunks.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
@@ -89,38 +88,6 @@ async fn connect(addr: &Address, timeout: Duration) -> Result<Box<dyn Stream>> {
             Ok(s) => return Ok(s),
             Err(e) if start.elapsed() >= timeout => return Err(anyhow!("connect to debug console {addr}: {e}")),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// The terminal in raw mode while alive; restored on drop. Nothing when stdin
-/// is not a terminal.
-struct RawMode(Option<libc::termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        let fd = std::io::stdin().as_raw_fd();
-        // SAFETY: termios is plain data; tcgetattr fills it or fails.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: isatty/tcgetattr on stdin with a valid out pointer.
-        if unsafe { libc::isatty(fd) } != 1 || unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return RawMode(None);
-        }
-        let mut raw = saved;
-        // SAFETY: cfmakeraw edits the struct in place; tcsetattr reads it.
-        unsafe {
-            libc::cfmakeraw(&mut raw);
-            libc::tcsetattr(fd, libc::TCSANOW, &raw);
-        }
-        RawMode(Some(saved))
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.0 {
-            // SAFETY: restores the attributes read in `enter`.
-            unsafe { libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, saved) };
         }
     }
 }

@@ -205,6 +205,28 @@ async fn pump(c: &Client, id: &str, exec_id: &str, method: &str, mut out: impl W
     }
 }
 
+/// Gives the process's terminal our window size, now and after every SIGWINCH.
+/// A failed resize is not worth ending the session for: the process keeps its
+/// previous size.
+async fn follow_window(c: &Client, id: &str, exec_id: &str) {
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    loop {
+        let (rows, cols) = crate::term::window_size();
+        let mut r = TtyWinResizeRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.row = rows.into();
+        r.column = cols.into();
+        let _: Result<protobuf::well_known_types::empty::Empty> = call(c, "TtyWinResize", &r, Duration::ZERO).await;
+        match winch.as_mut() {
+            Some(w) => {
+                w.recv().await;
+            }
+            None => return,
+        }
+    }
+}
+
 /// Sends our stdin to the process, then closes its stdin.
 async fn feed(c: &Client, id: &str, exec_id: &str) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
@@ -239,6 +261,15 @@ async fn feed(c: &Client, id: &str, exec_id: &str) -> Result<()> {
 /// Streams stdin (when `interactive`), stdout and stderr, then waits for the
 /// process; returns its status.
 async fn attach(c: &Client, id: &str, exec_id: &str, tty: bool, interactive: bool) -> Result<i32> {
+    // Raw mode only with our stdin attached: keystrokes such as ^C belong to
+    // the container then, and to this command otherwise.
+    let _raw = (tty && interactive).then(crate::term::RawMode::enter);
+    let resize = async {
+        if tty {
+            follow_window(c, id, exec_id).await;
+        }
+        std::future::pending::<()>().await
+    };
     let input = async {
         if interactive {
             // The process may end before our stdin does; its end is what counts.
@@ -257,6 +288,7 @@ async fn attach(c: &Client, id: &str, exec_id: &str, tty: bool, interactive: boo
     let (o, e) = tokio::select! {
         r = async { tokio::join!(out, err) } => r,
         _ = input => unreachable!("pending"),
+        _ = resize => unreachable!("pending"),
     };
     o?;
     e?;

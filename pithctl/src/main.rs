@@ -5,6 +5,7 @@ mod console;
 mod container;
 mod hotplug;
 mod methods;
+mod term;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -91,7 +92,7 @@ fn main() {
     match rt.block_on(run(cli)) {
         Ok(container::Outcome::Print(out)) => {
             if !out.is_empty() {
-                println!("{out}")
+                print_out(&out)
             }
         }
         Ok(container::Outcome::Exit(status)) => {
@@ -101,6 +102,22 @@ fn main() {
         }
         Err(e) => {
             eprintln!("pithctl: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Prints a command's answer. A reader that stopped early (`pithctl methods |
+/// head`) took all it wanted: a broken pipe ends the command quietly, any
+/// other write error is reported.
+fn print_out(out: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{out}").and_then(|_| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("pithctl: error: write to stdout: {e}");
             std::process::exit(1);
         }
     }

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;
+pub mod spec_wire;
 pub mod state;
 pub mod sync;
 

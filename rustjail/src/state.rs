@@ -65,6 +65,7 @@ pub struct Container {
     /// The exec FIFO the init blocks on until `start` (removed by `start`).
     pub exec_fifo: PathBuf,
     /// The spec the container was created with.
+    #[serde(with = "crate::spec_wire::spec")]
     pub spec: Spec,
 }
 

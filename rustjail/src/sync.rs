@@ -19,6 +19,7 @@ pub struct InitConfig {
     /// Container id.
     pub id: String,
     /// The runtime spec.
+    #[serde(with = "crate::spec_wire::spec")]
     pub spec: Spec,
     /// Absolute path of the root filesystem on the host.
     pub rootfs: PathBuf,
@@ -49,6 +50,7 @@ pub struct ExecTarget {
     /// Host pid of the container's init, whose namespaces are joined.
     pub pid: i32,
     /// The process to run.
+    #[serde(with = "crate::spec_wire::process")]
     pub process: Process,
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 /// What a configuration file says.
 #[derive(Debug, Default)]
 pub struct FileValues {
-    /// `(canonical key, value)` pairs, in file order.
+    /// `(canonical key, value)` pairs, by key.
     pub pairs: Vec<(&'static str, String)>,
     /// One line per key the agent does not know.
     pub warnings: Vec<String>,
@@ -45,7 +45,8 @@ pub fn read(path: &Path) -> Result<FileValues, FileError> {
 
 /// Parses TOML text; the error is the parser's message.
 pub fn parse(text: &str) -> Result<FileValues, String> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    use serde_json::Value;
+    let table: serde_json::Map<String, Value> = basic_toml::from_str(text).map_err(|e| e.to_string())?;
     let mut pairs = Vec::new();
     let mut warnings = Vec::new();
     for (key, value) in &table {
@@ -54,14 +55,14 @@ pub fn parse(text: &str) -> Result<FileValues, String> {
             continue;
         };
         let value = match value {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Array(items) if canonical == "server_addr" || canonical == "kernel_modules" => items
+            Value::String(s) => s.clone(),
+            Value::Array(items) if canonical == "server_addr" || canonical == "kernel_modules" => items
                 .iter()
                 .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                 .collect::<Vec<_>>()
                 .join(","),
+            // Numbers and booleans as TOML writes them; anything else as JSON
+            // text, for the key's parser to refuse by name.
             other => other.to_string(),
         };
         pairs.push((canonical, value));
@@ -109,7 +110,25 @@ mod tests {
     }
 
     #[test]
+    fn kata_tables_are_unknown_keys_and_odd_values_reach_the_key_parser() {
+        let FileValues { pairs, warnings } = parse(
+            "hotplug_timeout = 1.5\ndebug_console = { on = true }\n\
+             [endpoints]\nallowed = [\"CreateContainerRequest\"]\n",
+        )
+        .unwrap();
+        assert!(pairs.contains(&("hotplug_timeout", "1.5".to_string())), "{pairs:?}");
+        assert!(
+            pairs.contains(&("debug_console", "{\"on\":true}".to_string())),
+            "{pairs:?}"
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"endpoints\""), "{warnings:?}");
+    }
+
+    #[test]
     fn broken_toml_is_an_error() {
         assert!(parse("log_level = ").is_err());
+        let e = parse("log_level = \"a\"\nlog_level = \"b\"\n").err().unwrap();
+        assert!(e.contains("log_level"), "{e}");
     }
 }

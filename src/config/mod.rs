@@ -6,6 +6,7 @@
 
 pub mod cmdline;
 pub mod file;
+pub mod flags;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
