@@ -19,6 +19,8 @@
 //! build that goes into the guest image), or the release build.
 //! `PITH_BENCH_PARTS` picks parts (comma-separated: cycle, stream, rss, scale,
 //! pods; default all), `PITH_BENCH_CYCLES` the number of cycles of the first.
+//! With `PITH_AGENT_BIN_B` set, the cycle also runs through that build and
+//! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison).
 
 mod common;
 #[path = "support/scale.rs"]
@@ -506,24 +508,29 @@ fn main() {
         let dir2 = tempfile::tempdir().unwrap();
         let agent = start_agent(&bin, dir2.path());
         rt.block_on(async {
-        let addr = protocols::addr::Address::Unix(agent.sock.clone());
-        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
-        let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
-        let idle0 = rss_kib(agent.child.id());
-        for i in 0..IDLE_CONTAINERS {
-            let id = format!("idle-{}-{i}", std::process::id());
-            start(&c, &rootfs, &id, &["sleep", "100000"]).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let rss = rss_kib(agent.child.id());
-        println!(
+            let addr = protocols::addr::Address::Unix(agent.sock.clone());
+            let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+            let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
+            let idle0 = rss_kib(agent.child.id());
+            for i in 0..IDLE_CONTAINERS {
+                let id = format!("idle-{}-{i}", std::process::id());
+                start(&c, &rootfs, &id, &["sleep", "100000"]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let rss = rss_kib(agent.child.id());
+            println!(
             "  agent RSS: {:.2} MiB with {IDLE_CONTAINERS} idle containers, {:.2} MiB with none (kata-agent 4.1.0: \
              15.5 / 12.0 MiB in issue 16's table, measured 2026-12-01, not in this run)",
             rss as f64 / 1024.0,
             idle0 as f64 / 1024.0
         );
-        let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
-    });
+            let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+        });
+    }
+
+    // A/B: the same cycle through two agent builds, alternating every cycle.
+    if let Ok(bin_b) = std::env::var("PITH_AGENT_BIN_B") {
+        ab_cycles(&rt, &[bin.as_str(), bin_b.as_str()], &rootfs);
     }
 
     // 4. 200 containers in one sandbox.
@@ -533,6 +540,86 @@ fn main() {
     if part("pods") {
         pod_start(&rt, &bin, &rootfs);
     }
+}
+
+/// The create → start → wait → remove cycle through each agent of `bins`
+/// (each with its own sandbox and pause container), one cycle of each in
+/// turn, the order alternating: a before/after comparison that load on the
+/// machine affects alike. Prints each agent's cycle and phase medians.
+fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
+    let cycles: usize = std::env::var("PITH_BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CYCLES);
+    let dirs: Vec<_> = bins.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let agents: Vec<AgentProc> = bins.iter().zip(&dirs).map(|(b, d)| start_agent(b, d.path())).collect();
+    rt.block_on(async {
+        let mut clients = Vec::new();
+        // Container ids name host-wide cgroups: each agent gets its own.
+        for (k, a) in agents.iter().enumerate() {
+            let addr = protocols::addr::Address::Unix(a.sock.clone());
+            let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+            let mut sb = CreateSandboxRequest::new();
+            sb.sandbox_id = "bench-ab".into();
+            sb.hostname = "bench".into();
+            let _: Empty = call(&c, "CreateSandbox", &sb).await;
+            start(
+                &c,
+                rootfs,
+                &format!("pause-ab{k}-{}", std::process::id()),
+                &["sleep", "100000"],
+            )
+            .await;
+            clients.push(c);
+        }
+        let cpu0: Vec<f64> = agents.iter().map(|a| cpu_ms_of(a.child.id())).collect();
+        let mut total: Vec<Vec<f64>> = vec![Vec::new(); bins.len()];
+        let mut phases: Vec<[Vec<f64>; 4]> = vec![Default::default(); bins.len()];
+        for i in 0..WARMUP + cycles {
+            let order: Vec<usize> = if i % 2 == 0 {
+                (0..bins.len()).collect()
+            } else {
+                (0..bins.len()).rev().collect()
+            };
+            for k in order {
+                let c = &clients[k];
+                let id = format!("ab{k}-{}-{i}", std::process::id());
+                let t = Instant::now();
+                let _: Empty = call(c, "CreateContainer", &create_req(rootfs, &id, &["true"])).await;
+                let t1 = Instant::now();
+                let mut s = StartContainerRequest::new();
+                s.container_id = id.clone();
+                let _: Empty = call(c, "StartContainer", &s).await;
+                let t2 = Instant::now();
+                assert_eq!(wait(c, &id).await, 0);
+                let t3 = Instant::now();
+                remove(c, &id).await;
+                if i >= WARMUP {
+                    total[k].push(t.elapsed().as_secs_f64() * 1e3);
+                    for (j, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
+                        phases[k][j].push(d.as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+        println!("  A/B, {cycles} cycles of each agent, alternating cycle by cycle (PITH_AGENT_BIN_B):");
+        for (k, bin) in bins.iter().enumerate() {
+            let cpu = (cpu_ms_of(agents[k].child.id()) - cpu0[k]) / (WARMUP + cycles) as f64;
+            let (m, p90) = summary(std::mem::take(&mut total[k]));
+            let ph = std::mem::take(&mut phases[k]);
+            println!(
+                "    {}: {bin}: cycle median {m:.2} ms, p90 {p90:.2} ms, CPU per cycle {cpu:.2} ms",
+                ["A", "B"][k.min(1)]
+            );
+            println!(
+                "      phase medians (ms): {}",
+                phase_medians(&["create", "start", "wait", "remove"], ph)
+            );
+        }
+        for c in &clients {
+            let _: Empty = call(c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+        }
+    });
 }
 
 const PODS: usize = 20;

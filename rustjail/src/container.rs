@@ -209,9 +209,10 @@ impl Runtime {
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
         let linux = spec.linux().clone().unwrap_or_default();
         let cgroup = Manager::new(linux.cgroups_path().as_deref(), &id)?;
+        let resources = crate::devices::effective_resources(&spec);
         // A directory that was there may hold another container's processes.
         let make_cgroup = || -> Result<DestroyOnDrop> {
-            if !cgroup.create_new()? {
+            if !cgroup.create_new(&resources)? {
                 let busy = cgroup.pids()?;
                 if !busy.is_empty() {
                     return Err(Error::Spec(format!(
@@ -253,7 +254,7 @@ impl Runtime {
             Some(g) => g,
             None => make_cgroup()?,
         };
-        cgroup.apply(&crate::devices::effective_resources(&spec))?;
+        cgroup.apply(&resources)?;
         // Otherwise the init moves itself, which is cheaper on v1 (no RCU grace
         // period); in a new user namespace it may not write the host's cgroup files.
         let join_cgroup = if in_cgroup {

@@ -133,11 +133,12 @@ impl Manager {
         }
     }
 
-    /// Creates the cgroup directories; true when none was there before (so
-    /// the cgroup holds no process yet).
-    pub fn create_new(&self) -> Result<bool> {
+    /// Creates the cgroup directories a container with resources `r` needs
+    /// (v1: see [`V1Manager::create_new`]); true when none was there before
+    /// (so the cgroup holds no process yet).
+    pub fn create_new(&self, r: &LinuxResources) -> Result<bool> {
         match self {
-            Manager::V1(m) => m.create_new(),
+            Manager::V1(m) => m.create_new(r),
             Manager::V2(m) => m.create_new(),
         }
     }
