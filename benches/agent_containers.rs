@@ -8,6 +8,7 @@
 //! * `ReadStdout` throughput: 1 GiB from `dd` in a container, read with 1 MiB
 //!   requests, next to the same bytes through a plain pipe (`dd | cat`);
 //! * the agent's RSS with 10 idle containers;
+//! * the cgroup v1 cost per hierarchy (`support/v1_cost.rs`);
 //! * 200 containers in one sandbox: CreateContainer of the 200th next to
 //!   the 2nd's (`support/scale.rs`);
 //! * pod start as a Kata runtime drives it: UpdateInterface + UpdateRoutes +
@@ -17,14 +18,16 @@
 //!
 //! The agent binary is `PITH_AGENT_BIN` (make bench passes the static musl
 //! build that goes into the guest image), or the release build.
-//! `PITH_BENCH_PARTS` picks parts (comma-separated: cycle, stream, rss, scale,
-//! pods; default all), `PITH_BENCH_CYCLES` the number of cycles of the first.
+//! `PITH_BENCH_PARTS` picks parts (comma-separated: cycle, stream, rss, v1cost,
+//! scale, pods; default all), `PITH_BENCH_CYCLES` the number of cycles of the first.
 //! With `PITH_AGENT_BIN_B` set, the cycle also runs through that build and
 //! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison).
 
 mod common;
 #[path = "support/scale.rs"]
 mod scale;
+#[path = "support/v1_cost.rs"]
+mod v1_cost;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -330,6 +333,9 @@ fn part(part: &str) -> bool {
 }
 
 fn main() {
+    if std::env::var_os(v1_cost::CHILD_ENV).is_some() {
+        return v1_cost::child_main();
+    }
     if !nix::unistd::geteuid().is_root() {
         println!("containers through the agent: skipped (needs root)");
         return;
@@ -531,6 +537,10 @@ fn main() {
     // A/B: the same cycle through two agent builds, alternating every cycle.
     if let Ok(bin_b) = std::env::var("PITH_AGENT_BIN_B") {
         ab_cycles(&rt, &[bin.as_str(), bin_b.as_str()], &rootfs);
+    }
+
+    if part("v1cost") {
+        v1_cost::run();
     }
 
     // 4. 200 containers in one sandbox.
