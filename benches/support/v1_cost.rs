@@ -89,7 +89,7 @@ pub fn child_main() {
         println!("  cgroup v1 cost per hierarchy: skipped (no v1 hierarchy mounted)");
         return;
     }
-    let lines = (move || {
+    let lines = {
         // [mkdir, cpuset copy, join, leave + rmdir, join's CPU] in µs, per hierarchy.
         let mut t: Vec<[Vec<f64>; 5]> = vec![Default::default(); hs.len()];
         for round in 0..ROUNDS {
@@ -122,7 +122,7 @@ pub fn child_main() {
             .zip(t)
             .map(|((c, _), [a, b, j, r, jc])| (c.clone(), [median(a), median(b), median(j), median(r), median(jc)]))
             .collect::<Vec<_>>()
-    })();
+    };
     println!(
         "  cgroup v1 cost per hierarchy, µs (median of {ROUNDS}, a single-threaded process): mkdir, cpuset copy, \
          join (tasks 0), leave + rmdir; sum; the join's own CPU time"
