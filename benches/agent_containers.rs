@@ -68,7 +68,7 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
 /// The spec as Kata's Go runtime sends it (`constrainGRPCSpec`): oci-spec's
 /// default without the network and cgroup namespaces (the VM is the pod's).
 fn spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
-    let mut spec = oci_default_spec(rootfs, args);
+    let mut spec = common::oci_default_spec(rootfs, args);
     if let Some(linux) = spec.linux_mut() {
         let mut ns = linux.namespaces().clone().unwrap_or_default();
         ns.retain(|n| {
@@ -79,20 +79,6 @@ fn spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
         });
         linux.set_namespaces(Some(ns));
     }
-    spec
-}
-
-/// oci-spec's default spec (new network and cgroup namespaces included) on `rootfs`.
-fn oci_default_spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs.to_path_buf());
-    spec.set_root(Some(root));
-    spec.set_hostname(None);
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
     spec
 }
 
@@ -355,14 +341,8 @@ fn main() {
     let agent = start_agent(&bin, dir.path());
     println!("containers through the agent ({bin})");
     rt.block_on(async {
-        let addr = protocols::addr::Address::Unix(agent.sock.clone());
-        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
-        let mut sb = CreateSandboxRequest::new();
-        sb.sandbox_id = "bench".into();
-        sb.hostname = "bench".into();
-        let _: Empty = call(&c, "CreateSandbox", &sb).await;
         let pause = format!("pause-{}", std::process::id());
-        start(&c, &rootfs, &pause, &["sleep", "100000"]).await;
+        let c = sandbox_with_pause(&agent, "bench", &rootfs, &pause).await;
 
         // 1. create → start → wait → remove, interleaved with `rustjail run`.
         if part("cycle") {
@@ -420,7 +400,7 @@ fn main() {
             println!(
                 "      CPU per cycle, the agent and the inits it reaped (user+system, load-independent): {cpu_per_cycle:.2} ms"
             );
-            let (dc, dt) = cycles_of(&c, &oci_default_spec(&rootfs, &["true"]), "ocidefault", 30).await;
+            let (dc, dt) = cycles_of(&c, &common::oci_default_spec(&rootfs, &["true"]), "ocidefault", 30).await;
             let ((dcm, _), (dtm, dtp90)) = (summary(dc), summary(dt));
             println!(
                 "    with oci-spec's default spec (new network and cgroup namespaces, which a Kata host strips), 30 cycles: \
@@ -567,19 +547,7 @@ fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
         let mut clients = Vec::new();
         // Container ids name host-wide cgroups: each agent gets its own.
         for (k, a) in agents.iter().enumerate() {
-            let addr = protocols::addr::Address::Unix(a.sock.clone());
-            let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
-            let mut sb = CreateSandboxRequest::new();
-            sb.sandbox_id = "bench-ab".into();
-            sb.hostname = "bench".into();
-            let _: Empty = call(&c, "CreateSandbox", &sb).await;
-            start(
-                &c,
-                rootfs,
-                &format!("pause-ab{k}-{}", std::process::id()),
-                &["sleep", "100000"],
-            )
-            .await;
+            let c = sandbox_with_pause(a, "bench-ab", rootfs, &format!("pause-ab{k}-{}", std::process::id())).await;
             clients.push(c);
         }
         let cpu0: Vec<f64> = agents.iter().map(|a| cpu_ms_of(a.child.id())).collect();
@@ -633,6 +601,19 @@ fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
 }
 
 const PODS: usize = 20;
+
+/// A client of `agent` with a sandbox `sandbox_id` and a long-lived "pause"
+/// container `pause` running in it, as a Kata pod has.
+async fn sandbox_with_pause(agent: &AgentProc, sandbox_id: &str, rootfs: &Path, pause: &str) -> Client {
+    let addr = protocols::addr::Address::Unix(agent.sock.clone());
+    let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = sandbox_id.into();
+    sb.hostname = "bench".into();
+    let _: Empty = call(&c, "CreateSandbox", &sb).await;
+    start(&c, rootfs, pause, &["sleep", "100000"]).await;
+    c
+}
 
 /// `ip ARGS...`, which must succeed.
 fn ip(args: &[&str]) {

@@ -62,15 +62,7 @@ fn rootfs(dir: &Path) -> PathBuf {
 }
 
 fn create_req(rootfs: &Path, id: &str) -> CreateContainerRequest {
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs.to_path_buf());
-    spec.set_root(Some(root));
-    spec.set_hostname(None);
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(vec!["sleep".into(), "100000".into()]));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
+    let spec = common::oci_default_spec(rootfs, &["sleep", "100000"]);
     let mut req = CreateContainerRequest::new();
     req.container_id = id.into();
     req.exec_id = id.into();

@@ -29,3 +29,17 @@ pub fn destroy_sandbox(sock: &Path) {
     })
     .join();
 }
+
+/// oci-spec's default spec (new network and cgroup namespaces included) on `rootfs`.
+pub fn oci_default_spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(rootfs.to_path_buf());
+    spec.set_root(Some(root));
+    spec.set_hostname(None);
+    let mut p = spec.process().clone().unwrap();
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p.set_terminal(Some(false));
+    spec.set_process(Some(p));
+    spec
+}
