@@ -8,6 +8,9 @@
 //! * `ReadStdout` throughput: 1 GiB from `dd` in a container, read with 1 MiB
 //!   requests, next to the same bytes through a plain pipe (`dd | cat`);
 //! * the agent's RSS with 10 idle containers;
+//! * the cgroup v1 cost per hierarchy (`support/v1_cost.rs`);
+//! * 200 containers in one sandbox: CreateContainer of the 200th next to
+//!   the 2nd's (`support/scale.rs`);
 //! * pod start as a Kata runtime drives it: UpdateInterface + UpdateRoutes +
 //!   CreateSandbox + two containers running, each pod in a fresh agent inside a
 //!   fresh network namespace with a veth NIC (median of 20), and the agent's RSS
@@ -15,8 +18,16 @@
 //!
 //! The agent binary is `PITH_AGENT_BIN` (make bench passes the static musl
 //! build that goes into the guest image), or the release build.
+//! `PITH_BENCH_PARTS` picks parts (comma-separated: cycle, stream, rss, v1cost,
+//! scale, pods; default all), `PITH_BENCH_CYCLES` the number of cycles of the first.
+//! With `PITH_AGENT_BIN_B` set, the cycle also runs through that build and
+//! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison).
 
 mod common;
+#[path = "support/scale.rs"]
+mod scale;
+#[path = "support/v1_cost.rs"]
+mod v1_cost;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,25 +65,55 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     root
 }
 
+/// The spec as Kata's Go runtime sends it (`constrainGRPCSpec`): oci-spec's
+/// default without the network and cgroup namespaces (the VM is the pod's).
 fn spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs.to_path_buf());
-    spec.set_root(Some(root));
-    spec.set_hostname(None);
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
+    let mut spec = common::oci_default_spec(rootfs, args);
+    if let Some(linux) = spec.linux_mut() {
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        ns.retain(|n| {
+            !matches!(
+                n.typ(),
+                oci_spec::runtime::LinuxNamespaceType::Network | oci_spec::runtime::LinuxNamespaceType::Cgroup
+            )
+        });
+        linux.set_namespaces(Some(ns));
+    }
     spec
 }
 
 fn create_req(rootfs: &Path, id: &str, args: &[&str]) -> CreateContainerRequest {
+    create_req_with(&spec(rootfs, args), id)
+}
+
+fn create_req_with(spec: &oci_spec::runtime::Spec, id: &str) -> CreateContainerRequest {
     let mut req = CreateContainerRequest::new();
     req.container_id = id.into();
     req.exec_id = id.into();
-    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec(rootfs, args)));
+    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(spec));
     req
+}
+
+/// `n` create → start → wait → remove cycles of `spec` after warm-up;
+/// (CreateContainer, whole cycle) in ms.
+async fn cycles_of(c: &Client, spec: &oci_spec::runtime::Spec, tag: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut create, mut total) = (Vec::new(), Vec::new());
+    for i in 0..n + WARMUP {
+        let id = format!("{tag}-{}-{i}", std::process::id());
+        let t = Instant::now();
+        let _: Empty = call(c, "CreateContainer", &create_req_with(spec, &id)).await;
+        let created = t.elapsed();
+        let mut s = StartContainerRequest::new();
+        s.container_id = id.clone();
+        let _: Empty = call(c, "StartContainer", &s).await;
+        assert_eq!(wait(c, &id).await, 0);
+        remove(c, &id).await;
+        if i >= WARMUP {
+            create.push(created.as_secs_f64() * 1e3);
+            total.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    (create, total)
 }
 
 async fn start(c: &Client, rootfs: &Path, id: &str, args: &[&str]) {
@@ -102,6 +143,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn summary(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (percentile(&ms, 0.5), percentile(&ms, 0.9))
+}
+
+/// "name median, ..." of each phase's times.
+fn phase_medians(names: &[&str], phases: [Vec<f64>; 4]) -> String {
+    let med: Vec<String> = names
+        .iter()
+        .zip(phases)
+        .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
+        .collect();
+    med.join(", ")
+}
+
+/// User + system CPU time of `pid` and of the children it reaped, in ms.
+fn cpu_ms_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14-17 of proc(5) (utime stime cutime cstime); `rest` starts at field 3.
+    let ticks: i64 = f[11..15].iter().map(|v| v.parse::<i64>().unwrap()).sum();
+    // SAFETY: sysconf with a constant name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 * 1e3 / hz
 }
 
 struct AgentProc {
@@ -240,7 +303,15 @@ fn reply_data(body: &[u8]) -> usize {
     data
 }
 
+/// Whether `PITH_BENCH_PARTS` (default: every part) names `part`.
+fn part(part: &str) -> bool {
+    std::env::var("PITH_BENCH_PARTS").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+}
+
 fn main() {
+    if std::env::var_os(v1_cost::CHILD_ENV).is_some() {
+        return v1_cost::child_main();
+    }
     if !nix::unistd::geteuid().is_root() {
         println!("containers through the agent: skipped (needs root)");
         return;
@@ -260,142 +331,148 @@ fn main() {
     let agent = start_agent(&bin, dir.path());
     println!("containers through the agent ({bin})");
     rt.block_on(async {
-        let addr = protocols::addr::Address::Unix(agent.sock.clone());
-        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
-        let mut sb = CreateSandboxRequest::new();
-        sb.sandbox_id = "bench".into();
-        sb.hostname = "bench".into();
-        let _: Empty = call(&c, "CreateSandbox", &sb).await;
         let pause = format!("pause-{}", std::process::id());
-        start(&c, &rootfs, &pause, &["sleep", "100000"]).await;
+        let c = sandbox_with_pause(&agent, "bench", &rootfs, &pause).await;
 
         // 1. create → start → wait → remove, interleaved with `rustjail run`.
-        let bundle = dir.path().join("bundle");
-        std::fs::create_dir_all(&bundle).unwrap();
-        spec(&rootfs, &["true"]).save(bundle.join("config.json")).unwrap();
-        let rj_root = dir.path().join("rustjail-root");
-        let (mut rpc, mut cli) = (Vec::new(), Vec::new());
-        let mut phases: [Vec<f64>; 4] = Default::default();
-        for i in 0..WARMUP + CYCLES {
-            let id = format!("true-{}-{i}", std::process::id());
-            let t = Instant::now();
-            let _: Empty = call(&c, "CreateContainer", &create_req(&rootfs, &id, &["true"])).await;
-            let t1 = Instant::now();
-            let mut s = StartContainerRequest::new();
-            s.container_id = id.clone();
-            let _: Empty = call(&c, "StartContainer", &s).await;
-            let t2 = Instant::now();
-            assert_eq!(wait(&c, &id).await, 0);
-            let t3 = Instant::now();
-            remove(&c, &id).await;
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            if i >= WARMUP {
-                for (k, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
-                    phases[k].push(d.as_secs_f64() * 1e3);
+        if part("cycle") {
+            let bundle = dir.path().join("bundle");
+            std::fs::create_dir_all(&bundle).unwrap();
+            spec(&rootfs, &["true"]).save(bundle.join("config.json")).unwrap();
+            let rj_root = dir.path().join("rustjail-root");
+            let (mut rpc, mut cli) = (Vec::new(), Vec::new());
+            let mut phases: [Vec<f64>; 4] = Default::default();
+            let cycles: usize = std::env::var("PITH_BENCH_CYCLES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(CYCLES);
+            // The agent's CPU time and that of the children it reaped (the
+            // containers' inits): what the cycle costs whatever else runs.
+            let cpu0 = cpu_ms_of(agent.child.id());
+            for i in 0..WARMUP + cycles {
+                let id = format!("true-{}-{i}", std::process::id());
+                let t = Instant::now();
+                let _: Empty = call(&c, "CreateContainer", &create_req(&rootfs, &id, &["true"])).await;
+                let t1 = Instant::now();
+                let mut s = StartContainerRequest::new();
+                s.container_id = id.clone();
+                let _: Empty = call(&c, "StartContainer", &s).await;
+                let t2 = Instant::now();
+                assert_eq!(wait(&c, &id).await, 0);
+                let t3 = Instant::now();
+                remove(&c, &id).await;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if i >= WARMUP {
+                    for (k, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
+                        phases[k].push(d.as_secs_f64() * 1e3);
+                    }
+                }
+                let cli_ms = if rustjail.exists() {
+                    Some(rustjail_cycle(
+                        &rustjail,
+                        &rj_root,
+                        &bundle,
+                        &format!("rj-{}-{i}", std::process::id()),
+                    ))
+                } else {
+                    None
+                };
+                if i >= WARMUP {
+                    rpc.push(ms);
+                    cli.extend(cli_ms);
                 }
             }
-            let cli_ms = if rustjail.exists() {
-                Some(rustjail_cycle(
-                    &rustjail,
-                    &rj_root,
-                    &bundle,
-                    &format!("rj-{}-{i}", std::process::id()),
-                ))
-            } else {
-                None
-            };
-            if i >= WARMUP {
-                rpc.push(ms);
-                cli.extend(cli_ms);
-            }
-        }
-        let (m, p90) = summary(rpc);
-        println!(
-            "  create+start+wait+remove of /bin/true, {CYCLES} cycles after {WARMUP} warm-up, pause container running:"
-        );
-        println!(
-            "    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms   (target: median < 5 ms; Kata's agent: 7-10 ms)"
-        );
-        let med: Vec<String> = ["create", "start", "wait", "remove"]
-            .iter()
-            .zip(phases)
-            .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
-            .collect();
-        println!("      phase medians (ms): {}", med.join(", "));
-        if cli.is_empty() {
-            println!("    rustjail run:   skipped ({} not built)", rustjail.display());
-        } else {
-            let (cm, cp90) = summary(cli);
+            let cpu_per_cycle = (cpu_ms_of(agent.child.id()) - cpu0) / (WARMUP + cycles) as f64;
+            let (m, p90) = summary(rpc);
+            println!("  create+start+wait+remove of /bin/true (the spec as a Kata host sends it), {cycles} cycles after {WARMUP} warm-up, pause container running:");
+            println!("    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms   (goal: median <= 4 ms, p90 <= 5 ms)");
+            println!("      phase medians (ms): {}", phase_medians(&["create", "start", "wait", "remove"], phases));
             println!(
-                "    rustjail run:   median {cm:.2} ms, p90 {cp90:.2} ms   (agent / CLI: {:.2}x)",
-                m / cm
+                "      CPU per cycle, the agent and the inits it reaped (user+system, load-independent): {cpu_per_cycle:.2} ms"
             );
+            let (dc, dt) = cycles_of(&c, &common::oci_default_spec(&rootfs, &["true"]), "ocidefault", 30).await;
+            let ((dcm, _), (dtm, dtp90)) = (summary(dc), summary(dt));
+            println!(
+                "    with oci-spec's default spec (new network and cgroup namespaces, which a Kata host strips), 30 cycles: \
+                 median {dtm:.2} ms, p90 {dtp90:.2} ms, CreateContainer median {dcm:.2} ms"
+            );
+            if cli.is_empty() {
+                println!("    rustjail run:   skipped ({} not built)", rustjail.display());
+            } else {
+                let (cm, cp90) = summary(cli);
+                println!(
+                    "    rustjail run:   median {cm:.2} ms, p90 {cp90:.2} ms   (agent / CLI: {:.2}x)",
+                    m / cm
+                );
+            }
         }
 
         // 2. ReadStdout throughput.
-        let id = format!("stream-{}", std::process::id());
-        let cmd = format!("dd if=/dev/zero bs=1M count={} 2>/dev/null", STREAM_BYTES >> 20);
-        start(&c, &rootfs, &id, &["sh", "-c", &cmd]).await;
-        let t = Instant::now();
-        let mut total = 0u64;
-        let mut reads = 0u64;
-        loop {
-            reads += 1;
-            let mut r = ReadStreamRequest::new();
-            r.container_id = id.clone();
-            r.exec_id = id.clone();
-            r.len = 1 << 20;
-            let resp: ReadStreamResponse = call(&c, "ReadStdout", &r).await;
-            if resp.data.is_empty() {
-                break;
+        if part("stream") {
+            let id = format!("stream-{}", std::process::id());
+            let cmd = format!("dd if=/dev/zero bs=1M count={} 2>/dev/null", STREAM_BYTES >> 20);
+            start(&c, &rootfs, &id, &["sh", "-c", &cmd]).await;
+            let t = Instant::now();
+            let mut total = 0u64;
+            let mut reads = 0u64;
+            loop {
+                reads += 1;
+                let mut r = ReadStreamRequest::new();
+                r.container_id = id.clone();
+                r.exec_id = id.clone();
+                r.len = 1 << 20;
+                let resp: ReadStreamResponse = call(&c, "ReadStdout", &r).await;
+                if resp.data.is_empty() {
+                    break;
+                }
+                total += resp.data.len() as u64;
             }
-            total += resp.data.len() as u64;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(total, STREAM_BYTES);
-        assert_eq!(wait(&c, &id).await, 0);
-        remove(&c, &id).await;
-        let rpc_mib_s = total as f64 / (1 << 20) as f64 / secs;
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(total, STREAM_BYTES);
+            assert_eq!(wait(&c, &id).await, 0);
+            remove(&c, &id).await;
+            let rpc_mib_s = total as f64 / (1 << 20) as f64 / secs;
 
-        // The same through a client that reuses its buffer, as a Go runtime's
-        // heap does (ttrpc-rust's client allocates fresh memory for every reply).
-        let id = format!("stream-raw-{}", std::process::id());
-        start(&c, &rootfs, &id, &["sh", "-c", &cmd]).await;
-        let sock = agent.sock.clone();
-        let sid = id.clone();
-        let (raw_total, raw_secs) = tokio::task::spawn_blocking(move || raw_read_all(&sock, &sid))
-            .await
-            .unwrap();
-        assert_eq!(raw_total, STREAM_BYTES);
-        assert_eq!(wait(&c, &id).await, 0);
-        remove(&c, &id).await;
-        let raw_mib_s = raw_total as f64 / (1 << 20) as f64 / raw_secs;
-        let t = Instant::now();
-        let st = Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "/bin/busybox dd if=/dev/zero bs=1M count={} 2>/dev/null | /bin/busybox cat > /dev/null",
-                    STREAM_BYTES >> 20
-                ),
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let pipe_mib_s = STREAM_BYTES as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
-        println!(
-            "  ReadStdout, 1 GiB in 1 MiB reads ({reads} reads, {:.0} KiB each), target >= 1024 MiB/s:",
-            total as f64 / reads as f64 / 1024.0
-        );
-        println!(
-            "    ttrpc-rust async client:        {rpc_mib_s:.0} MiB/s (agent / pipe: {:.2}x)",
-            rpc_mib_s / pipe_mib_s
-        );
-        println!(
-            "    client reusing its buffer:      {raw_mib_s:.0} MiB/s (agent / pipe: {:.2}x)",
-            raw_mib_s / pipe_mib_s
-        );
-        println!("    baseline, dd | cat in a pipe:   {pipe_mib_s:.0} MiB/s");
+            // The same through a client that reuses its buffer, as a Go runtime's
+            // heap does (ttrpc-rust's client allocates fresh memory for every reply).
+            let id = format!("stream-raw-{}", std::process::id());
+            start(&c, &rootfs, &id, &["sh", "-c", &cmd]).await;
+            let sock = agent.sock.clone();
+            let sid = id.clone();
+            let (raw_total, raw_secs) = tokio::task::spawn_blocking(move || raw_read_all(&sock, &sid))
+                .await
+                .unwrap();
+            assert_eq!(raw_total, STREAM_BYTES);
+            assert_eq!(wait(&c, &id).await, 0);
+            remove(&c, &id).await;
+            let raw_mib_s = raw_total as f64 / (1 << 20) as f64 / raw_secs;
+            let t = Instant::now();
+            let st = Command::new("sh")
+                .args([
+                    "-c",
+                    &format!(
+                        "/bin/busybox dd if=/dev/zero bs=1M count={} 2>/dev/null | /bin/busybox cat > /dev/null",
+                        STREAM_BYTES >> 20
+                    ),
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let pipe_mib_s = STREAM_BYTES as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+            println!(
+                "  ReadStdout, 1 GiB in 1 MiB reads ({reads} reads, {:.0} KiB each), target >= 1024 MiB/s:",
+                total as f64 / reads as f64 / 1024.0
+            );
+            println!(
+                "    ttrpc-rust async client:        {rpc_mib_s:.0} MiB/s (agent / pipe: {:.2}x)",
+                rpc_mib_s / pipe_mib_s
+            );
+            println!(
+                "    client reusing its buffer:      {raw_mib_s:.0} MiB/s (agent / pipe: {:.2}x)",
+                raw_mib_s / pipe_mib_s
+            );
+            println!("    baseline, dd | cat in a pipe:   {pipe_mib_s:.0} MiB/s");
+        }
 
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
     });
@@ -403,32 +480,130 @@ fn main() {
 
     // 3. RSS with idle containers, in a fresh agent: what the streaming above
     // left in its connection's buffer pool is not an idle container's cost.
-    let dir2 = tempfile::tempdir().unwrap();
-    let agent = start_agent(&bin, dir2.path());
-    rt.block_on(async {
-        let addr = protocols::addr::Address::Unix(agent.sock.clone());
-        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
-        let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
-        let idle0 = common::rss_kib(agent.child.id());
-        for i in 0..IDLE_CONTAINERS {
-            let id = format!("idle-{}-{i}", std::process::id());
-            start(&c, &rootfs, &id, &["sleep", "100000"]).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let rss = common::rss_kib(agent.child.id());
-        println!(
+    if part("rss") {
+        let dir2 = tempfile::tempdir().unwrap();
+        let agent = start_agent(&bin, dir2.path());
+        rt.block_on(async {
+            let addr = protocols::addr::Address::Unix(agent.sock.clone());
+            let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+            let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
+            let idle0 = common::rss_kib(agent.child.id());
+            for i in 0..IDLE_CONTAINERS {
+                let id = format!("idle-{}-{i}", std::process::id());
+                start(&c, &rootfs, &id, &["sleep", "100000"]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let rss = common::rss_kib(agent.child.id());
+            println!(
             "  agent RSS: {:.2} MiB with {IDLE_CONTAINERS} idle containers, {:.2} MiB with none (kata-agent 4.1.0: \
              15.5 / 12.0 MiB in issue 16's table, measured 2026-12-01, not in this run)",
             rss as f64 / 1024.0,
             idle0 as f64 / 1024.0
         );
-        let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
-    });
+            let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+        });
+    }
 
-    pod_start(&rt, &bin, &rootfs);
+    // A/B: the same cycle through two agent builds, alternating every cycle.
+    if let Ok(bin_b) = std::env::var("PITH_AGENT_BIN_B") {
+        ab_cycles(&rt, &[bin.as_str(), bin_b.as_str()], &rootfs);
+    }
+
+    if part("v1cost") {
+        v1_cost::run();
+    }
+
+    // 4. 200 containers in one sandbox.
+    if part("scale") {
+        scale::run(&rt, &bin, &rootfs);
+    }
+    if part("pods") {
+        pod_start(&rt, &bin, &rootfs);
+    }
+}
+
+/// The create → start → wait → remove cycle through each agent of `bins`
+/// (each with its own sandbox and pause container), one cycle of each in
+/// turn, the order alternating: a before/after comparison that load on the
+/// machine affects alike. Prints each agent's cycle and phase medians.
+fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
+    let cycles: usize = std::env::var("PITH_BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CYCLES);
+    let dirs: Vec<_> = bins.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let agents: Vec<AgentProc> = bins.iter().zip(&dirs).map(|(b, d)| start_agent(b, d.path())).collect();
+    rt.block_on(async {
+        let mut clients = Vec::new();
+        // Container ids name host-wide cgroups: each agent gets its own.
+        for (k, a) in agents.iter().enumerate() {
+            let c = sandbox_with_pause(a, "bench-ab", rootfs, &format!("pause-ab{k}-{}", std::process::id())).await;
+            clients.push(c);
+        }
+        let cpu0: Vec<f64> = agents.iter().map(|a| cpu_ms_of(a.child.id())).collect();
+        let mut total: Vec<Vec<f64>> = vec![Vec::new(); bins.len()];
+        let mut phases: Vec<[Vec<f64>; 4]> = vec![Default::default(); bins.len()];
+        for i in 0..WARMUP + cycles {
+            let order: Vec<usize> = if i % 2 == 0 {
+                (0..bins.len()).collect()
+            } else {
+                (0..bins.len()).rev().collect()
+            };
+            for k in order {
+                let c = &clients[k];
+                let id = format!("ab{k}-{}-{i}", std::process::id());
+                let t = Instant::now();
+                let _: Empty = call(c, "CreateContainer", &create_req(rootfs, &id, &["true"])).await;
+                let t1 = Instant::now();
+                let mut s = StartContainerRequest::new();
+                s.container_id = id.clone();
+                let _: Empty = call(c, "StartContainer", &s).await;
+                let t2 = Instant::now();
+                assert_eq!(wait(c, &id).await, 0);
+                let t3 = Instant::now();
+                remove(c, &id).await;
+                if i >= WARMUP {
+                    total[k].push(t.elapsed().as_secs_f64() * 1e3);
+                    for (j, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
+                        phases[k][j].push(d.as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+        println!("  A/B, {cycles} cycles of each agent, alternating cycle by cycle (PITH_AGENT_BIN_B):");
+        for (k, bin) in bins.iter().enumerate() {
+            let cpu = (cpu_ms_of(agents[k].child.id()) - cpu0[k]) / (WARMUP + cycles) as f64;
+            let (m, p90) = summary(std::mem::take(&mut total[k]));
+            let ph = std::mem::take(&mut phases[k]);
+            println!(
+                "    {}: {bin}: cycle median {m:.2} ms, p90 {p90:.2} ms, CPU per cycle {cpu:.2} ms",
+                ["A", "B"][k.min(1)]
+            );
+            println!(
+                "      phase medians (ms): {}",
+                phase_medians(&["create", "start", "wait", "remove"], ph)
+            );
+        }
+        for c in &clients {
+            let _: Empty = call(c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+        }
+    });
 }
 
 const PODS: usize = 20;
+
+/// A client of `agent` with a sandbox `sandbox_id` and a long-lived "pause"
+/// container `pause` running in it, as a Kata pod has.
+async fn sandbox_with_pause(agent: &AgentProc, sandbox_id: &str, rootfs: &Path, pause: &str) -> Client {
+    let addr = protocols::addr::Address::Unix(agent.sock.clone());
+    let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = sandbox_id.into();
+    sb.hostname = "bench".into();
+    let _: Empty = call(&c, "CreateSandbox", &sb).await;
+    start(&c, rootfs, pause, &["sleep", "100000"]).await;
+    c
+}
 
 /// `ip ARGS...`, which must succeed.
 fn ip(args: &[&str]) {
@@ -531,12 +706,8 @@ fn pod_start(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
     let (m, p90) = summary(total);
     println!("  pod start (UpdateInterface + UpdateRoutes + CreateSandbox + 2 containers running), {PODS} pods, each in a fresh agent and netns:");
     println!("    median {m:.2} ms, p90 {p90:.2} ms");
-    let med: Vec<String> = ["UpdateInterface", "UpdateRoutes", "CreateSandbox", "2 containers"]
-        .iter()
-        .zip(phases)
-        .map(|(n, v)| format!("{n} {:.2}", summary(v).0))
-        .collect();
-    println!("      phase medians (ms): {}", med.join(", "));
+    let names = ["UpdateInterface", "UpdateRoutes", "CreateSandbox", "2 containers"];
+    println!("      phase medians (ms): {}", phase_medians(&names, phases));
     println!(
         "    agent RSS with the network configured and 2 containers running: {:.2} MiB",
         rss_net as f64 / 1024.0

@@ -50,6 +50,7 @@ fn guest_image_end_to_end() {
     let sandbox = std::env::var("PITH_E2E_SANDBOX").map(|v| v != "0").unwrap_or(true);
     let accel = accel(&img);
     let cycle = Instant::now();
+    let guest_cycle = std::cell::Cell::new(None);
     let mut vm = Vm::boot(&img, &accel);
 
     // 1. Boot: wait for the agent's listening line before the first CONNECT
@@ -177,6 +178,11 @@ fn guest_image_end_to_end() {
         r.container_id = id.into();
         r.timeout = 5;
         let _: Empty = call(&c, SVC, "RemoveContainer", &r).await.expect("RemoveContainer");
+
+        // 6a. The container cycle on the guest's cgroup v2 path (clone3
+        // CLONE_INTO_CGROUP), printed at the end next to the host's.
+        let kata_true = |id: &str| common::containers::as_kata_sends(container_request(id, &["true"]));
+        guest_cycle.set(Some(common::containers::cycle_medians(&c, kata_true, CYCLES).await));
 
         // 6b. Block device hot-plug into a running container: pithctl hotplug (QMP
         // blockdev-add + device_add scsi-hd, then pith.Devices/AddBlockDevice), read the
@@ -372,6 +378,58 @@ fn guest_image_end_to_end() {
     assert!(serial.contains("reboot: Power down"), "{}", vm.diagnostics());
     println!("stop -> qemu exited 0: {} ms", t_stop.elapsed().as_millis());
     println!("whole cycle (boot .. power off): {} ms", cycle.elapsed().as_millis());
+    if let Some((create, total)) = guest_cycle.get() {
+        println!(
+            "container cycle (create+start+wait+remove of /bin/true), median of {CYCLES}: \
+             in the guest (cgroup v2, {accel}) {total:.2} ms, CreateContainer {create:.2} ms; {}",
+            host_cycle()
+        );
+    }
+}
+
+/// Cycles timed for the figure above, in the guest and on the host.
+const CYCLES: usize = 20;
+
+/// The same cycle on the host (its cgroups, hybrid v1 here), through the
+/// agent binary the image holds (`make static`'s) when there is one.
+fn host_cycle() -> String {
+    if !nix::unistd::geteuid().is_root() {
+        return "on the host: not measured (needs root)".into();
+    }
+    let static_bin =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/guest/pith-agent");
+    let bin = if static_bin.is_file() {
+        static_bin
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_pith-agent"))
+    };
+    let agent = common::Agent::start_bin(&bin, &[], &[], &[]);
+    let rootfs = common::busybox_rootfs(agent.dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (create, total) = rt.block_on(async {
+        let c = agent.client().await;
+        let _: Empty = call(&c, SVC, "CreateSandbox", &CreateSandboxRequest::new())
+            .await
+            .expect("CreateSandbox on the host");
+        let req = |id: &str| {
+            let mut r = common::container_request(rootfs.clone(), id, &["true"]);
+            r.OCI.as_mut().unwrap().Hostname.clear();
+            common::containers::as_kata_sends(r)
+        };
+        let m = common::containers::cycle_medians(&c, req, CYCLES).await;
+        let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+            .await
+            .expect("DestroySandbox on the host");
+        m
+    });
+    format!(
+        "on the host ({}, {}) {total:.2} ms, CreateContainer {create:.2} ms",
+        rustjail::cgroups::Manager::new(None, "probe").map_or("cgroups?", |m| m.version()),
+        bin.display()
+    )
 }
 
 /// One QMP command on a fresh connection (capabilities negotiated first);

@@ -44,15 +44,7 @@ pub fn sleeper_rootfs(dir: &Path) -> std::path::PathBuf {
 
 /// A CreateContainerRequest for a container on `rootfs` that sleeps (idle).
 pub fn sleeper_request(rootfs: &Path, id: &str) -> protocols::agent::CreateContainerRequest {
-    let mut spec = oci_spec::runtime::Spec::default();
-    let mut root = spec.root().clone().unwrap();
-    root.set_path(rootfs.to_path_buf());
-    spec.set_root(Some(root));
-    spec.set_hostname(None);
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(vec!["sleep".into(), "100000".into()]));
-    p.set_terminal(Some(false));
-    spec.set_process(Some(p));
+    let spec = oci_default_spec(rootfs, &["sleep", "100000"]);
     let mut req = protocols::agent::CreateContainerRequest::new();
     req.container_id = id.into();
     req.exec_id = id.into();
@@ -83,4 +75,18 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// (two processes running one binary share its text, which RSS counts twice).
 pub fn pss_kib(pid: u32) -> u64 {
     proc_kib(pid, "smaps_rollup", "Pss:")
+}
+
+/// oci-spec's default spec (new network and cgroup namespaces included) on `rootfs`.
+pub fn oci_default_spec(rootfs: &Path, args: &[&str]) -> oci_spec::runtime::Spec {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(rootfs.to_path_buf());
+    spec.set_root(Some(root));
+    spec.set_hostname(None);
+    let mut p = spec.process().clone().unwrap();
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p.set_terminal(Some(false));
+    spec.set_process(Some(p));
+    spec
 }

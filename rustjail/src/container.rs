@@ -207,36 +207,59 @@ impl Runtime {
             write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or(&[]))
         };
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
-        let pid = spawn_with(
-            &SpawnSpec {
-                binary: self.binary()?,
-                args: container_args("init"),
-                env: container_env(),
-                flags,
-                fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
-            },
-            if userns { Some(&maps) } else { None },
-        )?;
-        // The init has its copies now.
-        drop((theirs, stdio));
-        let guard = KillOnDrop(Some(pid));
-        // The init joins its cgroup before it gets its config, so that its
-        // cgroup namespace, and everything it forks, start there.
         let linux = spec.linux().clone().unwrap_or_default();
         let cgroup = Manager::new(linux.cgroups_path().as_deref(), &id)?;
-        cgroup.create()?;
-        let busy = cgroup.pids()?;
-        if !busy.is_empty() {
-            return Err(Error::Spec(format!(
-                "cgroup {:?} already holds processes {busy:?}: another container uses this cgroupsPath",
-                cgroup.paths().values().next()
-            )));
-        }
-        let cg_guard = DestroyOnDrop(Some(cgroup.clone()));
-        cgroup.apply(&crate::devices::effective_resources(&spec))?;
-        // The init moves itself, which is cheaper on v1 (no RCU grace period);
-        // in a new user namespace it may not write the host's cgroup files.
-        let join_cgroup = if userns {
+        let resources = crate::devices::effective_resources(&spec);
+        // A directory that was there may hold another container's processes.
+        let make_cgroup = || -> Result<DestroyOnDrop> {
+            if !cgroup.create_new(&resources)? {
+                let busy = cgroup.pids()?;
+                if !busy.is_empty() {
+                    return Err(Error::Spec(format!(
+                        "cgroup {:?} already holds processes {busy:?}: another container uses this cgroupsPath",
+                        cgroup.paths().values().next()
+                    )));
+                }
+            }
+            Ok(DestroyOnDrop(Some(cgroup.clone())))
+        };
+        // v2: the cgroup's directory is made first and the init is created in
+        // it (clone3 CLONE_INTO_CGROUP). v1: it is made while the init starts
+        // (on another CPU), and the init joins it before it gets its config.
+        // Either way its cgroup namespace, and everything it forks, start there.
+        let mut cg_guard = None;
+        let v2_dir = cgroup.v2_dir_fd_after(|| make_cgroup().map(|g| cg_guard = Some(g)))?;
+        let binary = self.binary()?;
+        let spawn_spec = |cgroup_fd: Option<RawFd>| SpawnSpec {
+            binary,
+            args: container_args("init"),
+            env: container_env(),
+            flags,
+            fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
+            cgroup: cgroup_fd,
+        };
+        let before_exec: Option<crate::spawn::BeforeExec<'_>> = if userns { Some(&maps) } else { None };
+        let mut in_cgroup = v2_dir.is_some();
+        let pid = match spawn_with(&spawn_spec(v2_dir.as_ref().map(|f| f.as_raw_fd())), before_exec) {
+            Err(e) if v2_dir.is_some() && crate::spawn::clone3_unsupported(&e) => {
+                in_cgroup = false;
+                spawn_with(&spawn_spec(None), before_exec)?
+            }
+            other => other?,
+        };
+        // The init has its copies now.
+        drop((theirs, stdio, v2_dir));
+        let guard = KillOnDrop(Some(pid));
+        let cg_guard = match cg_guard {
+            Some(g) => g,
+            None => make_cgroup()?,
+        };
+        cgroup.apply(&resources)?;
+        // Otherwise the init moves itself, which is cheaper on v1 (no RCU grace
+        // period); in a new user namespace it may not write the host's cgroup files.
+        let join_cgroup = if in_cgroup {
+            None
+        } else if userns {
             cgroup.add_task(pid.as_raw())?;
             None
         } else {
@@ -380,14 +403,26 @@ impl Runtime {
         }
         let terminal = process.terminal().unwrap_or(false);
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", "exec sync"))?;
-        let helper = spawn(&SpawnSpec {
-            binary: self.binary()?,
+        let binary = self.binary()?;
+        let spawn_spec = |cgroup_fd: Option<RawFd>| SpawnSpec {
+            binary,
             args: container_args("exec"),
             env: container_env(),
             flags: CloneFlags::empty(),
             fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
-        })?;
-        drop((theirs, stdio));
+            cgroup: cgroup_fd,
+        };
+        // v2: the helper, and so the process it forks, starts in the cgroup.
+        let v2_dir = c.cgroup.v2_dir_fd()?;
+        let mut in_cgroup = v2_dir.is_some();
+        let helper = match spawn(&spawn_spec(v2_dir.as_ref().map(|f| f.as_raw_fd()))) {
+            Err(e) if v2_dir.is_some() && crate::spawn::clone3_unsupported(&e) => {
+                in_cgroup = false;
+                spawn(&spawn_spec(None))?
+            }
+            other => other?,
+        };
+        drop((theirs, stdio, v2_dir));
         let _reap = ReapOnDrop(self, Some(helper));
         let cfg = InitConfig {
             id: c.id.clone(),
@@ -411,7 +446,9 @@ impl Runtime {
             }
         };
         let guard = KillOnDrop(Some(pid));
-        c.cgroup.add_task(pid.as_raw())?;
+        if !in_cgroup {
+            c.cgroup.add_task(pid.as_raw())?;
+        }
         sync::send(&mut ours, &Go::Continue)?;
         let mut master = None;
         match recv_keeping_console(&mut ours, &mut master)? {

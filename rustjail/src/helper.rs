@@ -254,6 +254,7 @@ impl crate::Runtime {
                 std::ffi::CString::new(format!("{MODE_ENV}={mode}")).map_err(|_| Error::Init("NUL in mode".into()))?
             ],
             flags,
+            cgroup: None,
             fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
         })?;
         drop(theirs);

@@ -64,6 +64,37 @@ pub struct SpawnSpec<'a> {
     /// `(fd in parent, fd number in child)`; everything else is closed at exec
     /// (the runtime's fds are close-on-exec).
     pub fds: Vec<(RawFd, RawFd)>,
+    /// A cgroup v2 directory (an open descriptor) to create the process in
+    /// (`clone3` with `CLONE_INTO_CGROUP`): no migration afterwards, whose
+    /// write lock on the threadgroup semaphore waits for an RCU grace period.
+    pub cgroup: Option<RawFd>,
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7): the child starts in `clone_args.cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Whether the kernel refused `clone3` itself (older than 5.7 for
+/// `CLONE_INTO_CGROUP`, or a seccomp filter that answers ENOSYS), so that the
+/// caller falls back to moving the process.
+pub fn clone3_unsupported(e: &Error) -> bool {
+    matches!(e, Error::Sys { syscall: "clone3", source, .. } if matches!(*source, nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL))
 }
 
 /// Called with the new pid before the child may exec; used to write the
@@ -71,6 +102,21 @@ pub struct SpawnSpec<'a> {
 pub type BeforeExec<'a> = &'a dyn Fn(Pid) -> Result<()>;
 
 const CHILD_STACK: usize = 64 * 1024;
+
+/// The step of the child that failed, sent with its errno through the error
+/// pipe so that the parent names the real syscall.
+#[repr(i32)]
+#[derive(Clone, Copy)]
+enum Step {
+    Setresgid = 1,
+    Setresuid = 2,
+    Dup2 = 3,
+    ClearCloexec = 4,
+    Execveat = 5,
+}
+
+/// What a failing child writes to the error pipe (native-endian i32s).
+const REPORT_LEN: usize = 12;
 
 struct ChildArgs {
     go_fd: RawFd,
@@ -124,16 +170,23 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // Root of the new user namespace, so that execve keeps the
             // capabilities there. Raw syscalls: libc's wrappers would try to
             // signal threads that do not exist in this child.
-            if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0 {
-                fail(a.err_fd);
+            if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 {
+                fail(a.err_fd, Step::Setresgid, 0);
+            }
+            if libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0 {
+                fail(a.err_fd, Step::Setresuid, 0);
             }
         }
+        // Every source, the binary and the error pipe are above every
+        // destination (see spawn_with), so no dup2 here replaces one of them.
         for &(src, dst) in &a.fds {
             if src == dst {
                 let flags = libc::fcntl(src, libc::F_GETFD);
-                libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                if flags < 0 || libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    fail(a.err_fd, Step::ClearCloexec, dst);
+                }
             } else if libc::dup2(src, dst) < 0 {
-                fail(a.err_fd);
+                fail(a.err_fd, Step::Dup2, dst);
             }
         }
         let empty_path = b"\0";
@@ -145,16 +198,50 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             a.envp.as_ptr(),
             libc::AT_EMPTY_PATH,
         );
-        fail(a.err_fd)
+        fail(a.err_fd, Step::Execveat, a.exe_fd)
     }
 }
 
-/// Reports errno through the close-on-exec pipe and exits. Async-signal-safe.
-unsafe fn fail(err_fd: RawFd) -> ! {
+/// Reports the failed step, errno and fd through the close-on-exec pipe and
+/// exits. Async-signal-safe: no allocation, one write.
+unsafe fn fail(err_fd: RawFd, step: Step, fd: RawFd) -> ! {
     let e = *libc::__errno_location();
-    let b = e.to_ne_bytes();
-    libc::write(err_fd, b.as_ptr() as *const libc::c_void, 4);
+    let mut b = [0u8; REPORT_LEN];
+    b[..4].copy_from_slice(&(step as i32).to_ne_bytes());
+    b[4..8].copy_from_slice(&e.to_ne_bytes());
+    b[8..].copy_from_slice(&fd.to_ne_bytes());
+    libc::write(err_fd, b.as_ptr() as *const libc::c_void, REPORT_LEN);
     libc::_exit(127)
+}
+
+/// The error for a child's report: the syscall of the step that failed and what it acted on.
+fn child_error(report: &[u8; REPORT_LEN]) -> Error {
+    let word = |i: usize| i32::from_ne_bytes(report[i..i + 4].try_into().expect("4 bytes"));
+    let (step, errno, fd) = (word(0), nix::Error::from_raw(word(4)), word(8));
+    let root = "root of the new user namespace (child before exec)";
+    let (syscall, what) = match step {
+        s if s == Step::Setresgid as i32 => ("setresgid", root.to_string()),
+        s if s == Step::Setresuid as i32 => ("setresuid", root.to_string()),
+        s if s == Step::Dup2 as i32 => ("dup2", format!("child fd {fd}")),
+        s if s == Step::ClearCloexec as i32 => ("fcntl(F_SETFD)", format!("child fd {fd}")),
+        s if s == Step::Execveat as i32 => ("execveat", format!("sealed memfd (child fd {fd})")),
+        other => ("spawn", format!("unknown child step {other}")),
+    };
+    sys(syscall, what)(errno)
+}
+
+/// A close-on-exec copy of `fd` numbered at least `min`: the child's dup2
+/// calls onto destinations below `min` then cannot replace it.
+fn dup_above(fd: RawFd, min: RawFd, what: &str) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller keeps open; the copy is ours.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(sys("fcntl(F_DUPFD_CLOEXEC)", format!("{what} (fd {fd})"))(
+            nix::Error::last(),
+        ));
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Starts the process; returns its pid once `execve` has succeeded.
@@ -166,24 +253,34 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Pid> {
 /// user namespace needs its maps written before the child executes, or the
 /// exec drops every capability), and then becomes root of its user namespace.
 pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> Result<Pid> {
+    // Every descriptor the child uses after its first dup2 (the sources still
+    // to copy, the binary, the error pipe) lives just above the highest
+    // destination, so that no dup2 replaces one of them: a binary on fd 3
+    // replaced by the sync socket made execveat fail with EACCES. (Not at a
+    // fixed number: that fails with EINVAL under a lower open-file limit.)
+    let above = spec.fds.iter().map(|&(_, dst)| dst + 1).max().unwrap_or(0);
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn"))?;
+    let err_w = if err_w.as_raw_fd() < above {
+        let high = dup_above(err_w.as_raw_fd(), above, "spawn error pipe")?;
+        // The low copy must close now: the parent reads the pipe to its end.
+        drop(err_w);
+        high
+    } else {
+        err_w
+    };
+    let exe = spec.binary.fd.as_raw_fd();
+    let exe_high = if exe < above {
+        Some(dup_above(exe, above, "sealed memfd")?)
+    } else {
+        None
+    };
     let go = match before_exec {
         Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn go"))?),
         None => None,
     };
-    // Move every source just above the highest destination, so that the
-    // child's dup2 calls cannot overwrite a source still to be copied. (Not to
-    // a fixed number: that fails with EINVAL under a lower open-file limit.)
-    let above = spec.fds.iter().map(|&(_, dst)| dst + 1).max().unwrap_or(0);
     let mut high = Vec::new();
     for &(src, _) in &spec.fds {
-        // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller owns; the copy is ours.
-        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above) };
-        if fd < 0 {
-            return Err(sys("fcntl(F_DUPFD_CLOEXEC)", format!("fd {src}"))(nix::Error::last()));
-        }
-        // SAFETY: a fresh descriptor we own.
-        high.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        high.push(dup_above(src, above, "spawn source")?);
     }
     let fds: Vec<(RawFd, RawFd)> = high
         .iter()
@@ -197,7 +294,7 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
     let args = ChildArgs {
         go_fd: go.as_ref().map(|(r, _)| r.as_raw_fd()).unwrap_or(-1),
         become_root: before_exec.is_some() && spec.flags.contains(CloneFlags::CLONE_NEWUSER),
-        exe_fd: spec.binary.fd.as_raw_fd(),
+        exe_fd: exe_high.as_ref().map_or(exe, |f| f.as_raw_fd()),
         argv,
         envp,
         fds,
@@ -221,22 +318,51 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
         saved
     };
-    // SAFETY: child_main only runs async-signal-safe syscalls on its own stack;
-    // without CLONE_VM the child works on a copy of `args` and `stack`, with it
-    // this thread is suspended (CLONE_VFORK) until the child has executed or exited.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top,
-            spec.flags.bits() | share | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
-        )
+    let (pid, clone_err) = match spec.cgroup {
+        // SAFETY: child_main only runs async-signal-safe syscalls on its own stack;
+        // without CLONE_VM the child works on a copy of `args` and `stack`, with it
+        // this thread is suspended (CLONE_VFORK) until the child has executed or exited.
+        None => unsafe {
+            let pid = libc::clone(
+                child_main,
+                top,
+                spec.flags.bits() | share | libc::SIGCHLD,
+                &args as *const ChildArgs as *mut libc::c_void,
+            );
+            (pid, nix::Error::last())
+        },
+        // clone3 has no function-and-stack form: the child returns from the
+        // syscall like fork's, so it needs its own copy of the memory (no
+        // CLONE_VM); CLONE_VFORK still holds this thread until the exec.
+        Some(cg) => {
+            let cargs = CloneArgs {
+                flags: spec.flags.bits() as u64 | CLONE_INTO_CGROUP | if vfork { libc::CLONE_VFORK as u64 } else { 0 },
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: cg as u64,
+                ..CloneArgs::default()
+            };
+            // SAFETY: clone3 with a valid, fully initialised clone_args and its size.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &cargs as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
+            if ret == 0 {
+                // The child, on a copy of this stack: child_main executes or exits.
+                child_main(&args as *const ChildArgs as *mut libc::c_void);
+                // SAFETY: _exit is async-signal-safe; child_main does not return.
+                unsafe { libc::_exit(127) };
+            }
+            (ret as libc::pid_t, nix::Error::last())
+        }
     };
-    let clone_err = nix::Error::last();
     // SAFETY: restores this thread's mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
     if pid < 0 {
-        return Err(sys("clone", format!("flags {:?}", spec.flags))(clone_err));
+        let call = if spec.cgroup.is_some() { "clone3" } else { "clone" };
+        return Err(sys(call, format!("flags {:?}", spec.flags))(clone_err));
     }
     drop(err_w);
     let pid = Pid::from_raw(pid);
@@ -251,13 +377,12 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         }
         nix::unistd::write(&go_w, b"g").map_err(sys("write", "spawn go pipe"))?;
     }
-    let mut buf = [0u8; 4];
+    let mut buf = [0u8; REPORT_LEN];
     let mut f = File::from(err_r);
     match f.read(&mut buf) {
-        Ok(4) => {
+        Ok(REPORT_LEN) => {
             let _ = nix::sys::wait::waitpid(pid, None);
-            let errno = nix::Error::from_raw(i32::from_ne_bytes(buf));
-            Err(sys("execveat", "rustjail init (sealed memfd)")(errno))
+            Err(child_error(&buf))
         }
         Ok(_) => Ok(pid),
         Err(e) => Err(Error::Io {
@@ -265,5 +390,129 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
             path: "spawn error pipe".into(),
             source: e,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn cstrings(v: &[&str]) -> Vec<CString> {
+        v.iter().map(|s| CString::new(*s).unwrap()).collect()
+    }
+
+    fn exit_code(pid: Pid) -> i32 {
+        match nix::sys::wait::waitpid(pid, None).unwrap() {
+            nix::sys::wait::WaitStatus::Exited(_, c) => c,
+            other => panic!("child ended with {other:?}"),
+        }
+    }
+
+    /// The binary's own fd number as a destination (what the agent's sync
+    /// socket on fd 3 did to a memfd that landed on fd 3): the child still
+    /// executes the binary, and the destination holds the caller's pipe.
+    #[test]
+    fn a_destination_on_the_binarys_fd_does_not_replace_the_binary() {
+        let bin = SealedBinary::copy_of(Path::new("/bin/sh")).unwrap();
+        let n = bin.fd.as_raw_fd();
+        let (mut r, w) = std::io::pipe().unwrap();
+        // Through /proc: dash takes only one-digit numbers after >&.
+        let script = format!("echo on-fd-{n} > /proc/self/fd/{n}");
+        let pid = spawn(&SpawnSpec {
+            binary: &bin,
+            args: cstrings(&["sh", "-c", &script]),
+            env: vec![],
+            flags: CloneFlags::empty(),
+            fds: vec![(w.as_raw_fd(), n)],
+            cgroup: None,
+        })
+        .unwrap_or_else(|e| panic!("spawn with fd {n} as a destination: {e}"));
+        drop(w);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, format!("on-fd-{n}\n"));
+        assert_eq!(exit_code(pid), 0);
+    }
+
+    /// Destinations on the low numbers the error pipe and the binary would
+    /// take in a process with few fds open, from many threads at once (fds
+    /// created by one thread are inherited by another's child until it execs).
+    #[test]
+    fn concurrent_spawns_onto_low_fds_all_execute() {
+        let bin = SealedBinary::copy_of(Path::new("/bin/true")).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..25 {
+                        let null = File::open("/dev/null").unwrap();
+                        let fds = (3..8).map(|dst| (null.as_raw_fd(), dst)).collect();
+                        let pid = spawn(&SpawnSpec {
+                            binary: &bin,
+                            args: cstrings(&["true"]),
+                            env: vec![],
+                            flags: CloneFlags::empty(),
+                            fds,
+                            cgroup: None,
+                        })
+                        .unwrap();
+                        assert_eq!(exit_code(pid), 0);
+                    }
+                });
+            }
+        });
+    }
+
+    /// A child that fails names its own step, not execveat for everything.
+    #[test]
+    fn a_failing_exec_names_execveat_and_the_fd() {
+        let dir = std::env::temp_dir().join(format!("rustjail-spawn-{}", std::process::id()));
+        std::fs::write(&dir, b"not a program\n").unwrap();
+        let bin = SealedBinary::copy_of(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        let e = spawn(&SpawnSpec {
+            binary: &bin,
+            args: cstrings(&["x"]),
+            env: vec![],
+            flags: CloneFlags::empty(),
+            fds: vec![],
+            cgroup: None,
+        })
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("execveat") && text.contains("sealed memfd"), "{text}");
+        assert!(
+            matches!(
+                e,
+                Error::Sys {
+                    source: nix::Error::ENOEXEC,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+    }
+
+    /// setresgid in a user namespace whose maps were never written fails in
+    /// the child, and the error says so.
+    #[test]
+    #[cfg_attr(not(pith_root), ignore = "needs root")]
+    fn an_unmapped_user_namespace_names_setresgid() {
+        let bin = SealedBinary::copy_of(Path::new("/bin/true")).unwrap();
+        let no_maps = |_pid: Pid| -> Result<()> { Ok(()) };
+        let e = spawn_with(
+            &SpawnSpec {
+                binary: &bin,
+                args: cstrings(&["true"]),
+                env: vec![],
+                flags: CloneFlags::CLONE_NEWUSER,
+                fds: vec![],
+                cgroup: None,
+            },
+            Some(&no_maps),
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("setresgid"), "{text}");
     }
 }

@@ -259,6 +259,11 @@ impl EngineContainer for RjContainer {
     fn kill_all(&self, signal: Signal) -> Result<usize> {
         let cg = &self.c.cgroup;
         let what = |e: &dyn std::fmt::Display| Error::Internal(format!("container {:?}: {e}", self.c.id));
+        // An empty cgroup needs no freeze: the usual case when the init of a
+        // PID namespace of its own has exited (the kernel ended the rest).
+        if cg.pids().map_err(|e| what(&e))?.is_empty() {
+            return Ok(0);
+        }
         // Frozen, nothing forks between listing and signalling; a fatal signal
         // is delivered once thawed (cgroup v1) or at once (v2).
         let frozen = cg.freeze();

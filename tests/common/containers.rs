@@ -112,3 +112,39 @@ pub async fn remove(c: &Client, id: &str) {
     r.timeout = 1;
     let _: Empty = call(c, SVC, "RemoveContainer", &r).await.unwrap();
 }
+
+/// `req` as a Kata host sends it (the Go runtime's `constrainGRPCSpec`):
+/// without the network and cgroup namespaces.
+pub fn as_kata_sends(mut req: CreateContainerRequest) -> CreateContainerRequest {
+    if let Some(linux) = req.OCI.as_mut().and_then(|s| s.Linux.as_mut()) {
+        linux.Namespaces.retain(|n| n.Type != "network" && n.Type != "cgroup");
+    }
+    req
+}
+
+/// `n` create → start → wait → remove cycles of the container `req(id)`
+/// (which must exit 0), after two for warm-up; medians in ms of
+/// CreateContainer and of the whole cycle. A figure to print, never to assert on.
+pub async fn cycle_medians(c: &Client, req: impl Fn(&str) -> CreateContainerRequest, n: usize) -> (f64, f64) {
+    let (mut create, mut total) = (Vec::new(), Vec::new());
+    for i in 0..n + 2 {
+        let id = unique("cycle");
+        let t = std::time::Instant::now();
+        let _: Empty = call(c, SVC, "CreateContainer", &req(&id)).await.unwrap();
+        let created = t.elapsed();
+        let mut s = StartContainerRequest::new();
+        s.container_id = id.clone();
+        let _: Empty = call(c, SVC, "StartContainer", &s).await.unwrap();
+        assert_eq!(wait(c, &id, &id).await, Ok(0), "container {id}");
+        remove(c, &id).await;
+        if i >= 2 {
+            create.push(created.as_secs_f64() * 1e3);
+            total.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    (median(create), median(total))
+}

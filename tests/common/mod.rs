@@ -53,6 +53,25 @@ impl Agent {
 
     /// [`Agent::start_in`] and [`Agent::start_prepared`] together.
     pub fn start_prepared_in(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)], prepare: &dyn Fn(&Path)) -> Agent {
+        let bin = Path::new(env!("CARGO_BIN_EXE_pith-agent"));
+        Self::start_bin_prepared(bin, wrapper, extra, env, prepare)
+    }
+
+    /// Like [`Agent::start_in`], with the agent binary `agent_bin` (e.g. the
+    /// static build that goes into the guest image).
+    pub fn start_bin(agent_bin: &Path, wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_bin_prepared(agent_bin, wrapper, extra, env, &|_| {})
+    }
+
+    /// Every start above: `agent_bin` run by `wrapper`, once `prepare` has
+    /// seen the state directory.
+    fn start_bin_prepared(
+        agent_bin: &Path,
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        prepare: &dyn Fn(&Path),
+    ) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
         prepare(&dir.path().join("state"));
@@ -64,7 +83,6 @@ impl Agent {
         // The guest's resolv.conf stand-in, which CreateSandbox's DNS is
         // bind-mounted over (never the machine's /etc/resolv.conf).
         std::fs::write(dir.path().join("resolv.conf"), GUEST_RESOLV_CONF).unwrap();
-        let agent_bin = env!("CARGO_BIN_EXE_pith-agent");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);

@@ -146,6 +146,12 @@ const RMDIR_ATTEMPTS: u32 = 6;
 /// Removes the cgroup `dir` and its descendants (deepest first), retrying on EBUSY for about 0.6 s.
 /// A directory that is already gone is not an error.
 pub(crate) fn remove_cgroup(dir: &Path) -> Result<()> {
+    // A container's cgroup seldom has sub-cgroups: one rmdir, no listing.
+    match fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     for d in dirs_depth_first(dir)? {
         let mut delay = Duration::from_millis(10);
         let mut attempt = 1;
@@ -171,6 +177,25 @@ pub(crate) fn remove_cgroup(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates `dir` and its missing parents; true when `dir` itself was not there.
+pub(crate) fn mkdir_new(dir: &Path) -> Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                mkdir_all(parent)?;
+            }
+            match fs::create_dir(dir) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::io("mkdir", dir, e)),
+            }
+        }
+        Err(e) => Err(Error::io("mkdir", dir, e)),
+    }
 }
 
 /// Creates `dir` and its missing parents.

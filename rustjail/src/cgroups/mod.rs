@@ -133,6 +133,36 @@ impl Manager {
         }
     }
 
+    /// Creates the cgroup directories a container with resources `r` needs
+    /// (v1: see [`V1Manager::create_new`]); true when none was there before
+    /// (so the cgroup holds no process yet).
+    pub fn create_new(&self, r: &LinuxResources) -> Result<bool> {
+        match self {
+            Manager::V1(m) => m.create_new(r),
+            Manager::V2(m) => m.create_new(),
+        }
+    }
+
+    /// v2: the cgroup's directory, open, for `clone3(CLONE_INTO_CGROUP)`; v1: `None`.
+    pub fn v2_dir_fd(&self) -> Result<Option<OwnedFd>> {
+        self.v2_dir_fd_after(|| Ok(()))
+    }
+
+    /// Like [`Manager::v2_dir_fd`]; on v2, `make` (which creates the
+    /// directory) runs first. On v1 `make` does not run.
+    pub fn v2_dir_fd_after<E: From<Error>>(
+        &self,
+        make: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Option<OwnedFd>, E> {
+        match self {
+            Manager::V1(_) => Ok(None),
+            Manager::V2(m) => {
+                make()?;
+                Ok(Some(m.dir_fd()?))
+            }
+        }
+    }
+
     /// Writes every resource of `r`; returns notes about settings that were ignored.
     pub fn apply(&self, r: &LinuxResources) -> Result<Vec<String>> {
         match self {

@@ -292,3 +292,45 @@ fn destroy_removes_dirs_and_reports_busy_ones() {
     );
     assert!(e.to_string().contains("freezer/d1"), "{e}");
 }
+
+#[test]
+fn on_demand_hierarchies_are_made_when_the_resources_use_them() {
+    let (dir, root) = fake_host();
+    let Manager::V1(m) = Manager::with_root(&root, None, "c1").unwrap() else {
+        panic!("hybrid host must give v1")
+    };
+    let b = dir.path();
+    let plain = LinuxResourcesBuilder::default()
+        .devices(default_rules())
+        .build()
+        .unwrap();
+    // The kernel's files of a new cpuset (plain files here).
+    let cpuset = cg_dir(b, "cpuset");
+    fs::create_dir_all(&cpuset).unwrap();
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        fs::write(cpuset.join(f), "").unwrap();
+    }
+    m.create_new(&plain).unwrap();
+    // net_cls,net_prio: no resource uses it, so no directory; every other one made.
+    assert!(!cg_dir(b, "net_cls,net_prio").exists());
+    for ctrl in ["cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids"] {
+        assert!(cg_dir(b, ctrl).is_dir(), "{ctrl}");
+    }
+    // Only what exists is joined and removed; nothing fails for the missing one.
+    m.make_on_demand(&plain).unwrap();
+    assert!(!cg_dir(b, "net_cls,net_prio").exists());
+    // A class id (at creation or by an update) makes it.
+    let classed = LinuxResourcesBuilder::default()
+        .network(LinuxNetworkBuilder::default().class_id(7u32).build().unwrap())
+        .build()
+        .unwrap();
+    m.make_on_demand(&classed).unwrap();
+    assert!(cg_dir(b, "net_cls,net_prio").is_dir());
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        fs::remove_file(cpuset.join(f)).unwrap();
+    }
+    m.destroy().unwrap();
+    for ctrl in ["cpu", "cpuset", "net_cls,net_prio", "pids"] {
+        assert!(!cg_dir(b, ctrl).exists(), "{ctrl}");
+    }
+}

@@ -125,3 +125,32 @@ fn real_v2_devices_ebpf() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\nw-denied\n");
 }
+
+#[test]
+#[cfg_attr(not(all(pith_root, pith_cgroup2)), ignore = "needs root and a cgroup2 mount")]
+fn real_v2_process_created_in_its_cgroup() {
+    // clone3(CLONE_INTO_CGROUP): the process is in the cgroup from its first
+    // instruction, with nothing moved afterwards.
+    let (mgr, _g) = v2_cgroup("v2clone3");
+    let Manager::V2(m) = &mgr else { unreachable!() };
+    let fd = mgr.v2_dir_fd().unwrap().expect("a v2 manager has a directory to open");
+    let bin = crate::spawn::SealedBinary::copy_of(std::path::Path::new("/bin/sleep")).unwrap();
+    let pid = crate::spawn::spawn(&crate::spawn::SpawnSpec {
+        binary: &bin,
+        args: vec![c"sleep".into(), c"30".into()],
+        env: Vec::new(),
+        flags: nix::sched::CloneFlags::empty(),
+        fds: Vec::new(),
+        cgroup: Some(fd.as_raw_fd()),
+    })
+    .unwrap();
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let rel = m.path().strip_prefix(m.mount()).unwrap();
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    assert!(
+        own.lines().any(|l| l == format!("0::/{}", rel.display())),
+        "pid {pid} is not in {}: {own}",
+        m.path().display()
+    );
+}

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use oci_spec::runtime::LinuxDeviceCgroup;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
 use super::devices::DeviceState;
 use super::error::{Error, Result};
@@ -85,6 +85,35 @@ impl V1Manager {
         dirs
     }
 
+    /// Whether every controller sharing directory `dir` is made only on demand.
+    fn on_demand_only(&self, dir: &Path) -> bool {
+        self.paths
+            .iter()
+            .filter(|(_, d)| d.as_path() == dir)
+            .all(|(c, _)| ON_DEMAND.contains(&c.as_str()))
+    }
+
+    /// The directories a container with resources `r` is put in: every one
+    /// but those whose controllers are all made on demand and unused by `r`.
+    fn dirs_for(&self, r: &LinuxResources) -> Vec<&Path> {
+        let mut dirs: Vec<&Path> = self
+            .paths
+            .iter()
+            .filter(|(c, _)| !ON_DEMAND.contains(&c.as_str()) || uses(r, c))
+            .map(|(_, d)| d.as_path())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// The directories the container is in: those made on demand only once made.
+    fn joined_dirs(&self) -> Vec<&Path> {
+        let mut dirs = self.unique_dirs();
+        dirs.retain(|d| !self.on_demand_only(d) || d.exists());
+        dirs
+    }
+
     /// Creates the directory in every hierarchy; cpuset directories get cpuset.cpus/mems copied from
     /// their parents (an empty cpuset refuses tasks).
     pub fn create(&self) -> Result<()> {
@@ -92,29 +121,89 @@ impl V1Manager {
             fs::mkdir_all(d)?;
         }
         if let (Some(dir), Some(mount)) = (self.paths.get("cpuset"), self.mounts.get("cpuset")) {
-            ensure_cpuset(mount, dir)?;
+            fill_cpuset(mount, dir)?;
         }
         Ok(())
     }
 
-    /// Moves process `pid` (all its threads) into the cgroup in every hierarchy.
+    /// Like [`V1Manager::create`], in the hierarchies a container with
+    /// resources `r` needs: a hierarchy whose controllers are only made on
+    /// demand ([`ON_DEMAND`]: net_cls, perf_event, ...) and which `r` does
+    /// not use is left alone (the container stays in its parent's cgroup
+    /// there), which saves a mkdir, a join and an rmdir each.
+    /// [`V1Manager::apply`] makes one when a later update uses it. True when
+    /// no hierarchy had the directory.
+    pub fn create_new(&self, r: &LinuxResources) -> Result<bool> {
+        let mut new = true;
+        let dirs = self.dirs_for(r);
+        for d in &dirs {
+            new &= fs::mkdir_new(d)?;
+        }
+        if let (Some(dir), Some(mount)) = (self.paths.get("cpuset"), self.mounts.get("cpuset")) {
+            if dirs.contains(&dir.as_path()) {
+                fill_cpuset(mount, dir)?;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup in every hierarchy it has.
     pub fn add_task(&self, pid: i32) -> Result<()> {
         if pid <= 0 {
             return Err(Error::invalid("pid", pid, "must be a positive process id"));
         }
-        for d in self.unique_dirs() {
+        for d in self.joined_dirs() {
             fs::write(d, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
     }
 
-    /// Moves the calling thread into the cgroup in every hierarchy by writing
-    /// "0" to `tasks`. For a single-threaded caller that moves the process,
-    /// and unlike a pid written to `cgroup.procs` it needs no write lock on the
-    /// kernel's threadgroup semaphore, whose RCU grace period costs 5-30 ms.
+    /// Moves the calling thread into the cgroup in every hierarchy it has by
+    /// writing "0" to `tasks`. For a single-threaded caller that moves the
+    /// process, and unlike a pid written to `cgroup.procs` it needs no write
+    /// lock on the kernel's threadgroup semaphore, whose RCU grace period
+    /// costs 5-30 ms.
     pub fn join_self(&self) -> Result<()> {
-        for d in self.unique_dirs() {
+        for d in self.joined_dirs() {
             fs::write(d, "tasks", "0")?;
+        }
+        Ok(())
+    }
+
+    /// Makes the on-demand hierarchies `r` uses that the container is not in
+    /// yet, and moves the container's processes there (an update that sets a
+    /// network class on a container created without one).
+    pub(crate) fn make_on_demand(&self, r: &LinuxResources) -> Result<()> {
+        let missing: Vec<&Path> = self
+            .dirs_for(r)
+            .into_iter()
+            .filter(|d| self.on_demand_only(d) && !d.exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for d in &missing {
+            fs::mkdir_all(d)?;
+        }
+        // A process forked while the others move starts in the old cgroup:
+        // list again until every one is in (each round moves the new ones).
+        for _ in 0..MIGRATE_ROUNDS {
+            let all = self.pids()?;
+            let mut moved = 0;
+            for d in &missing {
+                let there = fs::procs_recursive(d)?;
+                for pid in all.iter().filter(|p| there.binary_search(p).is_err()) {
+                    match fs::write(d, "cgroup.procs", &pid.to_string()) {
+                        Ok(()) => moved += 1,
+                        // Exited meanwhile.
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if moved == 0 {
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -245,15 +334,38 @@ impl V1Manager {
     }
 }
 
-/// Creates every directory from `mount` down to `dir`, copying empty cpuset.cpus/mems from the parent.
-fn ensure_cpuset(mount: &Path, dir: &Path) -> Result<()> {
+/// Controllers whose hierarchy a container is put in only when its resources
+/// use it. The agent needs every other one: devices isolate; freezer pauses
+/// and kills; memory, pids, cpuacct, blkio and hugetlb feed OOM events and
+/// statistics; cpu keeps the container one scheduling entity (as runc does);
+/// cpuset lets OnlineCPUMem grow each container's CPUs (as kata-agent does).
+pub const ON_DEMAND: &[&str] = &["net_cls", "net_prio", "perf_event", "rdma", "misc"];
+
+/// How many times [`V1Manager::make_on_demand`] lists and moves the processes.
+const MIGRATE_ROUNDS: usize = 5;
+
+/// Whether `r` sets something in `controller`'s hierarchy.
+fn uses(r: &LinuxResources, controller: &str) -> bool {
+    match controller {
+        "net_cls" => r.network().as_ref().is_some_and(|n| n.class_id().is_some()),
+        "net_prio" => r
+            .network()
+            .as_ref()
+            .is_some_and(|n| n.priorities().as_ref().is_some_and(|p| !p.is_empty())),
+        "rdma" => r.rdma().as_ref().is_some_and(|m| !m.is_empty()),
+        _ => false,
+    }
+}
+
+/// Copies empty cpuset.cpus/mems from the parent into every directory from
+/// `mount` down to `dir` (which exist: an empty cpuset refuses tasks).
+fn fill_cpuset(mount: &Path, dir: &Path) -> Result<()> {
     let Ok(rel) = dir.strip_prefix(mount) else {
         return Ok(());
     };
     let mut parent = mount.to_path_buf();
     for comp in rel.components() {
         let cur = parent.join(comp);
-        fs::mkdir_all(&cur)?;
         for file in ["cpuset.cpus", "cpuset.mems"] {
             if fs::read_trim(&cur, file)?.is_empty() {
                 let v = fs::read_trim(&parent, file)?;

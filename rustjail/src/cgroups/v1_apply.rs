@@ -19,6 +19,7 @@ impl V1Manager {
             });
         }
         let mut notes = Vec::new();
+        self.make_on_demand(r)?;
         if let Some(d) = r.devices() {
             self.update_devices(d)?;
         }

@@ -89,10 +89,16 @@ impl V2Manager {
     /// ancestor below the mount point (as runc does; controllers that cannot be enabled are skipped,
     /// and [`V2Manager::apply`] then names them).
     pub fn create(&self) -> Result<()> {
+        self.create_new().map(|_| ())
+    }
+
+    /// Like [`V2Manager::create`]; true when the container's directory was not there.
+    pub fn create_new(&self) -> Result<bool> {
         let available = fs::read_opt(&self.mount, "cgroup.controllers")?.unwrap_or_default();
         let wanted: Vec<String> = available.split_whitespace().map(|c| format!("+{c}")).collect();
         let rel = self.path.strip_prefix(&self.mount).unwrap_or(Path::new(""));
         let mut cur = self.mount.clone();
+        let mut new = false;
         for comp in rel.components() {
             if !wanted.is_empty() {
                 let enabled = fs::read_opt(&cur, "cgroup.subtree_control")?.unwrap_or_default();
@@ -110,9 +116,16 @@ impl V2Manager {
                 }
             }
             cur = cur.join(comp);
-            fs::mkdir_all(&cur)?;
+            new = fs::mkdir_new(&cur)?;
         }
-        Ok(())
+        Ok(new)
+    }
+
+    /// The directory, open (read-only, close-on-exec), to create a process in it.
+    pub fn dir_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        std::fs::File::open(&self.path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| Error::io("open", &self.path, e))
     }
 
     /// Moves process `pid` into the cgroup.

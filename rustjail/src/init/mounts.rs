@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::fd::FromRawFd;
+
+use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
 use crate::error::{sys, Result};
@@ -261,8 +265,19 @@ fn mount_cgroup_v1_view(
         Some("mode=755"),
     )
     .map_err(sys("mount", format!("tmpfs on {shown}")))?;
+    // The fresh tmpfs, empty and not yet reachable from the container: each
+    // hierarchy's directory is made and opened relative to it, one mkdirat and
+    // one openat each, not a walk from the root per path.
+    let dir = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
+    let dirfd = Some(std::os::fd::AsRawFd::as_raw_fd(&dir));
     let entries = std::fs::read_dir(host).map_err(crate::error::io("readdir", host.display()))?;
     let mut links = Vec::new();
+    let open_sub = |name: &std::ffi::OsStr| -> nix::Result<std::os::fd::OwnedFd> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dirfd, name, flags, Mode::empty())?;
+        // SAFETY: a fresh descriptor we own.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let sub = dest.join(&name);
@@ -279,12 +294,15 @@ fn mount_cgroup_v1_view(
         if !ft.is_dir() {
             continue;
         }
-        let t = ensure_in_root(root, rootfs, &sub, Create::Dir)?;
+        nix::sys::stat::mkdirat(dirfd, name.as_os_str(), Mode::from_bits_truncate(0o755))
+            .map_err(sys("mkdirat", format!("{} in {shown}", sub.display())))?;
+        let t = open_sub(&name).map_err(sys("openat", sub.display()))?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
         mount(Some(&e.path()), &fd_path(&t), None::<&str>, flags, None::<&str>)
             .map_err(sys("mount", format!("bind {} in {shown}", e.path().display())))?;
         if ro {
-            let t = ensure_in_root(root, rootfs, &sub, Create::Nothing)?;
+            // Opened again: the bind mount now on top of the directory.
+            let t = open_sub(&name).map_err(sys("openat", sub.display()))?;
             mount(
                 None::<&str>,
                 &fd_path(&t),
@@ -295,10 +313,9 @@ fn mount_cgroup_v1_view(
             .map_err(sys("mount", format!("remount {} read-only", sub.display())))?;
         }
     }
-    let dir = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
     for (sub, t) in links {
         let name = sub.file_name().unwrap_or_default();
-        let _ = nix::unistd::symlinkat(&t, Some(std::os::fd::AsRawFd::as_raw_fd(&dir)), name);
+        let _ = nix::unistd::symlinkat(&t, dirfd, name);
     }
     if ro {
         mount(

@@ -1,0 +1,85 @@
+//! The scaling line of `make bench` (issue 16): CreateContainer with one
+//! container in the sandbox next to CreateContainer with 199 others running.
+//!
+//! In a fresh agent: a pause container, then `CYCLES` create → start → wait →
+//! remove cycles of `/bin/true` (the 2nd container of the sandbox); then 198
+//! more idle containers (`sleep`), each CreateContainer timed, the agent's RSS
+//! read at 100; then the same cycles again, each container the 200th.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use protocols::agent::*;
+
+use super::common::rss_kib;
+use super::{call, start, start_agent, summary, Empty};
+
+/// Containers in the sandbox at the end, the cycled one included.
+const SCALE: usize = 200;
+const CYCLES: usize = 20;
+
+/// Runs the scaling line in a fresh agent `bin`.
+pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(bin, dir.path());
+    rt.block_on(async {
+        let addr = protocols::addr::Address::Unix(agent.sock.clone());
+        let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
+        let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
+        start(&c, rootfs, &format!("scale-pause-{}", std::process::id()), &["sleep", "100000"]).await;
+        let true_spec = super::spec(rootfs, &["true"]);
+        let pid = agent.child.id();
+        let cpu = super::cpu_ms_of(pid);
+        let (create1, cycle1) = super::cycles_of(&c, &true_spec, "scale-first", CYCLES).await;
+        let cpu1 = (super::cpu_ms_of(pid) - cpu) / (CYCLES + super::WARMUP) as f64;
+        let mut ramp = Vec::new();
+        let mut rss100 = 0;
+        // The pause container and the cycled one make 200.
+        for i in 2..SCALE {
+            let id = format!("scale-idle-{}-{i}", std::process::id());
+            let t = Instant::now();
+            let _: Empty = call(&c, "CreateContainer", &super::create_req(rootfs, &id, &["sleep", "100000"])).await;
+            ramp.push(t.elapsed().as_secs_f64() * 1e3);
+            let mut s = StartContainerRequest::new();
+            s.container_id = id;
+            let _: Empty = call(&c, "StartContainer", &s).await;
+            if i + 1 == 100 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                rss100 = rss_kib(agent.child.id());
+            }
+        }
+        let cpu = super::cpu_ms_of(pid);
+        let (create200, cycle200) = super::cycles_of(&c, &true_spec, "scale-last", CYCLES).await;
+        let cpu200 = (super::cpu_ms_of(pid) - cpu) / (CYCLES + super::WARMUP) as f64;
+        let t = Instant::now();
+        let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+        let destroy = t.elapsed();
+        let (c1, c1p90) = summary(create1);
+        let (c200, c200p90) = summary(create200);
+        let (y1, _) = summary(cycle1);
+        let (y200, _) = summary(cycle200);
+        let head = summary(ramp[..20].to_vec()).0;
+        let tail = summary(ramp[ramp.len() - 20..].to_vec()).0;
+        println!("  {SCALE} containers in one sandbox (fresh agent; {CYCLES} cycles of /bin/true each side):");
+        println!(
+            "    CreateContainer of the 2nd:   median {c1:.2} ms, p90 {c1p90:.2} ms (whole cycle median {y1:.2} ms)"
+        );
+        println!(
+            "    CreateContainer of the {SCALE}th: median {c200:.2} ms, p90 {c200p90:.2} ms (whole cycle median {y200:.2} ms)"
+        );
+        println!(
+            "    {SCALE}th / 2nd: {:.2}x (goal <= 1.2x); idle containers' CreateContainer, first 20 vs last 20: {head:.2} / {tail:.2} ms",
+            c200 / c1
+        );
+        println!(
+            "    CPU per cycle (the agent and the inits it reaped; other load does not inflate it): {cpu1:.2} ms as the 2nd, \
+             {cpu200:.2} ms as the {SCALE}th ({:.2}x)",
+            cpu200 / cpu1
+        );
+        println!(
+            "    agent RSS with 100 containers running: {:.2} MiB; DestroySandbox of {SCALE}: {} ms",
+            rss100 as f64 / 1024.0,
+            destroy.as_millis()
+        );
+    });
+}
