@@ -198,17 +198,15 @@ async fn serve(
     let limits = Limits::new(cfg.max_connections, cfg.frame_timeout);
     let server = Server::start(listeners, dispatcher, limits, log);
 
-    // Orphans of our children become ours (as subreaper; PID 1 is the
-    // keeper): reap them so they do not pile up as zombies.
-    if std::process::id() != 1 {
-        // SAFETY: prctl with constant arguments.
-        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            warn!(
-                log,
-                "prctl(PR_SET_CHILD_SUBREAPER): {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    // Orphans of our children become ours (as subreaper; PID 1, when the
+    // binary is init, is the keeper): reap them so they do not pile up as zombies.
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        warn!(
+            log,
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        );
     }
     let _reaping = reaper.spawn_on_sigchld().context("install SIGCHLD handler")?;
     match console {
