@@ -350,7 +350,7 @@ pub fn agent_pid(vm: &Vm) -> String {
     let out = console(
         vm,
         "for s in /proc/[0-9]*/status; do grep -q '^Name:.pith-agent$' $s && grep -q '^PPid:.1$' $s && \
-         echo \"agent''pid:$(basename $(dirname $s))\"; done",
+         echo agentpid:$(basename $(dirname $s)); done",
     );
     let pids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("agentpid:")).collect();
     assert_eq!(pids.len(), 1, "not one agent under PID 1:\n{out}\n{}", vm.diagnostics());
