@@ -392,6 +392,7 @@ fn guest_image_end_to_end() {
 /// client of the new agent.
 async fn agent_crash_in_the_vm(c: ttrpc::r#async::Client, vm: &Vm) -> ttrpc::r#async::Client {
     use protocols::health::{CheckRequest, HealthCheckResponse};
+    let step = Instant::now();
     let id = "e2e-crash";
     let mut req = container_request(id, &["sh", "-c", "echo before; read l; echo \"got $l\"; exit 5"]);
     req.OCI.as_mut().unwrap().Process.as_mut().unwrap().Terminal = false;
@@ -471,8 +472,10 @@ async fn agent_crash_in_the_vm(c: ttrpc::r#async::Client, vm: &Vm) -> ttrpc::r#a
         .expect("RemoveContainer e2e-crash");
     println!(
         "kill -9 of the agent (pid {agent}): guest still up, new agent {new_agent}; keeper's line seen -> \
-         Check answered on a new connection: {} ms; the container's stdin, stdout and exit code 5 through it",
-        t_back.as_millis()
+         Check answered on a new connection: {} ms; the container's stdin, stdout and exit code 5 through it \
+         (the whole step: {} ms)",
+        t_back.as_millis(),
+        step.elapsed().as_millis()
     );
     c
 }
