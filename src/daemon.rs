@@ -34,9 +34,12 @@ pub fn main() {
     // In one of the helper modes this never returns.
     rustjail::helper::dispatch(MODES);
     let args = Args::from_env();
-    if args.keeper && std::env::var_os(crate::keeper::FD_ENV).is_none() {
+    // The keeper runs the agent: when asked, and always as the guest's init
+    // (an agent crash must not take PID 1, and with it the kernel, down).
+    let pid1 = std::process::id() == 1;
+    if (args.keeper || pid1) && std::env::var_os(crate::keeper::FD_ENV).is_none() {
         // Before any thread: the keeper is single-threaded.
-        std::process::exit(crate::keeper::parent::run());
+        std::process::exit(crate::keeper::parent::run(pid1));
     }
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");
@@ -45,14 +48,19 @@ pub fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let init_mode = std::process::id() == 1;
     // While single-threaded (it edits the environment).
     let keeper = crate::keeper::link::KeeperLink::from_env()
         .transpose()
         .context("keeper channel")?
         .map(Arc::new);
-    // As the guest's init: /proc, /sys, /dev, cgroups... before anything reads them.
-    let early = init_mode.then(init::early_setup);
+    // The guest's agent: its keeper is init (and mounted /proc, /sys, /dev...).
+    // SAFETY: getppid(2) has no arguments and cannot fail.
+    let init_mode = keeper.is_some() && unsafe { libc::getppid() } == 1;
+    if keeper.is_some() {
+        // Started as /proc/self/exe, it would be called "exe" in ps and pidof.
+        // SAFETY: prctl with a NUL-terminated name that outlives the call.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"pith-agent".as_ptr(), 0, 0, 0) };
+    }
     let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
     let flags = FlagOverrides {
         server_addrs: args.server_addrs.clone(),
@@ -77,9 +85,6 @@ fn run(args: Args) -> Result<()> {
     for w in &loaded.warnings {
         warn!(log, "{w}"; "subsystem" => "config");
     }
-    if let Some(report) = &early {
-        init::log_early(report, &log);
-    }
     init::load_modules(&cfg.kernel_modules, &log);
     info!(log, "starting";
           "init_mode" => init_mode,
@@ -97,8 +102,8 @@ fn run(args: Args) -> Result<()> {
         error!(log, "agent failed: {e:#}");
     }
     if init_mode {
+        // The keeper (PID 1) powers the VM off once this process is gone.
         rt.shutdown_timeout(std::time::Duration::from_secs(1));
-        init::power_off(&log, _guard);
     }
     result
 }
@@ -152,14 +157,36 @@ async fn serve(
             }
         }
     }
-    durable::spawn_writers(&sandbox, &reaper, keeper.clone(), log);
     // Listening once the sandbox is taken back: a client that connects is
-    // answered at once, and by the sandbox as it was.
+    // answered at once, and by the sandbox as it was. Under a keeper, on the
+    // sockets it held for a previous agent (before the keeper's exits are
+    // read on their own thread: the handoff may be asked for here).
     let listeners = cfg
         .server_addrs
         .iter()
-        .map(|a| Listener::bind(a).with_context(|| format!("listen on {a}")))
+        .map(|a| {
+            let name = a.to_string();
+            crate::keeper::listen::listen(
+                keeper.as_deref(),
+                &name,
+                |fd| Listener::adopt(a, fd),
+                || Listener::bind(a),
+                log,
+            )
+            .with_context(|| format!("listen on {a}"))
+        })
         .collect::<Result<Vec<_>>>()?;
+    let console = cfg.debug_console.then(|| {
+        let port = cfg.debug_console_vport;
+        crate::keeper::listen::listen(
+            keeper.as_deref(),
+            &format!("vsock://-1:{port}#console"),
+            |fd| init::debug_console::adopt(fd, port),
+            || init::debug_console::bind(port),
+            log,
+        )
+    });
+    durable::spawn_writers(&sandbox, &reaper, keeper.clone(), log);
     let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
     let ctx = Arc::new(AgentContext::new(listen, init_mode));
     let mut destroyed = sandbox.shutdown_requested();
@@ -171,23 +198,21 @@ async fn serve(
     let limits = Limits::new(cfg.max_connections, cfg.frame_timeout);
     let server = Server::start(listeners, dispatcher, limits, log);
 
-    // Orphans in the guest become ours (as PID 1, or as subreaper otherwise):
-    // reap them so they do not pile up as zombies.
-    if !init_mode {
-        // SAFETY: prctl with constant arguments.
-        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            warn!(
-                log,
-                "prctl(PR_SET_CHILD_SUBREAPER): {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    // Orphans of our children become ours (as subreaper; PID 1, when the
+    // binary is init, is the keeper): reap them so they do not pile up as zombies.
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        warn!(
+            log,
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        );
     }
     let _reaping = reaper.spawn_on_sigchld().context("install SIGCHLD handler")?;
-    if cfg.debug_console {
-        if let Err(e) = init::debug_console::spawn(cfg.debug_console_vport, log) {
-            warn!(log, "debug console not started: {e}");
-        }
+    match console {
+        Some(Ok(l)) => drop(init::debug_console::spawn(l, cfg.debug_console_vport, log)),
+        Some(Err(e)) => warn!(log, "debug console not started: {e}"),
+        None => {}
     }
 
     let which = tokio::select! {

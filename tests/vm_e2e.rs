@@ -136,7 +136,8 @@ fn guest_image_end_to_end() {
 
         // 5. A container from the rootfs in the initrd: echo, its stdout, its exit code,
         //    with strace (through the debug console) on the agent meanwhile.
-        let strace = Strace::start(&vm, "1");
+        let agent = guest_vm::agent_pid(&vm);
+        let strace = Strace::start(&vm, &agent);
         let t = Instant::now();
         let id = "e2e-echo";
         let req = container_request(id, &["sh", "-c", "echo hello from the guest; sleep 2; exit 3"]);
@@ -164,7 +165,7 @@ fn guest_image_end_to_end() {
         assert_eq!(out, "hello from the guest\n");
         assert_eq!(wait_process(&c, id, id).await, 3);
         let trace = strace.stop(&vm);
-        println!("strace -f -p 1 (the agent) during CreateContainer, StartContainer, ExecProcess:");
+        println!("strace -f -p {agent} (the agent) during CreateContainer, StartContainer, ExecProcess:");
         for l in guest_vm::container_syscalls(&trace, "sh") {
             println!("  {l}");
         }
@@ -359,7 +360,15 @@ fn guest_image_end_to_end() {
         // 6c. Networking: the NIC, a hot-plugged second one, routes, iptables.
         network_in_the_vm(&c, &vm).await;
 
-        // 7. The end: DestroySandbox, after which the agent (PID 1) powers off.
+        // 6d. The agent killed: its keeper (PID 1) starts a new one, which
+        //     takes the container back; a new connection finds it.
+        let c = if sandbox {
+            agent_crash_in_the_vm(c, &vm).await
+        } else {
+            c
+        };
+
+        // 7. The end: DestroySandbox, after which the keeper (PID 1) powers off.
         if sandbox {
             let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
                 .await
@@ -430,6 +439,103 @@ fn host_cycle() -> String {
         rustjail::cgroups::Manager::new(None, "probe").map_or("cgroups?", |m| m.version()),
         bin.display()
     )
+}
+
+/// `kill -9` of the agent through the debug console while a container waits
+/// on its stdin: the guest keeps running (its init is the keeper, not the
+/// agent), a new agent serves the port (held by the keeper across the
+/// restart), and the container answers through it: StatsContainer, stdin
+/// written and its stdout read through the descriptors the keeper held, its
+/// exit code. Also prints the keeper's and the agent's memory. Returns a
+/// client of the new agent.
+async fn agent_crash_in_the_vm(c: ttrpc::r#async::Client, vm: &Vm) -> ttrpc::r#async::Client {
+    use protocols::health::{CheckRequest, HealthCheckResponse};
+    let step = Instant::now();
+    let id = "e2e-crash";
+    let mut req = container_request(id, &["sh", "-c", "echo before; read l; echo \"got $l\"; exit 5"]);
+    req.OCI.as_mut().unwrap().Process.as_mut().unwrap().Terminal = false;
+    guest_vm::create_and_start(&c, vm, &req).await;
+    let mut r = ReadStreamRequest::new();
+    r.container_id = id.into();
+    r.exec_id = id.into();
+    r.len = 4096;
+    let first: ReadStreamResponse = call(&c, SVC, "ReadStdout", &r).await.expect("ReadStdout");
+    assert_eq!(first.data, b"before\n");
+
+    let agent = guest_vm::agent_pid(vm);
+    let mem = guest_vm::console(
+        vm,
+        &format!(
+            "for p in 1 {agent}; do echo \"mem $p $(grep '^VmRSS' /proc/$p/status | tr -s ' \t' ' ') \
+             $(grep '^Pss:' /proc/$p/smaps_rollup | tr -s ' \t' ' ')\"; done"
+        ),
+    );
+    println!("memory in the guest (pid 1 = keeper, {agent} = agent, one container):");
+    for l in mem.lines().filter(|l| l.starts_with("mem ")) {
+        println!("  {l}");
+    }
+    // The console's shell is the agent's child (its session ends with the
+    // agent): the kill comes from a process of its own, once the session is over.
+    guest_vm::console(
+        vm,
+        &format!("setsid sh -c 'sleep 0.5; kill -KILL {agent}' </dev/null >/dev/null 2>&1 &"),
+    );
+    drop(c);
+    let ended = guest_vm::wait_for(Duration::from_secs(30), || {
+        vm.serial().contains("the agent ended (Signal(9))")
+    });
+    assert!(
+        ended.is_some(),
+        "the keeper never saw the agent die\n{}",
+        vm.diagnostics()
+    );
+    let t = Instant::now();
+    let addr: protocols::addr::Address = vm.hvsock(AGENT_PORT).parse().unwrap();
+    let c = pithctl::client::connect(&addr, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("reconnect: {e}\n{}", vm.diagnostics()));
+    let _: HealthCheckResponse = call(&c, "grpc.Health", "Check", &CheckRequest::new())
+        .await
+        .unwrap_or_else(|e| panic!("Check after the restart: {e:?}\n{}", vm.diagnostics()));
+    let t_back = t.elapsed();
+    let serial = vm.serial();
+    assert!(!serial.contains("Kernel panic"), "{}", vm.diagnostics());
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.contains("state taken back") && l.contains("\"containers\":1")),
+        "the new agent did not take the container back:\n{}",
+        vm.diagnostics()
+    );
+    let new_agent = guest_vm::agent_pid(vm);
+    assert_ne!(new_agent, agent, "the same agent pid after the restart");
+
+    let mut st = StatsContainerRequest::new();
+    st.container_id = id.into();
+    let _: StatsContainerResponse = call(&c, SVC, "StatsContainer", &st)
+        .await
+        .unwrap_or_else(|e| panic!("StatsContainer after the restart: {e:?}\n{}", vm.diagnostics()));
+    let mut w = WriteStreamRequest::new();
+    w.container_id = id.into();
+    w.exec_id = id.into();
+    w.data = b"kept\n".to_vec();
+    let _: WriteStreamResponse = call(&c, SVC, "WriteStdin", &w).await.expect("WriteStdin");
+    assert_eq!(read_stdout(&c, id, id).await, "got kept\n");
+    assert_eq!(wait_process(&c, id, id).await, 5);
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = id.into();
+    rm.timeout = 5;
+    let _: Empty = call(&c, SVC, "RemoveContainer", &rm)
+        .await
+        .expect("RemoveContainer e2e-crash");
+    println!(
+        "kill -9 of the agent (pid {agent}): guest still up, new agent {new_agent}; keeper's line seen -> \
+         Check answered on a new connection: {} ms; the container's stdin, stdout and exit code 5 through it \
+         (the whole step: {} ms)",
+        t_back.as_millis(),
+        step.elapsed().as_millis()
+    );
+    c
 }
 
 /// One QMP command on a fresh connection (capabilities negotiated first);

@@ -3,7 +3,7 @@
 //! small `image-initrd.img` (loads the virtio modules, mounts `root=`
 //! read-only, hands PID 1 to the image's `/sbin/init`), and is driven from the
 //! host over hybrid vsock:
-//! * `init` (root on virtio-blk): the agent is PID 1;
+//! * `init` (root on virtio-blk): the agent's binary is PID 1 (its keeper);
 //! * `service` (root on virtio-scsi): systemd starts `pith-agent.service` with
 //!   Kata's hardening, and restarts the agent after a `kill -9`.
 //!
@@ -210,10 +210,11 @@ fn image_init() {
     );
     check_guest(&vm, root);
     ph.mark("checks");
-    run_container(&vm, "1", "init");
+    // PID 1 is the keeper; the agent is its child.
+    run_container(&vm, &guest_vm::agent_pid(&vm), "init");
     ph.mark("container under strace");
 
-    // DestroySandbox ends the agent, and the agent (PID 1) powers the VM off.
+    // DestroySandbox ends the agent, and its keeper (PID 1) powers the VM off.
     guest_vm::destroy_sandbox_and_power_off(&mut vm, Duration::from_secs(30));
     ph.mark("power off");
     println!("phases: {}", ph.summary());

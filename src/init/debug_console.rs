@@ -43,16 +43,35 @@ fn sys(syscall: &'static str, what: impl Into<String>) -> impl FnOnce(std::io::E
     move |source| ConsoleError::Sys { syscall, what, source }
 }
 
-/// Listens on vsock `port` (any CID) and serves a shell per connection, on a
-/// task of the current tokio runtime. Errors binding are returned; errors of
-/// single connections are logged.
-pub fn spawn(port: u32, log: &Logger) -> Result<tokio::task::JoinHandle<()>, ConsoleError> {
+/// Listens on vsock `port` (any CID). Must run inside the tokio runtime.
+pub fn bind(port: u32) -> Result<tokio_vsock::VsockListener, ConsoleError> {
     let addr = tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port);
-    let listener =
-        tokio_vsock::VsockListener::bind(addr).map_err(sys("bind", format!("vsock://-1:{port} (debug console)")))?;
+    tokio_vsock::VsockListener::bind(addr).map_err(sys("bind", format!("vsock://-1:{port} (debug console)")))
+}
+
+/// The console's listener on a socket bound before (by an agent that died;
+/// its keeper held it); refuses one not bound to vsock `port`.
+pub fn adopt(fd: OwnedFd, port: u32) -> Result<tokio_vsock::VsockListener, ConsoleError> {
+    use std::os::fd::AsFd;
+    match crate::keeper::listen::vsock_port(fd.as_fd()) {
+        Some(p) if p == port => Ok(tokio_vsock::VsockListener::from(fd)),
+        other => Err(ConsoleError::Sys {
+            syscall: "getsockname",
+            what: format!("vsock://-1:{port} (debug console)"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the held socket is on vsock port {other:?}"),
+            ),
+        }),
+    }
+}
+
+/// Serves a shell per connection to `listener` (on vsock `port`), on a task
+/// of the current tokio runtime. Errors of single connections are logged.
+pub fn spawn(listener: tokio_vsock::VsockListener, port: u32, log: &Logger) -> tokio::task::JoinHandle<()> {
     let log = log.new(slog::o!("subsystem" => "debug_console"));
     info!(log, "debug console listening"; "port" => port);
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
                 Ok((s, peer)) => {
@@ -82,7 +101,7 @@ pub fn spawn(port: u32, log: &Logger) -> Result<tokio::task::JoinHandle<()>, Con
                 }
             });
         }
-    }))
+    })
 }
 
 /// Runs one shell for one connection until either ends.

@@ -1,7 +1,7 @@
-//! What the agent does as the guest's init (PID 1): mount the basic
-//! filesystems, give itself a console, load kernel modules, serve a debug
-//! console, and power the VM off at the end. Orphans are reaped by
-//! [`crate::reaper`], as when the agent is not PID 1.
+//! The guest's init duties. The keeper, which is PID 1 (`crate::keeper`),
+//! mounts the basic filesystems, gives itself a console, reaps orphans and
+//! powers the VM off at the end; the agent, its child, loads kernel modules
+//! and serves the debug console.
 
 pub mod debug_console;
 pub mod modules;
@@ -9,6 +9,8 @@ pub mod mounts;
 pub mod poweroff;
 
 use std::os::fd::AsRawFd;
+
+use std::path::Path;
 
 use slog::{info, warn, Logger};
 
@@ -101,20 +103,14 @@ fn console_stdio(warnings: &mut Vec<String>) {
     }
 }
 
-/// Logs what [`early_setup`] did.
-pub fn log_early(report: &EarlyReport, log: &Logger) {
-    info!(log, "init: mounted filesystems";
-          "subsystem" => "init",
-          "mounts" => report.mounted.join(","),
-          "cgroup" => if report.cgroup_v2 { "v2" } else { "v1" });
-    for w in &report.warnings {
-        warn!(log, "init: {w}"; "subsystem" => "init");
-    }
-}
-
 /// Loads each named module (with its dependencies) from the running kernel's
 /// modules directory, logging each result. Returns how many failed.
 pub fn load_modules(names: &[String], log: &Logger) -> usize {
+    // Loaded already (by the agent before a restart): nothing to read.
+    let names: Vec<&String> = names
+        .iter()
+        .filter(|n| !Path::new("/sys/module").join(modules::normalize(n)).exists())
+        .collect();
     if names.is_empty() {
         return 0;
     }
@@ -128,7 +124,7 @@ pub fn load_modules(names: &[String], log: &Logger) -> usize {
         }
     };
     let mut failed = 0;
-    for name in names {
+    for name in &names {
         if let Err(e) = modules::load_with(&index, name, &[]) {
             warn!(log, "{e}"; "subsystem" => "init");
             failed += 1;
@@ -136,19 +132,8 @@ pub fn load_modules(names: &[String], log: &Logger) -> usize {
     }
     info!(log, "kernel modules loaded";
           "subsystem" => "init",
-          "modules" => names.join(","),
+          "modules" => names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(","),
           "failed" => failed,
           "ms" => start.elapsed().as_millis() as u64);
     failed
-}
-
-/// The end of the guest: log, flush the log, stop every process, sync and
-/// power off. Does not return; if the power-off itself fails, the process exits
-/// (the kernel then panics, which a VMM started with `-no-reboot` ends too).
-pub fn power_off(log: &Logger, guard: crate::logging::LogGuard) -> ! {
-    info!(log, "powering off"; "subsystem" => "init");
-    drop(guard); // flushes the async log drain
-    let e = poweroff::power_off();
-    eprintln!("pith-agent: {e}");
-    std::process::exit(1);
 }

@@ -24,7 +24,14 @@ pub(crate) struct KeeperLink {
     sock: OwnedFd,
     /// One sender at a time (a datagram is atomic; this only orders them).
     send: Mutex<()>,
+    /// Listening sockets from the handoff (names under [`LISTEN_PREFIX`]),
+    /// until the agent takes them; None before the handoff.
+    listeners: Mutex<Option<HashMap<String, OwnedFd>>>,
 }
+
+/// Names of held listening sockets start with this; they are kept out of
+/// [`Handoff::fds`] (the sandbox's) and taken with [`KeeperLink::take_listener`].
+pub(crate) const LISTEN_PREFIX: &str = "listen/";
 
 impl KeeperLink {
     /// The channel named by the environment, if the agent runs under a
@@ -54,6 +61,7 @@ impl KeeperLink {
         Some(Ok(KeeperLink {
             sock,
             send: Mutex::new(()),
+            listeners: Mutex::new(None),
         }))
     }
 
@@ -63,13 +71,20 @@ impl KeeperLink {
     pub(crate) fn handoff(&self) -> std::io::Result<Handoff> {
         self.send(&Message::Hello, None)?;
         let mut h = Handoff::default();
+        let mut listeners = HashMap::new();
         loop {
             match wire::recv(self.sock.as_fd())? {
+                Some((Message::Fd(name), Some(fd))) if name.starts_with(LISTEN_PREFIX) => {
+                    listeners.insert(name, fd);
+                }
                 Some((Message::Fd(name), Some(fd))) => {
                     h.fds.insert(name, fd);
                 }
                 Some((Message::Exit(pid, exit), _)) => h.exits.push((pid, exit)),
-                Some((Message::Ready, _)) => return Ok(h),
+                Some((Message::Ready, _)) => {
+                    *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = Some(listeners);
+                    return Ok(h);
+                }
                 Some((m, _)) => {
                     return Err(std::io::Error::other(format!(
                         "keeper channel: {m:?} during the handoff"
@@ -78,6 +93,19 @@ impl KeeperLink {
                 None => return Err(std::io::Error::other("keeper channel closed during the handoff")),
             }
         }
+    }
+
+    /// The listening socket the keeper holds under `name` (a previous
+    /// agent's), taken out of the handoff. When the sandbox never asked for
+    /// the handoff (its state file could not be read), asks for it here,
+    /// for the listeners alone: what else it holds stays in the keeper.
+    pub(crate) fn take_listener(&self, name: &str) -> std::io::Result<Option<OwnedFd>> {
+        let handed = self.listeners.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if !handed {
+            self.handoff()?;
+        }
+        let mut l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(l.as_mut().and_then(|m| m.remove(name)))
     }
 
     fn send(&self, msg: &Message, fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {

@@ -22,10 +22,17 @@
 //! text, with at most one descriptor (`wire.rs`). Its descriptor number is
 //! passed in the environment, so it also survives an `execve` of the agent.
 //!
+//! As the guest's PID 1 the keeper is init: it mounts the basic filesystems,
+//! reaps every orphan, and powers the VM off when the agent ends for good,
+//! so that an agent crash no longer panics the kernel. The agent's listening
+//! sockets (ttrpc server, debug console) are held like stdio: the ports stay
+//! open across a restart (`listen.rs`).
+//!
 //! Files: `wire.rs` (messages), `parent.rs` (the keeper process), `link.rs`
-//! (the agent's side).
+//! (the agent's side), `listen.rs` (listening sockets kept across restarts).
 
 pub(crate) mod link;
+pub(crate) mod listen;
 pub(crate) mod parent;
 pub(crate) mod wire;
 

@@ -1,8 +1,13 @@
-//! The keeper process (`pith-agent --keeper`): starts the agent as its
-//! child, holds descriptors for it, reaps the processes it leaves behind and
-//! keeps their exits, restarts it when it dies of a signal or a panic, and
-//! forwards SIGTERM, SIGINT and SIGHUP to it. Single-threaded: one `poll` on
-//! a signalfd and the channel. See the module above for the why.
+//! The keeper process (`pith-agent --keeper`, and always the guest's PID 1):
+//! starts the agent as its child, holds descriptors for it, reaps the
+//! processes it leaves behind (as PID 1: every orphan of the guest) and keeps
+//! their exits, restarts it when it dies of a signal or a panic (at once, then
+//! with a growing delay while it keeps crashing), and forwards SIGTERM, SIGINT
+//! and SIGHUP to it. Single-threaded: one `poll` on a signalfd and the
+//! channel. As PID 1 it also mounts the basic filesystems before the first
+//! agent (which needs `/proc` to be started at all) and powers the VM off
+//! when the agent ends for good, since PID 1 may never exit. See the module
+//! above for the why.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -17,9 +22,13 @@ use super::wire::{self, Message};
 use super::FD_ENV;
 use crate::reaper::Exit;
 
-/// More restarts than this within [`RESTART_WINDOW`]: the agent cannot run; give up.
-const MAX_RESTARTS: usize = 5;
-const RESTART_WINDOW: Duration = Duration::from_secs(10);
+/// This many restarts within [`RESTART_WINDOW`], and a crash again: the agent
+/// cannot run; give up.
+const MAX_RESTARTS: usize = 8;
+const RESTART_WINDOW: Duration = Duration::from_secs(30);
+/// The delay before the second restart within the window; it doubles with
+/// each further crash (0.1, 0.2, ... 6.4 s: 12.7 s in all before giving up).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A panicking Rust program exits with this code.
 const PANIC_CODE: i32 = 101;
 
@@ -31,30 +40,57 @@ struct Keeper {
     agent: Option<Pid>,
     chan: Option<OwnedFd>,
     restarts: VecDeque<Instant>,
+    /// When to start the next agent, while backing off after crashes.
+    start_at: Option<Instant>,
 }
 
-fn log(msg: &str) {
+/// One JSON line on stderr (the guest's console when PID 1), shaped like the
+/// agent's records.
+fn log(level: &str, msg: &str) {
     eprintln!(
-        "{{\"msg\":{},\"subsystem\":\"keeper\",\"pid\":{}}}",
+        "{{\"msg\":{},\"level\":\"{level}\",\"name\":\"pith-agent\",\"subsystem\":\"keeper\",\"pid\":{}}}",
         serde_json::Value::from(msg),
         std::process::id()
     );
 }
 
 /// Runs the keeper until the agent stops for good; returns the exit code.
-pub(crate) fn run() -> i32 {
-    match keep() {
-        Ok(code) => code,
-        Err(e) => {
-            log(&format!("keeper failed: {e}"));
-            1
+/// As PID 1 (`init`) it does not return: it powers the VM off instead.
+pub(crate) fn run(init: bool) -> i32 {
+    if init {
+        let report = crate::init::early_setup();
+        log(
+            "INFO",
+            &format!(
+                "init: mounted filesystems {} (cgroup {})",
+                report.mounted.join(","),
+                if report.cgroup_v2 { "v2" } else { "v1" }
+            ),
+        );
+        for w in &report.warnings {
+            log("WARN", &format!("init: {w}"));
         }
     }
+    let code = match keep(init) {
+        Ok(code) => code,
+        Err(e) => {
+            log("ERROR", &format!("keeper failed: {e}"));
+            1
+        }
+    };
+    if init {
+        // PID 1 must not exit (the kernel would panic): the guest ends here.
+        log("INFO", &format!("the agent ended for good (code {code}); powering off"));
+        let e = crate::init::poweroff::power_off();
+        log("ERROR", &e.to_string());
+    }
+    code
 }
 
-fn keep() -> std::io::Result<i32> {
+fn keep(init: bool) -> std::io::Result<i32> {
+    // As PID 1 every orphan is ours anyway.
     // SAFETY: prctl with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+    if !init && unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::other(format!(
             "prctl(PR_SET_CHILD_SUBREAPER): {}",
             std::io::Error::last_os_error()
@@ -74,6 +110,7 @@ fn keep() -> std::io::Result<i32> {
         agent: None,
         chan: None,
         restarts: VecDeque::new(),
+        start_at: None,
     };
     k.start_agent()?;
     loop {
@@ -89,8 +126,13 @@ fn keep() -> std::io::Result<i32> {
                 revents: 0,
             });
         }
+        // Wake up for a delayed restart.
+        let timeout = match k.start_at {
+            Some(at) => at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32 + 1,
+            None => -1,
+        };
         // SAFETY: poll on descriptors we own, with the array's length.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -112,8 +154,16 @@ fn keep() -> std::io::Result<i32> {
                     if let Ok(s) = Signal::try_from(sig) {
                         let _ = kill(agent, s);
                     }
+                } else if sig != libc::SIGHUP {
+                    // Asked to stop while waiting to restart a crashed agent.
+                    log("INFO", &format!("signal {sig} while no agent runs; stopping"));
+                    return Ok(0);
                 }
             }
+        }
+        if k.start_at.is_some_and(|at| at <= Instant::now()) {
+            k.start_at = None;
+            k.start_agent()?;
         }
     }
 }
@@ -125,9 +175,9 @@ impl Keeper {
         match wire::recv(c.as_fd()) {
             Ok(Some((msg, fd))) => self.handle(msg, fd),
             Ok(None) => self.chan = None,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => log(&e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => log("WARN", &e.to_string()),
             Err(e) => {
-                log(&format!("keeper channel: recvmsg: {e}"));
+                log("WARN", &format!("keeper channel: recvmsg: {e}"));
                 self.chan = None;
             }
         }
@@ -143,7 +193,7 @@ impl Keeper {
                 self.exits.remove(&pid);
             }
             (Message::Hello, _) => self.handoff(),
-            (m, _) => log(&format!("keeper: unexpected message {m:?}")),
+            (m, _) => log("WARN", &format!("keeper: unexpected message {m:?}")),
         }
     }
 
@@ -186,14 +236,26 @@ impl Keeper {
         let now = Instant::now();
         self.restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
         if self.restarts.len() >= MAX_RESTARTS {
-            log(&format!(
-                "the agent crashed {MAX_RESTARTS} times within {RESTART_WINDOW:?}; giving up"
-            ));
+            log(
+                "ERROR",
+                &format!("the agent crashed {MAX_RESTARTS} times within {RESTART_WINDOW:?}; giving up"),
+            );
             return Ok(Some(1));
         }
         self.restarts.push_back(now);
-        log(&format!("the agent ended ({exit:?}); starting a new one"));
-        self.start_agent()?;
+        let delay = backoff(self.restarts.len());
+        log(
+            "WARN",
+            &format!(
+                "the agent ended ({exit:?}); starting a new one in {} ms",
+                delay.as_millis()
+            ),
+        );
+        if delay.is_zero() {
+            self.start_agent()?;
+        } else {
+            self.start_at = Some(now + delay);
+        }
         Ok(None)
     }
 
@@ -229,6 +291,7 @@ impl Keeper {
             .spawn()
             .map_err(|e| std::io::Error::other(format!("start the agent (/proc/self/exe): {e}")))?;
         drop(theirs);
+        log("INFO", &format!("agent started (pid {})", child.id()));
         self.agent = Some(Pid::from_raw(child.id() as i32));
         self.chan = Some(ours);
         Ok(())
@@ -249,7 +312,32 @@ impl Keeper {
         };
         if let Err(e) = send() {
             // It died at once; SIGCHLD brings us back.
-            log(&format!("handoff to the agent: {e}"));
+            log("WARN", &format!("handoff to the agent: {e}"));
         }
+    }
+}
+
+/// The delay before restarting after the `n`th crash within the window: none
+/// for the first, then [`FIRST_BACKOFF`] doubling.
+fn backoff(n: usize) -> Duration {
+    match n {
+        0 | 1 => Duration::ZERO,
+        n => FIRST_BACKOFF * (1u32 << (n - 2).min(16)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_restart_is_at_once_then_the_delay_doubles() {
+        let delays: Vec<u128> = (1..=MAX_RESTARTS).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(delays, [0, 100, 200, 400, 800, 1600, 3200, 6400]);
+        let all: Duration = (1..=MAX_RESTARTS).map(backoff).sum();
+        assert!(
+            all < RESTART_WINDOW,
+            "a crash loop is given up within the window: {all:?}"
+        );
     }
 }

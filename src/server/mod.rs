@@ -64,6 +64,15 @@ pub enum Listener {
     Vsock(VsockListener, Address),
 }
 
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l, _) => l.as_fd(),
+            Listener::Vsock(l, _) => l.as_fd(),
+        }
+    }
+}
+
 /// Removes a Unix socket's path on drop, so a stopped agent leaves no stale file.
 pub struct SocketFile(PathBuf);
 
@@ -97,6 +106,39 @@ impl Listener {
             Address::Vsock { cid, port } => {
                 let l = VsockListener::bind(VsockAddr::new(*cid, *port)).map_err(io_err("bind", addr))?;
                 Ok(Listener::Vsock(l, addr.clone()))
+            }
+            Address::HybridVsock { .. } => unreachable!("refused by check"),
+        }
+    }
+
+    /// Serves `addr` on a listening socket bound before (by an agent that
+    /// died; its keeper held it). Refuses a socket not bound to `addr`. Must
+    /// run inside the tokio runtime.
+    pub(crate) fn adopt(addr: &Address, fd: std::os::fd::OwnedFd) -> Result<Listener, BindError> {
+        use std::os::fd::AsFd;
+        Self::check(addr)?;
+        let not_it = |what: String| BindError::Io {
+            syscall: "getsockname",
+            addr: addr.to_string(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, format!("the held socket is {what}")),
+        };
+        match addr {
+            Address::Unix(path) => {
+                let bound = crate::keeper::listen::unix_path(fd.as_fd());
+                if bound.as_deref() != Some(path.as_path()) {
+                    return Err(not_it(format!("bound to {bound:?}")));
+                }
+                let l = std::os::unix::net::UnixListener::from(fd);
+                l.set_nonblocking(true).map_err(io_err("fcntl(O_NONBLOCK)", addr))?;
+                let l = UnixListener::from_std(l).map_err(io_err("epoll_ctl", addr))?;
+                Ok(Listener::Unix(l, SocketFile(path.clone())))
+            }
+            Address::Vsock { port, .. } => {
+                let bound = crate::keeper::listen::vsock_port(fd.as_fd());
+                if bound != Some(*port) {
+                    return Err(not_it(format!("on vsock port {bound:?}")));
+                }
+                Ok(Listener::Vsock(VsockListener::from(fd), addr.clone()))
             }
             Address::HybridVsock { .. } => unreachable!("refused by check"),
         }

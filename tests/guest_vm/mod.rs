@@ -344,6 +344,19 @@ pub fn console(vm: &Vm, script: &str) -> String {
     out
 }
 
+/// The agent's pid, found through the debug console: the `pith-agent`
+/// process whose parent is PID 1 (its keeper as init, or systemd).
+pub fn agent_pid(vm: &Vm) -> String {
+    let out = console(
+        vm,
+        "for s in /proc/[0-9]*/status; do grep -q '^Name:.pith-agent$' $s && grep -q '^PPid:.1$' $s && \
+         echo agentpid:$(basename $(dirname $s)); done",
+    );
+    let pids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("agentpid:")).collect();
+    assert_eq!(pids.len(), 1, "not one agent under PID 1:\n{out}\n{}", vm.diagnostics());
+    pids[0].trim().to_string()
+}
+
 /// Text without ANSI escape sequences: CSI (`ESC [ ... final byte`) such as
 /// colours and bracketed-paste toggles, and OSC (`ESC ] ... BEL` or `ESC \\`)
 /// such as systemctl's hyperlinks.

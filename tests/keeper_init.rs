@@ -1,0 +1,109 @@
+//! The binary started as PID 1, in a new PID and mount namespace (as the
+//! guest's init, without a VM): the keeper is init and the agent its child;
+//! a `kill -9`'d agent is replaced and the socket, held by the keeper,
+//! answers a new connection; SIGTERM to PID 1 stops the agent, and the keeper
+//! "powers off" (in a PID namespace, `reboot(2)` ends the namespace's init).
+//! The mounts init makes stay inside the test's mount namespace.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn until(what: &str, log: &Path, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within 30 s; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pids of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn check(addr: &str) -> String {
+    let out = Command::new(common::pithctl_bin())
+        .args(["--addr", addr, "--timeout", "10", "check"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn as_pid_1_the_keeper_is_init_and_outlives_a_killed_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("cmdline"), "agent.log=debug").unwrap();
+    let log = d.join("out.log");
+    let sock = d.join("a.sock");
+    let addr = format!("unix://{}", sock.display());
+    // unshare forks: its child is PID 1 of the new namespace.
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--propagation", "private"])
+        .arg(env!("CARGO_BIN_EXE_pith-agent"))
+        .args(["--server-addr", &addr, "--cmdline"])
+        .arg(d.join("cmdline"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("unshare");
+    let us = unshare.id();
+    until("PID 1", &log, || children(us).len() == 1);
+    let init = children(us)[0];
+    until("agent", &log, || children(init).len() == 1);
+    let agent = children(init)[0];
+    until("listener", &log, || sock.exists());
+    assert!(check(&addr).contains("SERVING"));
+    let comm = std::fs::read_to_string(format!("/proc/{agent}/comm")).unwrap();
+    assert_eq!(comm.trim(), "pith-agent");
+
+    // SIGKILL to the agent: PID 1 lives on and starts a new one.
+    let t = Instant::now();
+    // SAFETY: kill(2) on the agent, a process this test started.
+    assert_eq!(unsafe { libc::kill(agent as i32, libc::SIGKILL) }, 0);
+    assert!(check(&addr).contains("SERVING"), "no answer after the crash");
+    let back = t.elapsed();
+    let now = children(init);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], agent);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the agent ended (Signal(9)); starting a new one"),
+        "{text}"
+    );
+    println!("kill -9 -> Check answered on a new connection: {} ms", back.as_millis());
+
+    // SIGTERM to PID 1: forwarded; the agent stops cleanly, the keeper powers off.
+    // SAFETY: kill(2) on the namespace's init, a process this test started.
+    assert_eq!(unsafe { libc::kill(init as i32, libc::SIGTERM) }, 0);
+    let st = unshare.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"msg\":\"stopped\""), "{text}");
+    assert!(
+        text.contains("the agent ended for good (code 0); powering off"),
+        "{text}"
+    );
+    // reboot(RB_POWER_OFF) in a PID namespace ends its init with SIGINT
+    // (unshare passes it on as its own death or as 128 + 2).
+    let sig = std::os::unix::process::ExitStatusExt::signal(&st);
+    assert!(
+        sig == Some(libc::SIGINT) || st.code() == Some(128 + libc::SIGINT),
+        "{st:?}\n{text}"
+    );
+    assert!(!sock.exists(), "the socket file is left behind");
+}
