@@ -524,3 +524,116 @@ async fn a_restart_without_keeper_finds_the_namespace_holder_gone() {
     assert!(log.contains("state taken back"), "{log}");
     assert!(log.contains("the namespace holder ended while no agent ran"), "{log}");
 }
+
+/// One ReadStdout of up to 1 MiB of container `id`; None when the call
+/// failed (the agent died under it: the connection ended first).
+async fn try_read(c: &Client, id: &str) -> Option<Result<Vec<u8>, Code>> {
+    let mut r = ReadStreamRequest::new();
+    r.container_id = id.into();
+    r.exec_id = id.into();
+    r.len = 1 << 20;
+    let mut req = ttrpc::proto::Request::new();
+    req.service = SVC.into();
+    req.method = "ReadStdout".into();
+    req.payload = r.write_to_bytes().unwrap();
+    req.timeout_nano = Duration::from_secs(60).as_nanos() as i64;
+    match c.request(req).await {
+        Ok(resp) => Some(Ok(ReadStreamResponse::parse_from_bytes(&resp.payload).unwrap().data)),
+        Err(ttrpc::Error::RpcStatus(s)) => Some(Err(s.code())),
+        Err(_) => None,
+    }
+}
+
+/// md5sum of `data`, by the host's md5sum.
+fn md5(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
+    // 100 MiB of numbered lines, so that a byte lost, doubled or misplaced
+    // shows. (Not `yes | head`: the container inherits SIGPIPE ignored, and
+    // yes would spin on EPIPE once head is done.)
+    const LINES: u32 = 12_885_412;
+    const GEN: &str = "seq 1 12885412";
+    let mut agent = Agent::start(&["--keeper"]);
+    let dir = agent.dir.path().to_path_buf();
+    let mut c = agent.client().await;
+    hello_level_2(&c, "stream-test").await;
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = "sb-stream".into();
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let script = format!("{WAIT_GO}; {GEN}; exit 3");
+    create_and_start(&c, &dir.join("big"), "big", &["sh", "-c", &script]).await;
+    let want: Vec<u8> = (1..=LINES).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    const TOTAL: usize = 104_857_605;
+    assert_eq!(want.len(), TOTAL);
+    std::fs::write(dir.join("big/rootfs/go"), "").unwrap();
+
+    // Kill the agent while a read is in flight, after different amounts and
+    // at different moments of the read (staging, splicing, settling). Four:
+    // the keeper gives up on an agent that crashes five times in 10 s.
+    let kills: [(usize, u64); 4] = [(3 << 20, 0), (29 << 20, 150), (55 << 20, 700), (83 << 20, 2000)];
+    let mut got: Vec<u8> = Vec::with_capacity(TOTAL + (1 << 20));
+    let mut next = 0;
+    let mut lost_calls = 0;
+    loop {
+        let read = if next < kills.len() && got.len() >= kills[next].0 {
+            let (_, delay_us) = kills[next];
+            next += 1;
+            let old = status(&c).await.pid;
+            let cc = c.clone();
+            let call = tokio::spawn(async move { try_read(&cc, "big").await });
+            tokio::time::sleep(Duration::from_micros(delay_us)).await;
+            kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+            // A frame the host received whole counts; a cut one is read again.
+            let r = call.await.unwrap();
+            eprintln!(
+                "kill at {} bytes, {delay_us} us into a read: {}",
+                got.len(),
+                match &r {
+                    Some(Ok(d)) => format!("the frame arrived whole ({} bytes)", d.len()),
+                    Some(Err(code)) => format!("answered {code:?}"),
+                    None => "the read was cut".into(),
+                }
+            );
+            c = new_agent(&agent, old).await;
+            match r {
+                Some(r) => r,
+                None => {
+                    lost_calls += 1;
+                    continue;
+                }
+            }
+        } else {
+            try_read(&c, "big").await.expect("no agent was killed")
+        };
+        let data = read.expect("ReadStdout");
+        if data.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&data);
+    }
+    assert_eq!(next, kills.len(), "every kill happened");
+    assert_eq!(wait(&c, "big", "big").await, Ok(3));
+    assert_eq!(got.len(), TOTAL, "no byte lost or doubled ({lost_calls} reads cut by a kill)");
+    assert_eq!(md5(&got), md5(&want));
+    remove(&c, "big").await;
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    drop(c);
+    assert!(agent.terminate().success());
+}
