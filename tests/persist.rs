@@ -146,6 +146,7 @@ async fn an_agent_killed_with_sigkill_loses_no_container() {
     sb.hostname = "kept-pod".into();
     sb.sandbox_id = "sb-kept".into();
     let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let before = fds_now(agent.child.as_ref().unwrap().id() as i32, status(&c).await.pid);
     let run_script = format!("echo before; {WAIT_GO}; echo after; exec sleep 1000");
     create_and_start(&c, &dir.join("run"), "run", &["sh", "-c", &run_script]).await;
     create_and_start(
@@ -199,6 +200,9 @@ async fn an_agent_killed_with_sigkill_loses_no_container() {
     assert_eq!(wait(&c, "run", "run").await, Ok(137));
     for id in ["run", "gap", "new"] {
         remove(&c, id).await;
+    }
+    for id in ["run", "gap", "new"] {
+        assert_nothing_left(id, &dir.join(id), keeper.as_raw(), status(&c).await.pid, &before);
     }
     // Nothing left behind: the keeper's children are the agent and the
     // namespace holder, and it holds no container's pipe any more.
@@ -575,6 +579,8 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     let mut sb = CreateSandboxRequest::new();
     sb.sandbox_id = "sb-stream".into();
     let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let keeper = agent.child.as_ref().unwrap().id() as i32;
+    let before = fds_now(keeper, status(&c).await.pid);
     let script = format!("{WAIT_GO}; {GEN}; exit 3");
     create_and_start(&c, &dir.join("big"), "big", &["sh", "-c", &script]).await;
     let want: Vec<u8> = (1..=LINES).flat_map(|i| format!("{i}\n").into_bytes()).collect();
@@ -631,6 +637,131 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     assert_eq!(got.len(), TOTAL, "no byte lost or doubled ({lost_calls} reads cut by a kill)");
     assert_eq!(md5(&got), md5(&want));
     remove(&c, "big").await;
+    assert_nothing_left("big", &dir.join("big"), keeper, status(&c).await.pid, &before);
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    drop(c);
+    assert!(agent.terminate().success());
+}
+
+/// Everything process `pid` has open, by what it links to.
+fn fds_of(pid: i32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The keeper's and the agent's descriptors (the agent may be a new process:
+/// what it holds is compared, not its pid).
+struct Fds {
+    keeper: Vec<String>,
+    agent: Vec<String>,
+}
+
+fn fds_now(keeper: i32, agent: u32) -> Fds {
+    Fds {
+        keeper: fds_of(keeper),
+        agent: fds_of(agent as i32),
+    }
+}
+
+/// After container `id` (under `dir`) is removed: no process, mount or
+/// cgroup of it is left, and the keeper and the agent hold what they held
+/// before it was made (as many descriptors, to the same kind of things:
+/// socket and pipe inode numbers may differ for a new agent; rustjail's
+/// copy of the agent's binary, kept once made, does not count).
+fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &Fds) {
+    let kind = |v: &[String]| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .iter()
+            .filter(|l| !l.starts_with("/memfd:rustjail-init"))
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    let now = fds_now(keeper, agent);
+    assert_eq!(kind(&now.keeper), kind(&before.keeper), "keeper: {:?} then {:?}", before.keeper, now.keeper);
+    assert_eq!(kind(&now.agent), kind(&before.agent), "agent: {:?} then {:?}", before.agent, now.agent);
+    assert!(
+        !now.agent.iter().chain(&now.keeper).any(|l| l.contains("pith-out-journal")),
+        "an output journal is still open"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.display().to_string();
+    assert!(!mounts.lines().any(|l| l.contains(&d)), "mounts left under {d}");
+    for ctrl in ["memory", "pids", "cpu", "devices", "freezer"] {
+        let cg = Path::new("/sys/fs/cgroup").join(ctrl).join(id);
+        assert!(!cg.exists(), "cgroup left: {}", cg.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_terminal_keeps_working_across_kill_9() {
+    let mut agent = Agent::start(&["--keeper"]);
+    let dir = agent.dir.path().to_path_buf();
+    let mut c = agent.client().await;
+    hello_level_2(&c, "tty-test").await;
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = "sb-tty".into();
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let keeper = agent.child.as_ref().unwrap().id() as i32;
+    let before = fds_now(keeper, status(&c).await.pid);
+
+    let id = "tty";
+    let script = "while read l; do echo \"got $l\"; stty size; done";
+    let mut req = common::containers::create_req(&dir.join(id), id, &["sh", "-c", script]);
+    req.OCI.as_mut().unwrap().Process.as_mut().unwrap().Terminal = true;
+    let _: Empty = call(&c, SVC, "CreateContainer", &req).await.unwrap();
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.into();
+    let _: Empty = call(&c, SVC, "StartContainer", &s).await.unwrap();
+
+    async fn line(c: &Client, id: &str, rows: u32, cols: u32, text: &str) -> String {
+        let mut r = TtyWinResizeRequest::new();
+        r.container_id = id.into();
+        r.exec_id = id.into();
+        r.row = rows;
+        r.column = cols;
+        let _: Empty = call(c, SVC, "TtyWinResize", &r).await.unwrap();
+        let mut w = WriteStreamRequest::new();
+        w.container_id = id.into();
+        w.exec_id = id.into();
+        w.data = format!("{text}\n").into_bytes();
+        let _: WriteStreamResponse = call(c, SVC, "WriteStdin", &w).await.unwrap();
+        let want = format!("{rows} {cols}");
+        let mut out = String::new();
+        while !out.contains(&want) {
+            let data = read_once(c, id).await;
+            assert!(!data.is_empty(), "the terminal ended: {out:?}");
+            out.push_str(&String::from_utf8_lossy(&data));
+        }
+        out
+    }
+    let out = line(&c, id, 30, 90, "one").await;
+    assert!(out.contains("got one"), "{out:?}");
+
+    let old = status(&c).await.pid;
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    c = new_agent(&agent, old).await;
+    let out = line(&c, id, 41, 123, "two").await;
+    assert!(out.contains("got two"), "{out:?}");
+    assert!(!out.contains("got one"), "output read before the crash is not read again: {out:?}");
+
+    // CloseStdin is ^D on a terminal: the loop ends, the container exits 0.
+    let mut cs = CloseStdinRequest::new();
+    cs.container_id = id.into();
+    cs.exec_id = id.into();
+    let _: Empty = call(&c, SVC, "CloseStdin", &cs).await.unwrap();
+    assert_eq!(wait(&c, id, id).await, Ok(0));
+    remove(&c, id).await;
+    assert_nothing_left(id, &dir.join(id), keeper, status(&c).await.pid, &before);
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
         .await
         .unwrap();
