@@ -561,7 +561,12 @@ fn md5(data: &[u8]) -> String {
     let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -634,7 +639,11 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     }
     assert_eq!(next, kills.len(), "every kill happened");
     assert_eq!(wait(&c, "big", "big").await, Ok(3));
-    assert_eq!(got.len(), TOTAL, "no byte lost or doubled ({lost_calls} reads cut by a kill)");
+    assert_eq!(
+        got.len(),
+        TOTAL,
+        "no byte lost or doubled ({lost_calls} reads cut by a kill)"
+    );
     assert_eq!(md5(&got), md5(&want));
     remove(&c, "big").await;
     assert_nothing_left("big", &dir.join("big"), keeper, status(&c).await.pid, &before);
@@ -686,10 +695,25 @@ fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &F
         k
     };
     let now = fds_now(keeper, agent);
-    assert_eq!(kind(&now.keeper), kind(&before.keeper), "keeper: {:?} then {:?}", before.keeper, now.keeper);
-    assert_eq!(kind(&now.agent), kind(&before.agent), "agent: {:?} then {:?}", before.agent, now.agent);
+    assert_eq!(
+        kind(&now.keeper),
+        kind(&before.keeper),
+        "keeper: {:?} then {:?}",
+        before.keeper,
+        now.keeper
+    );
+    assert_eq!(
+        kind(&now.agent),
+        kind(&before.agent),
+        "agent: {:?} then {:?}",
+        before.agent,
+        now.agent
+    );
     assert!(
-        !now.agent.iter().chain(&now.keeper).any(|l| l.contains("pith-out-journal")),
+        !now.agent
+            .iter()
+            .chain(&now.keeper)
+            .any(|l| l.contains("pith-out-journal")),
         "an output journal is still open"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -752,7 +776,10 @@ async fn a_terminal_keeps_working_across_kill_9() {
     c = new_agent(&agent, old).await;
     let out = line(&c, id, 41, 123, "two").await;
     assert!(out.contains("got two"), "{out:?}");
-    assert!(!out.contains("got one"), "output read before the crash is not read again: {out:?}");
+    assert!(
+        !out.contains("got one"),
+        "output read before the crash is not read again: {out:?}"
+    );
 
     // CloseStdin is ^D on a terminal: the loop ends, the container exits 0.
     let mut cs = CloseStdinRequest::new();

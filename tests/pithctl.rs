@@ -269,7 +269,11 @@ fn state_names_the_file_and_the_fault_of_a_damaged_or_too_new_file() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("{}: damaged", file.display())), "{err}");
 
-    std::fs::write(&file, r#"{"persist_version": 9, "min_reader_version": 8, "sandbox": {}}"#).unwrap();
+    std::fs::write(
+        &file,
+        r#"{"persist_version": 9, "min_reader_version": 8, "sandbox": {}}"#,
+    )
+    .unwrap();
     let out = state_of(dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

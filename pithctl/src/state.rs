@@ -61,7 +61,11 @@ fn exit_of(p: &Value) -> Option<String> {
 fn process_line(out: &mut String, p: &Value) {
     let state = exit_of(p).unwrap_or_else(|| "running".into());
     let mut stdio = Vec::new();
-    for (k, name) in [("stdin_open", "stdin"), ("stdout_open", "stdout"), ("stderr_open", "stderr")] {
+    for (k, name) in [
+        ("stdin_open", "stdin"),
+        ("stdout_open", "stdout"),
+        ("stderr_open", "stderr"),
+    ] {
         if p.get(k).and_then(Value::as_bool) == Some(true) {
             stdio.push(name);
         }
@@ -81,7 +85,11 @@ fn process_line(out: &mut String, p: &Value) {
         } else {
             ""
         },
-        if stdio.is_empty() { "none".into() } else { stdio.join(" ") }
+        if stdio.is_empty() {
+            "none".into()
+        } else {
+            stdio.join(" ")
+        }
     );
 }
 
@@ -209,6 +217,9 @@ mod tests {
         assert!(format!("{e:#}").contains("/x/sandbox.json: damaged"), "{e:#}");
         let e = describe(p, br#"{"persist_version": 9, "min_reader_version": 7, "sandbox": {}}"#).unwrap_err();
         let msg = format!("{e:#}");
-        assert!(msg.contains("/x/sandbox.json") && msg.contains("version 9") && msg.contains("7"), "{msg}");
+        assert!(
+            msg.contains("/x/sandbox.json") && msg.contains("version 9") && msg.contains("7"),
+            "{msg}"
+        );
     }
 }

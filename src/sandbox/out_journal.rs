@@ -242,11 +242,7 @@ impl Slot {
             }
             DELIVERED if in_f == 0 => self.consume(source, n)?,
             IDLE | STAGED | DELIVERED => {}
-            other => {
-                return Err(io::Error::other(format!(
-                    "output journal: unknown state {other}"
-                )))
-            }
+            other => return Err(io::Error::other(format!("output journal: unknown state {other}"))),
         }
         self.set(IDLE, 0)?;
         self.drain()
@@ -340,9 +336,7 @@ mod tests {
                 slot.consume(s.as_raw_fd(), 5).unwrap();
             }
             // A new agent adopts the slot through the keeper's descriptors.
-            let Slot {
-                f_read, journal, ..
-            } = slot;
+            let Slot { f_read, journal, .. } = slot;
             let slot = Slot::adopt(f_read, journal).unwrap();
             slot.settle(s.as_raw_fd()).unwrap();
             assert_eq!(rest(&s), b" world", "died after {died_after}");
@@ -362,6 +356,10 @@ mod tests {
         slot.copy_into(&mut out, 3).unwrap();
         slot.settle(s.as_raw_fd()).unwrap();
         assert_eq!(out, b"abc");
-        assert_eq!(slot.stage(s.as_raw_fd(), 100).unwrap(), None, "consumed, writer still open");
+        assert_eq!(
+            slot.stage(s.as_raw_fd(), 100).unwrap(),
+            None,
+            "consumed, writer still open"
+        );
     }
 }

@@ -6,8 +6,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use tokio::io::Interest;
 use std::sync::Arc;
+use tokio::io::Interest;
 
 use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 
@@ -70,7 +70,10 @@ pub(crate) struct StagedOut {
 
 impl StagedOut {
     fn slot(&self) -> &Slot {
-        self.guard.as_ref().and_then(|r| r.slot.as_ref()).expect("staged in a slot")
+        self.guard
+            .as_ref()
+            .and_then(|r| r.slot.as_ref())
+            .expect("staged in a slot")
     }
 }
 
@@ -99,7 +102,12 @@ impl Drop for StagedOut {
 impl Output {
     /// A stream over `fd`; a pipe (`pipe`) gets an output slot, adopted from
     /// the keeper's descriptors `slot` when a previous agent left one.
-    fn new(fd: Option<OwnedFd>, pipe: bool, slot: Option<(OwnedFd, OwnedFd)>, what: &'static str) -> Result<Output, Error> {
+    fn new(
+        fd: Option<OwnedFd>,
+        pipe: bool,
+        slot: Option<(OwnedFd, OwnedFd)>,
+        what: &'static str,
+    ) -> Result<Output, Error> {
         let Some(fd) = fd else {
             return Ok(Output {
                 rx: Arc::new(Mutex::new(None)),
@@ -107,7 +115,8 @@ impl Output {
                 slot_fds: None,
             });
         };
-        let src = FdStream::new(fd, Interest::READABLE).map_err(|e| Error::Internal(format!("register {what}: {e}")))?;
+        let src =
+            FdStream::new(fd, Interest::READABLE).map_err(|e| Error::Internal(format!("register {what}: {e}")))?;
         let slot = if pipe {
             let slot = match slot {
                 Some((f, j)) => {

@@ -40,7 +40,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Serves requests from `reader` until the peer closes or the stream breaks.
 /// A frame must arrive whole within `frame_timeout` of its first byte.
-#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub async fn serve<R, W>(reader: R, writer: W, dispatcher: Arc<Dispatcher>, frame_timeout: Duration, log: Logger)
 where
     R: AsyncRead + Unpin + Send + 'static,
