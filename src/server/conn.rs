@@ -16,7 +16,7 @@
 //! run detached in the sandbox and finish anyway.)
 
 use std::future::Future;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -62,16 +62,6 @@ pub async fn serve_socket<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // A second registration (of a copy of the descriptor) to wait for room
-    // between splices; without it the data is copied as before.
-    let sock = sock.and_then(|fd| {
-        // SAFETY: the caller's socket is open for the whole call.
-        let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
-        // SAFETY: `dup` is ours and stays open as long as the AsyncFd.
-        unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
-            .ok()
-            .map(Arc::new)
-    });
     let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let writer = Arc::new(Mutex::new(writer));
     let pool = BufferPool::default();
@@ -146,7 +136,7 @@ pub async fn serve_socket<R, W>(
                 header.stream_id,
                 req,
                 writer.clone(),
-                sock.clone(),
+                sock,
                 pool.clone(),
                 log.clone(),
             ));
@@ -196,7 +186,7 @@ async fn respond_stream<W>(
     stream_id: u32,
     req: Request,
     writer: Arc<Mutex<W>>,
-    sock: Option<Arc<AsyncFd<OwnedFd>>>,
+    sock: Option<RawFd>,
     pool: BufferPool,
     log: Logger,
 ) where
@@ -220,7 +210,7 @@ async fn respond_stream<W>(
         fut.await
     };
     let mut w = writer.lock().await;
-    let written = match (result, staged.as_deref(), sock.as_deref()) {
+    let written = match (result, staged.as_deref(), sock) {
         (Ok(()), Some(s), Some(sock)) => write_spliced(&mut *w, sock, stream_id, s, &mut buf).await,
         (result, _, _) => write_frame(&mut *w, result, &req, stream_id, &mut buf).await,
     };
@@ -234,9 +224,13 @@ async fn respond_stream<W>(
 }
 
 /// Writes the frame's prefix, then splices its staged data into `sock`.
+/// While the socket has room no descriptor is added; when it is full, a copy
+/// of it is registered with the reactor to wait (a connection must not cost
+/// two descriptors: the agent's limit counts them), or, if even that copy
+/// cannot be had, the wait is a short sleep.
 async fn write_spliced<W>(
     w: &mut W,
-    sock: &AsyncFd<OwnedFd>,
+    sock: RawFd,
     stream_id: u32,
     s: &dyn Staged,
     buf: &mut Vec<u8>,
@@ -250,11 +244,28 @@ where
     let start = frame_prefix(buf, stream_id, n);
     w.write_all(&buf[start..]).await?;
     w.flush().await?;
+    let mut waiter: Option<AsyncFd<OwnedFd>> = None;
     let mut left = n;
     while left > 0 {
-        let mut ready = sock.writable().await?;
-        match s.splice_to(sock.get_ref().as_raw_fd(), left)? {
-            0 => ready.clear_ready(),
+        match s.splice_to(sock, left)? {
+            0 => {
+                if waiter.is_none() {
+                    // SAFETY: the connection's socket is open for the whole call.
+                    let fd = unsafe { BorrowedFd::borrow_raw(sock) };
+                    waiter = fd
+                        .try_clone_to_owned()
+                        // SAFETY: `dup` is ours, open for as long as the AsyncFd holds it.
+                        .and_then(|dup| {
+                            unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+                                .map_err(std::io::Error::from)
+                        })
+                        .ok();
+                }
+                match &waiter {
+                    Some(a) => a.writable().await?.clear_ready(),
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
             k => left -= k,
         }
     }
