@@ -577,15 +577,13 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     // yes would spin on EPIPE once head is done.)
     const LINES: u32 = 12_885_412;
     const GEN: &str = "seq 1 12885412";
-    let mut agent = Agent::start(&["--keeper"]);
-    let dir = agent.dir.path().to_path_buf();
-    let mut c = agent.client().await;
-    hello_level_2(&c, "stream-test").await;
-    let mut sb = CreateSandboxRequest::new();
-    sb.sandbox_id = "sb-stream".into();
-    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
-    let keeper = agent.child.as_ref().unwrap().id() as i32;
-    let before = fds_now(keeper, status(&c).await.pid);
+    let Kept {
+        mut agent,
+        dir,
+        mut c,
+        keeper,
+        before,
+    } = kept_sandbox("stream-test", "sb-stream").await;
     let script = format!("{WAIT_GO}; {GEN}; exit 3");
     create_and_start(&c, &dir.join("big"), "big", &["sh", "-c", &script]).await;
     let want: Vec<u8> = (1..=LINES).flat_map(|i| format!("{i}\n").into_bytes()).collect();
@@ -679,6 +677,35 @@ fn fds_now(keeper: i32, agent: u32) -> Fds {
     }
 }
 
+/// An agent under its keeper with a sandbox, at level 2, and what the keeper
+/// and the agent hold before any container.
+struct Kept {
+    agent: Agent,
+    dir: PathBuf,
+    c: Client,
+    keeper: i32,
+    before: Fds,
+}
+
+async fn kept_sandbox(host: &str, sandbox_id: &str) -> Kept {
+    let agent = Agent::start(&["--keeper"]);
+    let dir = agent.dir.path().to_path_buf();
+    let c = agent.client().await;
+    hello_level_2(&c, host).await;
+    let mut sb = CreateSandboxRequest::new();
+    sb.sandbox_id = sandbox_id.into();
+    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
+    let keeper = agent.child.as_ref().unwrap().id() as i32;
+    let before = fds_now(keeper, status(&c).await.pid);
+    Kept {
+        agent,
+        dir,
+        c,
+        keeper,
+        before,
+    }
+}
+
 /// After container `id` (under `dir`) is removed: no process, mount or
 /// cgroup of it is left, and the keeper and the agent hold what they held
 /// before it was made (as many descriptors, to the same kind of things:
@@ -728,15 +755,13 @@ fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &F
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn a_terminal_keeps_working_across_kill_9() {
-    let mut agent = Agent::start(&["--keeper"]);
-    let dir = agent.dir.path().to_path_buf();
-    let mut c = agent.client().await;
-    hello_level_2(&c, "tty-test").await;
-    let mut sb = CreateSandboxRequest::new();
-    sb.sandbox_id = "sb-tty".into();
-    let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
-    let keeper = agent.child.as_ref().unwrap().id() as i32;
-    let before = fds_now(keeper, status(&c).await.pid);
+    let Kept {
+        mut agent,
+        dir,
+        mut c,
+        keeper,
+        before,
+    } = kept_sandbox("tty-test", "sb-tty").await;
 
     let id = "tty";
     let script = "while read l; do echo \"got $l\"; stty size; done";

@@ -252,14 +252,10 @@ where
                 if waiter.is_none() {
                     // SAFETY: the connection's socket is open for the whole call.
                     let fd = unsafe { BorrowedFd::borrow_raw(sock) };
-                    waiter = fd
-                        .try_clone_to_owned()
+                    waiter = fd.try_clone_to_owned().ok().and_then(|dup| {
                         // SAFETY: `dup` is ours, open for as long as the AsyncFd holds it.
-                        .and_then(|dup| {
-                            unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
-                                .map_err(std::io::Error::from)
-                        })
-                        .ok();
+                        unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }.ok()
+                    });
                 }
                 match &waiter {
                     Some(a) => a.writable().await?.clear_ready(),
