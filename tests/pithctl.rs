@@ -226,3 +226,67 @@ fn drives_a_pod_from_the_command_line() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NOT_FOUND"));
     text(&pithctl(&agent, &["sandbox", "destroy"], None));
 }
+
+/// `pithctl state --state-dir dir`, no agent asked.
+fn state_of(dir: &std::path::Path) -> Output {
+    Command::new(common::pithctl_bin())
+        .args(["state", "--state-dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn state_shows_what_the_agent_persisted() {
+    let agent = Agent::start(&[]);
+    json(&pithctl(&agent, &["hello", "--name", "state-test"], None));
+    let sb = r#"{"hostname": "state-pod", "sandbox_id": "sb-state"}"#;
+    let out = pithctl(&agent, &["call", "CreateSandbox", sb], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = state_of(&agent.dir.path().join("state"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "persist_version: ",
+        "pod: sb-state (",
+        "hostname \"state-pod\"",
+        "host \"state-test\"",
+        "containers: 0",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn state_names_the_file_and_the_fault_of_a_damaged_or_too_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sandbox.json");
+    let golden = std::fs::read(common::fixture("persist/v3.json")).unwrap();
+    std::fs::write(&file, &golden[..golden.len() / 2]).unwrap();
+    let out = state_of(dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("{}: damaged", file.display())), "{err}");
+
+    std::fs::write(
+        &file,
+        r#"{"persist_version": 9, "min_reader_version": 8, "sandbox": {}}"#,
+    )
+    .unwrap();
+    let out = state_of(dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("persist version 9") && err.contains("version 8"),
+        "{err}"
+    );
+
+    // A golden file of each version reads.
+    for v in ["v1", "v2", "v3"] {
+        std::fs::copy(common::fixture(&format!("persist/{v}.json")), &file).unwrap();
+        let out = state_of(dir.path());
+        assert!(out.status.success(), "{v}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("c1 (running)"), "{v}");
+    }
+}

@@ -5,6 +5,7 @@ mod console;
 mod container;
 mod hotplug;
 mod methods;
+mod state;
 mod term;
 
 use std::io::Read;
@@ -75,6 +76,12 @@ enum Cmd {
     Hotplug(hotplug::PlugArgs),
     /// Remove a hot-plugged disk from the container, then from the VM (QMP).
     Hotunplug(hotplug::UnplugArgs),
+    /// The sandbox an agent persisted, read from its state file (no agent is asked).
+    State {
+        /// The agent's state directory (its --state-dir).
+        #[arg(long, default_value = "/run/pith")]
+        state_dir: PathBuf,
+    },
     /// The agent's debug console (agent.debug_console): a shell on the terminal.
     Console {
         /// Port of the console, replacing the port of --addr (default: the port of --addr).
@@ -133,6 +140,7 @@ async fn run_inner(cli: Cli) -> Result<container::Outcome> {
     }
     let timeout = Duration::from_secs_f64(cli.timeout);
     let (method, json) = match cli.cmd {
+        Cmd::State { state_dir } => return Ok(container::Outcome::Print(state::show(&state_dir)?)),
         Cmd::Methods => {
             let lines: Vec<String> = methods::all()
                 .iter()

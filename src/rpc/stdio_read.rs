@@ -13,7 +13,7 @@ use protocols::agent::ReadStreamRequest;
 use ttrpc::proto::Status;
 
 use super::{invalid, Ids, Rpc};
-use crate::server::stream_read::{StreamRead, StreamReads};
+use crate::server::stream_read::{Staged, StreamRead, StreamReads};
 
 /// Reads one output stream of a process.
 struct StdioRead {
@@ -26,6 +26,7 @@ impl StreamRead for StdioRead {
         &'a self,
         payload: &'a [u8],
         out: &'a mut Vec<u8>,
+        staged: Option<&'a mut Option<Box<dyn Staged>>>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>> {
         Box::pin(async move {
             let (what, method) = if self.stderr {
@@ -45,7 +46,12 @@ impl StreamRead for StdioRead {
                         .map_err(|e| invalid(format!("Read{what}: cannot decode request: {e}")))?;
                     let p = self.rpc.sandbox.process(&req.container_id, &req.exec_id)?;
                     let o = if self.stderr { &p.stderr } else { &p.stdout };
-                    o.read_into(out, req.len as usize, what).await
+                    let splice = staged.is_some();
+                    let s = o.read_staged(out, req.len as usize, what, splice).await?;
+                    if let (Some(slot), Some(s)) = (staged, s) {
+                        *slot = Some(Box::new(s));
+                    }
+                    Ok(())
                 })
                 .await
         })

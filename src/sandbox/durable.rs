@@ -361,6 +361,8 @@ impl Sandbox {
             stdout: take("out"),
             stderr: take("err"),
             terminal: take("pty"),
+            stdout_slot: take("out.f").zip(take("out.j")),
+            stderr_slot: take("err.f").zip(take("err.j")),
         };
         let exit = match p.exit {
             Some(exit) => watch::channel(Some(exit)).1,

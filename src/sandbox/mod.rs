@@ -44,6 +44,7 @@ pub(crate) mod hotplug;
 pub(crate) mod network;
 pub(crate) mod new_stdio;
 pub(crate) mod oom;
+pub(crate) mod out_journal;
 pub(crate) mod pod;
 pub(crate) mod process;
 pub(crate) mod rustjail_engine;

@@ -6,9 +6,12 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use std::sync::Arc;
 use tokio::io::Interest;
-use tokio::sync::{watch, Mutex};
 
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
+
+use super::out_journal::Slot;
 use super::stream::FdStream;
 use super::Error;
 use crate::reaper::Exit;
@@ -33,25 +36,106 @@ pub(crate) struct RestoredStdio {
     pub stdout: Option<OwnedFd>,
     /// The stderr reader.
     pub stderr: Option<OwnedFd>,
+    /// stdout's output slot (F's read end, the journal).
+    pub stdout_slot: Option<(OwnedFd, OwnedFd)>,
+    /// stderr's output slot.
+    pub stderr_slot: Option<(OwnedFd, OwnedFd)>,
     /// The terminal's master kept for resizing; Some means a terminal.
     pub terminal: Option<OwnedFd>,
 }
 
 /// One output stream.
 pub(crate) struct Output {
-    rx: Mutex<Option<FdStream>>,
+    rx: Arc<Mutex<Option<Reader>>>,
     /// The descriptor, for the view; -1 once the end was reported (or never open).
     fd: AtomicI32,
+    /// The output slot's descriptors (F's read end, the journal) for the keeper.
+    slot_fds: Option<[i32; 2]>,
+}
+
+/// The reading side of an output stream: the pipe or terminal, and for a pipe
+/// the slot that makes its reads exactly-once ([`out_journal`]).
+struct Reader {
+    src: FdStream,
+    slot: Option<Slot>,
+}
+
+/// A read staged in an output slot: the frame's data waits in the slot's pipe
+/// and the stream stays locked until this is dropped, which settles the slot
+/// (consumes from the process's pipe what the socket took whole).
+pub(crate) struct StagedOut {
+    guard: OwnedMutexGuard<Option<Reader>>,
+    n: usize,
+}
+
+impl StagedOut {
+    fn slot(&self) -> &Slot {
+        self.guard
+            .as_ref()
+            .and_then(|r| r.slot.as_ref())
+            .expect("staged in a slot")
+    }
+}
+
+impl crate::server::stream_read::Staged for StagedOut {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn splice_to(&self, sock: i32, max: usize) -> std::io::Result<usize> {
+        self.slot().splice_to(sock, max)
+    }
+}
+
+impl Drop for StagedOut {
+    fn drop(&mut self) {
+        if let Some(r) = self.guard.as_ref() {
+            if let Some(slot) = &r.slot {
+                // Nothing to report to: the read is over. A failure leaves the
+                // slot as it is, and the next read settles it again.
+                let _ = slot.settle(r.src.raw());
+            }
+        }
+    }
 }
 
 impl Output {
-    fn new(fd: Option<OwnedFd>, what: &'static str) -> Result<Output, Error> {
-        let rx = fd
-            .map(|fd| FdStream::new(fd, Interest::READABLE))
-            .transpose()
-            .map_err(|e| Error::Internal(format!("register {what}: {e}")))?;
-        let fd = AtomicI32::new(rx.as_ref().map_or(-1, |r| r.raw()));
-        Ok(Output { rx: Mutex::new(rx), fd })
+    /// A stream over `fd`; a pipe (`pipe`) gets an output slot, adopted from
+    /// the keeper's descriptors `slot` when a previous agent left one.
+    fn new(
+        fd: Option<OwnedFd>,
+        pipe: bool,
+        slot: Option<(OwnedFd, OwnedFd)>,
+        what: &'static str,
+    ) -> Result<Output, Error> {
+        let Some(fd) = fd else {
+            return Ok(Output {
+                rx: Arc::new(Mutex::new(None)),
+                fd: AtomicI32::new(-1),
+                slot_fds: None,
+            });
+        };
+        let src =
+            FdStream::new(fd, Interest::READABLE).map_err(|e| Error::Internal(format!("register {what}: {e}")))?;
+        let slot = if pipe {
+            let slot = match slot {
+                Some((f, j)) => {
+                    let s = Slot::adopt(f, j).map_err(|e| Error::Internal(format!("{what}: output slot: {e}")))?;
+                    s.settle(src.raw())
+                        .map_err(|e| Error::Internal(format!("{what}: settle the output slot: {e}")))?;
+                    s
+                }
+                None => Slot::new(src.raw()).map_err(|e| Error::Internal(format!("{what}: output slot: {e}")))?,
+            };
+            Some(slot)
+        } else {
+            None
+        };
+        Ok(Output {
+            fd: AtomicI32::new(src.raw()),
+            slot_fds: slot.as_ref().map(|s| s.held()),
+            rx: Arc::new(Mutex::new(Some(Reader { src, slot }))),
+        })
     }
 
     /// Its descriptor while open (for the view).
@@ -68,21 +152,64 @@ impl Output {
 
     /// Like [`Output::read`], appending to `out` (nothing appended: the end).
     pub(crate) async fn read_into(&self, out: &mut Vec<u8>, len: usize, what: &str) -> Result<(), Error> {
-        let mut guard = self.rx.lock().await;
-        let Some(rx) = guard.as_mut() else {
+        let staged = self.read_staged(out, len, what, false).await?;
+        debug_assert!(staged.is_none());
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes. With `splice` (the caller can splice into its
+    /// socket) a pipe's bytes are staged in its slot and returned as a
+    /// [`StagedOut`]; otherwise they are appended to `out` (nothing appended
+    /// and None: the end).
+    pub(crate) async fn read_staged(
+        &self,
+        out: &mut Vec<u8>,
+        len: usize,
+        what: &str,
+        splice: bool,
+    ) -> Result<Option<StagedOut>, Error> {
+        let mut guard = self.rx.clone().lock_owned().await;
+        let Some(r) = guard.as_mut() else {
             return Err(Error::FailedPrecondition(format!(
                 "{what}: end of stream already reported"
             )));
         };
-        let n = rx
-            .read_available(out, len.clamp(1, MAX_READ))
-            .await
-            .map_err(|e| Error::Internal(format!("read {what}: {e}")))?;
+        let max = len.clamp(1, MAX_READ);
+        let n = match &r.slot {
+            Some(slot) => {
+                let n = r
+                    .src
+                    .wait_for(|src| slot.stage(src, max))
+                    .await
+                    .map_err(|e| Error::Internal(format!("read {what}: {e}")))?;
+                if n > 0 && splice {
+                    return Ok(Some(StagedOut { guard, n }));
+                }
+                if n > 0 {
+                    let copied = slot.copy_into(out, n);
+                    let settled = slot.settle(r.src.raw());
+                    copied
+                        .and(settled)
+                        .map_err(|e| Error::Internal(format!("read {what}: {e}")))?;
+                }
+                n
+            }
+            None => r
+                .src
+                .read_available(out, max)
+                .await
+                .map_err(|e| Error::Internal(format!("read {what}: {e}")))?,
+        };
         if n == 0 {
             *guard = None;
             self.fd.store(-1, Ordering::Release);
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// The slot's descriptors a keeper must hold, while the stream is open.
+    fn held_slot(&self) -> Option<[i32; 2]> {
+        self.fd().and(self.slot_fds)
     }
 }
 
@@ -134,6 +261,7 @@ impl Process {
         let stdin =
             FdStream::new(stdin, Interest::WRITABLE).map_err(|e| Error::Internal(format!("register stdin: {e}")))?;
         let stdin_fd = AtomicI32::new(stdin.raw());
+        let pipes = term.is_none();
         Ok(Process {
             exec_id,
             pid,
@@ -144,8 +272,8 @@ impl Process {
             waited: AtomicBool::new(false),
             stdin: Mutex::new(Some(stdin)),
             stdin_fd,
-            stdout: Output::new(stdout, "stdout")?,
-            stderr: Output::new(stderr, "stderr")?,
+            stdout: Output::new(stdout, pipes, None, "stdout")?,
+            stderr: Output::new(stderr, true, None, "stderr")?,
         })
     }
 
@@ -166,6 +294,7 @@ impl Process {
             .transpose()
             .map_err(|e| Error::Internal(format!("register stdin: {e}")))?;
         let stdin_fd = AtomicI32::new(stdin.as_ref().map_or(-1, |s| s.raw()));
+        let pipes = fds.terminal.is_none();
         Ok(Process {
             exec_id,
             pid,
@@ -176,19 +305,26 @@ impl Process {
             waited: AtomicBool::new(waited),
             stdin: Mutex::new(stdin),
             stdin_fd,
-            stdout: Output::new(fds.stdout, "stdout")?,
-            stderr: Output::new(fds.stderr, "stderr")?,
+            stdout: Output::new(fds.stdout, pipes, fds.stdout_slot, "stdout")?,
+            stderr: Output::new(fds.stderr, true, fds.stderr_slot, "stderr")?,
         })
     }
 
     /// The descriptors a keeper must hold for this process, by stream name
-    /// (`in`, `out`, `err`, `pty`), while they are open.
+    /// (`in`, `out`, `err`, `pty`, and each output slot's `.f` pipe and `.j`
+    /// journal), while they are open.
     pub(crate) fn held_fds(&self) -> Vec<(&'static str, i32)> {
+        let out = self.stdout.held_slot();
+        let err = self.stderr.held_slot();
         [
             ("in", self.stdin_fd()),
             ("out", self.stdout.fd()),
             ("err", self.stderr.fd()),
             ("pty", self.terminal_fd()),
+            ("out.f", out.map(|s| s[0])),
+            ("out.j", out.map(|s| s[1])),
+            ("err.f", err.map(|s| s[0])),
+            ("err.j", err.map(|s| s[1])),
         ]
         .into_iter()
         .filter_map(|(n, fd)| Some((n, fd?)))

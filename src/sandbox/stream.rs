@@ -67,6 +67,18 @@ impl FdStream {
         }
     }
 
+    /// Waits until `f` (called with the descriptor whenever it may be
+    /// readable) has a result; `f` returns None for "nothing yet" (EAGAIN).
+    pub(crate) async fn wait_for<T>(&self, mut f: impl FnMut(i32) -> io::Result<Option<T>>) -> io::Result<T> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match f(self.raw())? {
+                Some(t) => return Ok(t),
+                None => guard.clear_ready(),
+            }
+        }
+    }
+
     /// Appends to `buf` up to `max` bytes: waits for the first, then takes what
     /// else is ready without waiting (a pipe holds 64 KiB by default; one RPC can
     /// carry several pipefuls). Returns the bytes added; 0 is the end of the stream.

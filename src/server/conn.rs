@@ -16,20 +16,22 @@
 //! run detached in the sandbox and finish anyway.)
 
 use std::future::Future;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use protobuf::Message as _;
 use slog::{debug, warn, Logger};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Interest};
 use tokio::sync::Mutex;
 use ttrpc::proto::{Code, Request};
 use ttrpc::MessageHeader;
 
 use super::dispatch::{encode_response, status_response, Dispatcher};
 use super::frame::{self, Frame, FrameError, MAX_FRAME};
-use super::stream_read::{finish_frame, BufferPool, StreamRead};
+use super::stream_read::{finish_frame, frame_prefix, BufferPool, Staged, StreamRead, PREFIX};
 
 /// Read buffer of a connection. Small: requests are small, a larger body is
 /// read straight into its own buffer, and with a thousand connections every
@@ -38,8 +40,25 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Serves requests from `reader` until the peer closes or the stream breaks.
 /// A frame must arrive whole within `frame_timeout` of its first byte.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub async fn serve<R, W>(reader: R, writer: W, dispatcher: Arc<Dispatcher>, frame_timeout: Duration, log: Logger)
 where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    serve_socket(reader, writer, None, dispatcher, frame_timeout, log).await
+}
+
+/// [`serve`] for a socket whose descriptor is `sock`: stream reads may then
+/// splice their data into it (see `sandbox::out_journal`).
+pub async fn serve_socket<R, W>(
+    reader: R,
+    writer: W,
+    sock: Option<RawFd>,
+    dispatcher: Arc<Dispatcher>,
+    frame_timeout: Duration,
+    log: Logger,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -117,6 +136,7 @@ where
                 header.stream_id,
                 req,
                 writer.clone(),
+                sock,
                 pool.clone(),
                 log.clone(),
             ));
@@ -166,13 +186,15 @@ async fn respond_stream<W>(
     stream_id: u32,
     req: Request,
     writer: Arc<Mutex<W>>,
+    sock: Option<RawFd>,
     pool: BufferPool,
     log: Logger,
 ) where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut buf = pool.take();
-    let fut = sr.read(&req.payload, &mut buf);
+    let mut staged: Option<Box<dyn Staged>> = None;
+    let fut = sr.read(&req.payload, &mut buf, sock.is_some().then_some(&mut staged));
     let result = if req.timeout_nano > 0 {
         match tokio::time::timeout(std::time::Duration::from_nanos(req.timeout_nano as u64), fut).await {
             Ok(r) => r,
@@ -188,9 +210,78 @@ async fn respond_stream<W>(
         fut.await
     };
     let mut w = writer.lock().await;
-    let written = match result {
+    let written = match (result, staged.as_deref(), sock) {
+        (Ok(()), Some(s), Some(sock)) => write_spliced(&mut *w, sock, stream_id, s, &mut buf).await,
+        (result, _, _) => write_frame(&mut *w, result, &req, stream_id, &mut buf).await,
+    };
+    drop(w);
+    // Settles the staged read: what the socket took whole is consumed.
+    drop(staged);
+    if let Err(e) = written {
+        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
+    }
+    pool.give(buf);
+}
+
+/// Writes the frame's prefix, then splices its staged data into `sock`.
+/// While the socket has room no descriptor is added; when it is full, a copy
+/// of it is registered with the reactor to wait (a connection must not cost
+/// two descriptors: the agent's limit counts them), or, if even that copy
+/// cannot be had, the wait is a short sleep.
+async fn write_spliced<W>(
+    w: &mut W,
+    sock: RawFd,
+    stream_id: u32,
+    s: &dyn Staged,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let n = s.len();
+    buf.clear();
+    buf.resize(PREFIX, 0);
+    let start = frame_prefix(buf, stream_id, n);
+    w.write_all(&buf[start..]).await?;
+    w.flush().await?;
+    let mut waiter: Option<AsyncFd<OwnedFd>> = None;
+    let mut left = n;
+    while left > 0 {
+        match s.splice_to(sock, left)? {
+            0 => {
+                if waiter.is_none() {
+                    // SAFETY: the connection's socket is open for the whole call.
+                    let fd = unsafe { BorrowedFd::borrow_raw(sock) };
+                    waiter = fd.try_clone_to_owned().ok().and_then(|dup| {
+                        // SAFETY: `dup` is ours, open for as long as the AsyncFd holds it.
+                        unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }.ok()
+                    });
+                }
+                match &waiter {
+                    Some(a) => a.writable().await?.clear_ready(),
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+            k => left -= k,
+        }
+    }
+    Ok(())
+}
+
+/// Writes a stream read's frame from `buf`, or its error.
+async fn write_frame<W>(
+    w: &mut W,
+    result: Result<(), ttrpc::proto::Status>,
+    req: &Request,
+    stream_id: u32,
+    buf: &mut [u8],
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    match result {
         Ok(()) if buf.len() - super::stream_read::PREFIX <= MAX_FRAME - 64 => {
-            let start = finish_frame(&mut buf, stream_id);
+            let start = finish_frame(buf, stream_id);
             w.write_all(&buf[start..]).await
         }
         Ok(()) => {
@@ -210,10 +301,5 @@ async fn respond_stream<W>(
             w.write_all(&frame::response_frame(stream_id, &encode_response(&resp, MAX_FRAME)))
                 .await
         }
-    };
-    drop(w);
-    if let Err(e) = written {
-        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
     }
-    pool.give(buf);
 }

@@ -282,12 +282,15 @@ fn admit(conn: Accepted, id: u64, dispatcher: &Arc<Dispatcher>, gate: &Arc<Gate>
     tokio::spawn(async move {
         match conn {
             Accepted::Unix(s) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
                 let (r, w) = s.into_split();
-                conn::serve(r, w, dispatcher, timeout, conn_log).await
+                conn::serve_socket(r, w, Some(fd), dispatcher, timeout, conn_log).await
             }
             Accepted::Vsock(s, peer) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
                 let (r, w) = s.into_split();
-                conn::serve(r, w, dispatcher, timeout, conn_log.new(o!("peer" => peer.to_string()))).await
+                let log = conn_log.new(o!("peer" => peer.to_string()));
+                conn::serve_socket(r, w, Some(fd), dispatcher, timeout, log).await
             }
         }
         drop(ticket);

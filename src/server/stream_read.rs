@@ -19,12 +19,24 @@ use super::frame::{Header, HEADER_LEN, TYPE_RESPONSE};
 /// A method whose response message is a single `bytes` field number 1.
 pub trait StreamRead: Send + Sync {
     /// Decodes the request `payload` and appends the response's bytes to `out`
-    /// (nothing appended: an empty read).
+    /// (nothing appended: an empty read), or, when `staged` is given (the
+    /// connection can splice), may instead put there bytes staged in a pipe.
     fn read<'a>(
         &'a self,
         payload: &'a [u8],
         out: &'a mut Vec<u8>,
+        staged: Option<&'a mut Option<Box<dyn Staged>>>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>;
+}
+
+/// A response's data waiting in a pipe, spliced into the socket after the
+/// frame's prefix; dropping it tells the source how much the socket took
+/// (the pipe's level), see `sandbox::out_journal`.
+pub trait Staged: Send + Sync {
+    /// The bytes staged.
+    fn len(&self) -> usize;
+    /// Splices up to `max` of them into socket `sock`; 0: the socket is full.
+    fn splice_to(&self, sock: i32, max: usize) -> std::io::Result<usize>;
 }
 
 /// Stream-read methods by service name, then method name (looked up with the
@@ -60,6 +72,12 @@ fn put_varint(out: &mut [u8], at: &mut usize, mut v: usize) {
 /// (which starts at [`PREFIX`]); returns where the frame starts.
 pub fn finish_frame(buf: &mut [u8], stream_id: u32) -> usize {
     let n = buf.len() - PREFIX;
+    frame_prefix(&mut buf[..PREFIX], stream_id, n)
+}
+
+/// Writes, at the end of `buf` ([`PREFIX`] bytes), the frame header and
+/// prefixes for `n` bytes of data that follow; returns where the frame starts.
+pub fn frame_prefix(buf: &mut [u8], stream_id: u32, n: usize) -> usize {
     // Response { status: OK (0a 00), payload (12 len) = ReadStreamResponse { data (0a len) } };
     // proto3 leaves out an empty payload.
     let mut body = [0u8; PREFIX - HEADER_LEN];
