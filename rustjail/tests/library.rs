@@ -36,7 +36,11 @@ fn wait_code(pid: nix::unistd::Pid) -> i32 {
 #[test]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 fn container_stdio_on_the_callers_pipes() {
-    let b = Bundle::new(&["sh", "-c", "read line; echo \"got $line\"; echo oops >&2; exit 9"]);
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "read line; echo \"got $line\"; grep SigIgn /proc/self/status; echo oops >&2; exit 9",
+    ]);
     let rt = runtime(&b);
     let (in_r, mut in_w) = std::io::pipe().unwrap();
     let (mut out_r, out_w) = std::io::pipe().unwrap();
@@ -60,7 +64,8 @@ fn container_stdio_on_the_callers_pipes() {
     out_r.read_to_string(&mut out).unwrap();
     let mut err = String::new();
     err_r.read_to_string(&mut err).unwrap();
-    assert_eq!(out, "got hello\n");
+    // No signal ignored: SIGPIPE is the default again, as under runc.
+    assert_eq!(out, "got hello\nSigIgn:\t0000000000000000\n");
     assert_eq!(err, "oops\n");
     // The init is this process's child: its status is ours to collect.
     assert_eq!(wait_code(nix::unistd::Pid::from_raw(st.pid)), 9);
@@ -90,7 +95,8 @@ fn exec_stdio_on_the_callers_pipes() {
     process.set_args(Some(vec![
         "sh".into(),
         "-c".into(),
-        "echo from exec; cat /proc/1/comm".into(),
+        // Not the last command: busybox sh execs that one itself, ignoring SIGQUIT.
+        "echo from exec; cat /proc/1/comm; grep SigIgn /proc/self/status; true".into(),
     ]));
     let (mut out_r, out_w) = std::io::pipe().unwrap();
     let pid = rt
@@ -105,7 +111,8 @@ fn exec_stdio_on_the_callers_pipes() {
         .pid;
     let mut out = String::new();
     out_r.read_to_string(&mut out).unwrap();
-    assert_eq!(out, "from exec\nsleep\n");
+    // No signal ignored: SIGPIPE is the default again, as under runc.
+    assert_eq!(out, "from exec\nsleep\nSigIgn:\t0000000000000000\n");
     assert_eq!(wait_code(pid), 0);
     rt.delete(&c, true).unwrap();
 }

@@ -274,11 +274,54 @@ impl Prepared {
 
     /// Replaces this process with the program; returns only on failure.
     pub fn exec(&self) -> Error {
+        // An ignored signal stays ignored across execve, and a blocked one
+        // blocked: Rust's runtime ignores SIGPIPE here, and whatever started
+        // the agent may have ignored or blocked others. The container's
+        // programs start with every signal at its default and none blocked
+        // (`yes | head` must end when head does). SIGKILL and SIGSTOP refuse
+        // (they are never ignored): nothing to do.
+        // The raw call: the C library's signal() refuses the numbers it keeps
+        // for itself (32 and 33 under glibc), which an ignoring parent leaves
+        // ignored all the same.
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            // SAFETY: rt_sigaction with a valid struct of the kernel's layout and its size (8).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
+        }
+        // SAFETY: an empty set, filled by sigemptyset before use.
+        let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigemptyset/sigprocmask on a valid set; the old mask is not wanted.
+        unsafe {
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        }
         // SAFETY: execve with NUL-terminated strings and NULL-terminated pointer
         // arrays that `self` keeps alive.
         unsafe { libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
         sys("execve", &self.shown)(nix::Error::last())
     }
+}
+
+/// `struct sigaction` as the kernel's rt_sigaction takes it (not the C library's).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
 }
 
 /// Writes the OOM score adjustment.
