@@ -236,6 +236,9 @@ fn main() {
             drop(c);
             let mut ms = Vec::new();
             for _ in 0..KILLS {
+                // Each kill a single crash: the keeper backs off from an agent
+                // that dies within a second of its start (a crash loop).
+                tokio::time::sleep(Duration::from_millis(1100)).await;
                 let agent = agent_pid(kpid).expect("the keeper's agent");
                 let t = Instant::now();
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL).unwrap();

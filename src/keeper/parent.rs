@@ -29,6 +29,10 @@ const RESTART_WINDOW: Duration = Duration::from_secs(30);
 /// The delay before the second restart within the window; it doubles with
 /// each further crash (0.1, 0.2, ... 6.4 s: 12.7 s in all before giving up).
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// An agent that ran this long before it crashed is not in a crash loop: it is
+/// restarted at once (the host is waiting), though the crash still counts
+/// towards [`MAX_RESTARTS`]. One that died sooner gets the backoff.
+const STABLE_RUN: Duration = Duration::from_secs(1);
 /// A panicking Rust program exits with this code.
 const PANIC_CODE: i32 = 101;
 
@@ -40,6 +44,8 @@ struct Keeper {
     agent: Option<Pid>,
     chan: Option<OwnedFd>,
     restarts: VecDeque<Instant>,
+    /// When the running agent was started.
+    started: Instant,
     /// When to start the next agent, while backing off after crashes.
     start_at: Option<Instant>,
 }
@@ -110,6 +116,7 @@ fn keep(init: bool) -> std::io::Result<i32> {
         agent: None,
         chan: None,
         restarts: VecDeque::new(),
+        started: Instant::now(),
         start_at: None,
     };
     k.start_agent()?;
@@ -243,7 +250,7 @@ impl Keeper {
             return Ok(Some(1));
         }
         self.restarts.push_back(now);
-        let delay = backoff(self.restarts.len());
+        let delay = restart_delay(now.duration_since(self.started), self.restarts.len());
         log(
             "WARN",
             &format!(
@@ -293,6 +300,7 @@ impl Keeper {
         drop(theirs);
         log("INFO", &format!("agent started (pid {})", child.id()));
         self.agent = Some(Pid::from_raw(child.id() as i32));
+        self.started = Instant::now();
         self.chan = Some(ours);
         Ok(())
     }
@@ -317,6 +325,17 @@ impl Keeper {
     }
 }
 
+/// The delay before restarting an agent that `lived` this long, after the
+/// `n`th crash within the window: none when it ran [`STABLE_RUN`], else the
+/// backoff.
+fn restart_delay(lived: Duration, n: usize) -> Duration {
+    if lived >= STABLE_RUN {
+        Duration::ZERO
+    } else {
+        backoff(n)
+    }
+}
+
 /// The delay before restarting after the `n`th crash within the window: none
 /// for the first, then [`FIRST_BACKOFF`] doubling.
 fn backoff(n: usize) -> Duration {
@@ -335,6 +354,9 @@ mod tests {
         let delays: Vec<u128> = (1..=MAX_RESTARTS).map(|n| backoff(n).as_millis()).collect();
         assert_eq!(delays, [0, 100, 200, 400, 800, 1600, 3200, 6400]);
         let all: Duration = (1..=MAX_RESTARTS).map(backoff).sum();
+        // An agent that had been serving is restarted at once, whatever came before.
+        assert_eq!(restart_delay(STABLE_RUN, 5), Duration::ZERO);
+        assert_eq!(restart_delay(Duration::from_millis(50), 5).as_millis(), 800);
         assert!(
             all < RESTART_WINDOW,
             "a crash loop is given up within the window: {all:?}"
