@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::msg::{
-    family_of, ip_bytes, ip_from, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR,
+    family_of, ip_bytes, ip_from, u32_at, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR,
 };
 use super::nl::Nl;
 use super::parse::IpNet;
@@ -51,7 +51,7 @@ pub async fn list(nl: &Nl) -> Result<Vec<Addr>, NetError> {
         let ip = |kind| a.attr(kind).and_then(|x| ip_from(&x.data));
         if let Some(ip) = ip(IFA_LOCAL).or_else(|| ip(IFA_ADDRESS)) {
             out.push(Addr {
-                index: u32::from_ne_bytes([a.header[4], a.header[5], a.header[6], a.header[7]]),
+                index: u32_at(&a.header, 4).unwrap_or(0),
                 net: IpNet {
                     addr: ip,
                     prefix: a.header[1],

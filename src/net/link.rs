@@ -1,7 +1,7 @@
 //! Links (network interfaces): what the kernel reports about them, and
 //! setting name, MTU and flags.
 
-use super::msg::{Attr, Msg, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK};
+use super::msg::{u32_at, Attr, Msg, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK};
 use super::nl::Nl;
 use super::parse::Mac;
 use super::NetError;
@@ -30,12 +30,6 @@ fn ifinfomsg(index: u32, flags: u32, change: u32) -> Vec<u8> {
     h
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
-        .unwrap_or(0)
-}
-
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -61,13 +55,13 @@ impl Link {
     /// Reads the fields of a `RTM_NEWLINK` message.
     pub fn from_msg(m: &Msg) -> Link {
         let mut l = Link {
-            index: u32_at(&m.header, 4),
+            index: u32_at(&m.header, 4).unwrap_or(0),
             name: String::new(),
             addr: Vec::new(),
             mtu: 0,
             min_mtu: None,
             max_mtu: None,
-            flags: u32_at(&m.header, 8),
+            flags: u32_at(&m.header, 8).unwrap_or(0),
             kind: String::new(),
         };
         for a in &m.attrs {

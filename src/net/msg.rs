@@ -84,6 +84,11 @@ pub fn ip_from(b: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The host-order `u32` at byte `at` of `b`, when `b` is long enough.
+pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
 /// One `rtattr`: its type (flag bits cleared) and its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -123,7 +128,7 @@ impl Attr {
 
     /// The payload as a `u32`, when it is one.
     pub fn as_u32(&self) -> Option<u32> {
-        Some(u32::from_ne_bytes(self.data.get(..4)?.try_into().ok()?))
+        u32_at(&self.data, 0)
     }
 
     /// The payload as a string, up to its NUL.

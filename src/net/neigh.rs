@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::link;
 use super::msg::{
-    family_of, ip_bytes, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH,
+    family_of, ip_bytes, u32_at, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH,
 };
 use super::nl::Nl;
 use super::parse::Mac;
@@ -41,8 +41,7 @@ fn ndmsg(family: u8, ifindex: u32, state: u16, flags: u8) -> Vec<u8> {
 }
 
 fn ifindex_of(m: &Msg) -> Option<u32> {
-    let b = m.header.get(4..8)?;
-    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    u32_at(&m.header, 4)
 }
 
 fn message(n: &NeighborSpec, ifindex: u32) -> Msg {

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use super::link::{self, Link, IFF_LOOPBACK};
 use super::msg::{
-    family_of, ip_bytes, ip_from, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE,
+    family_of, ip_bytes, ip_from, u32_at, Attr, Msg, NLM_F_CREATE, NLM_F_REPLACE, RTM_DELROUTE, RTM_GETROUTE,
+    RTM_NEWROUTE,
 };
 use super::nl::Nl;
 use super::parse::IpNet;
@@ -62,10 +63,7 @@ impl RtHeader {
             protocol: at(5),
             scope: at(6),
             kind: at(7),
-            flags: b
-                .get(8..12)
-                .map(|f| u32::from_ne_bytes([f[0], f[1], f[2], f[3]]))
-                .unwrap_or(0),
+            flags: u32_at(b, 8).unwrap_or(0),
         }
     }
 
