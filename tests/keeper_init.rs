@@ -25,11 +25,7 @@ fn until(what: &str, log: &Path, mut f: impl FnMut() -> bool) {
 
 /// The pids of `pid`'s children.
 fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    common::children(pid as i32).into_iter().map(|p| p as u32).collect()
 }
 
 fn check(addr: &str) -> String {

@@ -33,15 +33,6 @@ fn proc_state(pid: i32) -> Option<char> {
     s.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// The children of process `pid`.
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 /// The pipes process `pid` (or "self") holds open.
 fn pipes_of(pid: &str) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -210,7 +201,7 @@ async fn an_agent_killed_with_sigkill_loses_no_container() {
     let holder = serde_json::from_str::<serde_json::Value>(&st.sandbox_json).unwrap()["pod"]["ns_holder"]
         .as_i64()
         .unwrap();
-    let mut kids = children(keeper.as_raw());
+    let mut kids = common::children(keeper.as_raw());
     kids.sort();
     let mut want = vec![st.pid as i32, holder as i32];
     want.sort();

@@ -364,3 +364,12 @@ pub fn pithctl_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// The children of process `pid` (its main thread's, as `/proc` lists them).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
