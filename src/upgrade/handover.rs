@@ -198,7 +198,7 @@ mod tests {
         );
         h.handover_version = HANDOVER_VERSION;
         let fd = h.to_memfd().unwrap();
-        let mut f = std::fs::File::from(fd);
+        let f = std::fs::File::from(fd);
         f.set_len(10).unwrap();
         assert!(matches!(Handover::from_fd(f.into()), Err(HandoverError::Damaged(_))));
     }
