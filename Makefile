@@ -252,6 +252,9 @@ bench: toolchain
 	@# Crash recovery with the guest build when there is one (what a guest runs), then the gnu one.
 	@if [ -x $(STATIC_BIN) ]; then PITH_AGENT_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --bench recovery; fi
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench recovery
+	@# Live upgrade, the same two builds.
+	@if [ -x $(STATIC_BIN) ]; then PITH_AGENT_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --bench upgrade; fi
+	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench upgrade
 	@# Container lifecycle against runc and crun (Debian's), same busybox bundle.
 	@missing=; for p in runc crun busybox-static; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then :; \

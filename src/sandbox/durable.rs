@@ -99,6 +99,7 @@ impl Sandbox {
         keeper: Option<&KeeperLink>,
         deliver: &dyn Fn(i32, Exit),
     ) -> std::result::Result<(), PersistError> {
+        let started = std::time::Instant::now();
         let saved = match file.read()? {
             Some(bytes) => Some(convert::to_view(
                 persist::decode(file.path(), &bytes)?,
@@ -124,6 +125,7 @@ impl Sandbox {
             .as_ref()
             .and_then(|v| v.pod.ns_holder)
             .filter(|pid| !running(*pid));
+        let decoded = started.elapsed();
         let handoff = match keeper {
             Some(k) => k.handoff().map_err(|e| PersistError::Sys {
                 syscall: "recvmsg",
@@ -132,6 +134,7 @@ impl Sandbox {
             })?,
             None => Handoff::default(),
         };
+        let handed = started.elapsed();
         let kept: HashSet<i32> = handoff.exits.iter().map(|(pid, _)| *pid).collect();
         for (pid, exit) in &handoff.exits {
             deliver(*pid, *exit);
@@ -156,7 +159,9 @@ impl Sandbox {
         })?;
         info!(self.log, "state taken back";
               "file" => %file.path().display(), "containers" => containers, "exits_kept" => kept.len(),
-              "keeper" => keeper.is_some());
+              "keeper" => keeper.is_some(), "decode_us" => decoded.as_micros() as u64,
+              "handoff_us" => (handed - decoded).as_micros() as u64,
+              "restore_us" => (started.elapsed() - handed).as_micros() as u64);
         Ok(())
     }
 
