@@ -203,6 +203,37 @@ mod tests {
         assert!(matches!(Handover::from_fd(f.into()), Err(HandoverError::Damaged(_))));
     }
 
+    /// The version 1 document as the first live-upgrade build wrote it: every
+    /// later binary that says it reads version 1 must take it.
+    #[test]
+    fn the_version_1_golden_document_loads() {
+        let bytes = include_bytes!("../../tests/fixtures/handover/v1.json");
+        let fd = Handover {
+            handover_version: 0,
+            from_version: String::new(),
+            binary: String::new(),
+            paused_at_ns: 0,
+            conns: Vec::new(),
+        }
+        .to_memfd()
+        .unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.set_len(0).unwrap();
+        f.rewind().unwrap();
+        f.write_all(bytes).unwrap();
+        let h = Handover::from_fd(f.into()).unwrap();
+        assert_eq!(h.from_version, "0.1.0");
+        assert_eq!(h.conns.len(), 2);
+        assert_eq!(h.conns[0].name, conn_name(1));
+        assert_eq!(h.conns[0].upgrade_stream, Some(5));
+        let req = <ttrpc::proto::Request as protobuf::Message>::parse_from_bytes(&h.conns[0].carried[0].body).unwrap();
+        assert_eq!(
+            (req.service.as_str(), req.method.as_str()),
+            ("grpc.AgentService", "WaitProcess")
+        );
+        assert_eq!(h.conns[1].upgrade_stream, None);
+    }
+
     #[test]
     fn names_are_not_prefixes_of_each_other() {
         assert!(!conn_name(10).starts_with(&conn_name(1)));
