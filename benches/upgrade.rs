@@ -69,13 +69,47 @@ fn start(bin: &Path, dir: &Path) -> Keeper {
         .arg("--resolv-conf")
         .arg(dir.join("resolv.conf"))
         .arg("--log-level")
-        .arg("warn")
+        .arg("info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
         .spawn()
         .expect("spawn agent");
     Keeper(child, sock)
+}
+
+/// The phases of the last upgrade in the agent's log (ms): stopped ->
+/// the new binary's first line, -> sandbox taken back (of which decode,
+/// handoff, restore), -> ready.
+fn phases(log: &Path) -> Option<[f64; 6]> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let at = |msg: &str| lines.iter().rposition(|j| j["msg"] == msg);
+    let (p, s, t, r) = (
+        at("upgrade: pausing")?,
+        at("starting")?,
+        at("state taken back")?,
+        at("upgrade: took over")?,
+    );
+    if !(p < s && s < t && t < r) {
+        return None;
+    }
+    let ts = |i: usize| -> Option<f64> {
+        let t = lines[i]["ts"].as_str()?;
+        // HH:MM:SS.fraction of an RFC 3339 UTC time.
+        let clock = t.split('T').nth(1)?.trim_end_matches('Z');
+        let mut f = clock.split(':').map(|x| x.parse::<f64>().ok());
+        Some((f.next()?? * 3600.0 + f.next()?? * 60.0 + f.next()??) * 1e3)
+    };
+    let us = |k: &str| lines[t][k].as_f64().unwrap_or(0.0) / 1e3;
+    Some([
+        ts(s)? - ts(p)?,
+        ts(t)? - ts(s)?,
+        us("decode_us"),
+        us("handoff_us"),
+        us("restore_us"),
+        ts(r)? - ts(t)?,
+    ])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -91,8 +125,8 @@ fn max(v: &[f64]) -> f64 {
 async fn read_loop(c: Client, times: Arc<Mutex<Vec<Instant>>>) {
     loop {
         let mut r = ReadStreamRequest::new();
-        r.container_id = "counter".into();
-        r.exec_id = "counter".into();
+        r.container_id = "upgrade-counter".into();
+        r.exec_id = "upgrade-counter".into();
         r.len = 32 * 1024;
         let mut req = Request::new();
         req.service = "grpc.AgentService".into();
@@ -140,7 +174,7 @@ fn main() {
             pithctl::upgrade::negotiate(&c, Duration::from_secs(5)).await.unwrap();
             let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
             for i in 0..n {
-                let id = format!("idle-{i}");
+                let id = format!("upgrade-idle-{i}");
                 let _: Empty = call(&c, "CreateContainer", &common::sleeper_request(&rootfs, &id)).await;
                 let mut s = StartContainerRequest::new();
                 s.container_id = id;
@@ -149,17 +183,18 @@ fn main() {
             let script = "i=0; while :; do echo $i; i=$((i+1)); busybox usleep 1000; done";
             let spec = common::oci_default_spec(&rootfs, &["/bin/busybox", "sh", "-c", script]);
             let mut req = CreateContainerRequest::new();
-            req.container_id = "counter".into();
-            req.exec_id = "counter".into();
+            req.container_id = "upgrade-counter".into();
+            req.exec_id = "upgrade-counter".into();
             req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(&spec));
             let _: Empty = call(&c, "CreateContainer", &req).await;
             let mut s = StartContainerRequest::new();
-            s.container_id = "counter".into();
+            s.container_id = "upgrade-counter".into();
             let _: Empty = call(&c, "StartContainer", &s).await;
             let times = Arc::new(Mutex::new(Vec::new()));
             let reader = tokio::spawn(read_loop(c.clone(), times.clone()));
             tokio::time::sleep(Duration::from_millis(300)).await;
             let (mut rtt, mut pause, mut gaps, mut quiet) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut parts: Vec<[f64; 6]> = Vec::new();
             for round in 0..ROUNDS {
                 // A window as long as the upgrade will be, without one: the
                 // reader's own gaps (the counter's pace, the scheduler).
@@ -176,6 +211,7 @@ fn main() {
                 pause.push(r.pause_us as f64 / 1e3);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 gaps.push(longest_gap(&times.lock().unwrap(), t, Instant::now()));
+                parts.extend(phases(&dir.path().join("agent.log")));
             }
             println!(
                 "  {n} idle containers + the counter: upgrade pause (Upgrade sent -> answered by the new binary) \
@@ -189,9 +225,22 @@ fn main() {
                 max(&gaps),
                 max(&quiet),
             );
+            let part = |i: usize| median(parts.iter().map(|p| p[i]).collect());
+            if !parts.is_empty() {
+                println!(
+                    "    its phases (medians, from the agent's log): pause, write, execve and start {:.2} ms; \
+                     sandbox taken back {:.2} ms (decode {:.2}, keeper handoff {:.2}, restore {:.2}); ready {:.2} ms",
+                    part(0),
+                    part(1),
+                    part(2),
+                    part(3),
+                    part(4),
+                    part(5)
+                );
+            }
             let mut k = SignalProcessRequest::new();
-            k.container_id = "counter".into();
-            k.exec_id = "counter".into();
+            k.container_id = "upgrade-counter".into();
+            k.exec_id = "upgrade-counter".into();
             k.signal = 9;
             let _: Empty = call(&c, "SignalProcess", &k).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;

@@ -317,7 +317,7 @@ impl Sandbox {
     fn restore_container(&self, c: ContainerView, fds: &mut HashMap<String, OwnedFd>) -> Result<Arc<Container>> {
         let spec = c
             .spec
-            .parse()
+            .take_spec()
             .map_err(|e| Error::Internal(format!("container {:?}: spec: {e}", c.id)))?;
         let engine = self.engine.adopt(Adopt {
             id: c.id.clone(),

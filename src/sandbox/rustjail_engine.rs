@@ -312,6 +312,6 @@ impl EngineContainer for RjContainer {
     }
 
     fn watch_oom(&self, id: &str, events: mpsc::UnboundedSender<String>) -> Option<tokio::task::JoinHandle<()>> {
-        super::oom::watch(id.to_string(), self.c.cgroup.clone(), events).ok()
+        Some(super::oom::watch(id.to_string(), self.c.cgroup.clone(), events))
     }
 }
