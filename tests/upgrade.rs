@@ -225,9 +225,26 @@ async fn upgrade_rollback_and_downgrade_keep_the_connection_calls_and_containers
     // 1. Upgrade to the next release, copied in with CopyFile.
     let next = guest.join("pith-agent-next");
     copy_in(&c, &next_bin(), &next).await;
+    // Checks sent all along, on the same connection: those sent during the
+    // hand-over wait in the kernel and are answered afterwards.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c3, stop3) = (c.clone(), stop.clone());
+    let checks = tokio::spawn(async move {
+        let mut n = 0;
+        while !stop3.load(std::sync::atomic::Ordering::Relaxed) {
+            let _: protocols::health::HealthCheckResponse = call(&c3, "grpc.Health", "Check", &CheckRequest::new())
+                .await
+                .expect("a Check across the upgrade");
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        n
+    });
     let up = upgrade(&c, &next)
         .await
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", agent.log()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(checks.await.unwrap() > 0);
     assert_eq!(up.old_version, old_version);
     assert!(up.new_version.ends_with("+next"), "{up:?}");
     assert!(up.connections_carried >= 1 && up.calls_carried >= 1, "{up:?}");
@@ -303,6 +320,51 @@ async fn upgrade_rollback_and_downgrade_keep_the_connection_calls_and_containers
         .await
         .unwrap();
     assert_eq!((mounts_at(&shm), mounts_at(&mp)), (0, 0));
+}
+
+/// A new binary that starts but never gets ready is killed at the bound and
+/// the previous one serves again, on the same connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_binary_that_never_gets_ready_is_rolled_back_at_the_bound() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::start(&["--keeper"]);
+    let c = agent.client().await;
+    pithctl::upgrade::negotiate(&c, Duration::from_secs(5)).await.unwrap();
+    let stuck = agent.dir.path().join("stuck-agent");
+    let id = pith_agent_identity();
+    std::fs::write(
+        &stuck,
+        format!("#!/bin/sh\n[ \"$1\" = --upgrade-check ] && {{ echo '{id}'; exit 0; }}\nexec sleep 1000\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = pithctl::upgrade::upgrade(
+        &c,
+        stuck.to_str().unwrap(),
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("ABORTED") && err.contains("not ready within 500 ms"),
+        "{err}"
+    );
+    assert_eq!(
+        version(&c).await,
+        pith_agent::AGENT_VERSION,
+        "the previous binary serves, same connection"
+    );
+}
+
+/// This build's answer to `--upgrade-check`.
+fn pith_agent_identity() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pith-agent"))
+        .arg("--upgrade-check")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Refusals change nothing: no keeper, a level below 4, a binary that does
