@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::containers::{create_and_start, pids_of, read_all, remove, sh, wait, SVC};
+use common::containers::{create_and_start, mounts_at, pids_of, read_all, remove, sh, storage, wait, SVC};
 use common::{call, Agent};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -293,24 +293,6 @@ async fn a_state_file_too_new_for_this_agent_is_refused_and_kept() {
     )
     .await;
     assert!(msg.contains("this agent reads versions 1 to"), "{msg}");
-}
-
-fn storage(driver: &str, source: &str, mount_point: &Path) -> Storage {
-    let mut s = Storage::new();
-    s.driver = driver.into();
-    s.source = source.into();
-    s.fstype = if driver == "ephemeral" { "tmpfs" } else { "bind" }.into();
-    s.mount_point = mount_point.display().to_string();
-    s
-}
-
-/// How many mounts sit at `path`.
-fn mounts_at(path: &Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.split_whitespace().nth(4) == path.to_str())
-        .count()
 }
 
 fn add_device(id: &str, path: &str) -> protocols::pith::AddBlockDeviceRequest {

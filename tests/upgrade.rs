@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::containers::{create_and_start, sh, SVC};
+use common::containers::{create_and_start, mounts_at, sh, storage, SVC};
 use common::{call, Agent};
 use protobuf::well_known_types::empty::Empty;
 use protobuf::Message;
@@ -124,23 +124,6 @@ async fn read_counter(c: Client, id: String) -> Vec<u64> {
         .lines()
         .map(|l| l.parse().unwrap_or_else(|_| panic!("not a counter line: {l:?}")))
         .collect()
-}
-
-fn mounts_at(path: &Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.split_whitespace().nth(4) == path.to_str())
-        .count()
-}
-
-fn storage(driver: &str, source: &str, mount_point: &Path) -> Storage {
-    let mut s = Storage::new();
-    s.driver = driver.into();
-    s.source = source.into();
-    s.fstype = if driver == "ephemeral" { "tmpfs" } else { "bind" }.into();
-    s.mount_point = mount_point.display().to_string();
-    s
 }
 
 /// A binary that answers the check as a next release would, then dies at start.

@@ -123,6 +123,26 @@ pub async fn hybrid_handshake(s: &mut UnixStream, port: u32) -> io::Result<()> {
     }
 }
 
+/// One unary call, its status turned into an error naming the method.
+pub async fn call<Req: protobuf::Message, Resp: protobuf::Message>(
+    c: &Client,
+    svc: &str,
+    method: &str,
+    req: &Req,
+    timeout: Duration,
+) -> anyhow::Result<Resp> {
+    let mut r = ttrpc::proto::Request::new();
+    r.service = svc.into();
+    r.method = method.into();
+    r.payload = req.write_to_bytes()?;
+    r.timeout_nano = timeout.as_nanos() as i64;
+    let resp = c.request(r).await.map_err(|e| match e {
+        ttrpc::Error::RpcStatus(s) => anyhow::anyhow!("{svc}/{method} failed: {:?}: {}", s.code(), s.message),
+        other => anyhow::anyhow!("{svc}/{method} failed: {other}"),
+    })?;
+    Ok(Resp::parse_from_bytes(&resp.payload)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

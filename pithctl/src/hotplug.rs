@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use protobuf::Message;
+use pithctl::client::call;
 use protocols::pith::{
     AddBlockDeviceRequest, BlockDeviceResponse, HelloRequest, HelloResponse, RemoveBlockDeviceRequest,
 };
 use serde_json::{json, Value};
-use ttrpc::proto::Request;
 use ttrpc::r#async::Client;
 
 /// `pithctl hotplug`.
@@ -172,25 +171,6 @@ pub fn pci_path(query_pci: &Value, id: &str) -> Option<String> {
     let root = query_pci.as_array()?.iter().find(|b| b["bus"] == 0)?;
     let slots = search(&root["devices"], id, &[])?;
     Some(slots.iter().map(|s| format!("{s:02x}")).collect::<Vec<_>>().join("/"))
-}
-
-async fn call<Req: Message, Resp: Message>(
-    c: &Client,
-    svc: &str,
-    method: &str,
-    req: &Req,
-    timeout: Duration,
-) -> Result<Resp> {
-    let mut r = Request::new();
-    r.service = svc.into();
-    r.method = method.into();
-    r.payload = req.write_to_bytes()?;
-    r.timeout_nano = timeout.as_nanos() as i64;
-    let resp = c.request(r).await.map_err(|e| match e {
-        ttrpc::Error::RpcStatus(s) => anyhow!("{svc}/{method} failed: {:?}: {}", s.code(), s.message),
-        other => anyhow!("{svc}/{method} failed: {other}"),
-    })?;
-    Ok(Resp::parse_from_bytes(&resp.payload)?)
 }
 
 async fn negotiate(c: &Client, timeout: Duration) -> Result<()> {

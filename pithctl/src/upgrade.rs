@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use protobuf::Message;
+use anyhow::{bail, Context, Result};
+
+use crate::client::call;
 use protocols::agent::CopyFileRequest;
 use protocols::levels::{LEVEL_LIVE_UPGRADE, MAX_LEVEL};
 use protocols::pith::{HelloRequest, HelloResponse, UpgradeRequest, UpgradeResponse};
-use ttrpc::proto::Request;
 use ttrpc::r#async::Client;
 
 /// Bytes of the binary per CopyFile request.
@@ -20,26 +20,6 @@ const CHUNK: usize = 1 << 20;
 /// Where `pithctl upgrade` puts the binary in the guest by default (a root
 /// CopyFile writes under).
 pub const DEFAULT_GUEST_PATH: &str = "/run/pith/upgrade/pith-agent";
-
-/// One unary call, its status turned into an error naming the method.
-pub async fn call<Req: Message, Resp: Message>(
-    c: &Client,
-    svc: &str,
-    method: &str,
-    req: &Req,
-    timeout: Duration,
-) -> Result<Resp> {
-    let mut r = Request::new();
-    r.service = svc.into();
-    r.method = method.into();
-    r.payload = req.write_to_bytes()?;
-    r.timeout_nano = timeout.as_nanos() as i64;
-    let resp = c.request(r).await.map_err(|e| match e {
-        ttrpc::Error::RpcStatus(s) => anyhow!("{svc}/{method} failed: {:?}: {}", s.code(), s.message),
-        other => anyhow!("{svc}/{method} failed: {other}"),
-    })?;
-    Ok(Resp::parse_from_bytes(&resp.payload)?)
-}
 
 /// Agrees on a level that has live upgrade.
 pub async fn negotiate(c: &Client, timeout: Duration) -> Result<HelloResponse> {

@@ -32,6 +32,26 @@ pub async fn sh(c: &Client, dir: &Path, id: &str, script: &str) -> (i32, String)
 
 pub const SVC: &str = "grpc.AgentService";
 
+/// A storage of `driver` from `source` at `mount_point` (`ephemeral`: a
+/// tmpfs; anything else a bind mount).
+pub fn storage(driver: &str, source: &str, mount_point: &Path) -> Storage {
+    let mut s = Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.fstype = if driver == "ephemeral" { "tmpfs" } else { "bind" }.into();
+    s.mount_point = mount_point.display().to_string();
+    s
+}
+
+/// How many mounts sit at `path` (in this process's mount namespace).
+pub fn mounts_at(path: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == path.to_str())
+        .count()
+}
+
 pub fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     format!(
