@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use slog::{error, info, warn};
 
 use crate::config::flags::Args;
-use crate::config::{self, AgentConfig, FlagOverrides, Sources};
+use crate::config::{self, AgentConfig, Sources};
 use crate::context::AgentContext;
 use crate::keeper::link::KeeperLink;
 use crate::persist::file::StateFile;
@@ -68,18 +68,11 @@ fn run(args: Args) -> Result<()> {
         unsafe { std::env::remove_var(crate::keeper::parent::UPGRADE_FAILED_ENV) };
     }
     let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
-    let flags = FlagOverrides {
-        server_addrs: args.server_addrs.clone(),
-        log_level: args.log_level.clone(),
-        config_file: args.config_file.clone(),
-        hotplug_timeout: args.hotplug_timeout.clone(),
-        log_kmsg: args.kmsg,
-    };
     let env = |k: &str| std::env::var(k).ok();
     let loaded = AgentConfig::load(&Sources {
         cmdline: &cmdline,
         env: &env,
-        flags: &flags,
+        flags: &args.overrides,
     });
     let cfg = loaded.config;
 

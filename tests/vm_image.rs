@@ -232,7 +232,12 @@ fn agent_child(vm: &Vm, keeper: &str) -> String {
     );
     out.lines()
         .find_map(|l| l.trim().strip_prefix("agent:").map(str::to_string))
-        .unwrap_or_else(|| panic!("no pith-agent child of the keeper {keeper}:\n{out}\n{}", vm.diagnostics()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no pith-agent child of the keeper {keeper}:\n{out}\n{}",
+                vm.diagnostics()
+            )
+        })
 }
 
 /// `systemctl show pith-agent -p NAME` for each name, as `NAME=value` lines.

@@ -9,23 +9,17 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use super::FlagOverrides;
 use crate::AGENT_VERSION;
 
 /// Everything the command line says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Args {
-    /// `--server-addr`, repeatable: addresses to listen on.
-    pub server_addrs: Vec<String>,
-    /// `--log-level`.
-    pub log_level: Option<String>,
-    /// `--config-file`: the TOML file (overrides `agent.config_file`).
-    pub config_file: Option<PathBuf>,
-    /// `--hotplug-timeout` in seconds.
-    pub hotplug_timeout: Option<String>,
+    /// `--server-addr`, `--log-level`, `--config-file`, `--hotplug-timeout`
+    /// and `--kmsg`: the configuration's top layer.
+    pub overrides: FlagOverrides,
     /// `--cmdline`: the file to read the kernel command line from.
     pub cmdline: PathBuf,
-    /// `--kmsg`: also log to the kernel log.
-    pub kmsg: bool,
     /// `--kmsg-path`: the kernel log device.
     pub kmsg_path: PathBuf,
     /// `--state-dir`: container state and bundles.
@@ -180,12 +174,8 @@ impl Default for Args {
             PathBuf::from(f.default.expect("a flag with a default"))
         };
         Args {
-            server_addrs: Vec::new(),
-            log_level: None,
-            config_file: None,
-            hotplug_timeout: None,
+            overrides: FlagOverrides::default(),
             cmdline: default("cmdline"),
-            kmsg: false,
             kmsg_path: default("kmsg-path"),
             state_dir: default("state-dir"),
             resolv_conf: default("resolv-conf"),
@@ -234,12 +224,12 @@ impl Args {
         }
         let value = value.unwrap_or_default();
         match f.name {
-            "server-addr" => self.server_addrs.push(text(value)?),
-            "log-level" => self.log_level = Some(text(value)?),
-            "config-file" => self.config_file = Some(value.into()),
-            "hotplug-timeout" => self.hotplug_timeout = Some(text(value)?),
+            "server-addr" => self.overrides.server_addrs.push(text(value)?),
+            "log-level" => self.overrides.log_level = Some(text(value)?),
+            "config-file" => self.overrides.config_file = Some(value.into()),
+            "hotplug-timeout" => self.overrides.hotplug_timeout = Some(text(value)?),
             "cmdline" => self.cmdline = value.into(),
-            "kmsg" => self.kmsg = true,
+            "kmsg" => self.overrides.log_kmsg = true,
             "kmsg-path" => self.kmsg_path = value.into(),
             "state-dir" => self.state_dir = value.into(),
             "resolv-conf" => self.resolv_conf = value.into(),
@@ -331,7 +321,8 @@ mod tests {
             a.sandbox_resolv_conf,
             PathBuf::from(crate::sandbox::dns::SANDBOX_RESOLV_CONF)
         );
-        assert!(a.server_addrs.is_empty() && a.log_level.is_none() && !a.kmsg);
+        let o = &a.overrides;
+        assert!(o.server_addrs.is_empty() && o.log_level.is_none() && !o.log_kmsg);
     }
 
     #[test]
@@ -356,12 +347,12 @@ mod tests {
             "/sr",
         ])
         .unwrap();
-        assert_eq!(a.server_addrs, ["unix:///a", "vsock://-1:1024"]);
-        assert_eq!(a.log_level.as_deref(), Some("debug"));
-        assert_eq!(a.config_file, Some(PathBuf::from("/c.toml")));
-        assert_eq!(a.hotplug_timeout.as_deref(), Some("7"));
+        assert_eq!(a.overrides.server_addrs, ["unix:///a", "vsock://-1:1024"]);
+        assert_eq!(a.overrides.log_level.as_deref(), Some("debug"));
+        assert_eq!(a.overrides.config_file, Some(PathBuf::from("/c.toml")));
+        assert_eq!(a.overrides.hotplug_timeout.as_deref(), Some("7"));
         assert_eq!(a.cmdline, PathBuf::from("/dev/null"));
-        assert!(a.kmsg);
+        assert!(a.overrides.log_kmsg);
         assert_eq!(a.kmsg_path, PathBuf::from("/k"));
         assert_eq!(a.state_dir, PathBuf::from("/s"));
         assert_eq!(a.resolv_conf, PathBuf::from("/r"));
@@ -371,8 +362,8 @@ mod tests {
     #[test]
     fn a_value_may_look_like_a_flag_or_be_empty() {
         let a = run(&["--log-level", "--kmsg", "--state-dir="]).unwrap();
-        assert_eq!(a.log_level.as_deref(), Some("--kmsg"));
-        assert!(!a.kmsg);
+        assert_eq!(a.overrides.log_level.as_deref(), Some("--kmsg"));
+        assert!(!a.overrides.log_kmsg);
         assert_eq!(a.state_dir, PathBuf::from(""));
     }
 

@@ -76,7 +76,7 @@ impl Default for AgentConfig {
 }
 
 /// Values given on the agent's own command line; `None` leaves a key alone.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct FlagOverrides {
     /// `--server-addr`, repeatable.
     pub server_addrs: Vec<String>,
