@@ -373,20 +373,45 @@ fn a_second_agent_on_the_directory_is_refused() {
     StateFile::lock(d.path()).expect("free again once the first is gone");
 }
 
+/// Each write replaces the file whole, a shorter one included (the
+/// temporary it fills is the previous file, written over); the temporary
+/// is left holding the state before, whole; nothing else is left.
 #[test]
-fn writes_replace_the_file_whole_and_leave_no_temporary() {
+fn writes_replace_the_file_whole_and_keep_the_previous_one_whole() {
     let d = tempfile::tempdir().unwrap();
     let f = StateFile::lock(d.path()).unwrap();
+    let tmp = d.path().join(super::file::TEMP_FILE);
     assert_eq!(f.read().unwrap(), None);
-    f.write(b"first").unwrap();
+    f.write(b"first, the longest").unwrap();
+    assert!(!tmp.exists(), "a first write renames its temporary");
     f.write(b"second").unwrap();
     assert_eq!(f.read().unwrap().as_deref(), Some(&b"second"[..]));
+    assert_eq!(std::fs::read(&tmp).unwrap(), b"first, the longest");
+    f.write(b"third, longer than the second").unwrap();
+    assert_eq!(
+        f.read().unwrap().as_deref(),
+        Some(&b"third, longer than the second"[..])
+    );
+    assert_eq!(std::fs::read(&tmp).unwrap(), b"second");
+    f.write(b"4").unwrap();
+    assert_eq!(f.read().unwrap().as_deref(), Some(&b"4"[..]));
     let mut names: Vec<String> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["sandbox.json", "sandbox.lock"]);
+    assert_eq!(names, [super::file::TEMP_FILE, "sandbox.json", "sandbox.lock"]);
+}
+
+/// More pieces than one writev takes (1024) all reach the file, in order.
+#[test]
+fn a_write_of_many_pieces_keeps_them_all_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let f = StateFile::lock(d.path()).unwrap();
+    let texts: Vec<String> = (0..2500).map(|i| format!("{i},")).collect();
+    let pieces: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+    f.write_pieces(&pieces).unwrap();
+    assert_eq!(f.read().unwrap().unwrap(), texts.concat().into_bytes());
 }
 
 /// Writes `tests/fixtures/persist/v<PERSIST_VERSION>.json` with today's code,
