@@ -180,43 +180,55 @@ impl Sandbox {
         }
         let covers = d.requested.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let (bytes, viewed) = self.state_bytes().await;
-        let encoded = started.elapsed();
-        let len = bytes.len();
-        let file = d.file.clone();
-        let result = blocking(move || file.write(&bytes).map_err(|e| Error::Internal(e.to_string()))).await;
+        let (encoded, viewed) = self.state_bytes().await;
+        let made = started.elapsed();
+        let len = encoded.len();
+        let result = if d.file.in_memory() {
+            // On tmpfs a write copies memory and never waits for a disk: done
+            // here, it costs less than waking a worker thread to do it.
+            d.file.write_pieces(&encoded.pieces()).map_err(|e| e.to_string())
+        } else {
+            let file = d.file.clone();
+            blocking(move || {
+                file.write_pieces(&encoded.pieces())
+                    .map_err(|e| Error::Internal(e.to_string()))
+            })
+            .await
+            .map_err(|e| e.to_string())
+        };
         match result {
             Ok(()) => {
                 *written = covers;
                 // make bench reads this line (the cost of persisting).
                 debug!(self.log, "state written"; "bytes" => len, "duration_us" => started.elapsed().as_micros() as u64,
-                       "view_us" => viewed.as_micros() as u64, "encode_us" => (encoded - viewed).as_micros() as u64);
+                       "view_us" => viewed.as_micros() as u64, "encode_us" => (made - viewed).as_micros() as u64);
             }
             Err(e) => error!(self.log, "state not written"; "error" => %e),
         }
     }
 
-    /// The state file's bytes now, and how long taking the snapshot took.
+    /// The state file's contents now, and how long taking the snapshot took.
     /// Each container's text is made again only when what may change in it
     /// did (its spec, the bulk of it, is serialised once).
-    pub(crate) async fn state_bytes(&self) -> (Vec<u8>, std::time::Duration) {
+    pub(crate) async fn state_bytes(&self) -> (persist::Encoded, std::time::Duration) {
         let started = std::time::Instant::now();
         let mut containers = Vec::new();
         for c in self.containers_by_id() {
-            let changes = c.changes().await;
-            let mut cached = lock(&c.persisted);
-            match &*cached {
-                Some((was, text)) if *was == changes => containers.push(text.clone()),
-                _ => {
-                    let text = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
-                    *cached = Some((changes, text.clone()));
-                    containers.push(text);
+            let cached = lock(&c.persisted).clone();
+            if let Some(was) = cached {
+                if c.unchanged_since(&was.0).await {
+                    containers.push(was.1.clone());
+                    continue;
                 }
             }
+            let changes = c.changes().await;
+            let text = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
+            *lock(&c.persisted) = Some(Arc::new((changes, text.clone())));
+            containers.push(text);
         }
         let view = self.snapshot_with(Vec::new());
         let viewed = started.elapsed();
-        (persist::encode_with(&convert::from_view(&view), &containers), viewed)
+        (persist::Encoded::new(&convert::from_view(&view), containers), viewed)
     }
 
     /// Has the keeper hold a copy of each open stdio descriptor of `p`.

@@ -94,7 +94,7 @@ pub(crate) struct Container {
     spec_json: std::sync::OnceLock<view::SpecJson>,
     /// Its text in the state file, and what may change in it as that text
     /// holds it (`durable.rs` makes the text again only when that changed).
-    persisted: Mutex<Option<(view::ContainerChanges, crate::persist::v3::RawJson)>>,
+    persisted: Mutex<Option<Arc<(view::ContainerChanges, crate::persist::v3::RawJson)>>>,
 }
 
 impl Container {
