@@ -179,6 +179,20 @@ impl Encoded {
         out
     }
 
+    /// Whether `other` makes the same file: the same head and the same
+    /// container texts (the very same, shared: a text made again, even if
+    /// equal, counts as different).
+    pub(crate) fn same_as(&self, other: &Encoded) -> bool {
+        self.head == other.head
+            && self.tail == other.tail
+            && self.containers.len() == other.containers.len()
+            && self
+                .containers
+                .iter()
+                .zip(&other.containers)
+                .all(|(a, b)| std::sync::Arc::ptr_eq(&a.0, &b.0))
+    }
+
     /// The file's size.
     pub(crate) fn len(&self) -> usize {
         self.pieces().iter().map(|p| p.len()).sum()

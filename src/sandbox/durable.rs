@@ -40,8 +40,9 @@ pub(crate) struct Durable {
     file: Arc<StateFile>,
     /// Changes announced so far.
     requested: AtomicU64,
-    /// The last change a finished write covers.
-    written: tokio::sync::Mutex<u64>,
+    /// The last change a finished write covers, and what that write put in
+    /// the file.
+    written: tokio::sync::Mutex<(u64, Option<persist::Encoded>)>,
 }
 
 /// The keeper's name for a descriptor of process `exec_id` of container `id`.
@@ -83,7 +84,7 @@ impl Sandbox {
         self.durable = Some(Durable {
             file: Arc::new(file),
             requested: AtomicU64::new(0),
-            written: tokio::sync::Mutex::new(0),
+            written: tokio::sync::Mutex::new((0, None)),
         });
         if let Err(e) = &loaded {
             error!(self.log, "state file not taken back; sandbox calls are refused until it is mended or removed";
@@ -166,8 +167,9 @@ impl Sandbox {
     }
 
     /// Writes the sandbox's state now (or waits for a write already covering
-    /// the caller's change). A failed write is logged: the call it follows
-    /// did its work, and the next write tries again.
+    /// the caller's change; or finds the file already holding it). A failed
+    /// write is logged: the call it follows did its work, and the next write
+    /// tries again.
     pub(crate) async fn persist(&self) {
         let Some(d) = &self.durable else { return };
         if self.fault.is_some() {
@@ -175,7 +177,7 @@ impl Sandbox {
         }
         let mine = d.requested.fetch_add(1, Ordering::AcqRel) + 1;
         let mut written = d.written.lock().await;
-        if *written >= mine {
+        if written.0 >= mine {
             return;
         }
         let covers = d.requested.load(Ordering::Acquire);
@@ -183,27 +185,41 @@ impl Sandbox {
         let (encoded, viewed) = self.state_bytes().await;
         let made = started.elapsed();
         let len = encoded.len();
-        let result = if d.file.in_memory() {
+        // A call that changed nothing the file holds (StartContainer, a
+        // read) finds it already as it would write it.
+        let unchanged = written.1.as_ref().is_some_and(|w| w.same_as(&encoded));
+        let result = if unchanged {
+            Ok(encoded)
+        } else if d.file.in_memory() {
             // On tmpfs a write copies memory and never waits for a disk: done
             // here, it costs less than waking a worker thread to do it.
-            d.file.write_pieces(&encoded.pieces()).map_err(|e| e.to_string())
+            d.file
+                .write_pieces(&encoded.pieces())
+                .map(|()| encoded)
+                .map_err(|e| e.to_string())
         } else {
             let file = d.file.clone();
             blocking(move || {
                 file.write_pieces(&encoded.pieces())
+                    .map(|()| encoded)
                     .map_err(|e| Error::Internal(e.to_string()))
             })
             .await
             .map_err(|e| e.to_string())
         };
         match result {
-            Ok(()) => {
-                *written = covers;
+            Ok(encoded) => {
+                *written = (covers, Some(encoded));
                 // make bench reads this line (the cost of persisting).
-                debug!(self.log, "state written"; "bytes" => len, "duration_us" => started.elapsed().as_micros() as u64,
+                debug!(self.log, "state written"; "bytes" => len, "unchanged" => unchanged,
+                       "duration_us" => started.elapsed().as_micros() as u64,
                        "view_us" => viewed.as_micros() as u64, "encode_us" => (made - viewed).as_micros() as u64);
             }
-            Err(e) => error!(self.log, "state not written"; "error" => %e),
+            Err(e) => {
+                // What the file holds is no longer known.
+                written.1 = None;
+                error!(self.log, "state not written"; "error" => %e)
+            }
         }
     }
 

@@ -258,9 +258,7 @@ impl Sandbox {
 
     /// The containers, sorted by id.
     pub(crate) fn containers_by_id(&self) -> Vec<Arc<Container>> {
-        let mut list: Vec<_> = lock(&self.containers).values().cloned().collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        list
+        lock(&self.containers).values().cloned().collect()
     }
 
     /// The sandbox's view around `containers`.
