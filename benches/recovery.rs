@@ -207,7 +207,15 @@ fn main() {
             if n == 100 {
                 // One write after each CreateContainer and each StartContainer,
                 // in turn; those of the last 10 containers.
-                let w = writes(&keeper.log);
+                // (The agent's log is written asynchronously: its last lines may lag.)
+                let mut w = writes(&keeper.log);
+                for _ in 0..100 {
+                    if w.len() >= before + 2 * n {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    w = writes(&keeper.log);
+                }
                 let mine = &w[before..];
                 assert_eq!(mine.len(), 2 * n, "one state write after each CreateContainer and StartContainer");
                 let creates: Vec<&Write> = mine.iter().step_by(2).skip(n - 10).collect();

@@ -88,21 +88,23 @@ impl StateFile {
 
     /// Replaces the file with `bytes`, atomically and durably.
     #[cfg(test)]
-    pub(crate) fn write(&self, bytes: &[u8]) -> Result<(), PersistError> {
-        self.write_pieces(&[bytes])
+    pub(crate) fn write(&self, bytes: &[u8]) -> Result<Replaced, PersistError> {
+        self.write_pieces(&[bytes], 0)
     }
 
-    /// Replaces the file with `pieces` put end to end, atomically and durably.
+    /// Replaces the file with `pieces` put end to end, atomically and
+    /// durably; the temporary file is known (by the caller) to start with
+    /// the first `kept` of those bytes already, which are not written again.
     ///
     /// The temporary file is written over in place, and exchanged with the
     /// state file (`renameat2(RENAME_EXCHANGE)`): it then holds the previous
-    /// state, whole, until the next write. Renaming a fresh file over the old
-    /// one instead gave new pages to the new file and freed the old one's,
-    /// after every change, which was most of a write's cost on tmpfs (the
-    /// price: a second copy of the state, outdated, beside it). Where the
-    /// exchange cannot be done (a first write, a filesystem without it), a
-    /// plain rename.
-    pub(crate) fn write_pieces(&self, pieces: &[&[u8]]) -> Result<(), PersistError> {
+    /// state, whole, until the next write ([`Replaced::Exchanged`]). Renaming
+    /// a fresh file over the old one instead gave new pages to the new file
+    /// and freed the old one's, after every change, which was most of a
+    /// write's cost on tmpfs (the price: a second copy of the state,
+    /// outdated, beside it). Where the exchange cannot be done (a first
+    /// write, a filesystem without it), a plain rename.
+    pub(crate) fn write_pieces(&self, pieces: &[&[u8]], kept: usize) -> Result<Replaced, PersistError> {
         let tmp = self.dir.join(TEMP_FILE);
         let mut f = OpenOptions::new()
             .write(true)
@@ -110,22 +112,30 @@ impl StateFile {
             .truncate(false)
             .open(&tmp)
             .map_err(PersistError::sys("open", &tmp))?;
-        write_all_vectored(&mut f, pieces).map_err(PersistError::sys("write", &tmp))?;
         let len: usize = pieces.iter().map(|p| p.len()).sum();
+        // Never a hole: what the caller believes held must be there.
+        let on_disk = f.metadata().map_err(PersistError::sys("fstat", &tmp))?.len();
+        let kept = if (kept as u64) <= on_disk { kept.min(len) } else { 0 };
+        f.seek(std::io::SeekFrom::Start(kept as u64))
+            .map_err(PersistError::sys("lseek", &tmp))?;
+        write_all_vectored(&mut f, &after(pieces, kept)).map_err(PersistError::sys("write", &tmp))?;
         f.set_len(len as u64).map_err(PersistError::sys("ftruncate", &tmp))?;
         f.sync_all().map_err(PersistError::sys("fsync", &tmp))?;
         drop(f);
-        if let Err(e) = exchange(&tmp, &self.path) {
-            match e.raw_os_error() {
+        let replaced = match exchange(&tmp, &self.path) {
+            Ok(()) => Replaced::Exchanged,
+            Err(e) => match e.raw_os_error() {
                 Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-                    std::fs::rename(&tmp, &self.path).map_err(PersistError::sys("rename", &self.path))?
+                    std::fs::rename(&tmp, &self.path).map_err(PersistError::sys("rename", &self.path))?;
+                    Replaced::Renamed
                 }
                 _ => return Err(PersistError::sys("renameat2", &self.path)(e)),
-            }
-        }
+            },
+        };
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(PersistError::sys("fsync", &self.dir))
+            .map_err(PersistError::sys("fsync", &self.dir))?;
+        Ok(replaced)
     }
 
     /// Whether the state directory is in memory (tmpfs, ramfs), where a
@@ -135,9 +145,36 @@ impl StateFile {
     }
 }
 
+/// How a write replaced the state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replaced {
+    /// Exchanged with the temporary, which now holds the previous file.
+    Exchanged,
+    /// The temporary renamed over it: there is no temporary now.
+    Renamed,
+}
+
+/// `pieces` without their first `skip` bytes.
+fn after<'a>(pieces: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        if skip >= p.len() {
+            skip -= p.len();
+        } else {
+            out.push(&p[skip..]);
+            skip = 0;
+        }
+    }
+    out
+}
+
 /// Writes every byte of `pieces`, in order, in as few calls as it takes.
 fn write_all_vectored(f: &mut File, pieces: &[&[u8]]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
     let mut rest = &mut slices[..];
     // writev takes at most IOV_MAX (1024) slices at a time.
     const IOV_MAX: usize = 1024;

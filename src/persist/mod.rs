@@ -193,6 +193,24 @@ impl Encoded {
                 .all(|(a, b)| std::sync::Arc::ptr_eq(&a.0, &b.0))
     }
 
+    /// How many bytes at the start of the file are the same as in the file
+    /// `other` makes: whole pieces, up to the first container text that is
+    /// not the very same (0 when the heads differ).
+    pub(crate) fn common_prefix(&self, other: &Encoded) -> usize {
+        if self.head != other.head || self.tail != other.tail {
+            return 0;
+        }
+        let mut n = self.head.len();
+        for (i, (a, b)) in self.containers.iter().zip(&other.containers).enumerate() {
+            if !std::sync::Arc::ptr_eq(&a.0, &b.0) {
+                break;
+            }
+            // The comma before it, then its text.
+            n += usize::from(i > 0) + a.0.get().len();
+        }
+        n
+    }
+
     /// The file's size.
     pub(crate) fn len(&self) -> usize {
         self.pieces().iter().map(|p| p.len()).sum()

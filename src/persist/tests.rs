@@ -403,6 +403,39 @@ fn writes_replace_the_file_whole_and_keep_the_previous_one_whole() {
     assert_eq!(names, [super::file::TEMP_FILE, "sandbox.json", "sandbox.lock"]);
 }
 
+/// A write that keeps the start the temporary already holds (the file two
+/// writes ago) leaves the same files as a whole write; a start it claims but
+/// does not hold is written anyway (never a hole).
+#[test]
+fn a_write_keeping_the_temporarys_start_leaves_the_whole_file() {
+    use super::file::{Replaced, TEMP_FILE};
+    let d = tempfile::tempdir().unwrap();
+    let f = StateFile::lock(d.path()).unwrap();
+    let tmp = d.path().join(TEMP_FILE);
+    let states = [
+        "head|aaaa|bbbb|tail",
+        "head|aaaa|BBBB|tail",
+        "head|aaaa|bbbb|cccc|tail",
+        "head|aa|tail",
+    ];
+    assert_eq!(f.write(states[0].as_bytes()).unwrap(), Replaced::Renamed);
+    assert_eq!(f.write(states[1].as_bytes()).unwrap(), Replaced::Exchanged);
+    // The temporary holds states[0]: "head|aaaa|bbbb|" is kept.
+    let third: Vec<&[u8]> = vec![b"head|", b"aaaa|", b"bbbb|", b"cccc|", b"tail"];
+    assert_eq!(f.write_pieces(&third, 15).unwrap(), Replaced::Exchanged);
+    assert_eq!(f.read().unwrap().unwrap(), states[2].as_bytes());
+    assert_eq!(std::fs::read(&tmp).unwrap(), states[1].as_bytes());
+    // The temporary holds states[1]: "head|aa" is kept; the rest is shorter.
+    let fourth: Vec<&[u8]> = vec![b"head|", b"aa|", b"tail"];
+    assert_eq!(f.write_pieces(&fourth, 7).unwrap(), Replaced::Exchanged);
+    assert_eq!(f.read().unwrap().unwrap(), states[3].as_bytes());
+    // A claim beyond what the temporary holds (states[2], 24 bytes): written whole.
+    std::fs::write(&tmp, b"head").unwrap();
+    let fifth: Vec<&[u8]> = vec![b"head|", b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz|", b"tail"];
+    f.write_pieces(&fifth, 30).unwrap();
+    assert_eq!(f.read().unwrap().unwrap(), fifth.concat());
+}
+
 /// More pieces than one writev takes (1024) all reach the file, in order.
 #[test]
 fn a_write_of_many_pieces_keeps_them_all_in_order() {
@@ -410,7 +443,7 @@ fn a_write_of_many_pieces_keeps_them_all_in_order() {
     let f = StateFile::lock(d.path()).unwrap();
     let texts: Vec<String> = (0..2500).map(|i| format!("{i},")).collect();
     let pieces: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-    f.write_pieces(&pieces).unwrap();
+    f.write_pieces(&pieces, 0).unwrap();
     assert_eq!(f.read().unwrap().unwrap(), texts.concat().into_bytes());
 }
 

@@ -32,7 +32,8 @@ use super::process::{Process, RestoredStdio};
 use super::view::{ContainerView, PodView, ProcessView, SandboxView};
 use super::{blocking, lock, Container, Error, Pod, Result, Sandbox};
 use crate::keeper::link::{Handoff, KeeperLink};
-use crate::persist::{self, convert, file::StateFile, PersistError};
+use crate::persist::file::{Replaced, StateFile};
+use crate::persist::{self, convert, PersistError};
 use crate::reaper::Exit;
 
 /// The state file and the writes to it.
@@ -40,9 +41,19 @@ pub(crate) struct Durable {
     file: Arc<StateFile>,
     /// Changes announced so far.
     requested: AtomicU64,
-    /// The last change a finished write covers, and what that write put in
-    /// the file.
-    written: tokio::sync::Mutex<(u64, Option<persist::Encoded>)>,
+    /// The last change a finished write covers, and what is on disk.
+    written: tokio::sync::Mutex<Written>,
+}
+
+/// What the writes so far have left.
+#[derive(Default)]
+struct Written {
+    /// The last change they cover.
+    covers: u64,
+    /// What the state file holds, when known.
+    file: Option<persist::Encoded>,
+    /// What the temporary file holds (the file before the last write), when known.
+    temp: Option<persist::Encoded>,
 }
 
 /// The keeper's name for a descriptor of process `exec_id` of container `id`.
@@ -84,7 +95,7 @@ impl Sandbox {
         self.durable = Some(Durable {
             file: Arc::new(file),
             requested: AtomicU64::new(0),
-            written: tokio::sync::Mutex::new((0, None)),
+            written: tokio::sync::Mutex::new(Written::default()),
         });
         if let Err(e) = &loaded {
             error!(self.log, "state file not taken back; sandbox calls are refused until it is mended or removed";
@@ -177,7 +188,7 @@ impl Sandbox {
         }
         let mine = d.requested.fetch_add(1, Ordering::AcqRel) + 1;
         let mut written = d.written.lock().await;
-        if written.0 >= mine {
+        if written.covers >= mine {
             return;
         }
         let covers = d.requested.load(Ordering::Acquire);
@@ -187,37 +198,46 @@ impl Sandbox {
         let len = encoded.len();
         // A call that changed nothing the file holds (StartContainer, a
         // read) finds it already as it would write it.
-        let unchanged = written.1.as_ref().is_some_and(|w| w.same_as(&encoded));
+        let unchanged = written.file.as_ref().is_some_and(|w| w.same_as(&encoded));
+        // The temporary, written over, keeps what it already has right: the
+        // containers before the first one that changed since it was the file.
+        let kept = written.temp.as_ref().map_or(0, |t| encoded.common_prefix(t));
         let result = if unchanged {
-            Ok(encoded)
+            Ok((encoded, None))
         } else if d.file.in_memory() {
             // On tmpfs a write copies memory and never waits for a disk: done
             // here, it costs less than waking a worker thread to do it.
             d.file
-                .write_pieces(&encoded.pieces())
-                .map(|()| encoded)
+                .write_pieces(&encoded.pieces(), kept)
+                .map(|r| (encoded, Some(r)))
                 .map_err(|e| e.to_string())
         } else {
             let file = d.file.clone();
             blocking(move || {
-                file.write_pieces(&encoded.pieces())
-                    .map(|()| encoded)
+                file.write_pieces(&encoded.pieces(), kept)
+                    .map(|r| (encoded, Some(r)))
                     .map_err(|e| Error::Internal(e.to_string()))
             })
             .await
             .map_err(|e| e.to_string())
         };
         match result {
-            Ok(encoded) => {
-                *written = (covers, Some(encoded));
+            Ok((encoded, replaced)) => {
+                written.covers = covers;
+                if let Some(r) = replaced {
+                    let before = written.file.replace(encoded);
+                    written.temp = (r == Replaced::Exchanged).then_some(before).flatten();
+                }
                 // make bench reads this line (the cost of persisting).
                 debug!(self.log, "state written"; "bytes" => len, "unchanged" => unchanged,
+                       "kept" => if unchanged { len } else { kept },
                        "duration_us" => started.elapsed().as_micros() as u64,
                        "view_us" => viewed.as_micros() as u64, "encode_us" => (made - viewed).as_micros() as u64);
             }
             Err(e) => {
-                // What the file holds is no longer known.
-                written.1 = None;
+                // What the files hold is no longer known.
+                written.file = None;
+                written.temp = None;
                 error!(self.log, "state not written"; "error" => %e)
             }
         }

@@ -1263,3 +1263,54 @@ async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
     t.sb.destroy_sandbox().await.unwrap();
     same("the pod destroyed").await;
 }
+
+/// Through real state files (on disk, and on tmpfs where the write is made
+/// in place): after each change the file is the sandbox encoded afresh, and
+/// the temporary is the file before; the start a write keeps is the same
+/// in both files.
+#[tokio::test]
+async fn each_write_leaves_the_file_as_the_sandbox_encoded() {
+    use crate::persist::file::{StateFile, STATE_FILE, TEMP_FILE};
+    let shm = tempfile::tempdir_in("/dev/shm").ok();
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    dirs.extend(shm);
+    for dir in dirs {
+        let mut t = sandbox();
+        let file = StateFile::lock(dir.path()).unwrap();
+        Arc::get_mut(&mut t.sb).unwrap().attach(file, None, &|_, _| {}).unwrap();
+        let mut files: Vec<Vec<u8>> = Vec::new();
+        let mut kept_some = false;
+        let mut before: Option<crate::persist::Encoded> = None;
+        for step in 0..9 {
+            match step {
+                0 => {}
+                1..=4 => t.run(&format!("c{step}")).await,
+                5 => drop(t.exec("c3", "e1").await),
+                6 => t.sb.close_stdin("c3", "e1").await.unwrap(),
+                7 => {
+                    t.fake.exit(t.pid("c2"), Exit::Code(0));
+                    t.sb.remove_container("c2", Duration::ZERO).await.unwrap();
+                }
+                _ => t.sb.destroy_sandbox().await.unwrap(),
+            }
+            t.sb.persist().await;
+            let on_disk = std::fs::read(dir.path().join(STATE_FILE)).unwrap();
+            let (now, _) = t.sb.state_bytes().await;
+            assert_eq!(on_disk, now.to_vec(), "step {step}");
+            if let Some(b) = &before {
+                let n = now.common_prefix(b);
+                assert_eq!(now.to_vec()[..n], b.to_vec()[..n], "step {step}");
+                kept_some |= n > 0;
+            }
+            if files.last() != Some(&on_disk) {
+                if let Some(prev) = files.last() {
+                    assert_eq!(&std::fs::read(dir.path().join(TEMP_FILE)).unwrap(), prev, "step {step}");
+                }
+                files.push(on_disk);
+            }
+            before = Some(now);
+        }
+        assert!(kept_some, "some write kept a start");
+        assert_eq!(files.len(), 9, "each change written once");
+    }
+}
