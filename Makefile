@@ -33,7 +33,7 @@ endif
 export PITH_GCC_LD_DIR
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/vm/link-guest.sh
 
-.PHONY: all build run test lint unit bench lifecycle-harness static hot-symbols toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image readme-vm hadolint fuzz fuzz-ci fuzz-build
+.PHONY: all build run test lint unit bench lifecycle-harness static hot-symbols toolchain clean test-deps initrd rootfs image vm-deps vm-e2e vm-image readme-vm hadolint fuzz fuzz-ci fuzz-build next-agent
 
 all: build
 
@@ -85,11 +85,18 @@ test-deps:
 # (rustjail/build.rs sets pith_root when built as root; likewise pith_cgroup_v1,
 # pith_cgroup2, pith_vsock for what the host offers): without it the runner
 # reports them as ignored, never as passed.
-unit: toolchain test-deps
+unit: toolchain test-deps next-agent
 	$(CARGO) test --workspace
 	@n=$$(grep -rho 'ignore = "needs root' --include='*.rs' src rustjail tests | wc -l); \
 	if [ "$$(id -u)" = 0 ]; then echo "== $$n tests need root: run (as root)"; \
 	else echo "== $$n tests need root: reported as ignored (not root; run make test as root to run them)"; fi
+
+# "The next release" for the live upgrade tests (tests/upgrade.rs): this source
+# with the next-build feature (its version gets "+next", it writes persist v4),
+# beside the agent. Cargo keeps both builds of the crate: switching back only relinks.
+next-agent: toolchain
+	$(CARGO) build --bin pith-agent --features next-build
+	cp target/debug/pith-agent target/debug/pith-agent-next
 
 # Static agent for the guest image: musl, size-tuned release profile.
 static: toolchain
@@ -245,6 +252,9 @@ bench: toolchain
 	@# Crash recovery with the guest build when there is one (what a guest runs), then the gnu one.
 	@if [ -x $(STATIC_BIN) ]; then PITH_AGENT_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --bench recovery; fi
 	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench recovery
+	@# Live upgrade, the same two builds.
+	@if [ -x $(STATIC_BIN) ]; then PITH_AGENT_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) bench --bench upgrade; fi
+	PITH_AGENT_BIN=$(CURDIR)/target/release/pith-agent $(CARGO) bench --bench upgrade
 	@# Container lifecycle against runc and crun (Debian's), same busybox bundle.
 	@missing=; for p in runc crun busybox-static; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then :; \

@@ -61,6 +61,12 @@ fn run(args: Args) -> Result<()> {
         // SAFETY: prctl with a NUL-terminated name that outlives the call.
         unsafe { libc::prctl(libc::PR_SET_NAME, c"pith-agent".as_ptr(), 0, 0, 0) };
     }
+    // Set by the keeper when it runs this binary again after a failed upgrade.
+    let rolled_back = std::env::var(crate::keeper::parent::UPGRADE_FAILED_ENV).ok();
+    if rolled_back.is_some() {
+        // SAFETY: single-threaded at this point of start-up (before the runtime).
+        unsafe { std::env::remove_var(crate::keeper::parent::UPGRADE_FAILED_ENV) };
+    }
     let cmdline = config::read_cmdline(&args.cmdline).with_context(|| format!("read {}", args.cmdline.display()))?;
     let flags = FlagOverrides {
         server_addrs: args.server_addrs.clone(),
@@ -97,7 +103,7 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let result = rt.block_on(serve(&cfg, init_mode, &args, keeper, &log));
+    let result = rt.block_on(serve(&cfg, init_mode, &args, keeper, rolled_back, &log));
     if let Err(e) = &result {
         error!(log, "agent failed: {e:#}");
     }
@@ -108,11 +114,39 @@ fn run(args: Args) -> Result<()> {
     result
 }
 
+/// The connections an upgrade left, ready to serve: the upgrade call's
+/// answer first, then the calls carried over, then what they send.
+fn carry(a: crate::upgrade::resume::Arrival, level: u32) -> Vec<crate::server::Carried> {
+    let mut answer = Some(rpc::lifecycle::answer(a.outcome, level));
+    a.conns
+        .into_iter()
+        .map(|c| crate::server::Carried {
+            fd: c.fd,
+            resume: crate::server::conn::Resume {
+                buffered: c.over.buffered,
+                carried: c
+                    .over
+                    .carried
+                    .into_iter()
+                    .map(|k| (k.stream_id, k.flags, k.body))
+                    .collect(),
+                answers: c
+                    .over
+                    .upgrade_stream
+                    .and_then(|s| Some((s, answer.take()?)))
+                    .into_iter()
+                    .collect(),
+            },
+        })
+        .collect()
+}
+
 async fn serve(
     cfg: &AgentConfig,
     init_mode: bool,
     args: &Args,
     keeper: Option<Arc<KeeperLink>>,
+    rolled_back: Option<String>,
     log: &slog::Logger,
 ) -> Result<()> {
     // A command line that cannot work is told as such, whoever holds the state.
@@ -187,16 +221,32 @@ async fn serve(
         )
     });
     durable::spawn_writers(&sandbox, &reaper, keeper.clone(), log);
+    // A live upgrade brought this agent (or failed and ran it again): the
+    // connections the previous binary served, and the answer to its call.
+    let carried = keeper
+        .as_deref()
+        .and_then(|k| crate::upgrade::resume::arrive(k, rolled_back, log))
+        .map(|a| carry(a, sandbox.level()))
+        .unwrap_or_default();
     let listen: Vec<String> = listeners.iter().map(Listener::address).collect();
     let ctx = Arc::new(AgentContext::new(listen, init_mode));
     let mut destroyed = sandbox.shutdown_requested();
+    let pause = crate::upgrade::pause::Pause::new();
+    let upgrader = crate::upgrade::Upgrader::new(
+        pause.clone(),
+        keeper.clone(),
+        reaper.clone(),
+        sandbox.clone(),
+        &args.state_dir,
+        log,
+    );
     let rpc = Arc::new(rpc::Rpc::new(sandbox.clone(), ctx, log));
     let reads = rpc::stdio_read::stream_reads(rpc.clone());
     // Kata's answer at level 1, pith's above (the level may change at any call).
     let not_served = Box::new(move |path: &str| rpc::status::not_served(path, sandbox.level()));
-    let dispatcher = Dispatcher::with_answers(rpc::services(rpc), reads, not_served);
+    let dispatcher = Dispatcher::with_answers(rpc::services(rpc, Some(Arc::new(upgrader))), reads, not_served);
     let limits = Limits::new(cfg.max_connections, cfg.frame_timeout);
-    let server = Server::start(listeners, dispatcher, limits, log);
+    let server = Server::start(listeners, carried, dispatcher, limits, pause, log);
 
     // Orphans of our children become ours (as subreaper; PID 1, when the
     // binary is init, is the keeper): reap them so they do not pile up as zombies.

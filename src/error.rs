@@ -17,6 +17,10 @@ pub(crate) enum ErrorKind {
     DeadlineExceeded,
     /// The agent or the system failed (a syscall, a helper).
     Internal,
+    /// Not now, but the same request may succeed later (the agent is busy).
+    Unavailable,
+    /// It was started and undone (an upgrade rolled back).
+    Aborted,
 }
 
 impl ErrorKind {
@@ -29,6 +33,8 @@ impl ErrorKind {
             ErrorKind::FailedPrecondition => "failed_precondition",
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Aborted => "aborted",
         }
     }
 }

@@ -29,6 +29,7 @@ mod sandbox;
 mod server;
 mod storage;
 mod tool;
+mod upgrade;
 
 pub use daemon::main;
 
@@ -36,8 +37,14 @@ pub use daemon::main;
 #[doc(hidden)]
 pub mod fuzzing;
 
-/// Version of this agent build.
+/// Version of this agent build. The `next-build` feature makes the build
+/// the upgrade tests use as "the next release" (a version and a persist
+/// version above this source's).
+#[cfg(not(feature = "next-build"))]
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Version of this agent build (as the next release).
+#[cfg(feature = "next-build")]
+pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+next");
 
 /// The storage drivers this agent has, as GetGuestDetails lists them.
 pub const STORAGE_DRIVERS: &[&str] = storage::DRIVERS;

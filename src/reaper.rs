@@ -53,6 +53,9 @@ pub struct Reaper {
     /// Counts the statuses delivered, so that someone can act on each (the
     /// sandbox writes its state down).
     delivered: Arc<watch::Sender<u64>>,
+    /// True: children are not reaped (a live upgrade: their exits wait, as
+    /// zombies, for the next binary). Held across a whole [`Reaper::reap_all`].
+    held: Arc<Mutex<bool>>,
 }
 
 impl Default for Reaper {
@@ -60,6 +63,7 @@ impl Default for Reaper {
         Reaper {
             table: Arc::default(),
             delivered: Arc::new(watch::channel(0).0),
+            held: Arc::default(),
         }
     }
 }
@@ -83,8 +87,24 @@ impl Reaper {
             .subscribe()
     }
 
+    /// Stops reaping; once this returns no exit is between `waitpid` and
+    /// its delivery.
+    pub fn hold(&self) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Reaps again (and at once).
+    pub fn release(&self) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.reap_all();
+    }
+
     /// Reaps every child that has ended and delivers the statuses.
     pub fn reap_all(&self) -> usize {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if *held {
+            return 0;
+        }
         let mut n = 0;
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -95,6 +115,7 @@ impl Reaper {
             }
             n += 1;
         }
+        drop(held);
         n
     }
 

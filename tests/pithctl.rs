@@ -38,13 +38,15 @@ fn check_version_hello() {
         pith_agent::AGENT_VERSION
     );
     let h = json(&pithctl(&agent, &["hello", "--feature", "introspection"], None));
-    assert_eq!(h["level"], 3);
+    assert_eq!(h["level"], protocols::levels::MAX_LEVEL);
     assert_eq!(h["missingFeatures"], serde_json::json!([]));
-    let out = pithctl(&agent, &["hello", "--min", "4", "--max", "5"], None);
+    let out = pithctl(&agent, &["hello", "--min", "7", "--max", "8"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("FAILED_PRECONDITION") && err.contains("[4, 5]") && err.contains("[1, 3]"),
+        err.contains("FAILED_PRECONDITION")
+            && err.contains("[7, 8]")
+            && err.contains(&format!("[1, {}]", protocols::levels::MAX_LEVEL)),
         "{err}"
     );
 }

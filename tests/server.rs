@@ -12,6 +12,7 @@ use common::{call, call_raw, Agent};
 use protocols::health::{
     health_check_response::ServingStatus, CheckRequest, HealthCheckResponse, VersionCheckResponse,
 };
+use protocols::levels;
 use protocols::pith::{HelloRequest, HelloResponse, StatusRequest, StatusResponse};
 use ttrpc::proto::Code;
 
@@ -63,8 +64,8 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
     )
     .await
     .unwrap();
-    assert_eq!(r.level, 3);
-    assert_eq!((r.agent_min_level, r.agent_max_level), (1, 3));
+    assert_eq!(r.level, levels::MAX_LEVEL);
+    assert_eq!((r.agent_min_level, r.agent_max_level), (1, levels::MAX_LEVEL));
     assert_eq!(r.agent_version, pith_agent::AGENT_VERSION);
     assert!(r.features.contains(&"introspection".to_string()), "{:?}", r.features);
     assert_eq!(r.missing_features, vec!["warp-drive".to_string()]);
@@ -76,7 +77,7 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
         .unwrap();
     assert_eq!(
         (s.level, s.host_name.as_str(), s.host_version.as_str()),
-        (3, "server-test", "9.9.9")
+        (levels::MAX_LEVEL, "server-test", "9.9.9")
     );
     assert_eq!(s.listen_addresses, vec![format!("unix://{}", agent.sock.display())]);
 
@@ -91,7 +92,10 @@ async fn negotiation_picks_highest_common_level_or_names_both_ranges() {
         .await
         .unwrap_err();
     assert_eq!(code, Code::FAILED_PRECONDITION);
-    assert!(msg.contains("[5, 9]") && msg.contains("[1, 3]"), "{msg}");
+    assert!(
+        msg.contains("[5, 9]") && msg.contains(&format!("[1, {}]", levels::MAX_LEVEL)),
+        "{msg}"
+    );
     let log = agent.wait_log("negotiation failed");
     assert!(log.contains("negotiation failed"), "{log}");
 }

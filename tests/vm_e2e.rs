@@ -368,6 +368,12 @@ fn guest_image_end_to_end() {
             c
         };
 
+        // 6e. A live upgrade of the agent (its keeper is PID 1): the binary
+        //     copied in with CopyFile, the same connection and pid afterwards.
+        if sandbox {
+            agent_upgrade_in_the_vm(&c, &vm).await;
+        }
+
         // 7. The end: DestroySandbox, after which the keeper (PID 1) powers off.
         if sandbox {
             let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
@@ -536,6 +542,93 @@ async fn agent_crash_in_the_vm(c: ttrpc::r#async::Client, vm: &Vm) -> ttrpc::r#a
         step.elapsed().as_millis()
     );
     c
+}
+
+/// A live upgrade of the agent in the guest while a container waits on its
+/// stdin and a WaitProcess is pending on the connection: the guest's agent
+/// binary copied in with CopyFile (an upgrade to the same version), then
+/// `pith.Lifecycle/Upgrade`. The agent keeps its pid (an `execve` in place
+/// under the keeper, PID 1), the kernel notices nothing, the connection and
+/// the pending call carry on, the container answers.
+async fn agent_upgrade_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = [
+        "target/x86_64-unknown-linux-musl/guest/pith-agent",
+        "target/guest/pith-agent",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.exists())
+    .expect("the guest's agent binary (make initrd builds it)");
+    let id = "e2e-upgrade";
+    let mut req = container_request(id, &["sh", "-c", "read l; echo \"got $l\"; exit 6"]);
+    req.OCI.as_mut().unwrap().Process.as_mut().unwrap().Terminal = false;
+    guest_vm::create_and_start(c, vm, &req).await;
+    let c2 = c.clone();
+    let waiting = tokio::spawn(async move {
+        let mut w = WaitProcessRequest::new();
+        w.container_id = id.into();
+        w.exec_id = id.into();
+        let mut r = ttrpc::proto::Request::new();
+        r.service = SVC.into();
+        r.method = "WaitProcess".into();
+        r.payload = protobuf::Message::write_to_bytes(&w).unwrap();
+        let resp = c2.request(r).await.expect("WaitProcess across the upgrade");
+        <WaitProcessResponse as protobuf::Message>::parse_from_bytes(&resp.payload)
+            .unwrap()
+            .status
+    });
+    let agent = guest_vm::agent_pid(vm);
+    let timeout = Duration::from_secs(30);
+    pithctl::upgrade::negotiate(c, timeout).await.expect("Hello at level 4");
+    let t_copy = Instant::now();
+    let guest_path = pithctl::upgrade::DEFAULT_GUEST_PATH;
+    pithctl::upgrade::copy_in(c, &bin, guest_path, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("CopyFile of the agent: {e}\n{}", vm.diagnostics()));
+    let copied = t_copy.elapsed();
+    let t = Instant::now();
+    let up = pithctl::upgrade::upgrade(c, guest_path, Duration::from_secs(20), timeout)
+        .await
+        .unwrap_or_else(|e| panic!("Upgrade: {e}\n{}", vm.diagnostics()));
+    let took = t.elapsed();
+    assert!(up.connections_carried >= 1 && up.calls_carried >= 1, "{up:?}");
+    let serial = vm.serial();
+    assert!(!serial.contains("Kernel panic"), "{}", vm.diagnostics());
+    assert!(
+        serial.contains("the new agent binary took over"),
+        "{}",
+        vm.diagnostics()
+    );
+    assert_eq!(guest_vm::agent_pid(vm), agent, "the agent's pid changed");
+    let mut w = WriteStreamRequest::new();
+    w.container_id = id.into();
+    w.exec_id = id.into();
+    w.data = b"upgraded\n".to_vec();
+    let _: WriteStreamResponse = call(c, SVC, "WriteStdin", &w)
+        .await
+        .expect("WriteStdin after the upgrade");
+    assert_eq!(read_stdout(c, id, id).await, "got upgraded\n");
+    assert_eq!(waiting.await.unwrap(), 6, "the WaitProcess sent before the upgrade");
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = id.into();
+    rm.timeout = 5;
+    let _: Empty = call(c, SVC, "RemoveContainer", &rm)
+        .await
+        .expect("RemoveContainer e2e-upgrade");
+    println!(
+        "live upgrade of the agent (pid {agent}, keeper = PID 1): CopyFile of {} ({} bytes) {} ms; Upgrade {} ms \
+         (the agent's pause {:.2} ms), {} -> {}, same pid, same connection, {} call(s) carried; the container's \
+         stdin, stdout and exit code 6 through it",
+        bin.display(),
+        std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0),
+        copied.as_millis(),
+        took.as_millis(),
+        up.pause_us as f64 / 1e3,
+        up.old_version,
+        up.new_version,
+        up.calls_carried,
+    );
 }
 
 /// One QMP command on a fresh connection (capabilities negotiated first);

@@ -76,6 +76,23 @@ enum Cmd {
     Hotplug(hotplug::PlugArgs),
     /// Remove a hot-plugged disk from the container, then from the VM (QMP).
     Hotunplug(hotplug::UnplugArgs),
+    /// Copy a pith-agent binary into the guest (CopyFile) and hand the running
+    /// agent over to it in place (pith.Lifecycle, level 4): connections,
+    /// pending calls and containers carry on.
+    Upgrade {
+        /// The new pith-agent binary on this machine.
+        #[arg(long)]
+        binary: PathBuf,
+        /// Where to put it in the guest (under a CopyFile root).
+        #[arg(long, default_value = pithctl::upgrade::DEFAULT_GUEST_PATH)]
+        guest_path: String,
+        /// The binary is already at --guest-path: do not copy it.
+        #[arg(long)]
+        no_copy: bool,
+        /// Milliseconds the new binary has to take over before the old one runs again.
+        #[arg(long, default_value_t = 10_000)]
+        ready_timeout_ms: u64,
+    },
     /// The sandbox an agent persisted, read from its state file (no agent is asked).
     State {
         /// The agent's state directory (its --state-dir).
@@ -179,6 +196,22 @@ async fn run_inner(cli: Cli) -> Result<container::Outcome> {
         Cmd::Hotplug(a) => {
             let client = client::connect(&cli.addr.parse()?, timeout).await?;
             return hotplug::plug(&client, a, timeout).await.map(container::Outcome::Print);
+        }
+        Cmd::Upgrade {
+            binary,
+            guest_path,
+            no_copy,
+            ready_timeout_ms,
+        } => {
+            use pithctl::upgrade;
+            let client = client::connect(&cli.addr.parse()?, timeout).await?;
+            upgrade::negotiate(&client, timeout).await?;
+            if !no_copy {
+                upgrade::copy_in(&client, &binary, &guest_path, timeout).await?;
+            }
+            let ready = Duration::from_millis(ready_timeout_ms);
+            let r = upgrade::upgrade(&client, &guest_path, ready, timeout).await?;
+            return Ok(container::Outcome::Print(upgrade::describe(&r)));
         }
         Cmd::Hotunplug(a) => {
             let client = client::connect(&cli.addr.parse()?, timeout).await?;

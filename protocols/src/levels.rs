@@ -14,10 +14,13 @@ pub const LEVEL_INTROSPECTION: u32 = 2;
 /// Block device hot-plug into running containers: the `pith.Devices` service.
 pub const LEVEL_BLOCK_HOTPLUG: u32 = 3;
 
+/// Live upgrade of the agent's binary in place: the `pith.Lifecycle` service.
+pub const LEVEL_LIVE_UPGRADE: u32 = 4;
+
 /// Lowest level this build of the protocol serves.
 pub const MIN_LEVEL: u32 = LEVEL_KATA;
 /// Highest level this build of the protocol serves.
-pub const MAX_LEVEL: u32 = LEVEL_BLOCK_HOTPLUG;
+pub const MAX_LEVEL: u32 = LEVEL_LIVE_UPGRADE;
 
 /// A named capability and the level that brings it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,10 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "block-hotplug",
         since: LEVEL_BLOCK_HOTPLUG,
+    },
+    Feature {
+        name: "live-upgrade",
+        since: LEVEL_LIVE_UPGRADE,
     },
 ];
 

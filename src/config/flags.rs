@@ -147,6 +147,9 @@ pub enum Command {
     Help,
     /// Print [`version`] and exit 0.
     Version,
+    /// Print what this binary is and reads, as JSON, and exit 0: what an
+    /// agent about to hand itself over to this binary checks first.
+    UpgradeCheck,
 }
 
 /// A command line that cannot be used; `Display` is clap's wording, without the
@@ -204,6 +207,10 @@ impl Args {
             }
             Ok(Command::Version) => {
                 println!("{}", version());
+                std::process::exit(0)
+            }
+            Ok(Command::UpgradeCheck) => {
+                println!("{}", crate::upgrade::identity::Identity::ours().to_json());
                 std::process::exit(0)
             }
             Err(e) => {
@@ -265,6 +272,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Command, FlagEr
         match name {
             "help" if inline.is_none() => return Ok(Command::Help),
             "version" if inline.is_none() => return Ok(Command::Version),
+            "upgrade-check" if inline.is_none() => return Ok(Command::UpgradeCheck),
             _ => {}
         }
         let Some(i) = FLAGS.iter().position(|f| f.name == name) else {
@@ -296,6 +304,7 @@ pub fn help() -> String {
         let default = f.default.map(|d| format!(" [default: {d}]")).unwrap_or_default();
         out.push_str(&format!("      --{}{value}\n          {}{default}\n\n", f.name, f.help));
     }
+    out.push_str("      --upgrade-check\n          Print this binary's version and the state versions it reads, as JSON (what an agent checks before it upgrades to this binary)\n\n");
     out.push_str("  -h, --help\n          Print help\n\n  -V, --version\n          Print version\n");
     out
 }

@@ -27,6 +27,9 @@ pub(crate) struct KeeperLink {
     /// Listening sockets from the handoff (names under [`LISTEN_PREFIX`]),
     /// until the agent takes them; None before the handoff.
     listeners: Mutex<Option<HashMap<String, OwnedFd>>>,
+    /// What an upgrade left (names under `upgrade::handover::PREFIX`),
+    /// until the agent takes it.
+    upgrade: Mutex<HashMap<String, OwnedFd>>,
 }
 
 /// Names of held listening sockets start with this; they are kept out of
@@ -62,6 +65,7 @@ impl KeeperLink {
             sock,
             send: Mutex::new(()),
             listeners: Mutex::new(None),
+            upgrade: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -76,6 +80,9 @@ impl KeeperLink {
             match wire::recv(self.sock.as_fd())? {
                 Some((Message::Fd(name), Some(fd))) if name.starts_with(LISTEN_PREFIX) => {
                     listeners.insert(name, fd);
+                }
+                Some((Message::Fd(name), Some(fd))) if name.starts_with(crate::upgrade::handover::PREFIX) => {
+                    self.upgrade.lock().unwrap_or_else(|e| e.into_inner()).insert(name, fd);
                 }
                 Some((Message::Fd(name), Some(fd))) => {
                     h.fds.insert(name, fd);
@@ -137,8 +144,31 @@ impl KeeperLink {
         }
     }
 
-    /// The raw descriptor (for the log).
+    /// The raw descriptor (for the log, and to pass it across `execve`).
     pub(crate) fn raw(&self) -> i32 {
         self.sock.as_raw_fd()
+    }
+
+    /// What an upgrade left for this agent at the handoff (empty: none),
+    /// taken out of the link.
+    pub(crate) fn take_upgrade(&self) -> HashMap<String, OwnedFd> {
+        std::mem::take(&mut *self.upgrade.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Tells the keeper that another binary takes over now: `running` (this
+    /// binary) is run again if the new one is not ready within `ready_ms`.
+    pub(crate) fn begin_upgrade(&self, ready_ms: u32, running: BorrowedFd<'_>) -> std::io::Result<()> {
+        self.send(&Message::Upgrade(ready_ms), Some(running))
+    }
+
+    /// Tells the keeper that this binary (`exe`) took over: it is the one to
+    /// run after a crash from now on.
+    pub(crate) fn upgraded(&self, exe: BorrowedFd<'_>) -> std::io::Result<()> {
+        self.send(&Message::Upgraded, Some(exe))
+    }
+
+    /// Tells the keeper why the hand-over failed before the new binary ran.
+    pub(crate) fn failed(&self, why: &str) -> std::io::Result<()> {
+        self.send(&Message::Failed(why.replace('\n', " ")), None)
     }
 }

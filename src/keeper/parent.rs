@@ -48,7 +48,28 @@ struct Keeper {
     started: Instant,
     /// When to start the next agent, while backing off after crashes.
     start_at: Option<Instant>,
+    /// The agent's binary after an upgrade (None: this one, /proc/self/exe).
+    exe: Option<OwnedFd>,
+    /// An upgrade under way: the new binary must say UPGRADED in time.
+    upgrade: Option<Upgrading>,
+    /// Why the last upgrade was rolled back, for the next agent to report.
+    rolled_back: Option<String>,
 }
+
+/// An upgrade in progress (the agent execs the new binary in place).
+struct Upgrading {
+    /// The binary to run again if the new one fails.
+    previous: OwnedFd,
+    /// The bound.
+    ready_ms: u32,
+    deadline: Instant,
+    /// Why it failed, once known (the old agent's FAILED, or the deadline).
+    why: Option<String>,
+}
+
+/// Environment variable telling an agent started after a failed upgrade why
+/// it failed (it answers the upgrade call with it).
+pub(crate) const UPGRADE_FAILED_ENV: &str = "_PITH_UPGRADE_FAILED";
 
 /// One JSON line on stderr (the guest's console when PID 1), shaped like the
 /// agent's records.
@@ -118,6 +139,9 @@ fn keep(init: bool) -> std::io::Result<i32> {
         restarts: VecDeque::new(),
         started: Instant::now(),
         start_at: None,
+        exe: None,
+        upgrade: None,
+        rolled_back: None,
     };
     k.start_agent()?;
     loop {
@@ -133,8 +157,15 @@ fn keep(init: bool) -> std::io::Result<i32> {
                 revents: 0,
             });
         }
-        // Wake up for a delayed restart.
-        let timeout = match k.start_at {
+        // Wake up for a delayed restart, or an upgrade's deadline.
+        let wake = match (
+            k.start_at,
+            k.upgrade.as_ref().filter(|u| u.why.is_none()).map(|u| u.deadline),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match wake {
             Some(at) => at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32 + 1,
             None => -1,
         };
@@ -172,6 +203,7 @@ fn keep(init: bool) -> std::io::Result<i32> {
             k.start_at = None;
             k.start_agent()?;
         }
+        k.check_upgrade_deadline();
     }
 }
 
@@ -200,6 +232,29 @@ impl Keeper {
                 self.exits.remove(&pid);
             }
             (Message::Hello, _) => self.handoff(),
+            (Message::Upgrade(ready_ms), Some(previous)) => {
+                log(
+                    "INFO",
+                    &format!("the agent hands over to a new binary; it has {ready_ms} ms"),
+                );
+                self.upgrade = Some(Upgrading {
+                    previous,
+                    ready_ms,
+                    deadline: Instant::now() + Duration::from_millis(ready_ms.into()),
+                    why: None,
+                });
+            }
+            (Message::Upgraded, Some(exe)) => {
+                log("INFO", "the new agent binary took over");
+                self.upgrade = None;
+                self.exe = Some(exe);
+                self.fds.retain(|n, _| !n.starts_with(crate::upgrade::handover::PREFIX));
+            }
+            (Message::Failed(why), _) => {
+                if let Some(u) = &mut self.upgrade {
+                    u.why = Some(why);
+                }
+            }
             (m, _) => log("WARN", &format!("keeper: unexpected message {m:?}")),
         }
     }
@@ -229,6 +284,21 @@ impl Keeper {
         }
     }
 
+    /// Kills a new binary that did not take over in time (its end rolls back).
+    fn check_upgrade_deadline(&mut self) {
+        let (Some(u), Some(agent)) = (&mut self.upgrade, self.agent) else {
+            return;
+        };
+        if u.why.is_none() && u.deadline <= Instant::now() {
+            u.why = Some(format!("the new binary was not ready within {} ms", u.ready_ms));
+            log(
+                "WARN",
+                &format!("upgrade: {}; killing it", u.why.as_deref().unwrap_or("")),
+            );
+            let _ = kill(agent, Signal::SIGKILL);
+        }
+    }
+
     /// The agent ended: restart it after a crash, else end with its code.
     fn agent_ended(&mut self, exit: Exit) -> std::io::Result<Option<i32>> {
         // Its last words (descriptors it stored just before dying).
@@ -236,6 +306,24 @@ impl Keeper {
             self.read_channel();
         }
         self.agent = None;
+        if let Some(u) = self.upgrade.take() {
+            // Whatever ended it, the previous binary serves again, on the
+            // same state and with the same connections (the keeper holds them).
+            let why = u.why.unwrap_or_else(|| {
+                format!(
+                    "the new binary ended before it was ready ({})",
+                    crate::tool::describe(exit)
+                )
+            });
+            log(
+                "WARN",
+                &format!("upgrade failed: {why}; running the previous binary again"),
+            );
+            self.exe = Some(u.previous);
+            self.rolled_back = Some(why);
+            self.start_agent()?;
+            return Ok(None);
+        }
         let crashed = matches!(exit, Exit::Signal(_) | Exit::Code(PANIC_CODE));
         if !crashed {
             return Ok(Some(exit.status()));
@@ -280,8 +368,18 @@ impl Keeper {
         }
         let mut args = std::env::args_os();
         let _argv0 = args.next();
-        let mut cmd = std::process::Command::new("/proc/self/exe");
+        // After an upgrade, its binary (close-on-exec is no obstacle: the
+        // kernel opens the file before it closes those descriptors).
+        let exe = match &self.exe {
+            Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            None => "/proc/self/exe".into(),
+        };
+        let mut cmd = std::process::Command::new(&exe);
         cmd.args(args).env(FD_ENV, theirs.as_raw_fd().to_string());
+        match self.rolled_back.take() {
+            Some(why) => cmd.env(UPGRADE_FAILED_ENV, why),
+            None => cmd.env_remove(UPGRADE_FAILED_ENV),
+        };
         // SAFETY: between fork and exec only sigprocmask runs, which is
         // async-signal-safe: the agent must not inherit the keeper's blocked
         // signals (it would never see SIGCHLD or SIGTERM).
@@ -296,7 +394,7 @@ impl Keeper {
         #[allow(clippy::zombie_processes, reason = "reaped by waitpid(-1) in Keeper::reap")]
         let child = cmd
             .spawn()
-            .map_err(|e| std::io::Error::other(format!("start the agent (/proc/self/exe): {e}")))?;
+            .map_err(|e| std::io::Error::other(format!("start the agent ({exe}): {e}")))?;
         drop(theirs);
         log("INFO", &format!("agent started (pid {})", child.id()));
         self.agent = Some(Pid::from_raw(child.id() as i32));

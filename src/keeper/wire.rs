@@ -4,7 +4,10 @@
 //!
 //! Agent to keeper: `HELLO` (send me the handoff), `STORE <name>` (+
 //! descriptor), `DROP <prefix>` (every name starting with it), `FORGET <pid>`
-//! (its exit is on disk).
+//! (its exit is on disk), `UPGRADE <ms>` (+ the running binary: another
+//! binary takes over in place; run this one again if it is not ready within
+//! that many ms), `UPGRADED` (+ the new binary: ready), `FAILED <why>` (the
+//! hand-over failed before the new binary ran).
 //! Keeper to agent: `FD <name>` (+ descriptor), `EXIT <pid> code|signal <n>`,
 //! `READY` (the end of the handoff).
 
@@ -35,6 +38,12 @@ pub(crate) enum Message {
     Exit(i32, Exit),
     /// The handoff is complete.
     Ready,
+    /// An upgrade begins: the binary to run again if it fails, and the bound in ms.
+    Upgrade(u32),
+    /// The new binary took over (its descriptor comes along).
+    Upgraded,
+    /// The hand-over failed before the new binary ran, and why.
+    Failed(String),
 }
 
 impl Message {
@@ -48,6 +57,9 @@ impl Message {
             Message::Exit(pid, Exit::Code(c)) => format!("EXIT {pid} code {c}"),
             Message::Exit(pid, Exit::Signal(s)) => format!("EXIT {pid} signal {s}"),
             Message::Ready => "READY".into(),
+            Message::Upgrade(ms) => format!("UPGRADE {ms}"),
+            Message::Upgraded => "UPGRADED".into(),
+            Message::Failed(why) => format!("FAILED {why}"),
         }
     }
 
@@ -72,6 +84,9 @@ impl Message {
                 }
             }
             "READY" if rest.is_empty() => Message::Ready,
+            "UPGRADE" => Message::Upgrade(rest.parse().ok()?),
+            "UPGRADED" if rest.is_empty() => Message::Upgraded,
+            "FAILED" if !rest.is_empty() => Message::Failed(rest.into()),
             _ => return None,
         })
     }
@@ -160,9 +175,15 @@ mod tests {
             Message::Exit(7, Exit::Code(3)),
             Message::Exit(8, Exit::Signal(9)),
             Message::Ready,
+            Message::Upgrade(5000),
+            Message::Upgraded,
+            Message::Failed("execve(/x): No such file or directory".into()),
         ];
         for m in &cases {
-            let with_fd = matches!(m, Message::Store(_) | Message::Fd(_));
+            let with_fd = matches!(
+                m,
+                Message::Store(_) | Message::Fd(_) | Message::Upgrade(_) | Message::Upgraded
+            );
             send(a.as_fd(), m, with_fd.then(|| r.as_fd())).unwrap();
             let (got, fd) = recv(b.as_fd()).unwrap().unwrap();
             assert_eq!(&got, m);
@@ -183,6 +204,8 @@ mod tests {
             "FORGET -",
             "HELLO there",
             "PING",
+            "UPGRADE soon",
+            "FAILED",
         ] {
             assert_eq!(Message::decode(s), None, "{s:?}");
         }

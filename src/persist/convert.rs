@@ -145,8 +145,7 @@ fn container_back(c: ContainerP, file: &Path) -> Result<ContainerView, PersistEr
         why: format!("container {:?}: {what}: {e}", c.id),
     };
     // Checked now (a spec the OCI types refuse makes the file invalid); kept as text.
-    let spec = SpecJson::from_raw(c.spec.0.clone());
-    spec.parse().map_err(|e| invalid("spec", e))?;
+    let spec = SpecJson::checked(c.spec.0.clone()).map_err(|e| invalid("spec", e))?;
     let device_rules = c
         .device_rules
         .clone()

@@ -31,7 +31,13 @@ use serde::Deserialize;
 pub(crate) use error::PersistError;
 
 /// The format version this agent writes.
+#[cfg(not(feature = "next-build"))]
 pub(crate) const PERSIST_VERSION: u32 = 3;
+/// The format version the "next release" build writes (`next-build`, for the
+/// upgrade tests): v3's fields under a higher number, readable by a v3
+/// reader as `MIN_READER_VERSION` says (a downgrade keeps working).
+#[cfg(feature = "next-build")]
+pub(crate) const PERSIST_VERSION: u32 = 4;
 /// The oldest format version whose reader can use what this agent writes
 /// (v2 and v3 still write v1's fields: see `v2.rs`, `v3.rs`).
 pub(crate) const MIN_READER_VERSION: u32 = 1;
@@ -226,6 +232,13 @@ impl Encoded {
         }
         out
     }
+}
+
+/// The `persist_version` and `min_reader_version` a file's bytes carry, if
+/// they carry them.
+pub(crate) fn versions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let h: Header = serde_json::from_slice(bytes).ok()?;
+    Some((h.persist_version, h.min_reader_version))
 }
 
 #[cfg(test)]

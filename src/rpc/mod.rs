@@ -10,6 +10,7 @@ pub(crate) mod devices;
 pub(crate) mod guest;
 pub(crate) mod health;
 pub(crate) mod introspection;
+pub(crate) mod lifecycle;
 pub(crate) mod negotiation;
 #[cfg(feature = "net")]
 pub(crate) mod network;
@@ -162,7 +163,8 @@ impl Rpc {
 /// Calls answered while the sandbox is in a fault (a state file that could
 /// not be taken back): the agent's health and its own status.
 fn serves_in_fault(method: &str) -> bool {
-    method.starts_with("grpc.Health/") || method == "pith.Introspection/Status"
+    // An upgrade too: a newer binary may read a file this one cannot.
+    method.starts_with("grpc.Health/") || method == "pith.Introspection/Status" || method == "pith.Lifecycle/Upgrade"
 }
 
 /// Calls that cannot change what is persisted: no write after them. (The
@@ -193,9 +195,15 @@ fn changes_state(method: &str) -> bool {
     !serves_in_fault(method) && !READ_ONLY.contains(&method) && method != "grpc.AgentService/DestroySandbox"
 }
 
-/// Every service, keyed by fully qualified name, ready for the dispatcher.
-pub(crate) fn services(rpc: Arc<Rpc>) -> HashMap<String, Service> {
+/// Every service, keyed by fully qualified name, ready for the dispatcher
+/// (`pith.Lifecycle` only with an `upgrader`).
+pub(crate) fn services(rpc: Arc<Rpc>, upgrader: Option<Arc<crate::upgrade::Upgrader>>) -> HashMap<String, Service> {
     let mut all = HashMap::new();
+    if let Some(u) = upgrader {
+        all.extend(protocols::pith_ttrpc::create_lifecycle(Arc::new(
+            lifecycle::LifecycleService::new(rpc.clone(), u),
+        )));
+    }
     all.extend(protocols::health_ttrpc::create_health(Arc::new(
         health::HealthService::new(rpc.clone()),
     )));

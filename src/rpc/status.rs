@@ -66,6 +66,8 @@ fn code(kind: ErrorKind) -> Code {
         ErrorKind::FailedPrecondition => Code::FAILED_PRECONDITION,
         ErrorKind::DeadlineExceeded => Code::DEADLINE_EXCEEDED,
         ErrorKind::Internal => Code::INTERNAL,
+        ErrorKind::Unavailable => Code::UNAVAILABLE,
+        ErrorKind::Aborted => Code::ABORTED,
     }
 }
 

@@ -111,6 +111,7 @@ impl Sandbox {
         keeper: Option<&KeeperLink>,
         deliver: &dyn Fn(i32, Exit),
     ) -> std::result::Result<(), PersistError> {
+        let started = std::time::Instant::now();
         let saved = match file.read()? {
             Some(bytes) => Some(convert::to_view(
                 persist::decode(file.path(), &bytes)?,
@@ -136,6 +137,7 @@ impl Sandbox {
             .as_ref()
             .and_then(|v| v.pod.ns_holder)
             .filter(|pid| !running(*pid));
+        let decoded = started.elapsed();
         let handoff = match keeper {
             Some(k) => k.handoff().map_err(|e| PersistError::Sys {
                 syscall: "recvmsg",
@@ -144,6 +146,7 @@ impl Sandbox {
             })?,
             None => Handoff::default(),
         };
+        let handed = started.elapsed();
         let kept: HashSet<i32> = handoff.exits.iter().map(|(pid, _)| *pid).collect();
         for (pid, exit) in &handoff.exits {
             deliver(*pid, *exit);
@@ -168,7 +171,9 @@ impl Sandbox {
         })?;
         info!(self.log, "state taken back";
               "file" => %file.path().display(), "containers" => containers, "exits_kept" => kept.len(),
-              "keeper" => keeper.is_some());
+              "keeper" => keeper.is_some(), "decode_us" => decoded.as_micros() as u64,
+              "handoff_us" => (handed - decoded).as_micros() as u64,
+              "restore_us" => (started.elapsed() - handed).as_micros() as u64);
         Ok(())
     }
 
@@ -360,7 +365,7 @@ impl Sandbox {
     fn restore_container(&self, c: ContainerView, fds: &mut HashMap<String, OwnedFd>) -> Result<Arc<Container>> {
         let spec = c
             .spec
-            .parse()
+            .take_spec()
             .map_err(|e| Error::Internal(format!("container {:?}: spec: {e}", c.id)))?;
         let engine = self.engine.adopt(Adopt {
             id: c.id.clone(),

@@ -85,6 +85,9 @@ pub(crate) enum Error {
     /// have (`rpc::status` answers as kata-agent built without it).
     #[error("{0} is not available in this agent")]
     Unavailable(Feature),
+    /// A live upgrade did not happen.
+    #[error(transparent)]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
     /// The agent failed (the message names the syscall and path or id).
     #[error("{0}")]
     Internal(String),
@@ -143,6 +146,7 @@ impl Error {
             Error::Unavailable(Feature::MemAgent) => ErrorKind::Internal,
             Error::Unavailable(Feature::Policy) => ErrorKind::NotFound,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Upgrade(e) => e.kind(),
         }
     }
 

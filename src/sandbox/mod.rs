@@ -358,9 +358,9 @@ impl Sandbox {
 
     /// Waits for the next OOM kill of any container; returns its id.
     pub(crate) async fn next_oom(&self) -> Result<String> {
-        let mut rx = self.oom_rx.lock().await;
-        rx.recv()
-            .await
+        // A live upgrade may pause the call while it waits (nothing taken yet).
+        let next = crate::upgrade::pause::park(async { self.oom_rx.lock().await.recv().await });
+        next.await
             .ok_or_else(|| Error::Internal("OOM event queue closed".into()))
     }
 

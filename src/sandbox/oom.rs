@@ -11,8 +11,21 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 /// Starts watching `cg` for container `id`; events go to `tx`. The task ends
-/// when the cgroup goes away or is aborted.
-pub(crate) fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> Result<JoinHandle<()>, String> {
+/// when the cgroup goes away or is aborted, or at once when the cgroup
+/// cannot be watched. The watch is armed by the task, not before this
+/// returns: a restart takes a hundred containers back before it serves, and
+/// arming each (files of the cgroup opened, an eventfd registered) was a
+/// third of that time; a container is not running yet when it is created.
+pub(crate) fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Ok((afd, by_counter)) = arm(&id, &cg) {
+            follow(id, cg, afd, by_counter, tx).await
+        }
+    })
+}
+
+/// The descriptor to wait on, and whether the kill counter decides.
+fn arm(id: &str, cg: &Manager) -> Result<(AsyncFd<OwnedFd>, bool), String> {
     let how = cg.oom_watch().map_err(|e| format!("OOM watch for {id}: {e}"))?;
     // v1 signals the eventfd when the OOM starts, before the kill counter moves:
     // each signal is an event. v2 touches memory.events for other events too:
@@ -33,26 +46,29 @@ pub(crate) fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> Res
     };
     // SAFETY: the OwnedFd stays open, and is the same descriptor, for the AsyncFd's lifetime.
     let afd = unsafe { AsyncFd::register(fd) }.map_err(|e| format!("register OOM watch of {id}: {e}"))?;
-    Ok(tokio::spawn(async move {
-        let mut seen = cg.oom_kill_count().unwrap_or(0);
-        loop {
-            let Ok(mut guard) = afd.readable().await else { return };
-            let mut buf = [0u8; 4096];
-            // Drain the eventfd counter or the inotify events; what matters is the count below.
-            // SAFETY: read into a buffer we own, of the length given.
-            let n = unsafe { libc::read(afd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-                guard.clear_ready();
-                continue;
-            }
-            // The cgroup was removed (v1 signals that too): the count cannot be read any more.
-            let Ok(now) = cg.oom_kill_count() else { return };
-            if now > seen || !by_counter {
-                seen = now;
-                if tx.send(id.clone()).is_err() {
-                    return;
-                }
+    Ok((afd, by_counter))
+}
+
+/// Queues `id` on each OOM kill until the cgroup goes away.
+async fn follow(id: String, cg: Manager, afd: AsyncFd<OwnedFd>, by_counter: bool, tx: UnboundedSender<String>) {
+    let mut seen = cg.oom_kill_count().unwrap_or(0);
+    loop {
+        let Ok(mut guard) = afd.readable().await else { return };
+        let mut buf = [0u8; 4096];
+        // Drain the eventfd counter or the inotify events; what matters is the count below.
+        // SAFETY: read into a buffer we own, of the length given.
+        let n = unsafe { libc::read(afd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+            guard.clear_ready();
+            continue;
+        }
+        // The cgroup was removed (v1 signals that too): the count cannot be read any more.
+        let Ok(now) = cg.oom_kill_count() else { return };
+        if now > seen || !by_counter {
+            seen = now;
+            if tx.send(id.clone()).is_err() {
+                return;
             }
         }
-    }))
+    }
 }

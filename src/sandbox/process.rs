@@ -168,7 +168,7 @@ impl Output {
         what: &str,
         splice: bool,
     ) -> Result<Option<StagedOut>, Error> {
-        let mut guard = self.rx.clone().lock_owned().await;
+        let mut guard = crate::upgrade::pause::park(self.rx.clone().lock_owned()).await;
         let Some(r) = guard.as_mut() else {
             return Err(Error::FailedPrecondition(format!(
                 "{what}: end of stream already reported"
@@ -342,8 +342,8 @@ impl Process {
     /// wait that completes, as kata-agent does.
     pub(crate) async fn wait(&self) -> Result<Exit, Error> {
         let mut rx = self.exit.clone();
-        let exit = rx
-            .wait_for(|e| e.is_some())
+        // A place where a live upgrade may pause the call (nothing taken yet).
+        let exit = crate::upgrade::pause::park(rx.wait_for(|e| e.is_some()))
             .await
             .map_err(|_| Error::Internal("the reaper went away".into()))?
             .expect("waited for Some");

@@ -3,6 +3,7 @@
 //! read and written like a pipe, except that its end of stream is `EIO` once the
 //! last slave descriptor closes.
 
+use crate::upgrade::pause::park;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -71,7 +72,8 @@ impl FdStream {
     /// readable) has a result; `f` returns None for "nothing yet" (EAGAIN).
     pub(crate) async fn wait_for<T>(&self, mut f: impl FnMut(i32) -> io::Result<Option<T>>) -> io::Result<T> {
         loop {
-            let mut guard = self.fd.readable().await?;
+            // Nothing read yet: a live upgrade may pause the call here.
+            let mut guard = park(self.fd.readable()).await?;
             match f(self.raw())? {
                 Some(t) => return Ok(t),
                 None => guard.clear_ready(),
@@ -86,7 +88,13 @@ impl FdStream {
         buf.reserve(max);
         let start = buf.len();
         loop {
-            let mut guard = self.fd.readable().await?;
+            // Only before the first byte: a live upgrade may pause the call
+            // there (it takes what it read with it otherwise).
+            let mut guard = if buf.len() == start {
+                park(self.fd.readable()).await?
+            } else {
+                self.fd.readable().await?
+            };
             loop {
                 let room = max - (buf.len() - start);
                 if room == 0 {

@@ -1071,7 +1071,7 @@ async fn negotiation_and_level_gates() {
     assert_eq!(kind(t.sb.negotiate(hello(7, 9))), ErrorKind::FailedPrecondition);
     assert_eq!(t.sb.level(), 1, "a failed negotiation changes nothing");
     let a = t.sb.negotiate(hello(1, 9)).unwrap();
-    assert_eq!(a.session.level, 3);
+    assert_eq!(a.session.level, protocols::levels::MAX_LEVEL);
     assert_eq!(a.missing, ["teleport"]);
     assert!(a.session.features.contains(&"block-hotplug".to_string()));
     assert_eq!(t.sb.session().host_name, "test-host");
@@ -1123,7 +1123,7 @@ async fn the_view_has_all_the_state_and_round_trips() {
     assert_eq!((v.pod.id.as_str(), v.pod.hostname.as_str()), ("sb", "pod"));
     assert_eq!(v.pod.dns, ["nameserver 10.0.0.1"]);
     assert!(v.pod.ns_holder.is_some());
-    assert_eq!(v.session.level, 3);
+    assert_eq!(v.session.level, protocols::levels::MAX_LEVEL);
     assert_eq!(v.guest.copy_roots, [t.dir.path().join("copy")]);
     assert_eq!(v.storages.entries.len(), 1);
     let c = &v.containers[0];

@@ -57,7 +57,13 @@ pub(crate) struct ProcessView {
 /// state is written after every change, and converting every container's
 /// spec each time was most of its cost.
 #[derive(Debug, Clone)]
-pub(crate) struct SpecJson(Arc<RawValue>);
+pub(crate) struct SpecJson {
+    raw: Arc<RawValue>,
+    /// The spec parsed when the text was checked (read back from the state
+    /// file), until the one who needs it takes it: a restart must not parse
+    /// every container's spec twice.
+    parsed: Arc<std::sync::Mutex<Option<Spec>>>,
+}
 
 impl SpecJson {
     /// `spec` as JSON.
@@ -65,24 +71,44 @@ impl SpecJson {
         // Plain data with string keys: the OCI types always serialise.
         let raw = serde_json::value::to_raw_value(spec)
             .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
-        SpecJson(Arc::from(raw))
+        SpecJson::from_raw(Arc::from(raw))
     }
 
     /// JSON text already known to be valid JSON.
     pub(crate) fn from_raw(raw: Arc<RawValue>) -> SpecJson {
-        SpecJson(raw)
+        SpecJson {
+            raw,
+            parsed: Arc::default(),
+        }
+    }
+
+    /// JSON text that must hold a spec the OCI types take; the spec is kept
+    /// for [`SpecJson::take_spec`].
+    pub(crate) fn checked(raw: Arc<RawValue>) -> serde_json::Result<SpecJson> {
+        let s = SpecJson::from_raw(raw);
+        let spec = s.parse()?;
+        *s.parsed.lock().unwrap_or_else(|e| e.into_inner()) = Some(spec);
+        Ok(s)
+    }
+
+    /// The spec: the one [`SpecJson::checked`] parsed, taken, or parsed now.
+    pub(crate) fn take_spec(&self) -> serde_json::Result<Spec> {
+        match self.parsed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(spec) => Ok(spec),
+            None => self.parse(),
+        }
     }
 
     /// The JSON, shared.
     pub(crate) fn raw(&self) -> &Arc<RawValue> {
-        &self.0
+        &self.raw
     }
 
     /// The spec it holds.
     pub(crate) fn parse(&self) -> serde_json::Result<Spec> {
         // Through rustjail's mirror (oci-spec's own Deserialize links regex), from a
         // slice as rustjail reads specs: one copy of the code for each reader type.
-        let mut de = serde_json::Deserializer::from_slice(self.0.get().as_bytes());
+        let mut de = serde_json::Deserializer::from_slice(self.raw.get().as_bytes());
         let spec = rustjail::spec_wire::spec::deserialize(&mut de)?;
         de.end()?;
         Ok(spec)
@@ -93,19 +119,19 @@ impl SpecJson {
 /// sets: equal specs may serialise differently).
 impl PartialEq for SpecJson {
     fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get() || matches!((self.parse(), other.parse()), (Ok(a), Ok(b)) if a == b)
+        self.raw.get() == other.raw.get() || matches!((self.parse(), other.parse()), (Ok(a), Ok(b)) if a == b)
     }
 }
 
 impl Serialize for SpecJson {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.raw.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SpecJson {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(|b| SpecJson(Arc::from(b)))
+        Box::<RawValue>::deserialize(d).map(|b| SpecJson::from_raw(Arc::from(b)))
     }
 }
 

@@ -26,12 +26,13 @@ use slog::{debug, warn, Logger};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Interest};
 use tokio::sync::Mutex;
-use ttrpc::proto::{Code, Request};
+use ttrpc::proto::{Code, Request, Response};
 use ttrpc::MessageHeader;
 
 use super::dispatch::{encode_response, status_response, Dispatcher};
 use super::frame::{self, Frame, FrameError, MAX_FRAME};
 use super::stream_read::{finish_frame, frame_prefix, BufferPool, Staged, StreamRead, PREFIX};
+use crate::upgrade::pause::{Carried, ConnHandle, Pause};
 
 /// Read buffer of a connection. Small: requests are small, a larger body is
 /// read straight into its own buffer, and with a thousand connections every
@@ -46,39 +47,111 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    serve_socket(reader, writer, None, dispatcher, frame_timeout, log).await
+    let conn = Conn {
+        sock: None,
+        dispatcher,
+        pause: Pause::new(),
+        frame_timeout,
+        log,
+    };
+    serve_socket(reader, writer, conn, None).await
 }
 
-/// [`serve`] for a socket whose descriptor is `sock`: stream reads may then
-/// splice their data into it (see `sandbox::out_journal`).
-pub async fn serve_socket<R, W>(
-    reader: R,
-    writer: W,
-    sock: Option<RawFd>,
-    dispatcher: Arc<Dispatcher>,
-    frame_timeout: Duration,
-    log: Logger,
-) where
+/// What a connection is served with.
+pub struct Conn {
+    /// Its socket's descriptor, when it is one: stream reads may then splice
+    /// their data into it (see `sandbox::out_journal`).
+    pub sock: Option<RawFd>,
+    /// The calls.
+    pub dispatcher: Arc<Dispatcher>,
+    /// The agent's pause (a live upgrade stops connections at a frame boundary).
+    pub pause: Arc<Pause>,
+    /// A frame must arrive whole within this of its first byte.
+    pub frame_timeout: Duration,
+    /// Its log.
+    pub log: Logger,
+}
+
+/// A connection a previous binary served (a live upgrade): what it had read
+/// ahead, the calls to serve again, and answers to write first.
+#[derive(Default)]
+pub struct Resume {
+    /// Bytes read ahead: the stream goes on with them.
+    pub buffered: Vec<u8>,
+    /// Requests to serve again: stream id, frame flags, frame body.
+    pub carried: Vec<(u32, u8, Vec<u8>)>,
+    /// Responses to write before anything else.
+    pub answers: Vec<(u32, Response)>,
+}
+
+/// [`serve`] for a socket (see [`Conn`]), going on from `resume` when a
+/// previous binary served it.
+pub async fn serve_socket<R, W>(reader: R, writer: W, conn: Conn, resume: Option<Resume>)
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    let Conn {
+        sock,
+        dispatcher,
+        pause,
+        frame_timeout,
+        log,
+    } = conn;
+    let resume = resume.unwrap_or_default();
+    let mut reader = BufReader::with_capacity(READ_BUFFER, Prefixed::new(resume.buffered, reader));
     let writer = Arc::new(Mutex::new(writer));
     let pool = BufferPool::default();
     let mut body = Vec::new();
+    let handle = pause.register(sock.unwrap_or(-1));
+    let mut stop = pause.stopping();
+    let cx = CallCx {
+        dispatcher: &dispatcher,
+        pause: &pause,
+        handle: &handle,
+        writer: &writer,
+        sock,
+        pool: &pool,
+        log: &log,
+    };
     // Calls in flight; dropping the set (the connection ended) aborts them.
     let mut calls = tokio::task::JoinSet::new();
-    debug!(log, "connection opened");
+    debug!(log, "connection opened"; "conn" => handle.id());
+    for (stream_id, resp) in resume.answers {
+        write_response(&writer, stream_id, &resp, &log).await;
+    }
+    for (stream_id, flags, body) in resume.carried {
+        match Request::parse_from_bytes(&body) {
+            Ok(req) => {
+                cx.dispatch(&mut calls, stream_id, flags, body.len() as u32, req, body)
+                    .await
+            }
+            Err(e) => warn!(log, "a carried request does not decode: {e}"; "stream_id" => stream_id),
+        }
+    }
     loop {
         while calls.try_join_next().is_some() {}
-        // Idle between frames: no deadline.
-        match reader.fill_buf().await {
-            Ok([]) => {
+        // Idle between frames: no deadline. A pause stops the connection here.
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            r = reader.fill_buf() => Some(r.map(|b| b.is_empty())),
+        };
+        match next {
+            None => {
+                let mut ahead = reader.buffer().to_vec();
+                ahead.extend_from_slice(reader.get_ref().rest());
+                handle.stopped(ahead);
+                let _ = stop.wait_for(|s| !*s).await;
+                handle.reading();
+                continue;
+            }
+            Some(Ok(true)) => {
                 debug!(log, "connection closed by peer");
                 return;
             }
-            Ok(_) => {}
-            Err(e) => {
+            Some(Ok(false)) => {}
+            Some(Err(e)) => {
                 debug!(log, "connection ended: read: {e}");
                 return;
             }
@@ -124,25 +197,72 @@ pub async fn serve_socket<R, W>(
                 continue;
             }
         };
-        let mh = MessageHeader {
-            length: header.len,
-            stream_id: header.stream_id,
-            type_: header.kind,
-            flags: header.flags,
-        };
-        if let Some(sr) = dispatcher.stream_read(&req.service, &req.method) {
-            calls.spawn(respond_stream(
+        let kept = if parkable(&req) { body.clone() } else { Vec::new() };
+        cx.dispatch(&mut calls, header.stream_id, header.flags, header.len, req, kept)
+            .await;
+    }
+    // Only a broken stream gets here: tell the peer now, not when the last
+    // in-flight reply is written.
+    let _ = writer.lock().await.shutdown().await;
+}
+
+/// Calls that may wait in `upgrade::pause::park`: their request is kept, to
+/// be served again by the next binary if an upgrade comes while they wait.
+fn parkable(req: &Request) -> bool {
+    req.service == "grpc.AgentService"
+        && matches!(
+            req.method.as_str(),
+            "WaitProcess" | "GetOOMEvent" | "ReadStdout" | "ReadStderr"
+        )
+}
+
+/// What a connection's calls share.
+struct CallCx<'a, W> {
+    dispatcher: &'a Arc<Dispatcher>,
+    pause: &'a Arc<Pause>,
+    handle: &'a ConnHandle,
+    writer: &'a Arc<Mutex<W>>,
+    sock: Option<RawFd>,
+    pool: &'a BufferPool,
+    log: &'a Logger,
+}
+
+impl<W> CallCx<'_, W>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    /// Runs one request (`body`: its frame's body when it may park, else empty).
+    async fn dispatch(
+        &self,
+        calls: &mut tokio::task::JoinSet<()>,
+        stream_id: u32,
+        flags: u8,
+        len: u32,
+        req: Request,
+        body: Vec<u8>,
+    ) {
+        let carried = (!body.is_empty()).then_some(Carried { stream_id, flags, body });
+        if let Some(sr) = self.dispatcher.stream_read(&req.service, &req.method) {
+            let call = respond_stream(
                 sr,
-                header.stream_id,
+                stream_id,
                 req,
-                writer.clone(),
-                sock,
-                pool.clone(),
-                log.clone(),
-            ));
-            continue;
+                self.writer.clone(),
+                self.sock,
+                self.pool.clone(),
+                self.log.clone(),
+            );
+            calls.spawn(self.pause.call(self.handle, stream_id, carried, call));
+            return;
         }
-        let mut call = Box::pin(respond(dispatcher.clone(), mh, req, writer.clone(), log.clone()));
+        let mh = MessageHeader {
+            length: len,
+            stream_id,
+            type_: ttrpc::proto::MESSAGE_TYPE_REQUEST,
+            flags,
+        };
+        let call = respond(self.dispatcher.clone(), mh, req, self.writer.clone(), self.log.clone());
+        let mut call = Box::pin(self.pause.call(self.handle, stream_id, carried, call));
         // Quick calls (Check, Version, most errors) finish in their first poll:
         // run them here, without a task spawn or a hop to another worker thread.
         // Calls that wait on something get their own task and the loop reads on.
@@ -151,9 +271,56 @@ pub async fn serve_socket<R, W>(
             calls.spawn(call);
         }
     }
-    // Only a broken stream gets here: tell the peer now, not when the last
-    // in-flight reply is written.
-    let _ = writer.lock().await.shutdown().await;
+}
+
+/// A reader that gives `prefix` first, then what `inner` gives.
+struct Prefixed<R> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R> Prefixed<R> {
+    fn new(prefix: Vec<u8>, inner: R) -> Self {
+        Prefixed { prefix, pos: 0, inner }
+    }
+
+    /// What is left of the prefix.
+    fn rest(&self) -> &[u8] {
+        &self.prefix[self.pos..]
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// Writes `resp` as the answer on `stream_id`.
+async fn write_response<W>(writer: &Arc<Mutex<W>>, stream_id: u32, resp: &Response, log: &Logger)
+where
+    W: AsyncWrite + Unpin,
+{
+    let bytes = frame::response_frame(stream_id, &encode_response(resp, MAX_FRAME));
+    if let Err(e) = writer.lock().await.write_all(&bytes).await {
+        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
+    }
 }
 
 /// Answers one stream with a status alone.
@@ -161,10 +328,7 @@ async fn answer<W>(writer: &Arc<Mutex<W>>, stream_id: u32, code: Code, msg: Stri
 where
     W: AsyncWrite + Unpin,
 {
-    let bytes = frame::response_frame(stream_id, &encode_response(&status_response(code, msg), MAX_FRAME));
-    if let Err(e) = writer.lock().await.write_all(&bytes).await {
-        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
-    }
+    write_response(writer, stream_id, &status_response(code, msg), log).await
 }
 
 async fn respond<W>(dispatcher: Arc<Dispatcher>, mh: MessageHeader, req: Request, writer: Arc<Mutex<W>>, log: Logger)
@@ -173,11 +337,7 @@ where
 {
     let stream_id = mh.stream_id;
     let resp = dispatcher.call(mh, req).await;
-    let bytes = frame::response_frame(stream_id, &encode_response(&resp, MAX_FRAME));
-    let mut w = writer.lock().await;
-    if let Err(e) = w.write_all(&bytes).await {
-        debug!(log, "write response failed: {e}"; "stream_id" => stream_id);
-    }
+    write_response(&writer, stream_id, &resp, &log).await
 }
 
 /// Serves a stream read: the data lands in a pooled frame buffer, written as is.

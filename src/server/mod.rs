@@ -24,6 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
 
+use crate::upgrade::pause::Pause;
 use dispatch::Dispatcher;
 use limits::{Gate, Limits};
 use protocols::addr::Address;
@@ -182,17 +183,55 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// A connection a previous binary of the agent served (a live upgrade).
+pub struct Carried {
+    /// Its socket.
+    pub fd: std::os::fd::OwnedFd,
+    /// Where it goes on from.
+    pub resume: conn::Resume,
+}
+
+/// What every connection is served with.
+#[derive(Clone)]
+struct Shared {
+    dispatcher: Arc<Dispatcher>,
+    gate: Arc<Gate>,
+    pause: Arc<Pause>,
+}
+
 impl Server {
-    /// Starts accepting on every listener; `limits` bound all of them together.
-    pub fn start(listeners: Vec<Listener>, dispatcher: Arc<Dispatcher>, limits: Limits, log: &Logger) -> Server {
-        let gate = Gate::new(limits);
+    /// Starts accepting on every listener, and serving the connections a
+    /// previous binary left; `limits` bound all of them together; `pause`
+    /// stops them for a live upgrade.
+    pub fn start(
+        listeners: Vec<Listener>,
+        carried: Vec<Carried>,
+        dispatcher: Arc<Dispatcher>,
+        limits: Limits,
+        pause: Arc<Pause>,
+        log: &Logger,
+    ) -> Server {
+        let shared = Shared {
+            dispatcher,
+            gate: Gate::new(limits),
+            pause,
+        };
         info!(log, "connection limits"; "max_connections" => limits.max_connections,
               "host_reserve" => limits::HOST_RESERVE, "frame_timeout_ms" => limits.frame_timeout.as_millis() as u64);
+        for (i, c) in carried.into_iter().enumerate() {
+            match carried_conn(c.fd) {
+                Ok(conn) => admit(conn, Some(c.resume), u64::MAX - i as u64, &shared, log),
+                Err(e) => warn!(
+                    log,
+                    "a connection carried over from the previous binary is not usable: {e}"
+                ),
+            }
+        }
         let mut tasks = Vec::new();
         for l in listeners {
             let log = log.new(o!("listener" => l.address()));
             info!(log, "listening");
-            tasks.push(tokio::spawn(accept_loop(l, dispatcher.clone(), gate.clone(), log)));
+            tasks.push(tokio::spawn(accept_loop(l, shared.clone(), log)));
         }
         Server { tasks }
     }
@@ -226,13 +265,44 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-async fn accept_loop(listener: Listener, dispatcher: Arc<Dispatcher>, gate: Arc<Gate>, log: Logger) {
+/// A carried connection's socket, by its family.
+fn carried_conn(fd: std::os::fd::OwnedFd) -> io::Result<Accepted> {
+    use nix::sys::socket::{getpeername, SockaddrLike, SockaddrStorage};
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let peer: SockaddrStorage = getpeername(raw).map_err(|e| io::Error::other(format!("getpeername({raw}): {e}")))?;
+    if let Some(v) = peer.as_vsock_addr() {
+        let peer = VsockAddr::new(v.cid(), v.port());
+        return Ok(Accepted::Vsock(VsockStream::from(fd), peer));
+    }
+    if peer.family() == Some(nix::sys::socket::AddressFamily::Unix) {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true)
+            .map_err(|e| io::Error::other(format!("fcntl(O_NONBLOCK) on {raw}: {e}")))?;
+        return UnixStream::from_std(s)
+            .map(Accepted::Unix)
+            .map_err(|e| io::Error::other(format!("epoll_ctl({raw}): {e}")));
+    }
+    Err(io::Error::other(format!(
+        "socket {raw} is neither AF_UNIX nor AF_VSOCK"
+    )))
+}
+
+async fn accept_loop(listener: Listener, shared: Shared, log: Logger) {
     let mut next_id: u64 = 0;
+    let mut stop = shared.pause.stopping();
     loop {
-        let e = match accept(&listener).await {
+        // A live upgrade under way: new connections wait in the backlog.
+        let _ = stop.wait_for(|s| !*s).await;
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => continue,
+            a = accept(&listener) => a,
+        };
+        let gate = &shared.gate;
+        let e = match accepted {
             Ok(conn) => {
                 next_id += 1;
-                admit(conn, next_id, &dispatcher, &gate, &log);
+                admit(conn, None, next_id, &shared, &log);
                 continue;
             }
             Err(e) => e,
@@ -258,8 +328,10 @@ async fn accept_loop(listener: Listener, dispatcher: Arc<Dispatcher>, gate: Arc<
     }
 }
 
-/// Serves `conn` if the gate lets it in, else refuses it with an answer.
-fn admit(conn: Accepted, id: u64, dispatcher: &Arc<Dispatcher>, gate: &Arc<Gate>, log: &Logger) {
+/// Serves `conn` (going on from `resume`) if the gate lets it in, else
+/// refuses it with an answer.
+fn admit(conn: Accepted, resume: Option<conn::Resume>, id: u64, shared: &Shared, log: &Logger) {
+    let gate = &shared.gate;
     let from_host = matches!(&conn, Accepted::Vsock(_, peer) if peer.cid() == limits::VSOCK_HOST_CID);
     let ticket = match gate.admit(from_host) {
         Ok(t) => t,
@@ -276,21 +348,25 @@ fn admit(conn: Accepted, id: u64, dispatcher: &Arc<Dispatcher>, gate: &Arc<Gate>
             return;
         }
     };
-    let timeout = gate.limits().frame_timeout;
-    let dispatcher = dispatcher.clone();
-    let conn_log = log.new(o!("conn" => id));
+    let mut c = conn::Conn {
+        sock: None,
+        dispatcher: shared.dispatcher.clone(),
+        pause: shared.pause.clone(),
+        frame_timeout: gate.limits().frame_timeout,
+        log: log.new(o!("conn" => id)),
+    };
     tokio::spawn(async move {
         match conn {
             Accepted::Unix(s) => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+                c.sock = Some(std::os::fd::AsRawFd::as_raw_fd(&s));
                 let (r, w) = s.into_split();
-                conn::serve_socket(r, w, Some(fd), dispatcher, timeout, conn_log).await
+                conn::serve_socket(r, w, c, resume).await
             }
             Accepted::Vsock(s, peer) => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+                c.sock = Some(std::os::fd::AsRawFd::as_raw_fd(&s));
+                c.log = c.log.new(o!("peer" => peer.to_string()));
                 let (r, w) = s.into_split();
-                let log = conn_log.new(o!("peer" => peer.to_string()));
-                conn::serve_socket(r, w, Some(fd), dispatcher, timeout, log).await
+                conn::serve_socket(r, w, c, resume).await
             }
         }
         drop(ticket);

@@ -100,12 +100,18 @@ impl Manager {
 
     /// Like [`Manager::new`], on the hierarchies described by `root`.
     pub fn with_root(root: &SysRoot, cgroups_path: Option<&Path>, container_id: &str) -> Result<Self> {
-        let path = CgroupPath::parse(cgroups_path, container_id)?;
         let h = Hierarchies::discover(root)?;
         let own = own_cgroups(root)?;
+        Self::on(&h, &own, cgroups_path, container_id)
+    }
+
+    /// Like [`Manager::new`], on hierarchies and own cgroups read before
+    /// (taking many containers back at once reads mountinfo once).
+    pub fn on(h: &Hierarchies, own: &[OwnCgroup], cgroups_path: Option<&Path>, container_id: &str) -> Result<Self> {
+        let path = CgroupPath::parse(cgroups_path, container_id)?;
         match h.mode {
-            CgroupMode::Unified => Ok(Manager::V2(V2Manager::new(&h, &own, &path)?)),
-            CgroupMode::Legacy | CgroupMode::Hybrid => Ok(Manager::V1(V1Manager::new(&h, &own, &path)?)),
+            CgroupMode::Unified => Ok(Manager::V2(V2Manager::new(h, own, &path)?)),
+            CgroupMode::Legacy | CgroupMode::Hybrid => Ok(Manager::V1(V1Manager::new(h, own, &path)?)),
         }
     }
 
