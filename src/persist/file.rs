@@ -1,19 +1,23 @@
 //! The state file on disk: `sandbox.json` in the state directory, written
-//! atomically (a temporary file, fsync, rename over the old one, fsync of the
-//! directory: a crash leaves the old file or the new one, never a mix), and
+//! atomically (a temporary file, fsync, rename (an exchange) with the old one,
+//! fsync of the directory: a crash leaves the old file or the new one, never
+//! a mix; the temporary keeps the previous state between writes), and
 //! `sandbox.lock`, held with `flock` for the agent's lifetime so that a
 //! second agent on the same directory refuses to start. The kernel drops the
 //! lock when the agent dies, however it dies.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{IoSlice, Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::error::PersistError;
 
 /// Name of the state file in the state directory.
 pub(crate) const STATE_FILE: &str = "sandbox.json";
+/// Name of the temporary file a write fills before it becomes the state file.
+pub(crate) const TEMP_FILE: &str = ".sandbox.json.tmp";
 /// Name of the lock file in the state directory.
 pub(crate) const LOCK_FILE: &str = "sandbox.lock";
 
@@ -22,6 +26,7 @@ pub(crate) const LOCK_FILE: &str = "sandbox.lock";
 pub(crate) struct StateFile {
     dir: PathBuf,
     path: PathBuf,
+    in_memory: bool,
     /// Held open (and locked) while the agent runs.
     _lock: File,
 }
@@ -62,6 +67,7 @@ impl StateFile {
         Ok(StateFile {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
+            in_memory: on_memory_fs(dir),
             _lock: lock,
         })
     }
@@ -81,15 +87,141 @@ impl StateFile {
     }
 
     /// Replaces the file with `bytes`, atomically and durably.
-    pub(crate) fn write(&self, bytes: &[u8]) -> Result<(), PersistError> {
-        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
-        let mut f = File::create(&tmp).map_err(PersistError::sys("open", &tmp))?;
-        f.write_all(bytes).map_err(PersistError::sys("write", &tmp))?;
+    #[cfg(test)]
+    pub(crate) fn write(&self, bytes: &[u8]) -> Result<Replaced, PersistError> {
+        self.write_pieces(&[bytes], 0)
+    }
+
+    /// Replaces the file with `pieces` put end to end, atomically and
+    /// durably; the temporary file is known (by the caller) to start with
+    /// the first `kept` of those bytes already, which are not written again.
+    ///
+    /// The temporary file is written over in place, and exchanged with the
+    /// state file (`renameat2(RENAME_EXCHANGE)`): it then holds the previous
+    /// state, whole, until the next write ([`Replaced::Exchanged`]). Renaming
+    /// a fresh file over the old one instead gave new pages to the new file
+    /// and freed the old one's, after every change, which was most of a
+    /// write's cost on tmpfs (the price: a second copy of the state,
+    /// outdated, beside it). Where the exchange cannot be done (a first
+    /// write, a filesystem without it), a plain rename.
+    pub(crate) fn write_pieces(&self, pieces: &[&[u8]], kept: usize) -> Result<Replaced, PersistError> {
+        let tmp = self.dir.join(TEMP_FILE);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .map_err(PersistError::sys("open", &tmp))?;
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        // Never a hole: what the caller believes held must be there.
+        let on_disk = f.metadata().map_err(PersistError::sys("fstat", &tmp))?.len();
+        let kept = if (kept as u64) <= on_disk { kept.min(len) } else { 0 };
+        f.seek(std::io::SeekFrom::Start(kept as u64))
+            .map_err(PersistError::sys("lseek", &tmp))?;
+        write_all_vectored(&mut f, &after(pieces, kept)).map_err(PersistError::sys("write", &tmp))?;
+        f.set_len(len as u64).map_err(PersistError::sys("ftruncate", &tmp))?;
         f.sync_all().map_err(PersistError::sys("fsync", &tmp))?;
         drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(PersistError::sys("rename", &self.path))?;
+        let replaced = match exchange(&tmp, &self.path) {
+            Ok(()) => Replaced::Exchanged,
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                    std::fs::rename(&tmp, &self.path).map_err(PersistError::sys("rename", &self.path))?;
+                    Replaced::Renamed
+                }
+                _ => return Err(PersistError::sys("renameat2", &self.path)(e)),
+            },
+        };
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(PersistError::sys("fsync", &self.dir))
+            .map_err(PersistError::sys("fsync", &self.dir))?;
+        Ok(replaced)
     }
+
+    /// Whether the state directory is in memory (tmpfs, ramfs), where a
+    /// write never waits for a disk.
+    pub(crate) fn in_memory(&self) -> bool {
+        self.in_memory
+    }
+}
+
+/// How a write replaced the state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replaced {
+    /// Exchanged with the temporary, which now holds the previous file.
+    Exchanged,
+    /// The temporary renamed over it: there is no temporary now.
+    Renamed,
+}
+
+/// `pieces` without their first `skip` bytes.
+fn after<'a>(pieces: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        if skip >= p.len() {
+            skip -= p.len();
+        } else {
+            out.push(&p[skip..]);
+            skip = 0;
+        }
+    }
+    out
+}
+
+/// Writes every byte of `pieces`, in order, in as few calls as it takes.
+fn write_all_vectored(f: &mut File, pieces: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut rest = &mut slices[..];
+    // writev takes at most IOV_MAX (1024) slices at a time.
+    const IOV_MAX: usize = 1024;
+    while !rest.is_empty() {
+        let n = rest.len().min(IOV_MAX);
+        match f.write_vectored(&rest[..n]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut rest, written),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Swaps the names `a` and `b` atomically (both must exist).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (cstr(a)?, cstr(b)?);
+    // The system call itself: the musl the static build links has no wrapper.
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether `dir` is on tmpfs or ramfs.
+fn on_memory_fs(dir: &Path) -> bool {
+    // linux/magic.h (libc has no RAMFS_MAGIC; the C type differs between libcs).
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| {
+        let t = s.filesystem_type().0 as u64;
+        t == libc::TMPFS_MAGIC as u64 || t == RAMFS_MAGIC
+    })
 }

@@ -101,10 +101,10 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Current, PersistError>
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(sandbox: Current) -> Vec<u8> {
     let containers: Vec<v3::RawJson> = sandbox.containers.iter().map(encode_container).collect();
-    encode_with(&sandbox, &containers)
+    Encoded::new(&sandbox, containers).to_vec()
 }
 
-/// One container as the file holds it, for [`encode_with`].
+/// One container as the file holds it, for [`Encoded`].
 pub(crate) fn encode_container(c: &v3::ContainerV3) -> v3::RawJson {
     // Plain data with string keys: serialising cannot fail.
     let raw = serde_json::value::to_raw_value(c)
@@ -112,32 +112,126 @@ pub(crate) fn encode_container(c: &v3::ContainerV3) -> v3::RawJson {
     v3::RawJson(raw.into())
 }
 
-/// The file's bytes for `sandbox` with `containers` (already encoded, in
-/// order) in place of its own.
-pub(crate) fn encode_with(sandbox: &Current, containers: &[v3::RawJson]) -> Vec<u8> {
-    let f = v3::FileV3Out {
-        persist_version: PERSIST_VERSION,
-        min_reader_version: MIN_READER_VERSION,
-        agent_version: crate::AGENT_VERSION,
-        sandbox: v3::SandboxV3Out {
-            pod: &sandbox.pod,
-            session: &sandbox.session,
-            storages: &sandbox.storages,
-            watched: &sandbox.watched,
-            watch_tmpfs: &sandbox.watch_tmpfs,
-            containers,
-        },
-    };
-    // Compact: it is written after every change (`pithctl`/`jq` show it to people).
-    // One allocation of about the final size: the containers' texts are most
-    // of it, and growing by doubling copied the file over and over.
-    let size: usize = containers.iter().map(|c| c.0.get().len() + 1).sum();
-    let mut out = Vec::with_capacity(size + 4096);
-    if serde_json::to_writer(&mut out, &f).is_err() {
-        out.clear();
+/// The file's bytes in pieces: the sandbox's own fields, then each
+/// container's text (shared with the agent's cache, not copied), written to
+/// the file as they are. Copying 100 containers' texts into one buffer
+/// before every write was a third of its cost.
+pub(crate) struct Encoded {
+    /// Everything up to the containers' list, its `[` included.
+    head: Vec<u8>,
+    containers: Vec<v3::RawJson>,
+    /// What follows the containers: the list's, the sandbox's and the file's ends.
+    tail: &'static [u8],
+}
+
+impl Encoded {
+    /// `sandbox` with `containers` (already encoded, in order) in place of its own.
+    pub(crate) fn new(sandbox: &Current, containers: Vec<v3::RawJson>) -> Encoded {
+        let f = v3::FileV3Out {
+            persist_version: PERSIST_VERSION,
+            min_reader_version: MIN_READER_VERSION,
+            agent_version: crate::AGENT_VERSION,
+            sandbox: v3::SandboxV3Out {
+                pod: &sandbox.pod,
+                session: &sandbox.session,
+                storages: &sandbox.storages,
+                watched: &sandbox.watched,
+                watch_tmpfs: &sandbox.watch_tmpfs,
+                containers: &[],
+            },
+        };
+        // Compact: it is written after every change (`pithctl`/`jq` show it to people).
+        // The containers are the last field of the sandbox, itself the file's
+        // last: with none, the text ends `[]}}`, and the list goes in between.
+        let mut head = Vec::with_capacity(1024);
+        // Plain data with string keys: serialising cannot fail.
+        let _ = serde_json::to_writer(&mut head, &f);
+        if head.ends_with(b"[]}}") {
+            head.truncate(head.len() - 3);
+            return Encoded {
+                head,
+                containers,
+                tail: b"]}}\n",
+            };
+        }
+        // Not the shape above (the types changed): the whole text at once.
+        head.clear();
+        let f = v3::FileV3Out {
+            sandbox: v3::SandboxV3Out {
+                containers: &containers,
+                ..f.sandbox
+            },
+            ..f
+        };
+        let _ = serde_json::to_writer(&mut head, &f);
+        Encoded {
+            head,
+            containers: Vec::new(),
+            tail: b"\n",
+        }
     }
-    out.push(b'\n');
-    out
+
+    /// The pieces, in order, that make the file.
+    pub(crate) fn pieces(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(2 * self.containers.len() + 2);
+        out.push(&self.head[..]);
+        for (i, c) in self.containers.iter().enumerate() {
+            if i > 0 {
+                out.push(b",");
+            }
+            out.push(c.0.get().as_bytes());
+        }
+        out.push(self.tail);
+        out
+    }
+
+    /// Whether `other` makes the same file: the same head and the same
+    /// container texts (the very same, shared: a text made again, even if
+    /// equal, counts as different).
+    pub(crate) fn same_as(&self, other: &Encoded) -> bool {
+        self.head == other.head
+            && self.tail == other.tail
+            && self.containers.len() == other.containers.len()
+            && self
+                .containers
+                .iter()
+                .zip(&other.containers)
+                .all(|(a, b)| std::sync::Arc::ptr_eq(&a.0, &b.0))
+    }
+
+    /// How many bytes at the start of the file are the same as in the file
+    /// `other` makes: whole pieces, up to the first container text that is
+    /// not the very same (0 when the heads differ).
+    pub(crate) fn common_prefix(&self, other: &Encoded) -> usize {
+        if self.head != other.head || self.tail != other.tail {
+            return 0;
+        }
+        let mut n = self.head.len();
+        for (i, (a, b)) in self.containers.iter().zip(&other.containers).enumerate() {
+            if !std::sync::Arc::ptr_eq(&a.0, &b.0) {
+                break;
+            }
+            // The comma before it, then its text.
+            n += usize::from(i > 0) + a.0.get().len();
+        }
+        n
+    }
+
+    /// The file's size.
+    pub(crate) fn len(&self) -> usize {
+        self.pieces().iter().map(|p| p.len()).sum()
+    }
+
+    /// The file's bytes in one buffer.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let pieces = self.pieces();
+        let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        for p in pieces {
+            out.extend_from_slice(p);
+        }
+        out
+    }
 }
 
 /// The `persist_version` and `min_reader_version` a file's bytes carry, if

@@ -373,20 +373,78 @@ fn a_second_agent_on_the_directory_is_refused() {
     StateFile::lock(d.path()).expect("free again once the first is gone");
 }
 
+/// Each write replaces the file whole, a shorter one included (the
+/// temporary it fills is the previous file, written over); the temporary
+/// is left holding the state before, whole; nothing else is left.
 #[test]
-fn writes_replace_the_file_whole_and_leave_no_temporary() {
+fn writes_replace_the_file_whole_and_keep_the_previous_one_whole() {
     let d = tempfile::tempdir().unwrap();
     let f = StateFile::lock(d.path()).unwrap();
+    let tmp = d.path().join(super::file::TEMP_FILE);
     assert_eq!(f.read().unwrap(), None);
-    f.write(b"first").unwrap();
+    f.write(b"first, the longest").unwrap();
+    assert!(!tmp.exists(), "a first write renames its temporary");
     f.write(b"second").unwrap();
     assert_eq!(f.read().unwrap().as_deref(), Some(&b"second"[..]));
+    assert_eq!(std::fs::read(&tmp).unwrap(), b"first, the longest");
+    f.write(b"third, longer than the second").unwrap();
+    assert_eq!(
+        f.read().unwrap().as_deref(),
+        Some(&b"third, longer than the second"[..])
+    );
+    assert_eq!(std::fs::read(&tmp).unwrap(), b"second");
+    f.write(b"4").unwrap();
+    assert_eq!(f.read().unwrap().as_deref(), Some(&b"4"[..]));
     let mut names: Vec<String> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["sandbox.json", "sandbox.lock"]);
+    assert_eq!(names, [super::file::TEMP_FILE, "sandbox.json", "sandbox.lock"]);
+}
+
+/// A write that keeps the start the temporary already holds (the file two
+/// writes ago) leaves the same files as a whole write; a start it claims but
+/// does not hold is written anyway (never a hole).
+#[test]
+fn a_write_keeping_the_temporarys_start_leaves_the_whole_file() {
+    use super::file::{Replaced, TEMP_FILE};
+    let d = tempfile::tempdir().unwrap();
+    let f = StateFile::lock(d.path()).unwrap();
+    let tmp = d.path().join(TEMP_FILE);
+    let states = [
+        "head|aaaa|bbbb|tail",
+        "head|aaaa|BBBB|tail",
+        "head|aaaa|bbbb|cccc|tail",
+        "head|aa|tail",
+    ];
+    assert_eq!(f.write(states[0].as_bytes()).unwrap(), Replaced::Renamed);
+    assert_eq!(f.write(states[1].as_bytes()).unwrap(), Replaced::Exchanged);
+    // The temporary holds states[0]: "head|aaaa|bbbb|" is kept.
+    let third: Vec<&[u8]> = vec![b"head|", b"aaaa|", b"bbbb|", b"cccc|", b"tail"];
+    assert_eq!(f.write_pieces(&third, 15).unwrap(), Replaced::Exchanged);
+    assert_eq!(f.read().unwrap().unwrap(), states[2].as_bytes());
+    assert_eq!(std::fs::read(&tmp).unwrap(), states[1].as_bytes());
+    // The temporary holds states[1]: "head|aa" is kept; the rest is shorter.
+    let fourth: Vec<&[u8]> = vec![b"head|", b"aa|", b"tail"];
+    assert_eq!(f.write_pieces(&fourth, 7).unwrap(), Replaced::Exchanged);
+    assert_eq!(f.read().unwrap().unwrap(), states[3].as_bytes());
+    // A claim beyond what the temporary holds (states[2], 24 bytes): written whole.
+    std::fs::write(&tmp, b"head").unwrap();
+    let fifth: Vec<&[u8]> = vec![b"head|", b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz|", b"tail"];
+    f.write_pieces(&fifth, 30).unwrap();
+    assert_eq!(f.read().unwrap().unwrap(), fifth.concat());
+}
+
+/// More pieces than one writev takes (1024) all reach the file, in order.
+#[test]
+fn a_write_of_many_pieces_keeps_them_all_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let f = StateFile::lock(d.path()).unwrap();
+    let texts: Vec<String> = (0..2500).map(|i| format!("{i},")).collect();
+    let pieces: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+    f.write_pieces(&pieces, 0).unwrap();
+    assert_eq!(f.read().unwrap().unwrap(), texts.concat().into_bytes());
 }
 
 /// Writes `tests/fixtures/persist/v<PERSIST_VERSION>.json` with today's code,

@@ -32,7 +32,8 @@ use super::process::{Process, RestoredStdio};
 use super::view::{ContainerView, PodView, ProcessView, SandboxView};
 use super::{blocking, lock, Container, Error, Pod, Result, Sandbox};
 use crate::keeper::link::{Handoff, KeeperLink};
-use crate::persist::{self, convert, file::StateFile, PersistError};
+use crate::persist::file::{Replaced, StateFile};
+use crate::persist::{self, convert, PersistError};
 use crate::reaper::Exit;
 
 /// The state file and the writes to it.
@@ -40,8 +41,19 @@ pub(crate) struct Durable {
     file: Arc<StateFile>,
     /// Changes announced so far.
     requested: AtomicU64,
-    /// The last change a finished write covers.
-    written: tokio::sync::Mutex<u64>,
+    /// The last change a finished write covers, and what is on disk.
+    written: tokio::sync::Mutex<Written>,
+}
+
+/// What the writes so far have left.
+#[derive(Default)]
+struct Written {
+    /// The last change they cover.
+    covers: u64,
+    /// What the state file holds, when known.
+    file: Option<persist::Encoded>,
+    /// What the temporary file holds (the file before the last write), when known.
+    temp: Option<persist::Encoded>,
 }
 
 /// The keeper's name for a descriptor of process `exec_id` of container `id`.
@@ -83,7 +95,7 @@ impl Sandbox {
         self.durable = Some(Durable {
             file: Arc::new(file),
             requested: AtomicU64::new(0),
-            written: tokio::sync::Mutex::new(0),
+            written: tokio::sync::Mutex::new(Written::default()),
         });
         if let Err(e) = &loaded {
             error!(self.log, "state file not taken back; sandbox calls are refused until it is mended or removed";
@@ -171,8 +183,9 @@ impl Sandbox {
     }
 
     /// Writes the sandbox's state now (or waits for a write already covering
-    /// the caller's change). A failed write is logged: the call it follows
-    /// did its work, and the next write tries again.
+    /// the caller's change; or finds the file already holding it). A failed
+    /// write is logged: the call it follows did its work, and the next write
+    /// tries again.
     pub(crate) async fn persist(&self) {
         let Some(d) = &self.durable else { return };
         if self.fault.is_some() {
@@ -180,48 +193,83 @@ impl Sandbox {
         }
         let mine = d.requested.fetch_add(1, Ordering::AcqRel) + 1;
         let mut written = d.written.lock().await;
-        if *written >= mine {
+        if written.covers >= mine {
             return;
         }
         let covers = d.requested.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let (bytes, viewed) = self.state_bytes().await;
-        let encoded = started.elapsed();
-        let len = bytes.len();
-        let file = d.file.clone();
-        let result = blocking(move || file.write(&bytes).map_err(|e| Error::Internal(e.to_string()))).await;
+        let (encoded, viewed) = self.state_bytes().await;
+        let made = started.elapsed();
+        let len = encoded.len();
+        // A call that changed nothing the file holds (StartContainer, a
+        // read) finds it already as it would write it.
+        let unchanged = written.file.as_ref().is_some_and(|w| w.same_as(&encoded));
+        // The temporary, written over, keeps what it already has right: the
+        // containers before the first one that changed since it was the file.
+        let kept = written.temp.as_ref().map_or(0, |t| encoded.common_prefix(t));
+        let result = if unchanged {
+            Ok((encoded, None))
+        } else if d.file.in_memory() {
+            // On tmpfs a write copies memory and never waits for a disk: done
+            // here, it costs less than waking a worker thread to do it.
+            d.file
+                .write_pieces(&encoded.pieces(), kept)
+                .map(|r| (encoded, Some(r)))
+                .map_err(|e| e.to_string())
+        } else {
+            let file = d.file.clone();
+            blocking(move || {
+                file.write_pieces(&encoded.pieces(), kept)
+                    .map(|r| (encoded, Some(r)))
+                    .map_err(|e| Error::Internal(e.to_string()))
+            })
+            .await
+            .map_err(|e| e.to_string())
+        };
         match result {
-            Ok(()) => {
-                *written = covers;
+            Ok((encoded, replaced)) => {
+                written.covers = covers;
+                if let Some(r) = replaced {
+                    let before = written.file.replace(encoded);
+                    written.temp = (r == Replaced::Exchanged).then_some(before).flatten();
+                }
                 // make bench reads this line (the cost of persisting).
-                debug!(self.log, "state written"; "bytes" => len, "duration_us" => started.elapsed().as_micros() as u64,
-                       "view_us" => viewed.as_micros() as u64, "encode_us" => (encoded - viewed).as_micros() as u64);
+                debug!(self.log, "state written"; "bytes" => len, "unchanged" => unchanged,
+                       "kept" => if unchanged { len } else { kept },
+                       "duration_us" => started.elapsed().as_micros() as u64,
+                       "view_us" => viewed.as_micros() as u64, "encode_us" => (made - viewed).as_micros() as u64);
             }
-            Err(e) => error!(self.log, "state not written"; "error" => %e),
+            Err(e) => {
+                // What the files hold is no longer known.
+                written.file = None;
+                written.temp = None;
+                error!(self.log, "state not written"; "error" => %e)
+            }
         }
     }
 
-    /// The state file's bytes now, and how long taking the snapshot took.
+    /// The state file's contents now, and how long taking the snapshot took.
     /// Each container's text is made again only when what may change in it
     /// did (its spec, the bulk of it, is serialised once).
-    pub(crate) async fn state_bytes(&self) -> (Vec<u8>, std::time::Duration) {
+    pub(crate) async fn state_bytes(&self) -> (persist::Encoded, std::time::Duration) {
         let started = std::time::Instant::now();
         let mut containers = Vec::new();
         for c in self.containers_by_id() {
-            let changes = c.changes().await;
-            let mut cached = lock(&c.persisted);
-            match &*cached {
-                Some((was, text)) if *was == changes => containers.push(text.clone()),
-                _ => {
-                    let text = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
-                    *cached = Some((changes, text.clone()));
-                    containers.push(text);
+            let cached = lock(&c.persisted).clone();
+            if let Some(was) = cached {
+                if c.unchanged_since(&was.0).await {
+                    containers.push(was.1.clone());
+                    continue;
                 }
             }
+            let changes = c.changes().await;
+            let text = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
+            *lock(&c.persisted) = Some(Arc::new((changes, text.clone())));
+            containers.push(text);
         }
         let view = self.snapshot_with(Vec::new());
         let viewed = started.elapsed();
-        (persist::encode_with(&convert::from_view(&view), &containers), viewed)
+        (persist::Encoded::new(&convert::from_view(&view), containers), viewed)
     }
 
     /// Has the keeper hold a copy of each open stdio descriptor of `p`.

@@ -1160,35 +1160,157 @@ fn the_fake_rootfs_is_where_the_spec_says() {
 }
 
 /// The state file's bytes, made from each container's cached text, are
-/// those of the whole sandbox encoded afresh, after every kind of change.
+/// those of the whole sandbox encoded afresh (the plain v3 types serialised
+/// as a whole, no piece cached or spliced), after every kind of change; and
+/// only a container that changed has its text made again.
 #[tokio::test]
 async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
-    use crate::persist::{convert, encode};
+    use crate::persist::v3::FileV3;
+    use crate::persist::{convert, decode, MIN_READER_VERSION, PERSIST_VERSION};
     let t = sandbox();
-    let fresh = |sb: Arc<Sandbox>| async move { encode(convert::from_view(&sb.snapshot(false).await)) };
+    let fresh = |sb: Arc<Sandbox>| async move {
+        let f = FileV3 {
+            persist_version: PERSIST_VERSION,
+            min_reader_version: MIN_READER_VERSION,
+            agent_version: crate::AGENT_VERSION.into(),
+            sandbox: convert::from_view(&sb.snapshot(false).await),
+        };
+        let mut bytes = serde_json::to_vec(&f).unwrap();
+        bytes.push(b'\n');
+        bytes
+    };
     let same = |what: &'static str| {
         let sb = t.sb.clone();
         async move {
             let (cached, _) = sb.state_bytes().await;
+            let (cached, fresh) = (cached.to_vec(), fresh(sb.clone()).await);
             assert_eq!(
-                String::from_utf8(cached).unwrap(),
-                String::from_utf8(fresh(sb.clone()).await).unwrap(),
+                String::from_utf8(cached.clone()).unwrap(),
+                String::from_utf8(fresh.clone()).unwrap(),
                 "{what}"
             );
+            let path = Path::new("sandbox.json");
+            assert_eq!(decode(path, &cached).unwrap(), decode(path, &fresh).unwrap(), "{what}");
         }
     };
+    // Each container's cached text, to tell which were made again.
+    let texts = || {
+        t.sb.containers_by_id()
+            .iter()
+            .map(|c| (c.id.clone(), super::lock(&c.persisted).clone().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let remade = |before: &[(String, Arc<_>)], after: &[(String, Arc<_>)]| {
+        after
+            .iter()
+            .filter(|(id, a)| !before.iter().any(|(b_id, b)| b_id == id && Arc::ptr_eq(a, b)))
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<String>>()
+    };
     same("empty").await;
+    t.sb.create_sandbox(PodRequest {
+        id: "sb".into(),
+        hostname: "pod".into(),
+        dns: vec!["nameserver 10.0.0.1".into()],
+        storages: vec![t.local_storage("shared")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    same("the pod created").await;
     t.run("c1").await;
     t.run("c2").await;
     same("two containers").await;
-    let p = t.spec().process().clone().unwrap();
-    t.sb.exec_process("c1", "e1", p).await.unwrap();
+    let before = texts();
+    same("nothing changed").await;
+    assert!(remade(&before, &texts()).is_empty(), "no change, no text made");
+
+    let before = texts();
+    t.exec("c1", "e1").await;
     same("an exec").await;
+    assert_eq!(remade(&before, &texts()), ["c1"]);
+    let before = texts();
+    t.sb.close_stdin("c1", "e1").await.unwrap();
+    same("the exec's stdin closed").await;
+    assert_eq!(remade(&before, &texts()), ["c1"]);
+    // The init's stdout read to its end.
+    let [_, theirs_out, _] = t.fake.lock().stdio.remove(&t.pid("c2")).unwrap();
+    drop(theirs_out);
+    let init = t.sb.process("c2", "").unwrap();
+    assert_eq!(init.stdout.read(100, "stdout").await.unwrap(), b"");
+    let before = texts();
+    same("the init's stdout at its end").await;
+    assert_eq!(remade(&before, &texts()), ["c2"]);
     let pid = t.sb.process("c1", "e1").unwrap().pid;
     t.fake.exit(pid, Exit::Code(4));
+    let e1 = t.sb.process("c1", "e1").unwrap();
+    assert!(e1.exit_within(Duration::from_secs(10)).await.is_some());
+    same("the exec exited").await;
     t.sb.wait("c1", "e1").await.unwrap();
     same("the exec waited for").await;
+    t.add_disk(3);
+    let before = texts();
+    t.sb.add_block_device(t.plug("c2", 3, "/dev/xvdb")).await.unwrap();
+    same("a device plugged").await;
+    assert_eq!(remade(&before, &texts()), ["c2"]);
+    let mut res = LinuxResources::default();
+    res.set_devices(Some(vec![allow_block(8, 0, "r")]));
+    t.sb.update_container("c2", res).await.unwrap();
+    same("device rules replaced").await;
     t.fake.exit(t.pid("c2"), Exit::Code(0));
     t.sb.remove_container("c2", Duration::ZERO).await.unwrap();
     same("a container removed").await;
+    t.sb.destroy_sandbox().await.unwrap();
+    same("the pod destroyed").await;
+}
+
+/// Through real state files (on disk, and on tmpfs where the write is made
+/// in place): after each change the file is the sandbox encoded afresh, and
+/// the temporary is the file before; the start a write keeps is the same
+/// in both files.
+#[tokio::test]
+async fn each_write_leaves_the_file_as_the_sandbox_encoded() {
+    use crate::persist::file::{StateFile, STATE_FILE, TEMP_FILE};
+    let shm = tempfile::tempdir_in("/dev/shm").ok();
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    dirs.extend(shm);
+    for dir in dirs {
+        let mut t = sandbox();
+        let file = StateFile::lock(dir.path()).unwrap();
+        Arc::get_mut(&mut t.sb).unwrap().attach(file, None, &|_, _| {}).unwrap();
+        let mut files: Vec<Vec<u8>> = Vec::new();
+        let mut kept_some = false;
+        let mut before: Option<crate::persist::Encoded> = None;
+        for step in 0..9 {
+            match step {
+                0 => {}
+                1..=4 => t.run(&format!("c{step}")).await,
+                5 => drop(t.exec("c3", "e1").await),
+                6 => t.sb.close_stdin("c3", "e1").await.unwrap(),
+                7 => {
+                    t.fake.exit(t.pid("c2"), Exit::Code(0));
+                    t.sb.remove_container("c2", Duration::ZERO).await.unwrap();
+                }
+                _ => t.sb.destroy_sandbox().await.unwrap(),
+            }
+            t.sb.persist().await;
+            let on_disk = std::fs::read(dir.path().join(STATE_FILE)).unwrap();
+            let (now, _) = t.sb.state_bytes().await;
+            assert_eq!(on_disk, now.to_vec(), "step {step}");
+            if let Some(b) = &before {
+                let n = now.common_prefix(b);
+                assert_eq!(now.to_vec()[..n], b.to_vec()[..n], "step {step}");
+                kept_some |= n > 0;
+            }
+            if files.last() != Some(&on_disk) {
+                if let Some(prev) = files.last() {
+                    assert_eq!(&std::fs::read(dir.path().join(TEMP_FILE)).unwrap(), prev, "step {step}");
+                }
+                files.push(on_disk);
+            }
+            before = Some(now);
+        }
+        assert!(kept_some, "some write kept a start");
+        assert_eq!(files.len(), 9, "each change written once");
+    }
 }
