@@ -49,16 +49,22 @@ fn arm(id: &str, cg: &Manager) -> Result<(AsyncFd<OwnedFd>, bool), String> {
     Ok((afd, by_counter))
 }
 
+/// Reads what `fd` has (the eventfd counter or the inotify events; what
+/// matters is the kill count); true when it had nothing. Not in the task:
+/// its buffer would be part of every watch's state, 4 KiB per container.
+fn drain(fd: i32) -> bool {
+    let mut buf = [0u8; 4096];
+    // SAFETY: read into a buffer we own, of the length given.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
 /// Queues `id` on each OOM kill until the cgroup goes away.
 async fn follow(id: String, cg: Manager, afd: AsyncFd<OwnedFd>, by_counter: bool, tx: UnboundedSender<String>) {
     let mut seen = cg.oom_kill_count().unwrap_or(0);
     loop {
         let Ok(mut guard) = afd.readable().await else { return };
-        let mut buf = [0u8; 4096];
-        // Drain the eventfd counter or the inotify events; what matters is the count below.
-        // SAFETY: read into a buffer we own, of the length given.
-        let n = unsafe { libc::read(afd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+        if drain(afd.get_ref().as_raw_fd()) {
             guard.clear_ready();
             continue;
         }
