@@ -29,7 +29,7 @@ use super::engine::Adopt;
 use super::guest_hooks::GuestHooks;
 use super::hotplug::DeviceState;
 use super::process::{Process, RestoredStdio};
-use super::view::{ContainerView, PodView, ProcessView, SandboxView};
+use super::view::{ContainerView, PodView, ProcessView, SandboxView, SpecJson};
 use super::{blocking, lock, Container, Error, Pod, Result, Sandbox};
 use crate::keeper::link::{Handoff, KeeperLink};
 use crate::persist::file::{Replaced, StateFile};
@@ -400,7 +400,8 @@ impl Sandbox {
             }),
             oom_watch,
             leftovers_watch: Mutex::new(None),
-            spec_json: c.spec.into(),
+            // The text alone: the parsed spec was taken above.
+            spec_json: SpecJson::from_raw(c.spec.raw().clone()).into(),
             persisted: Mutex::new(None),
         });
         c.watch_leftovers(&self.log);

@@ -61,8 +61,9 @@ pub(crate) struct SpecJson {
     raw: Arc<RawValue>,
     /// The spec parsed when the text was checked (read back from the state
     /// file), until the one who needs it takes it: a restart must not parse
-    /// every container's spec twice.
-    parsed: Arc<std::sync::Mutex<Option<Spec>>>,
+    /// every container's spec twice. None (no allocation: a spec is a large
+    /// struct) for every other spec.
+    parsed: Option<Arc<std::sync::Mutex<Option<Spec>>>>,
 }
 
 impl SpecJson {
@@ -76,24 +77,22 @@ impl SpecJson {
 
     /// JSON text already known to be valid JSON.
     pub(crate) fn from_raw(raw: Arc<RawValue>) -> SpecJson {
-        SpecJson {
-            raw,
-            parsed: Arc::default(),
-        }
+        SpecJson { raw, parsed: None }
     }
 
     /// JSON text that must hold a spec the OCI types take; the spec is kept
     /// for [`SpecJson::take_spec`].
     pub(crate) fn checked(raw: Arc<RawValue>) -> serde_json::Result<SpecJson> {
-        let s = SpecJson::from_raw(raw);
+        let mut s = SpecJson::from_raw(raw);
         let spec = s.parse()?;
-        *s.parsed.lock().unwrap_or_else(|e| e.into_inner()) = Some(spec);
+        s.parsed = Some(Arc::new(std::sync::Mutex::new(Some(spec))));
         Ok(s)
     }
 
     /// The spec: the one [`SpecJson::checked`] parsed, taken, or parsed now.
     pub(crate) fn take_spec(&self) -> serde_json::Result<Spec> {
-        match self.parsed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let kept = self.parsed.as_ref().and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).take());
+        match kept {
             Some(spec) => Ok(spec),
             None => self.parse(),
         }
