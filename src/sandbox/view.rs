@@ -91,7 +91,10 @@ impl SpecJson {
 
     /// The spec: the one [`SpecJson::checked`] parsed, taken, or parsed now.
     pub(crate) fn take_spec(&self) -> serde_json::Result<Spec> {
-        let kept = self.parsed.as_ref().and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let kept = self
+            .parsed
+            .as_ref()
+            .and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).take());
         match kept {
             Some(spec) => Ok(spec),
             None => self.parse(),
