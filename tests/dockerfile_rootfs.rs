@@ -218,7 +218,8 @@ fn no_stage_starts_from_a_registry_image() {
 fn service_unit_has_kata_hardening() {
     let unit = repo("vm/pith-agent.service");
     for line in [
-        "ExecStart=/usr/bin/pith-agent",
+        // Under its keeper: crash recovery and live upgrade without systemd noticing.
+        "ExecStart=/usr/bin/pith-agent --keeper",
         "Restart=on-failure",
         "LimitNOFILE=infinity",
         "OOMScoreAdjust=-997",
