@@ -109,20 +109,15 @@ fn run(args: Args) -> Result<()> {
 
 /// The connections an upgrade left, ready to serve: the upgrade call's
 /// answer first, then the calls carried over, then what they send.
-fn carry(a: crate::upgrade::resume::Arrival, level: u32) -> Vec<crate::server::Carried> {
+fn carry(a: crate::upgrade::resume::Arrival, level: u32) -> Vec<crate::server::CarriedConn> {
     let mut answer = Some(rpc::lifecycle::answer(a.outcome, level));
     a.conns
         .into_iter()
-        .map(|c| crate::server::Carried {
+        .map(|c| crate::server::CarriedConn {
             fd: c.fd,
             resume: crate::server::conn::Resume {
                 buffered: c.over.buffered,
-                carried: c
-                    .over
-                    .carried
-                    .into_iter()
-                    .map(|k| (k.stream_id, k.flags, k.body))
-                    .collect(),
+                carried: c.over.carried,
                 answers: c
                     .over
                     .upgrade_stream

@@ -78,8 +78,8 @@ pub struct Conn {
 pub struct Resume {
     /// Bytes read ahead: the stream goes on with them.
     pub buffered: Vec<u8>,
-    /// Requests to serve again: stream id, frame flags, frame body.
-    pub carried: Vec<(u32, u8, Vec<u8>)>,
+    /// Requests to serve again.
+    pub carried: Vec<Carried>,
     /// Responses to write before anything else.
     pub answers: Vec<(u32, Response)>,
 }
@@ -120,13 +120,13 @@ where
     for (stream_id, resp) in resume.answers {
         write_response(&writer, stream_id, &resp, &log).await;
     }
-    for (stream_id, flags, body) in resume.carried {
-        match Request::parse_from_bytes(&body) {
+    for c in resume.carried {
+        match Request::parse_from_bytes(&c.body) {
             Ok(req) => {
-                cx.dispatch(&mut calls, stream_id, flags, body.len() as u32, req, body)
-                    .await
+                let (stream_id, flags, len) = (c.stream_id, c.flags, c.body.len() as u32);
+                cx.dispatch(&mut calls, stream_id, flags, len, req, Some(c)).await
             }
-            Err(e) => warn!(log, "a carried request does not decode: {e}"; "stream_id" => stream_id),
+            Err(e) => warn!(log, "a carried request does not decode: {e}"; "stream_id" => c.stream_id),
         }
     }
     loop {
@@ -197,7 +197,11 @@ where
                 continue;
             }
         };
-        let kept = if parkable(&req) { body.clone() } else { Vec::new() };
+        let kept = parkable(&req).then(|| Carried {
+            stream_id: header.stream_id,
+            flags: header.flags,
+            body: body.clone(),
+        });
         cx.dispatch(&mut calls, header.stream_id, header.flags, header.len, req, kept)
             .await;
     }
@@ -231,7 +235,8 @@ impl<W> CallCx<'_, W>
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    /// Runs one request (`body`: its frame's body when it may park, else empty).
+    /// Runs request `req` (its frame's stream id, flags and length);
+    /// `carried` is the request as it came when the call may park.
     async fn dispatch(
         &self,
         calls: &mut tokio::task::JoinSet<()>,
@@ -239,9 +244,8 @@ where
         flags: u8,
         len: u32,
         req: Request,
-        body: Vec<u8>,
+        carried: Option<Carried>,
     ) {
-        let carried = (!body.is_empty()).then_some(Carried { stream_id, flags, body });
         if let Some(sr) = self.dispatcher.stream_read(&req.service, &req.method) {
             let call = respond_stream(
                 sr,

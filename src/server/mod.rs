@@ -184,7 +184,7 @@ pub struct Server {
 }
 
 /// A connection a previous binary of the agent served (a live upgrade).
-pub struct Carried {
+pub struct CarriedConn {
     /// Its socket.
     pub fd: std::os::fd::OwnedFd,
     /// Where it goes on from.
@@ -205,7 +205,7 @@ impl Server {
     /// stops them for a live upgrade.
     pub fn start(
         listeners: Vec<Listener>,
-        carried: Vec<Carried>,
+        carried: Vec<CarriedConn>,
         dispatcher: Arc<Dispatcher>,
         limits: Limits,
         pause: Arc<Pause>,

@@ -49,30 +49,9 @@ pub(crate) struct ConnOver {
     /// follows them.
     pub buffered: Vec<u8>,
     /// Requests to serve again.
-    pub carried: Vec<CallOver>,
+    pub carried: Vec<Carried>,
     /// The upgrade call's stream, when it came on this connection.
     pub upgrade_stream: Option<u32>,
-}
-
-/// A request to serve again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct CallOver {
-    /// Its stream.
-    pub stream_id: u32,
-    /// Its frame's flags.
-    pub flags: u8,
-    /// Its frame's body.
-    pub body: Vec<u8>,
-}
-
-impl From<&Carried> for CallOver {
-    fn from(c: &Carried) -> Self {
-        CallOver {
-            stream_id: c.stream_id,
-            flags: c.flags,
-            body: c.body.clone(),
-        }
-    }
 }
 
 impl From<&ConnSnapshot> for ConnOver {
@@ -80,7 +59,7 @@ impl From<&ConnSnapshot> for ConnOver {
         ConnOver {
             name: conn_name(c.id),
             buffered: c.buffered.clone(),
-            carried: c.carried.iter().map(CallOver::from).collect(),
+            carried: c.carried.clone(),
             upgrade_stream: c.upgrade_stream,
         }
     }
@@ -170,7 +149,7 @@ mod tests {
             conns: vec![ConnOver {
                 name: conn_name(3),
                 buffered: vec![0, 0, 0, 9],
-                carried: vec![CallOver {
+                carried: vec![Carried {
                     stream_id: 7,
                     flags: 0,
                     body: b"req".to_vec(),

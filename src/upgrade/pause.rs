@@ -52,8 +52,9 @@ pub(crate) struct Pause {
     next_conn: AtomicU64,
 }
 
-/// A request waiting in a parked call, as it came: served again after the hand-over.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request waiting in a parked call, as it came: served again after the
+/// hand-over (the hand-over document holds it as it is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Carried {
     /// Its stream.
     pub stream_id: u32,
