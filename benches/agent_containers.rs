@@ -312,20 +312,13 @@ fn main() {
     if std::env::var_os(v1_cost::CHILD_ENV).is_some() {
         return v1_cost::child_main();
     }
-    if !nix::unistd::geteuid().is_root() {
-        println!("containers through the agent: skipped (needs root)");
+    let Some((bin, rt)) = common::root_bench("containers through the agent") else {
         return;
-    }
-    let bin = std::env::var("PITH_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pith-agent").to_string());
+    };
     let rustjail = PathBuf::from(env!("CARGO_BIN_EXE_pith-agent"))
         .parent()
         .unwrap()
         .join("rustjail");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rootfs = busybox_rootfs(dir.path());
     let agent = start_agent(&bin, dir.path());

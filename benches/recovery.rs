@@ -177,16 +177,9 @@ fn memory(keeper: i32) -> (u64, u64) {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("crash recovery: skipped (needs root)");
+    let Some((bin, rt)) = common::root_bench("crash recovery") else {
         return;
-    }
-    let bin = std::env::var("PITH_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pith-agent").to_string());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     println!("crash recovery under the keeper ({bin})");
     for n in [10usize, 100] {
         // On tmpfs, as the guest's /run (the default state directory) is.

@@ -149,16 +149,9 @@ fn longest_gap(times: &[Instant], from: Instant, to: Instant) -> f64 {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("live upgrade: skipped (needs root)");
+    let Some((bin, rt)) = common::root_bench("live upgrade") else {
         return;
-    }
-    let bin = std::env::var("PITH_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pith-agent").to_string());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     println!("live upgrade under the keeper ({bin}; {ROUNDS} upgrades, each to another copy of the binary)");
     for n in [10usize, 100] {
         let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());

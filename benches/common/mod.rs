@@ -33,6 +33,23 @@ pub fn destroy_sandbox(sock: &Path) {
     .join();
 }
 
+/// What a bench of the agent under root starts with: the agent binary
+/// (`PITH_AGENT_BIN`, or this build's) and a two-worker runtime; None, with
+/// `<what>: skipped (needs root)` printed, when not root.
+pub fn root_bench(what: &str) -> Option<(String, tokio::runtime::Runtime)> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("{what}: skipped (needs root)");
+        return None;
+    }
+    let bin = std::env::var("PITH_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pith-agent").to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    Some((bin, rt))
+}
+
 /// A root filesystem with busybox and `sleep` under `dir`; returns its path.
 pub fn sleeper_rootfs(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("rootfs");
