@@ -139,6 +139,20 @@ impl T {
             .container(id, |c| c.device_rules.last().cloned().unwrap_or_default())
     }
 
+    /// Pod "sb" (hostname "pod", one DNS line, a local storage "shared").
+    async fn create_pod(&self) {
+        self.sb
+            .create_sandbox(PodRequest {
+                id: "sb".into(),
+                hostname: "pod".into(),
+                dns: vec!["nameserver 10.0.0.1".into()],
+                storages: vec![self.local_storage("shared")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
     fn local_storage(&self, name: &str) -> protocols::agent::Storage {
         let mut s = protocols::agent::Storage::new();
         s.driver = "local".into();
@@ -1090,15 +1104,7 @@ async fn oom_kills_are_queued_by_container() {
 async fn the_view_has_all_the_state_and_round_trips() {
     let t = sandbox();
     t.add_disk(3);
-    t.sb.create_sandbox(PodRequest {
-        id: "sb".into(),
-        hostname: "pod".into(),
-        dns: vec!["nameserver 10.0.0.1".into()],
-        storages: vec![t.local_storage("shared")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    t.create_pod().await;
     t.sb.negotiate(Hello {
         host_name: "h".into(),
         host_version: "1".into(),
@@ -1208,15 +1214,7 @@ async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
             .collect::<Vec<String>>()
     };
     same("empty").await;
-    t.sb.create_sandbox(PodRequest {
-        id: "sb".into(),
-        hostname: "pod".into(),
-        dns: vec!["nameserver 10.0.0.1".into()],
-        storages: vec![t.local_storage("shared")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    t.create_pod().await;
     same("the pod created").await;
     t.run("c1").await;
     t.run("c2").await;
