@@ -213,26 +213,21 @@ impl Upgrader {
             paused_at_ns,
             conns: conns.iter().map(handover::ConnOver::from).collect(),
         };
-        if let Err(e) = leave(&keeper, &doc, &conns) {
+        let ready_ms = ready.as_millis().clamp(1, u32::MAX as u128) as u32;
+        // Until the keeper has taken UPGRADE, nothing is lost: on any error
+        // here this agent takes its connections back and goes on.
+        if let Err(e) = leave(&keeper, &doc, &conns).and_then(|()| begin(&keeper, ready_ms)) {
             warn!(self.log, "upgrade: hand-over failed; going on"; "error" => %e);
             let _ = keeper.drop_prefix(PREFIX);
             self.reaper.release();
             self.pause.resume();
             return Err(e);
         }
-        let ready_ms = ready.as_millis().clamp(1, u32::MAX as u128) as u32;
         info!(self.log, "upgrade: handing over"; "binary" => binary, "connections" => conns.len(),
               "carried_calls" => conns.iter().map(|c| c.carried.len()).sum::<usize>(), "ready_ms" => ready_ms);
-        let err = match exec::current_binary() {
-            Ok(me) => match keeper.begin_upgrade(ready_ms, me.as_fd()) {
-                Ok(()) => exec::exec(path, keeper.raw()),
-                Err(e) => Err(format!("keeper channel: sendmsg: {e}")),
-            },
-            Err(e) => Err(e),
-        };
-        let Err(why) = err;
-        // The keeper may already count on the new binary: it runs this one
-        // again, which answers the call with why.
+        let Err(why) = exec::exec(path, keeper.raw());
+        // The keeper has taken UPGRADE: once this process ends it runs this
+        // binary again, which answers the call with why.
         warn!(self.log, "upgrade: {why}; the keeper runs this binary again");
         let _ = keeper.failed(&why);
         std::process::exit(1);
@@ -247,6 +242,15 @@ impl Upgrader {
             min_reader_version,
         })
     }
+}
+
+/// Tells the keeper the hand-over begins, with this binary to run again
+/// should the new one not be ready within `ready_ms`.
+fn begin(keeper: &KeeperLink, ready_ms: u32) -> Result<(), UpgradeError> {
+    let me = exec::current_binary().map_err(UpgradeError::Handover)?;
+    keeper
+        .begin_upgrade(ready_ms, me.as_fd())
+        .map_err(|e| UpgradeError::Handover(format!("keeper channel: sendmsg: {e}")))
 }
 
 /// Leaves the hand-over and every connection's socket with the keeper.
