@@ -1,6 +1,12 @@
 #!/bin/bash
 # Writes vm/agent-hot-symbols.txt (make hot-symbols): the functions the static
 # guest agent runs, in the order vm/link-guest.sh lays them out.
+#   0. the keeper's functions (`--keeper`: the agent's parent, a second process
+#      mapping the same binary): every function reachable by direct calls from
+#      its loop and from the agent's end of its channel, found in the
+#      disassembly. Valgrind cannot follow the keeper's exec of /proc/self/exe
+#      (it would load itself), hence no profile; together at the start, they
+#      keep the keeper's resident text to a few 64 KiB windows;
 #   1. start-up and 300 ms idle (the idle resident set),
 #   2. then a few calls a host makes all the time (Health.Check, Version,
 #      GetGuestDetails, ListInterfaces, ListRoutes) and the SIGTERM shutdown.
@@ -33,8 +39,31 @@ names() { sed -n -E 's/^c?fn=(\([0-9]+\) )?//p' "$@" | grep -v -e '^(' -e '^0x' 
 idle=$(ls "$d"/cg.*.1 2>/dev/null | head -1)
 rest=$(ls "$d"/cg.* | grep -v '\.1$' || true)
 [ -n "$idle" ] && [ -n "$rest" ] || { ls "$d" >&2; echo "hot-symbols: no callgrind dumps" >&2; exit 1; }
+# Direct calls and tail jumps ("call"/"jmp" to "<name>" or "<name+off>") from
+# the roots, transitively; calls through pointers are not followed (their
+# targets are mostly formatting code the idle agent runs anyway).
+keeper_fns() {
+  objdump -d --no-show-raw-insn "$bin" | awk -v roots="$1" '
+    /^[0-9a-f]+ <.*>:$/ { f = substr($2, 2, length($2) - 3); fn[f] = 1; next }
+    f != "" && match($0, /[ \t](call|jmp)[ \t]+[0-9a-f]+ <[^>]+>/) {
+      t = substr($0, RSTART, RLENGTH); sub(/^.*</, "", t); sub(/(\+0x[0-9a-f]+)?>$/, "", t)
+      if (t != f) edge[f] = edge[f] " " t
+    }
+    END {
+      n = split(roots, r, ",")
+      for (g in fn) for (i = 1; i <= n; i++) if (index(g, r[i])) { seen[g] = 1; q[++qn] = g }
+      for (h = 1; h <= qn; h++) {
+        m = split(edge[q[h]], e, " ")
+        for (i = 1; i <= m; i++) if (!(e[i] in seen)) { seen[e[i]] = 1; q[++qn] = e[i] }
+      }
+      for (g in seen) print g
+    }' | sort -u
+}
+keeper_fns 6keeper6parent3run,6keeper4link > "$d/keeper"
+[ -s "$d/keeper" ] || { echo "hot-symbols: no keeper functions found in $bin" >&2; exit 1; }
 {
-  names "$idle"
-  names $rest | grep -vxF -f <(names "$idle")
+  cat "$d/keeper"
+  names "$idle" | grep -vxF -f "$d/keeper"
+  names $rest | grep -vxF -f <(cat "$d/keeper"; names "$idle")
 } > "$out"
-echo "hot-symbols: $(names "$idle" | wc -l) functions at idle, $(wc -l < "$out") in all -> $out"
+echo "hot-symbols: $(wc -l < "$d/keeper") keeper functions, $(names "$idle" | wc -l) at idle, $(wc -l < "$out") in all -> $out"
