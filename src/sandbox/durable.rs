@@ -417,7 +417,7 @@ impl Sandbox {
             terminal: take("pty"),
             stdout_slot: take("out.f").zip(take("out.j")),
             stderr_slot: take("err.f").zip(take("err.j")),
-            stdout_stage: take("out.p").map(|r| (r, take("out.pw"))),
+            stdout_stage: take("out.pr").map(|r| (r, take("out.pw"))),
         };
         let exit = match p.exit {
             Some(exit) => watch::channel(Some(exit)).1,

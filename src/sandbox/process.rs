@@ -391,8 +391,8 @@ impl Process {
 
     /// The descriptors a keeper must hold for this process, by stream name
     /// (`in`, `out`, `err`, `pty`, each output slot's `.f` pipe and `.j`
-    /// journal, and a terminal's stage pipe `out.p`, `out.pw`), while they
-    /// are open.
+    /// journal, and a terminal's stage pipe, `out.pr` and `out.pw` for its
+    /// ends), while they are open.
     pub(crate) fn held_fds(&self) -> Vec<(&'static str, i32)> {
         let out = self.stdout.held_slot();
         let err = self.stderr.held_slot();
@@ -406,7 +406,7 @@ impl Process {
             ("out.j", out.map(|s| s[1])),
             ("err.f", err.map(|s| s[0])),
             ("err.j", err.map(|s| s[1])),
-            ("out.p", stage.map(|s| s[0])),
+            ("out.pr", stage.map(|s| s[0])),
             ("out.pw", stage.map(|s| s[1])),
         ]
         .into_iter()
@@ -568,13 +568,13 @@ mod tests {
             terminal: c("pty"),
             stdout_slot: c("out.f").zip(c("out.j")),
             stderr_slot: c("err.f").zip(c("err.j")),
-            stdout_stage: c("out.p").map(|r| (r, c("out.pw"))),
+            stdout_stage: c("out.pr").map(|r| (r, c("out.pw"))),
         };
         let exit = watch::channel(None).1;
         Process::restore("t".into(), std::process::id() as i32, 0, exit, false, fds, &log()).unwrap()
     }
 
-    const ALL: &[&str] = &["in", "out", "pty", "out.f", "out.j", "out.p", "out.pw"];
+    const ALL: &[&str] = &["in", "out", "pty", "out.f", "out.j", "out.pr", "out.pw"];
 
     /// Reads stdout until it holds `n` bytes (a terminal passes them on in pieces).
     async fn read_n(p: &Process, n: usize) -> Vec<u8> {
