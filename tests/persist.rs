@@ -542,6 +542,61 @@ fn md5(data: &[u8]) -> String {
         .to_string()
 }
 
+/// Reads the stdout of container `id` (its init) to its end, and kills the
+/// agent with SIGKILL during a read once `kills[i].0` bytes were read, that
+/// many µs (`kills[i].1`) into the read. A frame the host received whole
+/// counts; a cut one is read again from the new agent. Returns the bytes,
+/// the client of the last agent and the number of reads a kill cut.
+async fn read_across_kills(
+    agent: &Agent,
+    mut c: Client,
+    id: &str,
+    kills: &[(usize, u64)],
+    size: usize,
+) -> (Vec<u8>, Client, usize) {
+    let mut got: Vec<u8> = Vec::with_capacity(size + (1 << 20));
+    let mut next = 0;
+    let mut lost_calls = 0;
+    loop {
+        let read = if next < kills.len() && got.len() >= kills[next].0 {
+            let (_, delay_us) = kills[next];
+            next += 1;
+            let old = status(&c).await.pid;
+            let (cc, owned_id) = (c.clone(), id.to_string());
+            let call = tokio::spawn(async move { try_read(&cc, &owned_id).await });
+            tokio::time::sleep(Duration::from_micros(delay_us)).await;
+            kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+            let r = call.await.unwrap();
+            eprintln!(
+                "kill at {} bytes, {delay_us} us into a read: {}",
+                got.len(),
+                match &r {
+                    Some(Ok(d)) => format!("the frame arrived whole ({} bytes)", d.len()),
+                    Some(Err(code)) => format!("answered {code:?}"),
+                    None => "the read was cut".into(),
+                }
+            );
+            c = new_agent(agent, old).await;
+            match r {
+                Some(r) => r,
+                None => {
+                    lost_calls += 1;
+                    continue;
+                }
+            }
+        } else {
+            try_read(&c, id).await.expect("no agent was killed")
+        };
+        let data = read.expect("ReadStdout");
+        if data.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&data);
+    }
+    assert_eq!(next, kills.len(), "every kill happened");
+    (got, c, lost_calls)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
@@ -553,7 +608,7 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     let Kept {
         mut agent,
         dir,
-        mut c,
+        c,
         keeper,
         before,
     } = kept_sandbox("stream-test", "sb-stream").await;
@@ -568,47 +623,7 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     // at different moments of the read (staging, splicing, settling). Four:
     // the keeper gives up on an agent that crashes five times in 10 s.
     let kills: [(usize, u64); 4] = [(3 << 20, 0), (29 << 20, 150), (55 << 20, 700), (83 << 20, 2000)];
-    let mut got: Vec<u8> = Vec::with_capacity(TOTAL + (1 << 20));
-    let mut next = 0;
-    let mut lost_calls = 0;
-    loop {
-        let read = if next < kills.len() && got.len() >= kills[next].0 {
-            let (_, delay_us) = kills[next];
-            next += 1;
-            let old = status(&c).await.pid;
-            let cc = c.clone();
-            let call = tokio::spawn(async move { try_read(&cc, "big").await });
-            tokio::time::sleep(Duration::from_micros(delay_us)).await;
-            kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
-            // A frame the host received whole counts; a cut one is read again.
-            let r = call.await.unwrap();
-            eprintln!(
-                "kill at {} bytes, {delay_us} us into a read: {}",
-                got.len(),
-                match &r {
-                    Some(Ok(d)) => format!("the frame arrived whole ({} bytes)", d.len()),
-                    Some(Err(code)) => format!("answered {code:?}"),
-                    None => "the read was cut".into(),
-                }
-            );
-            c = new_agent(&agent, old).await;
-            match r {
-                Some(r) => r,
-                None => {
-                    lost_calls += 1;
-                    continue;
-                }
-            }
-        } else {
-            try_read(&c, "big").await.expect("no agent was killed")
-        };
-        let data = read.expect("ReadStdout");
-        if data.is_empty() {
-            break;
-        }
-        got.extend_from_slice(&data);
-    }
-    assert_eq!(next, kills.len(), "every kill happened");
+    let (got, c, lost_calls) = read_across_kills(&agent, c, "big", &kills, TOTAL).await;
     assert_eq!(wait(&c, "big", "big").await, Ok(3));
     assert_eq!(
         got.len(),
@@ -785,6 +800,67 @@ async fn a_terminal_keeps_working_across_kill_9() {
     cs.exec_id = id.into();
     let _: Empty = call(&c, SVC, "CloseStdin", &cs).await.unwrap();
     assert_eq!(wait(&c, id, id).await, Ok(0));
+    remove(&c, id).await;
+    assert_nothing_left(id, &dir.join(id), keeper, status(&c).await.pid, &before);
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    drop(c);
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_terminal_stream_is_read_exactly_once_across_kill_9() {
+    // Numbered lines through a terminal, whose line discipline makes each
+    // "\n" "\r\n" (ONLCR): the host must get exactly that transformation.
+    const LINES: u32 = 2_000_000;
+    let Kept {
+        mut agent,
+        dir,
+        c,
+        keeper,
+        before,
+    } = kept_sandbox("tty-stream-test", "sb-tty-stream").await;
+    let id = "pty-big";
+    let script = format!("{WAIT_GO}; seq 1 {LINES}; exit 3");
+    let mut req = common::containers::create_req(&dir.join(id), id, &["sh", "-c", &script]);
+    req.OCI.as_mut().unwrap().Process.as_mut().unwrap().Terminal = true;
+    let _: Empty = call(&c, SVC, "CreateContainer", &req).await.unwrap();
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.into();
+    let _: Empty = call(&c, SVC, "StartContainer", &s).await.unwrap();
+    let want: Vec<u8> = (1..=LINES).flat_map(|i| format!("{i}\r\n").into_bytes()).collect();
+    std::fs::write(dir.join(id).join("rootfs/go"), "").unwrap();
+
+    // A terminal hands over a few KiB per read: kills at different
+    // moments of a read, at different points of the stream.
+    let kills: [(usize, u64); 4] = [(1 << 20, 0), (4 << 20, 50), (8 << 20, 150), (12 << 20, 400)];
+    let (got, c, lost_calls) = read_across_kills(&agent, c, id, &kills, want.len()).await;
+    assert_eq!(wait(&c, id, id).await, Ok(3));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "no byte lost or doubled ({lost_calls} reads cut by a kill)"
+    );
+    assert_eq!(md5(&got), md5(&want));
+    // Each new agent took the stage back from the keeper; bytes waiting in
+    // it were out of the terminal, not yet delivered, when the kill landed:
+    // a direct read of the terminal would have lost them.
+    let log = agent.log();
+    let taken: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("terminal stage taken back"))
+        .collect();
+    assert_eq!(taken.len(), kills.len(), "{log}");
+    for l in &taken {
+        eprintln!("{l}");
+    }
+    eprintln!(
+        "{} bytes through the terminal, every byte once, across {} kills ({lost_calls} reads cut)",
+        got.len(),
+        kills.len()
+    );
     remove(&c, id).await;
     assert_nothing_left(id, &dir.join(id), keeper, status(&c).await.pid, &before);
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())

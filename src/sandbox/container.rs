@@ -190,7 +190,7 @@ impl Sandbox {
         let exit = self.engine.watch_exit(pid);
         let init = match stdio.finish(created.terminal).and_then(|s| {
             let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
-            Process::new(exec_id.clone(), pid, exit, s)
+            Process::new(exec_id.clone(), pid, exit, s, &self.log)
         }) {
             Ok(p) => Arc::new(p),
             Err(e) => {

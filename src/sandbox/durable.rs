@@ -417,12 +417,13 @@ impl Sandbox {
             terminal: take("pty"),
             stdout_slot: take("out.f").zip(take("out.j")),
             stderr_slot: take("err.f").zip(take("err.j")),
+            stdout_stage: take("out.pr").map(|r| (r, take("out.pw"))),
         };
         let exit = match p.exit {
             Some(exit) => watch::channel(Some(exit)).1,
             None => self.engine.watch_exit(p.pid),
         };
-        Process::restore(p.exec_id, p.pid, p.start_time, exit, p.waited, stdio)
+        Process::restore(p.exec_id, p.pid, p.start_time, exit, p.waited, stdio, &self.log)
     }
 }
 

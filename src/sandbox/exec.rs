@@ -49,7 +49,7 @@ impl Sandbox {
         let exit = self.engine.watch_exit(pid);
         let p = match stdio
             .finish(spawned.terminal)
-            .and_then(|s| Process::new(exec_id.to_string(), pid, exit, s))
+            .and_then(|s| Process::new(exec_id.to_string(), pid, exit, s, &self.log))
         {
             Ok(p) => Arc::new(p),
             Err(e) => {

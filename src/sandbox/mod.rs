@@ -47,6 +47,7 @@ pub(crate) mod oom;
 pub(crate) mod out_journal;
 pub(crate) mod pod;
 pub(crate) mod process;
+pub(crate) mod pty_stage;
 pub(crate) mod rustjail_engine;
 pub(crate) mod session;
 pub(crate) mod shared_ns;

@@ -2,16 +2,21 @@
 //! agent's ends of its stdio (three pipes, or a pty master). Output waits in the
 //! pipe or terminal until the host reads it, so nothing is lost when the process
 //! exits first, and a slow host blocks the process only once the pipe is full.
+//! Reads are exactly-once across an agent crash: a pipe's through its output
+//! slot (`out_journal`), a terminal's through a pipe between the terminal and
+//! the slot (`pty_stage`).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use std::sync::Arc;
 use tokio::io::Interest;
 
+use slog::info;
 use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 
 use super::out_journal::Slot;
+use super::pty_stage::{PtyStage, Terminal};
 use super::stream::FdStream;
 use super::Error;
 use crate::reaper::Exit;
@@ -40,6 +45,9 @@ pub(crate) struct RestoredStdio {
     pub stdout_slot: Option<(OwnedFd, OwnedFd)>,
     /// stderr's output slot.
     pub stderr_slot: Option<(OwnedFd, OwnedFd)>,
+    /// A terminal's stage pipe: its read end, and its write end if held
+    /// (None from an agent older than the stage: a new one is made).
+    pub stdout_stage: Option<(OwnedFd, Option<OwnedFd>)>,
     /// The terminal's master kept for resizing; Some means a terminal.
     pub terminal: Option<OwnedFd>,
 }
@@ -51,13 +59,72 @@ pub(crate) struct Output {
     fd: AtomicI32,
     /// The output slot's descriptors (F's read end, the journal) for the keeper.
     slot_fds: Option<[i32; 2]>,
+    /// A terminal's stage pipe (its read end, its write end) for the keeper.
+    stage_fds: Option<[i32; 2]>,
 }
 
-/// The reading side of an output stream: the pipe or terminal, and for a pipe
-/// the slot that makes its reads exactly-once ([`out_journal`]).
+/// What an output stream reads.
+enum Source {
+    /// A process's pipe: its slot reads it in place.
+    Pipe,
+    /// A terminal: its bytes move to a stage pipe first, the one a previous
+    /// agent left if any (see [`RestoredStdio::stdout_stage`]).
+    Terminal(Option<(OwnedFd, Option<OwnedFd>)>, slog::Logger),
+}
+
+/// The reading side of an output stream: the pipe or terminal, the slot that
+/// makes its reads exactly-once ([`out_journal`]), and for a terminal the
+/// stage pipe the slot reads in its place ([`pty_stage`]).
 struct Reader {
     src: FdStream,
-    slot: Option<Slot>,
+    slot: Slot,
+    stage: Option<PtyStage>,
+}
+
+/// What one read found.
+enum Got {
+    /// Bytes staged in the slot (0: the end).
+    Staged(usize),
+    /// Bytes appended to the caller's buffer (0: the end): a terminal the
+    /// kernel cannot splice from, read directly.
+    Read(usize),
+}
+
+impl Reader {
+    /// What the slot reads: the pipe, or the terminal's stage.
+    fn source(&self) -> RawFd {
+        self.stage.as_ref().map_or(self.src.raw(), |s| s.source())
+    }
+
+    /// Waits for output and stages up to `max` bytes of it.
+    async fn next(&mut self, out: &mut Vec<u8>, max: usize) -> std::io::Result<Got> {
+        let Reader { src, slot, stage } = self;
+        let Some(stage) = stage else {
+            return Ok(Got::Staged(src.wait_for(|s| slot.stage(s, max)).await?));
+        };
+        // What the stage already holds is read first, and the terminal's end
+        // counts once the stage is empty.
+        let mut step = |master: RawFd| -> std::io::Result<Option<Option<usize>>> {
+            let terminal = stage.fill(master, max)?;
+            if let Some(n) = slot.stage(stage.source(), max)?.filter(|&n| n > 0) {
+                return Ok(Some(Some(n)));
+            }
+            Ok(match terminal {
+                Terminal::Open => None,
+                Terminal::Ended => Some(Some(0)),
+                Terminal::Refused => Some(None),
+            })
+        };
+        // The stage may hold bytes while the terminal has none: look before waiting.
+        let got = match step(src.raw())? {
+            Some(got) => got,
+            None => src.wait_for(&mut step).await?,
+        };
+        match got {
+            Some(n) => Ok(Got::Staged(n)),
+            None => Ok(Got::Read(src.read_available(out, max).await?)),
+        }
+    }
 }
 
 /// A read staged in an output slot: the frame's data waits in the slot's pipe
@@ -70,10 +137,7 @@ pub(crate) struct StagedOut {
 
 impl StagedOut {
     fn slot(&self) -> &Slot {
-        self.guard
-            .as_ref()
-            .and_then(|r| r.slot.as_ref())
-            .expect("staged in a slot")
+        &self.guard.as_ref().expect("staged in a slot").slot
     }
 }
 
@@ -90,21 +154,19 @@ impl crate::server::stream_read::Staged for StagedOut {
 impl Drop for StagedOut {
     fn drop(&mut self) {
         if let Some(r) = self.guard.as_ref() {
-            if let Some(slot) = &r.slot {
-                // Nothing to report to: the read is over. A failure leaves the
-                // slot as it is, and the next read settles it again.
-                let _ = slot.settle(r.src.raw());
-            }
+            // Nothing to report to: the read is over. A failure leaves the
+            // slot as it is, and the next read settles it again.
+            let _ = r.slot.settle(r.source());
         }
     }
 }
 
 impl Output {
-    /// A stream over `fd`; a pipe (`pipe`) gets an output slot, adopted from
-    /// the keeper's descriptors `slot` when a previous agent left one.
+    /// A stream over `fd` with an output slot, adopted from the keeper's
+    /// descriptors `slot` when a previous agent left one.
     fn new(
         fd: Option<OwnedFd>,
-        pipe: bool,
+        source: Source,
         slot: Option<(OwnedFd, OwnedFd)>,
         what: &'static str,
     ) -> Result<Output, Error> {
@@ -113,28 +175,40 @@ impl Output {
                 rx: Arc::new(Mutex::new(None)),
                 fd: AtomicI32::new(-1),
                 slot_fds: None,
+                stage_fds: None,
             });
         };
         let src =
             FdStream::new(fd, Interest::READABLE).map_err(|e| Error::Internal(format!("register {what}: {e}")))?;
-        let slot = if pipe {
-            let slot = match slot {
-                Some((f, j)) => {
-                    let s = Slot::adopt(f, j).map_err(|e| Error::Internal(format!("{what}: output slot: {e}")))?;
-                    s.settle(src.raw())
-                        .map_err(|e| Error::Internal(format!("{what}: settle the output slot: {e}")))?;
-                    s
-                }
-                None => Slot::new(src.raw()).map_err(|e| Error::Internal(format!("{what}: output slot: {e}")))?,
-            };
-            Some(slot)
-        } else {
-            None
+        let stage_err = |e| Error::Internal(format!("{what}: terminal stage: {e}"));
+        let (stage, slot) = match source {
+            Source::Pipe => (None, slot),
+            Source::Terminal(Some((r, w)), log) => {
+                let stage = PtyStage::adopt(r, w, &log).map_err(stage_err)?;
+                // Bytes here were taken from the terminal by an agent that
+                // died before their frame was sent whole (or consumed).
+                let waiting = stage.waiting().map_err(stage_err)?;
+                info!(log, "terminal stage taken back"; "stream" => what, "waiting" => waiting);
+                (Some(stage), slot)
+            }
+            // A slot without its stage (not held) has nothing of this stage to settle.
+            Source::Terminal(None, log) => (Some(PtyStage::new(&log).map_err(stage_err)?), None),
+        };
+        let from = stage.as_ref().map_or(src.raw(), |s| s.source());
+        let slot = match slot {
+            Some((f, j)) => {
+                let s = Slot::adopt(f, j).map_err(|e| Error::Internal(format!("{what}: output slot: {e}")))?;
+                s.settle(from)
+                    .map_err(|e| Error::Internal(format!("{what}: settle the output slot: {e}")))?;
+                s
+            }
+            None => Slot::new(from).map_err(|e| Error::Internal(format!("{what}: output slot: {e}")))?,
         };
         Ok(Output {
             fd: AtomicI32::new(src.raw()),
-            slot_fds: slot.as_ref().map(|s| s.held()),
-            rx: Arc::new(Mutex::new(Some(Reader { src, slot }))),
+            slot_fds: Some(slot.held()),
+            stage_fds: stage.as_ref().map(|s| s.held()),
+            rx: Arc::new(Mutex::new(Some(Reader { src, slot, stage }))),
         })
     }
 
@@ -158,7 +232,7 @@ impl Output {
     }
 
     /// Reads up to `len` bytes. With `splice` (the caller can splice into its
-    /// socket) a pipe's bytes are staged in its slot and returned as a
+    /// socket) the bytes are staged in the slot and returned as a
     /// [`StagedOut`]; otherwise they are appended to `out` (nothing appended
     /// and None: the end).
     pub(crate) async fn read_staged(
@@ -175,30 +249,21 @@ impl Output {
             )));
         };
         let max = len.clamp(1, MAX_READ);
-        let n = match &r.slot {
-            Some(slot) => {
-                let n = r
-                    .src
-                    .wait_for(|src| slot.stage(src, max))
-                    .await
+        let n = match r
+            .next(out, max)
+            .await
+            .map_err(|e| Error::Internal(format!("read {what}: {e}")))?
+        {
+            Got::Staged(n) if n > 0 && splice => return Ok(Some(StagedOut { guard, n })),
+            Got::Staged(n) if n > 0 => {
+                let copied = r.slot.copy_into(out, n);
+                let settled = r.slot.settle(r.source());
+                copied
+                    .and(settled)
                     .map_err(|e| Error::Internal(format!("read {what}: {e}")))?;
-                if n > 0 && splice {
-                    return Ok(Some(StagedOut { guard, n }));
-                }
-                if n > 0 {
-                    let copied = slot.copy_into(out, n);
-                    let settled = slot.settle(r.src.raw());
-                    copied
-                        .and(settled)
-                        .map_err(|e| Error::Internal(format!("read {what}: {e}")))?;
-                }
                 n
             }
-            None => r
-                .src
-                .read_available(out, max)
-                .await
-                .map_err(|e| Error::Internal(format!("read {what}: {e}")))?,
+            Got::Staged(n) | Got::Read(n) => n,
         };
         if n == 0 {
             *guard = None;
@@ -210,6 +275,11 @@ impl Output {
     /// The slot's descriptors a keeper must hold, while the stream is open.
     fn held_slot(&self) -> Option<[i32; 2]> {
         self.fd().and(self.slot_fds)
+    }
+
+    /// The stage pipe's ends a keeper must hold, while the stream is open.
+    fn held_stage(&self) -> Option<[i32; 2]> {
+        self.fd().and(self.stage_fds)
     }
 }
 
@@ -247,12 +317,14 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, Error> {
 }
 
 impl Process {
-    /// Wraps the agent's ends of the process's stdio.
+    /// Wraps the agent's ends of the process's stdio (`log` for a terminal's
+    /// warnings).
     pub(crate) fn new(
         exec_id: String,
         pid: i32,
         exit: watch::Receiver<Option<Exit>>,
         stdio: Stdio,
+        log: &slog::Logger,
     ) -> Result<Process, Error> {
         let (term, stdin, stdout, stderr) = match stdio {
             Stdio::Pipes([i, o, e]) => (None, i, Some(o), Some(e)),
@@ -261,7 +333,10 @@ impl Process {
         let stdin =
             FdStream::new(stdin, Interest::WRITABLE).map_err(|e| Error::Internal(format!("register stdin: {e}")))?;
         let stdin_fd = AtomicI32::new(stdin.raw());
-        let pipes = term.is_none();
+        let source = match term {
+            None => Source::Pipe,
+            Some(_) => Source::Terminal(None, log.clone()),
+        };
         Ok(Process {
             exec_id,
             pid,
@@ -272,8 +347,8 @@ impl Process {
             waited: AtomicBool::new(false),
             stdin: Mutex::new(Some(stdin)),
             stdin_fd,
-            stdout: Output::new(stdout, pipes, None, "stdout")?,
-            stderr: Output::new(stderr, true, None, "stderr")?,
+            stdout: Output::new(stdout, source, None, "stdout")?,
+            stderr: Output::new(stderr, Source::Pipe, None, "stderr")?,
         })
     }
 
@@ -287,6 +362,7 @@ impl Process {
         exit: watch::Receiver<Option<Exit>>,
         waited: bool,
         fds: RestoredStdio,
+        log: &slog::Logger,
     ) -> Result<Process, Error> {
         let stdin = fds
             .stdin
@@ -294,7 +370,10 @@ impl Process {
             .transpose()
             .map_err(|e| Error::Internal(format!("register stdin: {e}")))?;
         let stdin_fd = AtomicI32::new(stdin.as_ref().map_or(-1, |s| s.raw()));
-        let pipes = fds.terminal.is_none();
+        let source = match fds.terminal {
+            None => Source::Pipe,
+            Some(_) => Source::Terminal(fds.stdout_stage, log.clone()),
+        };
         Ok(Process {
             exec_id,
             pid,
@@ -305,17 +384,19 @@ impl Process {
             waited: AtomicBool::new(waited),
             stdin: Mutex::new(stdin),
             stdin_fd,
-            stdout: Output::new(fds.stdout, pipes, fds.stdout_slot, "stdout")?,
-            stderr: Output::new(fds.stderr, true, fds.stderr_slot, "stderr")?,
+            stdout: Output::new(fds.stdout, source, fds.stdout_slot, "stdout")?,
+            stderr: Output::new(fds.stderr, Source::Pipe, fds.stderr_slot, "stderr")?,
         })
     }
 
     /// The descriptors a keeper must hold for this process, by stream name
-    /// (`in`, `out`, `err`, `pty`, and each output slot's `.f` pipe and `.j`
-    /// journal), while they are open.
+    /// (`in`, `out`, `err`, `pty`, each output slot's `.f` pipe and `.j`
+    /// journal, and a terminal's stage pipe, `out.pr` and `out.pw` for its
+    /// ends), while they are open.
     pub(crate) fn held_fds(&self) -> Vec<(&'static str, i32)> {
         let out = self.stdout.held_slot();
         let err = self.stderr.held_slot();
+        let stage = self.stdout.held_stage();
         [
             ("in", self.stdin_fd()),
             ("out", self.stdout.fd()),
@@ -325,6 +406,8 @@ impl Process {
             ("out.j", out.map(|s| s[1])),
             ("err.f", err.map(|s| s[0])),
             ("err.j", err.map(|s| s[1])),
+            ("out.pr", stage.map(|s| s[0])),
+            ("out.pw", stage.map(|s| s[1])),
         ]
         .into_iter()
         .filter_map(|(n, fd)| Some((n, fd?)))
@@ -425,5 +508,182 @@ impl Process {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::server::stream_read::Staged;
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+
+    fn log() -> slog::Logger {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// A process of ours on a real terminal, and the terminal's slave side.
+    fn tty_process() -> (Process, std::fs::File) {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let exit = watch::channel(None).1;
+        let p = Process::new(
+            "t".into(),
+            std::process::id() as i32,
+            exit,
+            Stdio::Pty(pty.master),
+            &log(),
+        )
+        .unwrap();
+        (p, std::fs::File::from(pty.slave))
+    }
+
+    /// Copies of what a keeper holds for `p`, by stream name.
+    fn keeper_copies(p: &Process) -> HashMap<&'static str, OwnedFd> {
+        p.held_fds()
+            .into_iter()
+            .map(|(name, fd)| {
+                // SAFETY: `p` holds `fd` for the duration of the borrow.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                (name, fd.try_clone_to_owned().unwrap())
+            })
+            .collect()
+    }
+
+    /// The process again, as a new agent takes it back from the keeper
+    /// (`names`: the streams it held; others are left out, as an older
+    /// agent would have).
+    fn restored(keeper: &HashMap<&'static str, OwnedFd>, names: &[&str]) -> Process {
+        let c = |n: &str| {
+            names
+                .contains(&n)
+                .then(|| keeper.get(n).map(|fd| fd.try_clone().unwrap()))
+                .flatten()
+        };
+        let fds = RestoredStdio {
+            stdin: c("in"),
+            stdout: c("out"),
+            stderr: c("err"),
+            terminal: c("pty"),
+            stdout_slot: c("out.f").zip(c("out.j")),
+            stderr_slot: c("err.f").zip(c("err.j")),
+            stdout_stage: c("out.pr").map(|r| (r, c("out.pw"))),
+        };
+        let exit = watch::channel(None).1;
+        Process::restore("t".into(), std::process::id() as i32, 0, exit, false, fds, &log()).unwrap()
+    }
+
+    const ALL: &[&str] = &["in", "out", "pty", "out.f", "out.j", "out.pr", "out.pw"];
+
+    /// Reads stdout until it holds `n` bytes (a terminal passes them on in pieces).
+    async fn read_n(p: &Process, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let before = out.len();
+            p.stdout.read_into(&mut out, 100, "stdout").await.unwrap();
+            assert!(out.len() > before, "the terminal ended early: {out:?}");
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn terminal_output_is_staged_and_ends_once() {
+        let (p, mut slave) = tty_process();
+        let names: Vec<&str> = p.held_fds().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ALL, "the keeper holds the stage and the slot");
+        slave.write_all(b"hello\n").unwrap();
+        assert_eq!(read_n(&p, 7).await, b"hello\r\n");
+        drop(slave);
+        assert_eq!(p.stdout.read(100, "stdout").await.unwrap(), b"", "EIO: the end");
+        assert_eq!(
+            p.stdout.read(100, "stdout").await.map_err(|e| e.kind()),
+            Err(ErrorKind::FailedPrecondition),
+            "the end is reported once"
+        );
+        assert!(
+            !p.held_fds().iter().any(|(n, _)| n.starts_with("out")),
+            "nothing to hold"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_terminal_read_cut_by_a_crash_is_read_again_and_a_sent_one_is_not() {
+        let (p, mut slave) = tty_process();
+        let keeper = keeper_copies(&p);
+        slave.write_all(b"abc\n").unwrap();
+        // The agent dies with the read staged, before its frame was sent.
+        let staged = p
+            .stdout
+            .read_staged(&mut Vec::new(), 100, "stdout", true)
+            .await
+            .unwrap();
+        std::mem::forget(staged.expect("staged"));
+        // The next one sends its whole frame, then dies.
+        let p = restored(&keeper, ALL);
+        let staged = p
+            .stdout
+            .read_staged(&mut Vec::new(), 100, "stdout", true)
+            .await
+            .unwrap();
+        let staged = staged.expect("staged again: the first frame was not sent");
+        let (mut sink_r, sink_w) = std::io::pipe().unwrap();
+        assert_eq!(
+            staged.splice_to(sink_w.as_raw_fd(), staged.len()).unwrap(),
+            staged.len()
+        );
+        drop(sink_w);
+        std::mem::forget(staged);
+        // The third reads on: what the second sent is not read again.
+        let p = restored(&keeper, ALL);
+        slave.write_all(b"def\n").unwrap();
+        let mut sent = Vec::new();
+        std::io::Read::read_to_end(&mut sink_r, &mut sent).unwrap();
+        assert!(!sent.is_empty());
+        let rest = read_n(&p, 10 - sent.len()).await;
+        assert_eq!([sent, rest].concat(), b"abc\r\ndef\r\n", "every byte once");
+    }
+
+    #[tokio::test]
+    async fn a_terminal_left_by_an_older_agent_gets_a_stage() {
+        let (p, mut slave) = tty_process();
+        let keeper = keeper_copies(&p);
+        drop(p);
+        let p = restored(&keeper, &["in", "out", "pty"]);
+        assert_eq!(
+            p.held_fds().into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ALL,
+            "a new stage and slot, for the keeper to hold"
+        );
+        slave.write_all(b"x\n").unwrap();
+        assert_eq!(read_n(&p, 3).await, b"x\r\n");
+        // The master still serves stdin and the window size.
+        p.resize(30, 90).unwrap();
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ on the slave we hold, into a winsize we own.
+        assert_eq!(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) }, 0);
+        assert_eq!((ws.ws_row, ws.ws_col), (30, 90));
+        p.write_stdin(b"y").await.unwrap();
+        assert_eq!(read_n(&p, 1).await, b"y", "the terminal's echo");
+    }
+
+    #[tokio::test]
+    async fn a_terminal_the_kernel_cannot_splice_from_is_read_directly() {
+        // An eventfd stands in for a tty on a kernel without splice_read for
+        // ttys: the stage is refused, and the read takes the bytes as before.
+        // SAFETY: eventfd makes a new descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+        let five = 5u64.to_ne_bytes();
+        // SAFETY: an 8-byte write from a buffer we own.
+        let wrote = unsafe { libc::write(fd.as_raw_fd(), five.as_ptr().cast(), 8) };
+        assert_eq!(wrote, 8);
+        let exit = watch::channel(None).1;
+        let p = Process::new("t".into(), std::process::id() as i32, exit, Stdio::Pty(fd), &log()).unwrap();
+        assert_eq!(p.stdout.read(100, "stdout").await.unwrap(), five);
     }
 }
