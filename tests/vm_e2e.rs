@@ -197,6 +197,37 @@ fn guest_image_end_to_end() {
         let _: Empty = call(&c, SVC, "StartContainer", &s)
             .await
             .expect("StartContainer e2e-disk");
+
+        // 6'. An exec on a terminal: its output moves from the pty into the
+        // keeper-held stage pipe by splice, which the guest's kernel must allow
+        // (else the agent reads the pty directly and says so once in its log).
+        let mut e = ExecProcessRequest::new();
+        e.container_id = id.into();
+        e.exec_id = "x2".into();
+        let mut spec = container_request(id, &["sh", "-c", "echo tty-ok; test -t 1 && echo is-a-tty"]);
+        e.process = spec.OCI.take().unwrap().Process;
+        e.process.as_mut().unwrap().Terminal = true;
+        let _: Empty = call(&c, SVC, "ExecProcess", &e)
+            .await
+            .expect("ExecProcess on a terminal");
+        let tty_out = read_stdout(&c, id, "x2").await;
+        assert_eq!(tty_out, "tty-ok\r\nis-a-tty\r\n");
+        assert_eq!(wait_process(&c, id, "x2").await, 0);
+        let refused = pithctl_ok(
+            &vm,
+            CONSOLE_PORT,
+            &["console"],
+            Some("echo refused=$(dmesg | grep -c 'splice from a terminal refused'); exit\n"),
+        );
+        assert!(
+            refused.contains("refused=0"),
+            "the guest kernel refused splice from a pty:\n{refused}"
+        );
+        println!(
+            "exec on a terminal: {:?} (staged through the keeper-held pipe)",
+            tty_out.trim_end()
+        );
+
         let disk = vm.path("disk1.raw");
         let mut bytes = b"pith-vm-disk\n".to_vec();
         bytes.resize(1 << 20, 0);
