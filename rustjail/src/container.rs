@@ -36,6 +36,9 @@ pub struct Runtime {
     waiter: Option<hooks::ChildWaiter>,
     /// How specs are checked (see [`crate::spec::Policy`]).
     policy: crate::spec::Policy,
+    /// The cgroup mounts and the caller's own cgroups, read at the first
+    /// create: mountinfo and /proc/self/cgroup once, not for every container.
+    cgroup_view: std::sync::OnceLock<(crate::cgroups::Hierarchies, Vec<crate::cgroups::OwnCgroup>)>,
 }
 
 /// Options of `create`.
@@ -103,6 +106,7 @@ impl Runtime {
             binary: std::sync::OnceLock::new(),
             waiter: None,
             policy: crate::spec::Policy::default(),
+            cgroup_view: std::sync::OnceLock::new(),
         })
     }
 
@@ -139,6 +143,25 @@ impl Runtime {
         // A concurrent caller may have set it first; either copy is as good.
         let _ = self.binary.set(b);
         Ok(self.binary.get().expect("set above"))
+    }
+
+    /// The cgroup of a container with `linux.cgroupsPath` `cgroups_path`, on
+    /// the cgroup mounts and own cgroups this runtime read first (an agent's
+    /// do not change under it; a concurrent first caller may read them too).
+    pub fn cgroup(&self, cgroups_path: Option<&Path>, id: &str) -> Result<Manager> {
+        let (h, own) = match self.cgroup_view.get() {
+            Some(v) => v,
+            None => {
+                let host = crate::cgroups::SysRoot::host();
+                let view = (
+                    crate::cgroups::Hierarchies::discover(&host)?,
+                    crate::cgroups::own_cgroups(&host)?,
+                );
+                let _ = self.cgroup_view.set(view);
+                self.cgroup_view.get().expect("set above")
+            }
+        };
+        Ok(Manager::on(h, own, cgroups_path, id)?)
     }
 
     /// Collects the exit of a child this runtime started.
@@ -208,7 +231,7 @@ impl Runtime {
         };
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
         let linux = spec.linux().clone().unwrap_or_default();
-        let cgroup = Manager::new(linux.cgroups_path().as_deref(), &id)?;
+        let cgroup = self.cgroup(linux.cgroups_path().as_deref(), &id)?;
         let resources = crate::devices::effective_resources(&spec);
         // A directory that was there may hold another container's processes.
         let make_cgroup = || -> Result<DestroyOnDrop> {
