@@ -119,7 +119,12 @@ impl Sandbox {
         let bundle = self.bundles.join(&id);
         let storages = self.storages.clone();
         let owner = id.clone();
-        let mut result = blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(Error::from)).await;
+        // Most containers bring no storage: no hop to a worker thread then.
+        let mut result = if list.is_empty() {
+            Ok(())
+        } else {
+            blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(Error::from)).await
+        };
         if result.is_ok() {
             result = self.create_reserved(&req, spec, bundle.clone()).await;
         }
