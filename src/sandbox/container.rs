@@ -285,7 +285,16 @@ impl Sandbox {
         // No hot-plug or update of this container runs from here on.
         let mut devices = c.devices.lock().await;
         let held = c.clone();
-        let warnings = blocking(move || held.engine.delete()).await?;
+        let storages = self.storages.clone();
+        let owner = id.to_string();
+        // One trip to a worker thread: once the engine has deleted it, the
+        // container's processes are gone and its bundle and storages can go.
+        let (warnings, released) = blocking(move || {
+            let warnings = held.engine.delete()?;
+            let _ = std::fs::remove_dir_all(&held.bundle);
+            Ok((warnings, storages.release(&owner).map_err(Error::from)))
+        })
+        .await?;
         for w in &warnings {
             warn!(self.log, "poststop hook failed"; "container" => id, "error" => w);
         }
@@ -293,10 +302,6 @@ impl Sandbox {
         drop(devices);
         lock(&self.containers).remove(id);
         self.unkeep(id, None, None);
-        let _ = std::fs::remove_dir_all(&c.bundle);
-        let storages = self.storages.clone();
-        let owner = id.to_string();
-        let released = blocking(move || storages.release(&owner).map_err(Error::from)).await;
         {
             let mut pod = lock(&self.pod);
             if pod.pidns_container.as_deref() == Some(id) {
