@@ -50,9 +50,9 @@ impl Container {
     /// one (or none) the init's children and exec'd processes would run on
     /// until RemoveContainer.
     pub(super) fn watch_leftovers(self: &Arc<Self>, log: &slog::Logger) {
-        if has_own_pid_namespace(self.engine.spec()) {
-            // The kernel kills the rest of a PID namespace whose init exits:
-            // no task, no thread hop and no cgroup read at every exit.
+        if self.engine.init_ends_the_rest() {
+            // Nothing is left: no task, no thread hop and no cgroup read at
+            // every exit.
             return;
         }
         let container = Arc::downgrade(self);
@@ -73,18 +73,6 @@ impl Container {
         });
         *lock(&self.leftovers_watch) = Some(task);
     }
-}
-
-/// Whether the container's init starts a PID namespace of its own (one
-/// given by path, the sandbox's, is shared with other containers).
-fn has_own_pid_namespace(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter()
-                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
-        })
 }
 
 impl Sandbox {

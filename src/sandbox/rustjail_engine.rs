@@ -290,6 +290,20 @@ impl EngineContainer for RjContainer {
         result
     }
 
+    fn init_ends_the_rest(&self) -> bool {
+        // A PID namespace of its own, not one given by path (the sandbox's,
+        // shared with other containers).
+        self.c
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
+            })
+    }
+
     fn delete(&self) -> Result<Vec<String>> {
         Ok(self.runtime.delete(&self.c, true)?)
     }
