@@ -40,25 +40,6 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     f.write_all(value.as_bytes()).map_err(|e| Error::io("write", &path, e))
 }
 
-/// Writes each of `lines` to `dir/file` in a `write(2)` of its own (cgroup
-/// files take one value per write), on one open of the file: a container's
-/// ten device rules cost ten writes, not ten opens and path walks too.
-pub(crate) fn write_each(dir: &Path, file: &str, lines: &[&str]) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let path = dir.join(file);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    for l in lines {
-        f.write_all(l.as_bytes()).map_err(|e| Error::io("write", &path, e))?;
-    }
-    Ok(())
-}
-
 /// True when `dir/file` exists.
 pub(crate) fn exists(dir: &Path, file: &str) -> bool {
     dir.join(file).exists()

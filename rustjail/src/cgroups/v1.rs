@@ -213,15 +213,8 @@ impl V1Manager {
         let target = DeviceState::from_spec(rules)?;
         let dir = self.need("devices", "device rules")?;
         let current = DeviceState::from_v1_list(&fs::read(&dir.join("devices.list"))?)?;
-        let writes = current.transition(&target);
-        // In order; a run of lines to one file goes through one open of it.
-        let mut i = 0;
-        while i < writes.len() {
-            let file = writes[i].file();
-            let run = writes[i..].iter().take_while(|w| w.file() == file).count();
-            let lines: Vec<&str> = writes[i..i + run].iter().map(|w| w.line.as_str()).collect();
-            fs::write_each(dir, file, &lines)?;
-            i += run;
+        for w in current.transition(&target) {
+            fs::write(dir, w.file(), &w.line)?;
         }
         Ok(())
     }
