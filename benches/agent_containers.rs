@@ -170,6 +170,8 @@ fn cpu_ms_of(pid: u32) -> f64 {
 struct AgentProc {
     child: Child,
     sock: PathBuf,
+    /// The agent's state directory; removed once the agent is gone.
+    _state: tempfile::TempDir,
 }
 
 impl Drop for AgentProc {
@@ -189,6 +191,7 @@ fn start_agent(bin: &str, dir: &Path) -> AgentProc {
 /// The agent run by `wrapper` (which must exec it: `nsenter --net=...`).
 fn start_agent_in(wrapper: &[&str], bin: &str, dir: &Path) -> AgentProc {
     let sock = dir.join("agent.sock");
+    let state = common::state_tempdir();
     let cmdline = dir.join("cmdline");
     std::fs::write(&cmdline, "").unwrap();
     let mut cmd = match wrapper.split_first() {
@@ -205,7 +208,7 @@ fn start_agent_in(wrapper: &[&str], bin: &str, dir: &Path) -> AgentProc {
         .arg("--cmdline")
         .arg(&cmdline)
         .arg("--state-dir")
-        .arg(dir.join("state"))
+        .arg(state.path())
         .arg("--resolv-conf")
         .arg(dir.join("resolv.conf"))
         .arg("--log-level")
@@ -215,7 +218,11 @@ fn start_agent_in(wrapper: &[&str], bin: &str, dir: &Path) -> AgentProc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn agent");
-    AgentProc { child, sock }
+    AgentProc {
+        child,
+        sock,
+        _state: state,
+    }
 }
 
 /// `rustjail run` of the same container, as one CLI command (create, start, wait, delete).

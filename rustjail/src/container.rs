@@ -36,6 +36,9 @@ pub struct Runtime {
     waiter: Option<hooks::ChildWaiter>,
     /// How specs are checked (see [`crate::spec::Policy`]).
     policy: crate::spec::Policy,
+    /// The cgroup mounts and the caller's own cgroups, read at the first
+    /// create: mountinfo and /proc/self/cgroup once, not for every container.
+    cgroup_view: std::sync::OnceLock<(crate::cgroups::Hierarchies, Vec<crate::cgroups::OwnCgroup>)>,
 }
 
 /// Options of `create`.
@@ -103,6 +106,7 @@ impl Runtime {
             binary: std::sync::OnceLock::new(),
             waiter: None,
             policy: crate::spec::Policy::default(),
+            cgroup_view: std::sync::OnceLock::new(),
         })
     }
 
@@ -139,6 +143,25 @@ impl Runtime {
         // A concurrent caller may have set it first; either copy is as good.
         let _ = self.binary.set(b);
         Ok(self.binary.get().expect("set above"))
+    }
+
+    /// The cgroup of a container with `linux.cgroupsPath` `cgroups_path`, on
+    /// the cgroup mounts and own cgroups this runtime read first (an agent's
+    /// do not change under it; a concurrent first caller may read them too).
+    pub fn cgroup(&self, cgroups_path: Option<&Path>, id: &str) -> Result<Manager> {
+        let (h, own) = match self.cgroup_view.get() {
+            Some(v) => v,
+            None => {
+                let host = crate::cgroups::SysRoot::host();
+                let view = (
+                    crate::cgroups::Hierarchies::discover(&host)?,
+                    crate::cgroups::own_cgroups(&host)?,
+                );
+                let _ = self.cgroup_view.set(view);
+                self.cgroup_view.get().expect("set above")
+            }
+        };
+        Ok(Manager::on(h, own, cgroups_path, id)?)
     }
 
     /// Collects the exit of a child this runtime started.
@@ -208,7 +231,7 @@ impl Runtime {
         };
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
         let linux = spec.linux().clone().unwrap_or_default();
-        let cgroup = Manager::new(linux.cgroups_path().as_deref(), &id)?;
+        let cgroup = self.cgroup(linux.cgroups_path().as_deref(), &id)?;
         let resources = crate::devices::effective_resources(&spec);
         // A directory that was there may hold another container's processes.
         let make_cgroup = || -> Result<DestroyOnDrop> {
@@ -266,6 +289,13 @@ impl Runtime {
             Some(cgroup.clone())
         };
         let annotations = spec.annotations().clone().unwrap_or_default();
+        let hooks = spec.hooks().clone().unwrap_or_default();
+        #[allow(deprecated)]
+        let prestart = hooks.prestart().clone().unwrap_or_default();
+        let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
+        // Without them the init does not stop after its mounts: a round trip
+        // (two wake-ups of each side) less.
+        let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
         let cfg = InitConfig {
             id: id.clone(),
             spec,
@@ -277,10 +307,10 @@ impl Runtime {
             bundle: bundle.clone(),
             host_pid: pid.as_raw(),
             join_cgroup,
+            runtime_hooks,
         };
         sync::send(&mut ours, &cfg)?;
         let spec = cfg.spec;
-        let hooks = spec.hooks().clone().unwrap_or_default();
         let mut pid = pid;
         let mut init = KillOnDrop(Some(pid));
         guard.defuse();
@@ -296,30 +326,26 @@ impl Runtime {
             init = KillOnDrop(Some(pid));
             msg = recv_keeping_console(&mut ours, &mut master)?;
         }
-        match msg {
-            Some(FromInit::Mounted) => {}
-            Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
-            _ => return Err(Error::Init("init exited before its mounts were done".into())),
+        if runtime_hooks {
+            match msg {
+                Some(FromInit::Mounted) => {}
+                Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
+                _ => return Err(Error::Init("init exited before its mounts were done".into())),
+            }
+            let hook_state = HookState {
+                oci_version: spec.version().clone(),
+                id: id.clone(),
+                status: "creating".into(),
+                pid: pid.as_raw(),
+                bundle: bundle.display().to_string(),
+                annotations: annotations.clone(),
+            };
+            hooks::run_with("prestart", &prestart, &hook_state, self.waiter.as_ref())?;
+            hooks::run_with("createRuntime", &create_runtime, &hook_state, self.waiter.as_ref())?;
+            sync::send(&mut ours, &Go::Continue)?;
+            msg = recv_keeping_console(&mut ours, &mut master)?;
         }
-        let hook_state = HookState {
-            oci_version: spec.version().clone(),
-            id: id.clone(),
-            status: "creating".into(),
-            pid: pid.as_raw(),
-            bundle: bundle.display().to_string(),
-            annotations: annotations.clone(),
-        };
-        #[allow(deprecated)]
-        let prestart = hooks.prestart().clone().unwrap_or_default();
-        hooks::run_with("prestart", &prestart, &hook_state, self.waiter.as_ref())?;
-        hooks::run_with(
-            "createRuntime",
-            hooks.create_runtime().as_deref().unwrap_or(&[]),
-            &hook_state,
-            self.waiter.as_ref(),
-        )?;
-        sync::send(&mut ours, &Go::Continue)?;
-        match recv_keeping_console(&mut ours, &mut master)? {
+        match msg {
             Some(FromInit::Created) => {}
             Some(FromInit::Failed(msg)) => return Err(Error::Init(msg)),
             Some(FromInit::Pid(_) | FromInit::Console | FromInit::Mounted) | None => {
@@ -436,6 +462,7 @@ impl Runtime {
             bundle: c.bundle.clone(),
             host_pid: c.pid,
             join_cgroup: None,
+            runtime_hooks: false,
         };
         sync::send(&mut ours, &cfg)?;
         let pid = match sync::recv::<FromInit>(&mut ours)? {

@@ -42,6 +42,11 @@ pub struct InitConfig {
     /// runtime has put it there).
     #[serde(default)]
     pub join_cgroup: Option<crate::cgroups::Manager>,
+    /// The runtime has prestart or createRuntime hooks to run once the mounts
+    /// are done: the init stops there ([`FromInit::Mounted`]) until
+    /// [`Go::Continue`]. Without them it goes on to [`FromInit::Created`].
+    #[serde(default)]
+    pub runtime_hooks: bool,
 }
 
 /// A process to start inside a running container.
@@ -73,7 +78,8 @@ pub enum FromInit {
     /// The pty master follows as SCM_RIGHTS on a one-byte message.
     Console,
     /// Mounts are done, the root not yet entered: the runtime runs its
-    /// prestart and createRuntime hooks, then sends [`Go::Continue`].
+    /// prestart and createRuntime hooks, then sends [`Go::Continue`] (only
+    /// with [`InitConfig::runtime_hooks`]).
     Mounted,
 }
 

@@ -50,6 +50,11 @@ impl Container {
     /// one (or none) the init's children and exec'd processes would run on
     /// until RemoveContainer.
     pub(super) fn watch_leftovers(self: &Arc<Self>, log: &slog::Logger) {
+        if self.engine.init_ends_the_rest() {
+            // Nothing is left: no task, no thread hop and no cgroup read at
+            // every exit.
+            return;
+        }
         let container = Arc::downgrade(self);
         let mut exit = self.init.exit_watch();
         let log = log.clone();
@@ -102,7 +107,12 @@ impl Sandbox {
         let bundle = self.bundles.join(&id);
         let storages = self.storages.clone();
         let owner = id.clone();
-        let mut result = blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(Error::from)).await;
+        // Most containers bring no storage: no hop to a worker thread then.
+        let mut result = if list.is_empty() {
+            Ok(())
+        } else {
+            blocking(move || storages.add(&owner, &list).map(|_| ()).map_err(Error::from)).await
+        };
         if result.is_ok() {
             result = self.create_reserved(&req, spec, bundle.clone()).await;
         }
@@ -263,7 +273,16 @@ impl Sandbox {
         // No hot-plug or update of this container runs from here on.
         let mut devices = c.devices.lock().await;
         let held = c.clone();
-        let warnings = blocking(move || held.engine.delete()).await?;
+        let storages = self.storages.clone();
+        let owner = id.to_string();
+        // One trip to a worker thread: once the engine has deleted it, the
+        // container's processes are gone and its bundle and storages can go.
+        let (warnings, released) = blocking(move || {
+            let warnings = held.engine.delete()?;
+            let _ = std::fs::remove_dir_all(&held.bundle);
+            Ok((warnings, storages.release(&owner).map_err(Error::from)))
+        })
+        .await?;
         for w in &warnings {
             warn!(self.log, "poststop hook failed"; "container" => id, "error" => w);
         }
@@ -271,10 +290,6 @@ impl Sandbox {
         drop(devices);
         lock(&self.containers).remove(id);
         self.unkeep(id, None, None);
-        let _ = std::fs::remove_dir_all(&c.bundle);
-        let storages = self.storages.clone();
-        let owner = id.to_string();
-        let released = blocking(move || storages.release(&owner).map_err(Error::from)).await;
         {
             let mut pod = lock(&self.pod);
             if pod.pidns_container.as_deref() == Some(id) {

@@ -147,6 +147,12 @@ pub(crate) trait EngineContainer: Send + Sync {
     /// away (as kata-agent's kill-all), then thawed; also after the init
     /// exited. Returns how many processes were signalled.
     fn kill_all(&self, signal: Signal) -> Result<usize>;
+    /// Whether the end of its init ends every other process in it (the
+    /// kernel kills the rest of a PID namespace whose init exits): then
+    /// nothing is left for the sandbox to kill. Cheap.
+    fn init_ends_the_rest(&self) -> bool {
+        false
+    }
     /// Kills what is left and deletes it; returns warnings (poststop hooks).
     fn delete(&self) -> Result<Vec<String>>;
     /// Lets its cpuset follow the CPUs online now (`online`, a CPU list such

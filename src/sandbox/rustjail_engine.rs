@@ -24,10 +24,6 @@ pub(crate) struct RustjailEngine {
     reaper: Reaper,
     /// `pivot_root` cannot leave an initramfs: use MS_MOVE + chroot there.
     no_pivot: bool,
-    /// The cgroup mounts and the agent's own cgroups, read at the first
-    /// adopt: a restart takes every container back at once, and reading
-    /// mountinfo for each was most of the time it took.
-    adopting: std::sync::Mutex<Option<(rustjail::cgroups::Hierarchies, Vec<rustjail::cgroups::OwnCgroup>)>>,
 }
 
 impl RustjailEngine {
@@ -48,7 +44,6 @@ impl RustjailEngine {
             root: root.to_path_buf(),
             reaper,
             no_pivot: root_is_initramfs(),
-            adopting: std::sync::Mutex::new(None),
         })
     }
 }
@@ -158,17 +153,13 @@ impl ContainerEngine for RustjailEngine {
         // The cgroup follows from the spec and the agent's own cgroup, which a
         // restarted agent shares with the one before: recompute and compare.
         let cgroups_path = a.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-        let cgroup = {
-            let cg_err = |e: rustjail::cgroups::Error| Error::Internal(format!("container {:?}: cgroup: {e}", a.id));
-            let mut known = self.adopting.lock().unwrap_or_else(|e| e.into_inner());
-            if known.is_none() {
-                let host = rustjail::cgroups::SysRoot::host();
-                let h = rustjail::cgroups::Hierarchies::discover(&host).map_err(cg_err)?;
-                *known = Some((h, rustjail::cgroups::own_cgroups(&host).map_err(cg_err)?));
-            }
-            let (h, own) = known.as_ref().expect("filled above");
-            rustjail::cgroups::Manager::on(h, own, cgroups_path.as_deref(), &a.id).map_err(cg_err)?
-        };
+        // The cgroup mounts are read once (by the runtime): a restart takes
+        // every container back at once, and reading mountinfo for each was
+        // most of the time it took.
+        let cgroup = self
+            .runtime
+            .cgroup(cgroups_path.as_deref(), &a.id)
+            .map_err(|e| Error::Internal(format!("container {:?}: cgroup: {e}", a.id)))?;
         if cgroup.paths() != a.cgroup {
             return Err(Error::Internal(format!(
                 "container {:?}: its cgroup was {:?}, this agent would use {:?}",
@@ -297,6 +288,20 @@ impl EngineContainer for RjContainer {
             cg.thaw().map_err(|e| what(&e))?;
         }
         result
+    }
+
+    fn init_ends_the_rest(&self) -> bool {
+        // A PID namespace of its own, not one given by path (the sandbox's,
+        // shared with other containers).
+        self.c
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
+            })
     }
 
     fn delete(&self) -> Result<Vec<String>> {

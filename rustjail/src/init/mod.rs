@@ -139,10 +139,12 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     };
     let propagation = rootfs::requested_propagation(spec)?;
     let root = rootfs::prepare(spec, &cfg.rootfs, has(LinuxNamespaceType::User))?;
-    sync::send(sock, &FromInit::Mounted)?;
-    match sync::recv::<sync::Go>(sock)? {
-        Some(sync::Go::Continue) => {}
-        None => return Err(Error::Init("runtime went away during createRuntime hooks".into())),
+    if cfg.runtime_hooks {
+        sync::send(sock, &FromInit::Mounted)?;
+        match sync::recv::<sync::Go>(sock)? {
+            Some(sync::Go::Continue) => {}
+            None => return Err(Error::Init("runtime went away during createRuntime hooks".into())),
+        }
     }
     let hooks = spec.hooks().clone().unwrap_or_default();
     let hook_state = |status: &str| crate::hooks::HookState {
