@@ -39,7 +39,8 @@ pub fn main() {
     let pid1 = std::process::id() == 1;
     if (args.keeper || pid1) && std::env::var_os(crate::keeper::FD_ENV).is_none() {
         // Before any thread: the keeper is single-threaded.
-        std::process::exit(crate::keeper::parent::run(pid1));
+        let kmsg = (pid1 || args.overrides.log_kmsg).then_some(args.kmsg_path.as_path());
+        std::process::exit(crate::keeper::parent::run(pid1, kmsg));
     }
     if let Err(e) = run(args) {
         eprintln!("pith-agent: error: {e:#}");

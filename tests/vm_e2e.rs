@@ -101,18 +101,24 @@ fn guest_image_end_to_end() {
         &vm,
         CONSOLE_PORT,
         &["console"],
-        Some("dmesg | grep -m3 'pith-agent: INFO'; cat /proc/1/comm; echo pith-$((6*7)); exit\n"),
+        Some(
+            "dmesg | grep -m3 'pith-agent: INFO'; dmesg | grep -m1 'pith-keeper: INFO'; cat /proc/1/comm; \
+             echo pith-$((6*7)); exit\n",
+        ),
     );
     assert!(console.contains("pith-42"), "debug console output:\n{console}");
+    assert!(
+        console.contains("pith-keeper: INFO init: mounted filesystems"),
+        "the keeper's lines are not in dmesg:\n{console}"
+    );
     assert!(
         console.contains("pith-agent: INFO starting"),
         "the agent's lines are not in dmesg:\n{console}"
     );
     println!("debug console (dmesg through it):");
-    for l in console
-        .lines()
-        .filter(|l| l.trim_start().starts_with('[') && l.contains("pith-agent: INFO"))
-    {
+    for l in console.lines().filter(|l| {
+        l.trim_start().starts_with('[') && (l.contains("pith-agent: INFO") || l.contains("pith-keeper: INFO"))
+    }) {
         println!("  {}", l.trim());
     }
 

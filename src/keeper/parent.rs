@@ -71,21 +71,47 @@ struct Upgrading {
 /// it failed (it answers the upgrade call with it).
 pub(crate) const UPGRADE_FAILED_ENV: &str = "_PITH_UPGRADE_FAILED";
 
+/// The kernel log, when the keeper copies its lines there (as PID 1, or
+/// asked with `--kmsg`), so that `dmesg` in the guest shows them next to the
+/// agent's.
+static KMSG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
 /// One JSON line on stderr (the guest's console when PID 1), shaped like the
-/// agent's records.
+/// agent's records, and its kmsg line when the kernel log is open.
 fn log(level: &str, msg: &str) {
     eprintln!(
         "{{\"msg\":{},\"level\":\"{level}\",\"name\":\"pith-agent\",\"subsystem\":\"keeper\",\"pid\":{}}}",
         serde_json::Value::from(msg),
         std::process::id()
     );
+    if let Some(mut f) = KMSG.get() {
+        use std::io::Write;
+        // One write per line (kmsg takes a record per write); a full or
+        // rate-limited kernel log must not stop the keeper.
+        let _ = f.write_all(kmsg_line(level, msg).as_bytes());
+    }
+}
+
+/// `<priority>pith-keeper: LEVEL message`, as the agent's kmsg lines are
+/// (`pith-agent: INFO ...`).
+fn kmsg_line(level: &str, msg: &str) -> String {
+    let prio = match level {
+        "ERROR" => 3,
+        "WARN" => 4,
+        "INFO" => 6,
+        _ => 7,
+    };
+    format!("<{prio}>pith-keeper: {level} {msg}\n")
 }
 
 /// Runs the keeper until the agent stops for good; returns the exit code.
 /// As PID 1 (`init`) it does not return: it powers the VM off instead.
-pub(crate) fn run(init: bool) -> i32 {
+/// With `kmsg` its lines are copied to that kernel log device too.
+pub(crate) fn run(init: bool, kmsg: Option<&std::path::Path>) -> i32 {
     if init {
         let report = crate::init::early_setup();
+        // Only now: /dev is mounted by the early setup.
+        open_kmsg(kmsg);
         log(
             "INFO",
             &format!(
@@ -97,6 +123,8 @@ pub(crate) fn run(init: bool) -> i32 {
         for w in &report.warnings {
             log("WARN", &format!("init: {w}"));
         }
+    } else {
+        open_kmsg(kmsg);
     }
     let code = match keep(init) {
         Ok(code) => code,
@@ -112,6 +140,16 @@ pub(crate) fn run(init: bool) -> i32 {
         log("ERROR", &e.to_string());
     }
     code
+}
+
+fn open_kmsg(path: Option<&std::path::Path>) {
+    let Some(path) = path else { return };
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(f) => {
+            let _ = KMSG.set(f);
+        }
+        Err(e) => log("WARN", &format!("open {}: {e}; logging to stderr only", path.display())),
+    }
 }
 
 fn keep(init: bool) -> std::io::Result<i32> {
@@ -446,6 +484,16 @@ fn backoff(n: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kmsg_lines_carry_the_priority_the_name_and_the_level() {
+        assert_eq!(
+            kmsg_line("INFO", "agent started (pid 7)"),
+            "<6>pith-keeper: INFO agent started (pid 7)\n"
+        );
+        assert_eq!(kmsg_line("WARN", "w"), "<4>pith-keeper: WARN w\n");
+        assert_eq!(kmsg_line("ERROR", "e"), "<3>pith-keeper: ERROR e\n");
+    }
 
     #[test]
     fn the_first_restart_is_at_once_then_the_delay_doubles() {
