@@ -606,7 +606,7 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     const LINES: u32 = 12_885_412;
     const GEN: &str = "seq 1 12885412";
     let Kept {
-        mut agent,
+        agent,
         dir,
         c,
         keeper,
@@ -631,13 +631,7 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
         "no byte lost or doubled ({lost_calls} reads cut by a kill)"
     );
     assert_eq!(md5(&got), md5(&want));
-    remove(&c, "big").await;
-    assert_nothing_left("big", &dir.join("big"), keeper, status(&c).await.pid, &before);
-    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
-        .await
-        .unwrap();
-    drop(c);
-    assert!(agent.terminate().success());
+    remove_and_end("big", agent, c, keeper, &before).await;
 }
 
 /// Everything process `pid` has open, by what it links to.
@@ -699,6 +693,19 @@ async fn kept_sandbox(host: &str, sandbox_id: &str) -> Kept {
 /// before it was made (as many descriptors, to the same kind of things:
 /// socket and pipe inode numbers may differ for a new agent; rustjail's
 /// copy of the agent's binary, kept once made, does not count).
+/// Removes container `id`, checks that nothing of it is left (see
+/// [`assert_nothing_left`]), destroys the sandbox and stops the agent.
+async fn remove_and_end(id: &str, mut agent: Agent, c: Client, keeper: i32, before: &Fds) {
+    remove(&c, id).await;
+    let dir = agent.dir.path().join(id);
+    assert_nothing_left(id, &dir, keeper, status(&c).await.pid, before);
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    drop(c);
+    assert!(agent.terminate().success());
+}
+
 fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &Fds) {
     let kind = |v: &[String]| -> Vec<String> {
         let mut k: Vec<String> = v
@@ -753,7 +760,7 @@ fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &F
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 async fn a_terminal_keeps_working_across_kill_9() {
     let Kept {
-        mut agent,
+        agent,
         dir,
         mut c,
         keeper,
@@ -809,13 +816,7 @@ async fn a_terminal_keeps_working_across_kill_9() {
     cs.exec_id = id.into();
     let _: Empty = call(&c, SVC, "CloseStdin", &cs).await.unwrap();
     assert_eq!(wait(&c, id, id).await, Ok(0));
-    remove(&c, id).await;
-    assert_nothing_left(id, &dir.join(id), keeper, status(&c).await.pid, &before);
-    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
-        .await
-        .unwrap();
-    drop(c);
-    assert!(agent.terminate().success());
+    remove_and_end(id, agent, c, keeper, &before).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -825,7 +826,7 @@ async fn a_terminal_stream_is_read_exactly_once_across_kill_9() {
     // "\n" "\r\n" (ONLCR): the host must get exactly that transformation.
     const LINES: u32 = 2_000_000;
     let Kept {
-        mut agent,
+        agent,
         dir,
         c,
         keeper,
@@ -870,11 +871,5 @@ async fn a_terminal_stream_is_read_exactly_once_across_kill_9() {
         got.len(),
         kills.len()
     );
-    remove(&c, id).await;
-    assert_nothing_left(id, &dir.join(id), keeper, status(&c).await.pid, &before);
-    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
-        .await
-        .unwrap();
-    drop(c);
-    assert!(agent.terminate().success());
+    remove_and_end(id, agent, c, keeper, &before).await;
 }

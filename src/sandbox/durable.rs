@@ -409,16 +409,7 @@ impl Sandbox {
     }
 
     fn restore_process(&self, id: &str, p: ProcessView, fds: &mut HashMap<String, OwnedFd>) -> Result<Process> {
-        let mut take = |stream: &str| fds.remove(&fd_name(id, &p.exec_id, stream));
-        let stdio = RestoredStdio {
-            stdin: take("in"),
-            stdout: take("out"),
-            stderr: take("err"),
-            terminal: take("pty"),
-            stdout_slot: take("out.f").zip(take("out.j")),
-            stderr_slot: take("err.f").zip(take("err.j")),
-            stdout_stage: take("out.pr").map(|r| (r, take("out.pw"))),
-        };
+        let stdio = RestoredStdio::take(|stream| fds.remove(&fd_name(id, &p.exec_id, stream)));
         let exit = match p.exit {
             Some(exit) => watch::channel(Some(exit)).1,
             None => self.engine.watch_exit(p.pid),

@@ -52,6 +52,22 @@ pub(crate) struct RestoredStdio {
     pub terminal: Option<OwnedFd>,
 }
 
+impl RestoredStdio {
+    /// Each descriptor by the stream name it was held under in the keeper
+    /// (`in`, `out`, `err`, `pty`, the slots' `.f`/`.j`, the stage's `.pr`/`.pw`).
+    pub(crate) fn take(mut held: impl FnMut(&str) -> Option<OwnedFd>) -> RestoredStdio {
+        RestoredStdio {
+            stdin: held("in"),
+            stdout: held("out"),
+            stderr: held("err"),
+            terminal: held("pty"),
+            stdout_slot: held("out.f").zip(held("out.j")),
+            stderr_slot: held("err.f").zip(held("err.j")),
+            stdout_stage: held("out.pr").map(|r| (r, held("out.pw"))),
+        }
+    }
+}
+
 /// One output stream.
 pub(crate) struct Output {
     rx: Arc<Mutex<Option<Reader>>>,
@@ -561,15 +577,7 @@ mod tests {
                 .then(|| keeper.get(n).map(|fd| fd.try_clone().unwrap()))
                 .flatten()
         };
-        let fds = RestoredStdio {
-            stdin: c("in"),
-            stdout: c("out"),
-            stderr: c("err"),
-            terminal: c("pty"),
-            stdout_slot: c("out.f").zip(c("out.j")),
-            stderr_slot: c("err.f").zip(c("err.j")),
-            stdout_stage: c("out.pr").map(|r| (r, c("out.pw"))),
-        };
+        let fds = RestoredStdio::take(c);
         let exit = watch::channel(None).1;
         Process::restore("t".into(), std::process::id() as i32, 0, exit, false, fds, &log()).unwrap()
     }
