@@ -164,13 +164,15 @@ impl Agent {
         s
     }
 
-    /// Waits (up to 5 s: logging is asynchronous) until the log contains `needle`;
-    /// returns the log either way.
+    /// Waits (up to 5 s: logging is asynchronous) until a whole line of the
+    /// log (one ended by its newline: a record may reach the file in more
+    /// than one write) contains `needle`; returns the log either way.
     pub fn wait_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let log = self.log();
-            if log.contains(needle) || Instant::now() > deadline {
+            let whole = log.rfind('\n').map_or("", |end| &log[..end]);
+            if whole.contains(needle) || Instant::now() > deadline {
                 return log;
             }
             std::thread::sleep(Duration::from_millis(10));
