@@ -46,13 +46,54 @@ fn word(state: u64, n: usize) -> u64 {
     (state << 56) | n as u64
 }
 
-fn errno(what: &str) -> io::Error {
+/// The last OS error, prefixed with the syscall and what it was on.
+pub(super) fn errno(what: &str) -> io::Error {
     let e = io::Error::last_os_error();
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// A new pipe, both ends close-on-exec and non-blocking: (read, write).
+pub(super) fn pipe(what: &str) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into an array of two ints we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(errno(&format!("pipe2 ({what})")));
+    }
+    // SAFETY: pipe2 just made these two descriptors; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A write end, non-blocking, of the pipe whose read end is `read`, opened
+/// again through /proc (a keeper may hold only the read end).
+pub(super) fn reopen_write_end(read: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}\0", read.as_raw_fd());
+    // SAFETY: open of a NUL-terminated path we own.
+    let w = unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if w < 0 {
+        return Err(errno(&format!("open({}, O_WRONLY)", path.trim_end_matches('\0'))));
+    }
+    // SAFETY: open just made it; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(w) })
+}
+
+/// Makes `fd` non-blocking (`what` names it in the error).
+pub(super) fn set_nonblocking(fd: RawFd, what: &str) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller holds.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(errno(&format!("fcntl(F_SETFL, O_NONBLOCK) on {what} {fd}")));
+    }
+    Ok(())
+}
+
 /// The bytes waiting in pipe `fd`.
-fn level(fd: RawFd) -> io::Result<usize> {
+pub(super) fn level(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD on a pipe we hold, into an int we own.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
@@ -97,13 +138,7 @@ pub(crate) struct Slot {
 impl Slot {
     /// A fresh slot for source pipe `source`, as large as it.
     pub(crate) fn new(source: RawFd) -> io::Result<Slot> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 into an array of two ints we own.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(errno("pipe2"));
-        }
-        // SAFETY: pipe2 just made these two descriptors; nothing else owns them.
-        let (f_read, f_write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (f_read, f_write) = pipe("output slot")?;
         // SAFETY: F_GETPIPE_SZ / F_SETPIPE_SZ on pipes we hold.
         let size = unsafe { libc::fcntl(source, libc::F_GETPIPE_SZ) };
         if size < 0 {
@@ -132,23 +167,8 @@ impl Slot {
     /// The slot a previous agent left: F's read end and the journal, as the
     /// keeper held them (F's write end is opened again through /proc).
     pub(crate) fn adopt(f_read: OwnedFd, journal: OwnedFd) -> io::Result<Slot> {
-        let path = format!("/proc/self/fd/{}\0", f_read.as_raw_fd());
-        // SAFETY: open of a NUL-terminated path we own.
-        let w = unsafe {
-            libc::open(
-                path.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if w < 0 {
-            return Err(errno(&format!("open({}, O_WRONLY)", path.trim_end_matches('\0'))));
-        }
-        // SAFETY: open just made it; nothing else owns it.
-        let f_write = unsafe { OwnedFd::from_raw_fd(w) };
-        // SAFETY: fcntl on a pipe we hold.
-        if unsafe { libc::fcntl(f_read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
-            return Err(errno("fcntl(F_SETFL, O_NONBLOCK) on the output slot"));
-        }
+        let f_write = reopen_write_end(&f_read)?;
+        set_nonblocking(f_read.as_raw_fd(), "the output slot")?;
         Ok(Slot {
             f_read,
             f_write,

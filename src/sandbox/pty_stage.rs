@@ -16,10 +16,12 @@
 //! once per agent).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use slog::{warn, Logger};
+
+use super::out_journal::{level, pipe, reopen_write_end, set_nonblocking};
 
 /// Set once the refusal was logged.
 static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
@@ -30,11 +32,6 @@ const P_SIZE: libc::c_int = 1 << 20;
 
 /// The least a splice from the terminal asks for.
 const PAGE: usize = 4096;
-
-fn errno(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
 
 /// What [`PtyStage::fill`] found of the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,26 +53,10 @@ pub(crate) struct PtyStage {
     log: Logger,
 }
 
-fn set_nonblocking(fd: RawFd, what: &str) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller holds.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(errno(&format!("fcntl(F_SETFL, O_NONBLOCK) on {what} {fd}")));
-    }
-    Ok(())
-}
-
 impl PtyStage {
     /// A fresh, empty P.
     pub(crate) fn new(log: &Logger) -> io::Result<PtyStage> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 into an array of two ints we own.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(errno("pipe2 (terminal stage)"));
-        }
-        // SAFETY: pipe2 just made these two descriptors; nothing else owns them.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = pipe("terminal stage")?;
         // A larger P only means fewer, larger reads; the default works too.
         // SAFETY: F_SETPIPE_SZ on a pipe we hold.
         let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, P_SIZE) };
@@ -92,16 +73,7 @@ impl PtyStage {
     pub(crate) fn adopt(read: OwnedFd, write: Option<OwnedFd>, log: &Logger) -> io::Result<PtyStage> {
         let write = match write {
             Some(w) => w,
-            None => {
-                let path = format!("/proc/self/fd/{}\0", read.as_raw_fd());
-                // SAFETY: open of a NUL-terminated path we own.
-                let w = unsafe { libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
-                if w < 0 {
-                    return Err(errno(&format!("open({}, O_WRONLY)", path.trim_end_matches('\0'))));
-                }
-                // SAFETY: open just made it; nothing else owns it.
-                unsafe { OwnedFd::from_raw_fd(w) }
-            }
+            None => reopen_write_end(&read)?,
         };
         set_nonblocking(read.as_raw_fd(), "the terminal stage's read end")?;
         set_nonblocking(write.as_raw_fd(), "the terminal stage's write end")?;
@@ -120,12 +92,7 @@ impl PtyStage {
 
     /// The bytes waiting in P.
     pub(crate) fn waiting(&self) -> io::Result<usize> {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD on a pipe we hold, into an int we own.
-        if unsafe { libc::ioctl(self.read.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
-            return Err(errno("ioctl(FIONREAD) on the terminal stage"));
-        }
-        Ok(n as usize)
+        level(self.read.as_raw_fd())
     }
 
     /// P's read end: the output slot's source.
@@ -201,6 +168,7 @@ mod tests {
     use super::super::out_journal::Slot;
     use super::*;
     use std::io::Write;
+    use std::os::fd::FromRawFd;
 
     fn log() -> Logger {
         Logger::root(slog::Discard, slog::o!())
@@ -213,20 +181,12 @@ mod tests {
         (p.master, std::fs::File::from(p.slave))
     }
 
-    /// The bytes waiting in pipe `fd`.
-    fn level(fd: RawFd) -> usize {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD on a pipe we hold, into an int we own.
-        assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
-        n as usize
-    }
-
     /// Fills `stage` from `master` until P holds `want` bytes or the
     /// terminal ended (a pty passes written bytes on asynchronously).
     fn fill_until(stage: &mut PtyStage, master: &OwnedFd, want: usize) -> Terminal {
         loop {
             let t = stage.fill(master.as_raw_fd(), 1 << 20).unwrap();
-            if t != Terminal::Open || level(stage.source()) >= want {
+            if t != Terminal::Open || stage.waiting().unwrap() >= want {
                 return t;
             }
             let mut p = libc::pollfd {
