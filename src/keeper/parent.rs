@@ -108,10 +108,10 @@ fn kmsg_line(level: &str, msg: &str) -> String {
 /// As PID 1 (`init`) it does not return: it powers the VM off instead.
 /// With `kmsg` its lines are copied to that kernel log device too.
 pub(crate) fn run(init: bool, kmsg: Option<&std::path::Path>) -> i32 {
-    if init {
-        let report = crate::init::early_setup();
-        // Only now: /dev is mounted by the early setup.
-        open_kmsg(kmsg);
+    // As init, the early setup mounts /dev first.
+    let report = init.then(crate::init::early_setup);
+    open_kmsg(kmsg);
+    if let Some(report) = report {
         log(
             "INFO",
             &format!(
@@ -123,8 +123,6 @@ pub(crate) fn run(init: bool, kmsg: Option<&std::path::Path>) -> i32 {
         for w in &report.warnings {
             log("WARN", &format!("init: {w}"));
         }
-    } else {
-        open_kmsg(kmsg);
     }
     let code = match keep(init) {
         Ok(code) => code,
