@@ -273,11 +273,27 @@ impl Runtime {
         // The init has its copies now.
         drop((theirs, stdio, v2_dir));
         let guard = KillOnDrop(Some(pid));
-        let cg_guard = match cg_guard {
-            Some(g) => g,
-            None => make_cgroup()?,
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let hooks = spec.hooks().clone().unwrap_or_default();
+        #[allow(deprecated)]
+        let prestart = hooks.prestart().clone().unwrap_or_default();
+        let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
+        // Without them the init does not stop after its mounts: a round trip
+        // (two wake-ups of each side) less.
+        let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
+        // The cgroup is made and configured while the init builds its root (on
+        // the other CPU), unless something in the init needs it from the start.
+        let overlap = !userns && !needs_cgroup_first(&spec, runtime_hooks);
+        let mut cg_guard = cg_guard;
+        let mut finish_cgroup = || -> Result<DestroyOnDrop> {
+            let g = match cg_guard.take() {
+                Some(g) => g,
+                None => make_cgroup()?,
+            };
+            cgroup.apply(&resources)?;
+            Ok(g)
         };
-        cgroup.apply(&resources)?;
+        let early_guard = if overlap { None } else { Some(finish_cgroup()?) };
         // Otherwise the init moves itself, which is cheaper on v1 (no RCU grace
         // period); in a new user namespace it may not write the host's cgroup files.
         let join_cgroup = if in_cgroup {
@@ -288,14 +304,6 @@ impl Runtime {
         } else {
             Some(cgroup.clone())
         };
-        let annotations = spec.annotations().clone().unwrap_or_default();
-        let hooks = spec.hooks().clone().unwrap_or_default();
-        #[allow(deprecated)]
-        let prestart = hooks.prestart().clone().unwrap_or_default();
-        let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
-        // Without them the init does not stop after its mounts: a round trip
-        // (two wake-ups of each side) less.
-        let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
         let cfg = InitConfig {
             id: id.clone(),
             spec,
@@ -306,6 +314,7 @@ impl Runtime {
             console: terminal,
             bundle: bundle.clone(),
             host_pid: pid.as_raw(),
+            cgroup_pending: overlap && join_cgroup.is_some(),
             join_cgroup,
             runtime_hooks,
         };
@@ -314,6 +323,18 @@ impl Runtime {
         let mut pid = pid;
         let mut init = KillOnDrop(Some(pid));
         guard.defuse();
+        let cg_guard = match early_guard {
+            Some(g) => g,
+            None => {
+                let g = finish_cgroup()?;
+                if cfg.cgroup_pending {
+                    // An init that failed meanwhile has closed its end: its
+                    // report is read below.
+                    let _ = sync::send(&mut ours, &Go::Continue);
+                }
+                g
+            }
+        };
         let mut master = None;
         let mut msg = recv_keeping_console(&mut ours, &mut master)?;
         if let Some(FromInit::Pid(p)) = msg {
@@ -462,6 +483,7 @@ impl Runtime {
             bundle: c.bundle.clone(),
             host_pid: c.pid,
             join_cgroup: None,
+            cgroup_pending: false,
             runtime_hooks: false,
         };
         sync::send(&mut ours, &cfg)?;
@@ -659,6 +681,31 @@ fn with_stdio(mut fds: Vec<(RawFd, RawFd)>, stdio: Option<&[OwnedFd; 3]>) -> Vec
         fds.extend(s.iter().enumerate().map(|(i, fd)| (fd.as_raw_fd(), i as RawFd)));
     }
     fds
+}
+
+/// Whether the init must be in its cgroup before it does anything: runtime
+/// or createContainer hooks (their processes start in it), a new cgroup
+/// namespace (rooted where the init is when it unshares), or a fork into a
+/// PID or time namespace (the child would start outside). Otherwise the
+/// runtime makes the cgroup while the init builds the root.
+fn needs_cgroup_first(spec: &Spec, runtime_hooks: bool) -> bool {
+    let create_hooks = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().as_ref())
+        .is_some_and(|h| !h.is_empty());
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let forks_or_roots = namespaces.iter().any(|n| match n.typ() {
+        LinuxNamespaceType::Cgroup => n.path().is_none(),
+        LinuxNamespaceType::Time => true,
+        LinuxNamespaceType::Pid => n.path().is_some(),
+        _ => false,
+    });
+    runtime_hooks || create_hooks || forks_or_roots
 }
 
 /// Namespaces created with the init (joined ones are entered by the init).

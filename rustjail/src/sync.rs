@@ -42,6 +42,11 @@ pub struct InitConfig {
     /// runtime has put it there).
     #[serde(default)]
     pub join_cgroup: Option<crate::cgroups::Manager>,
+    /// `join_cgroup` is still being made: the init builds the root meanwhile
+    /// and joins it, just before entering the root, once the runtime sends
+    /// [`Go::Continue`].
+    #[serde(default)]
+    pub cgroup_pending: bool,
     /// The runtime has prestart or createRuntime hooks to run once the mounts
     /// are done: the init stops there ([`FromInit::Mounted`]) until
     /// [`Go::Continue`]. Without them it goes on to [`FromInit::Created`].
@@ -59,10 +64,12 @@ pub struct ExecTarget {
     pub process: Process,
 }
 
-/// What the runtime tells an exec'd process once it is in the container's cgroup.
+/// What the runtime tells an exec'd process once it is in the container's
+/// cgroup, an init whose cgroup is made ([`InitConfig::cgroup_pending`]), or
+/// an init stopped for the runtime's hooks ([`FromInit::Mounted`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Go {
-    /// Carry on to `execve`.
+    /// Carry on.
     Continue,
 }
 

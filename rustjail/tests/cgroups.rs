@@ -193,3 +193,36 @@ fn device_cgroup_denies_what_the_rules_do_not_allow() {
         stderr(&out)
     );
 }
+
+/// Without a cgroup namespace (a Kata host strips it) the runtime makes the
+/// cgroup while the init builds the root, and the init joins it before it
+/// enters the root: the process runs in it, in every hierarchy, under its limits.
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn an_init_without_a_cgroup_namespace_runs_in_its_cgroup() {
+    let id = format!("nocgns-{}", std::process::id());
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; dd if=/dev/zero of=/dev/null bs=256M count=1",
+    ]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "cgroup");
+        c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 32 << 20, "swap": 32 << 20});
+    });
+    let out = b.run(&id);
+    assert_eq!(out.status.code(), Some(137), "not OOM-killed: {}", stderr(&out));
+    let text = stdout(&out);
+    for controller in ["memory", "pids", "cpu", "devices", "freezer"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} in {text}"));
+        assert!(line.ends_with(&format!("/{id}")), "{controller} not joined: {text}");
+    }
+}

@@ -93,6 +93,30 @@ fn readonly_rootfs_is_unwritable() {
     );
 }
 
+/// The spec's `cgroup` mount is "ro": neither /sys/fs/cgroup nor a hierarchy
+/// in it (bound from the host on a v1 host) can be written, with or without a
+/// cgroup namespace.
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn the_cgroup_mount_is_read_only() {
+    let script = "touch /sys/fs/cgroup/x; echo t=$?; \
+        for d in /sys/fs/cgroup/*/; do mkdir ${d}x 2>/dev/null && echo made $d; done; echo done";
+    for keep_cgroupns in [true, false] {
+        let (code, out, err) = run_sh(script, |c| {
+            if !keep_cgroupns {
+                let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "cgroup");
+            }
+        });
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("t=1") && out.contains("done"),
+            "cgroupns {keep_cgroupns}: {out} {err}"
+        );
+        assert!(!out.contains("made"), "cgroupns {keep_cgroupns}: writable: {out}");
+    }
+}
+
 #[test]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 fn masked_paths_are_unreadable() {

@@ -57,9 +57,13 @@ fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible> {
-    if let Some(cg) = &cfg.join_cgroup {
+    let mut pending_cgroup = None;
+    match &cfg.join_cgroup {
+        // Joined before the root is entered (its directories are host paths).
+        Some(cg) if cfg.cgroup_pending => pending_cgroup = Some(cg),
         // First: the namespaces and processes made below start in the cgroup.
-        cg.join_self()?;
+        Some(cg) => cg.join_self()?,
+        None => {}
     }
     let spec = &cfg.spec;
     let linux = spec.linux().clone().unwrap_or_default();
@@ -162,6 +166,12 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     )?;
     rootfs::mask_and_protect(spec, &root)?;
     drop(root);
+    if let Some(cg) = pending_cgroup {
+        match sync::recv::<sync::Go>(sock)? {
+            Some(sync::Go::Continue) => cg.join_self()?,
+            None => return Err(Error::Init("runtime went away while making the cgroup".into())),
+        }
+    }
     rootfs::enter(&cfg.rootfs, cfg.no_pivot, propagation)?;
     rootfs::readonly_root(spec)?;
     if has(LinuxNamespaceType::Uts) {

@@ -278,6 +278,7 @@ fn mount_cgroup_v1_view(
         // SAFETY: a fresh descriptor we own.
         Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
     };
+    let mut bound = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name();
         let sub = dest.join(&name);
@@ -300,33 +301,46 @@ fn mount_cgroup_v1_view(
         let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
         mount(Some(&e.path()), &fd_path(&t), None::<&str>, flags, None::<&str>)
             .map_err(sys("mount", format!("bind {} in {shown}", e.path().display())))?;
-        if ro {
-            // Opened again: the bind mount now on top of the directory.
-            let t = open_sub(&name).map_err(sys("openat", sub.display()))?;
-            mount(
-                None::<&str>,
-                &fd_path(&t),
-                None::<&str>,
-                flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(sys("mount", format!("remount {} read-only", sub.display())))?;
-        }
+        bound.push(name);
     }
     for (sub, t) in links {
         let name = sub.file_name().unwrap_or_default();
         let _ = nix::unistd::symlinkat(&t, dirfd, name);
     }
-    if ro {
+    if !ro {
+        return Ok(());
+    }
+    // The tmpfs and every bind under it in one call, not a remount each (12
+    // mounts of a container's ~50 on a host with 11 hierarchies).
+    match set_recursive(&dir, ATTR_RDONLY, 0) {
+        Ok(()) => return Ok(()),
+        Err(nix::Error::ENOSYS) => {}
+        Err(e) => return Err(sys("mount_setattr", format!("{shown} read-only (recursive)"))(e)),
+    }
+    // Before Linux 5.12.
+    for name in bound {
+        // Opened again: the bind mount now on top of the directory.
+        let t = open_sub(&name).map_err(sys("openat", dest.join(&name).display()))?;
         mount(
             None::<&str>,
-            &fd_path(&dir),
+            &fd_path(&t),
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .map_err(sys("mount", format!("remount {shown} read-only")))?;
+        .map_err(sys(
+            "mount",
+            format!("remount {} read-only", dest.join(&name).display()),
+        ))?;
     }
+    mount(
+        None::<&str>,
+        &fd_path(&dir),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(sys("mount", format!("remount {shown} read-only")))?;
     Ok(())
 }
 
