@@ -183,7 +183,7 @@ fn main() {
     println!("crash recovery under the keeper ({bin})");
     for n in [10usize, 100] {
         // On tmpfs, as the guest's /run (the default state directory) is.
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let dir = common::state_tempdir();
         let rootfs = common::sleeper_rootfs(dir.path());
         // Debug logs (for the write costs) only in the 100-container run.
         let keeper = start(&bin, dir.path(), if n == 100 { "debug" } else { "warn" });

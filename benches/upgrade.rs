@@ -154,7 +154,8 @@ fn main() {
     };
     println!("live upgrade under the keeper ({bin}; {ROUNDS} upgrades, each to another copy of the binary)");
     for n in [10usize, 100] {
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        // On tmpfs, as the guest's /run (the default state directory) is.
+        let dir = common::state_tempdir();
         let copies = [dir.path().join("pith-agent-a"), dir.path().join("pith-agent-b")];
         for c in &copies {
             std::fs::copy(&bin, c).unwrap();

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::call;
 use guest_vm::{
-    accel, agent_cmdline, pithctl_ok, read_stdout, read_vm_file, wait_process, Boot, Strace, Vm, AGENT_PORT,
-    BOOT_TIMEOUT, CONSOLE_PORT, NIC_MAC, NIC_SLOT,
+    accel, agent_cmdline, pithctl_ok, read_stdout, read_vm_file, remove_container, wait_process, Boot, Strace, Vm,
+    AGENT_PORT, BOOT_TIMEOUT, CONSOLE_PORT, NIC_MAC, NIC_SLOT,
 };
 use protobuf::well_known_types::empty::Empty;
 use protocols::agent::*;
@@ -181,10 +181,7 @@ fn guest_image_end_to_end() {
             t.elapsed().as_millis()
         );
 
-        let mut r = RemoveContainerRequest::new();
-        r.container_id = id.into();
-        r.timeout = 5;
-        let _: Empty = call(&c, SVC, "RemoveContainer", &r).await.expect("RemoveContainer");
+        remove_container(&c, id, 5).await;
 
         // 6a. The container cycle on the guest's cgroup v2 path (clone3
         // CLONE_INTO_CGROUP), printed at the end next to the host's.
@@ -387,12 +384,7 @@ fn guest_image_end_to_end() {
             plugged.trim()
         );
 
-        let mut r = RemoveContainerRequest::new();
-        r.container_id = id.into();
-        r.timeout = 1;
-        let _: Empty = call(&c, SVC, "RemoveContainer", &r)
-            .await
-            .expect("RemoveContainer e2e-disk");
+        remove_container(&c, id, 1).await;
 
         // 6c. Networking: the NIC, a hot-plugged second one, routes, iptables.
         network_in_the_vm(&c, &vm).await;
@@ -565,12 +557,7 @@ async fn agent_crash_in_the_vm(c: ttrpc::r#async::Client, vm: &Vm) -> ttrpc::r#a
     let _: WriteStreamResponse = call(&c, SVC, "WriteStdin", &w).await.expect("WriteStdin");
     assert_eq!(read_stdout(&c, id, id).await, "got kept\n");
     assert_eq!(wait_process(&c, id, id).await, 5);
-    let mut rm = RemoveContainerRequest::new();
-    rm.container_id = id.into();
-    rm.timeout = 5;
-    let _: Empty = call(&c, SVC, "RemoveContainer", &rm)
-        .await
-        .expect("RemoveContainer e2e-crash");
+    remove_container(&c, id, 5).await;
     println!(
         "kill -9 of the agent (pid {agent}): guest still up, new agent {new_agent}; keeper's line seen -> \
          Check answered on a new connection: {} ms; the container's stdin, stdout and exit code 5 through it \
@@ -647,12 +634,7 @@ async fn agent_upgrade_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
         .expect("WriteStdin after the upgrade");
     assert_eq!(read_stdout(c, id, id).await, "got upgraded\n");
     assert_eq!(waiting.await.unwrap(), 6, "the WaitProcess sent before the upgrade");
-    let mut rm = RemoveContainerRequest::new();
-    rm.container_id = id.into();
-    rm.timeout = 5;
-    let _: Empty = call(c, SVC, "RemoveContainer", &rm)
-        .await
-        .expect("RemoveContainer e2e-upgrade");
+    remove_container(c, id, 5).await;
     println!(
         "live upgrade of the agent (pid {agent}, keeper = PID 1): CopyFile of {} ({} bytes) {} ms; Upgrade {} ms \
          (the agent's pause {:.2} ms), {} -> {}, same pid, same connection, {} call(s) carried; the container's \

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use protobuf::well_known_types::empty::Empty;
-use protocols::agent::{CreateContainerRequest, DestroySandboxRequest, StartContainerRequest};
+use protocols::agent::{CreateContainerRequest, DestroySandboxRequest, RemoveContainerRequest, StartContainerRequest};
 
 use crate::common::call;
 
@@ -585,6 +585,16 @@ pub fn destroy_sandbox_and_power_off(vm: &mut Vm, timeout: Duration) {
 
 pub async fn read_stdout(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> String {
     String::from_utf8_lossy(&crate::common::containers::read_all(c, id, exec_id, "ReadStdout").await).into_owned()
+}
+
+/// RemoveContainer of `id` with `timeout` seconds for its processes to end; panics naming `id`.
+pub async fn remove_container(c: &ttrpc::r#async::Client, id: &str, timeout: u32) {
+    let mut r = RemoveContainerRequest::new();
+    r.container_id = id.into();
+    r.timeout = timeout;
+    let _: Empty = call(c, SVC, "RemoveContainer", &r)
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e:?}"));
 }
 
 pub async fn wait_process(c: &ttrpc::r#async::Client, id: &str, exec_id: &str) -> i32 {
