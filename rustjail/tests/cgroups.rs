@@ -17,17 +17,21 @@ fn started(args: &[&str], id: &str, edit: impl FnOnce(&mut serde_json::Value)) -
     b
 }
 
-/// The container init's cgroup directory for a v1 controller.
-fn cgroup_dir(pid: i64, controller: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let line = text
-        .lines()
+/// The line of a v1 `controller` in a /proc/PID/cgroup text.
+fn cgroup_line<'a>(text: &'a str, controller: &str) -> &'a str {
+    text.lines()
         .find(|l| {
             l.split(':')
                 .nth(1)
                 .is_some_and(|c| c.split(',').any(|c| c == controller))
         })
-        .unwrap_or_else(|| panic!("no {controller} in {text}"));
+        .unwrap_or_else(|| panic!("no {controller} in {text}"))
+}
+
+/// The container init's cgroup directory for a v1 controller.
+fn cgroup_dir(pid: i64, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = cgroup_line(&text, controller);
     let rel = line.splitn(3, ':').nth(2).unwrap();
     let mount = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()
@@ -215,14 +219,7 @@ fn an_init_without_a_cgroup_namespace_runs_in_its_cgroup() {
     assert_eq!(out.status.code(), Some(137), "not OOM-killed: {}", stderr(&out));
     let text = stdout(&out);
     for controller in ["memory", "pids", "cpu", "devices", "freezer"] {
-        let line = text
-            .lines()
-            .find(|l| {
-                l.split(':')
-                    .nth(1)
-                    .is_some_and(|c| c.split(',').any(|c| c == controller))
-            })
-            .unwrap_or_else(|| panic!("no {controller} in {text}"));
+        let line = cgroup_line(&text, controller);
         assert!(line.ends_with(&format!("/{id}")), "{controller} not joined: {text}");
     }
 }
