@@ -284,7 +284,6 @@ impl Runtime {
         // The cgroup is made and configured while the init builds its root (on
         // the other CPU), unless something in the init needs it from the start.
         let overlap = !userns && !needs_cgroup_first(&spec, runtime_hooks);
-        let mut cg_guard = cg_guard;
         let mut finish_cgroup = || -> Result<DestroyOnDrop> {
             let g = match cg_guard.take() {
                 Some(g) => g,

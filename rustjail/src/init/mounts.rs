@@ -301,7 +301,7 @@ fn mount_cgroup_v1_view(
         let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
         mount(Some(&e.path()), &fd_path(&t), None::<&str>, flags, None::<&str>)
             .map_err(sys("mount", format!("bind {} in {shown}", e.path().display())))?;
-        bound.push(name);
+        bound.push((name, sub));
     }
     for (sub, t) in links {
         let name = sub.file_name().unwrap_or_default();
@@ -318,9 +318,9 @@ fn mount_cgroup_v1_view(
         Err(e) => return Err(sys("mount_setattr", format!("{shown} read-only (recursive)"))(e)),
     }
     // Before Linux 5.12.
-    for name in bound {
+    for (name, sub) in bound {
         // Opened again: the bind mount now on top of the directory.
-        let t = open_sub(&name).map_err(sys("openat", dest.join(&name).display()))?;
+        let t = open_sub(&name).map_err(sys("openat", sub.display()))?;
         mount(
             None::<&str>,
             &fd_path(&t),
@@ -328,10 +328,7 @@ fn mount_cgroup_v1_view(
             MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .map_err(sys(
-            "mount",
-            format!("remount {} read-only", dest.join(&name).display()),
-        ))?;
+        .map_err(sys("mount", format!("remount {} read-only", sub.display())))?;
     }
     mount(
         None::<&str>,
