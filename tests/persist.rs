@@ -167,7 +167,9 @@ async fn an_agent_killed_with_sigkill_loses_no_container() {
     kill(keeper, Signal::SIGCONT).unwrap();
 
     let c = new_agent(&agent, old).await;
-    assert!(agent.log().contains("state taken back"), "{}", agent.log());
+    // The log is written by the agent's own thread: wait for the line.
+    let log = agent.wait_log("state taken back");
+    assert!(log.contains("state taken back"), "{log}");
     assert_eq!(status(&c).await.host_name, "persist-test", "the session is kept");
     // The exit during the gap, with its real status.
     assert_eq!(wait(&c, "gap", "gap").await, Ok(7));
