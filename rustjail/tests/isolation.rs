@@ -4,6 +4,8 @@ mod common;
 
 use common::{stderr, stdout, Bundle};
 
+use std::path::Path;
+
 fn run_sh(script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (i32, String, String) {
     let b = Bundle::new(&["sh", "-c", script]);
     b.edit(edit);
@@ -114,6 +116,64 @@ fn the_cgroup_mount_is_read_only() {
             "cgroupns {keep_cgroupns}: {out} {err}"
         );
         assert!(!out.contains("made"), "cgroupns {keep_cgroupns}: writable: {out}");
+    }
+}
+
+/// The v1 view shows what the host's /sys/fs/cgroup holds (each hierarchy,
+/// each symlink), read-only or, when the spec asks for it writable, on a
+/// tmpfs of the container's own: nothing written there reaches the host.
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn the_cgroup_view_shows_the_host_hierarchies_and_writes_stay_inside() {
+    let host = Path::new("/sys/fs/cgroup");
+    if nix::sys::statfs::statfs(host).unwrap().filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        eprintln!("skipped: a cgroup v2 host has no v1 view");
+        return;
+    }
+    let mut want: Vec<String> = std::fs::read_dir(host)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_symlink() {
+                Some(format!("{name}->{}", std::fs::read_link(e.path()).unwrap().display()))
+            } else {
+                t.is_dir().then_some(name)
+            }
+        })
+        .collect();
+    want.sort();
+    let script = "for e in /sys/fs/cgroup/*; do n=${e##*/}; \
+        if [ -L $e ]; then echo \"$n->$(readlink $e)\"; elif [ -d $e ]; then echo $n; fi; done; \
+        ls /sys/fs/cgroup/memory/memory.limit_in_bytes >/dev/null && echo files; \
+        mkdir /sys/fs/cgroup/pith-view-probe && echo made";
+    for ro in [true, false] {
+        let (code, out, err) = run_sh(script, |c| {
+            let m = c["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|m| m["destination"] == "/sys/fs/cgroup")
+                .unwrap();
+            let opts = m["options"].as_array_mut().unwrap();
+            opts.retain(|o| o != "ro" && o != "rw");
+            opts.push(if ro { "ro" } else { "rw" }.into());
+        });
+        let mut got: Vec<String> = out
+            .lines()
+            .filter(|l| *l != "files" && *l != "made")
+            .map(String::from)
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "ro {ro}: {out} {err}");
+        assert!(out.contains("files"), "ro {ro}: no hierarchy's files: {out} {err}");
+        assert_eq!(out.contains("made"), !ro, "ro {ro}: {out} {err}");
+        assert_eq!(code == 0, !ro, "ro {ro}: {err}");
+        assert!(
+            !host.join("pith-view-probe").exists(),
+            "ro {ro}: a write reached the host"
+        );
     }
 }
 

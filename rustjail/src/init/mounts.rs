@@ -232,8 +232,9 @@ fn set_recursive(target: &std::os::fd::OwnedFd, set: u64, clr: u64) -> nix::Resu
 }
 
 /// A `cgroup` mount on a v1 or hybrid host: a tmpfs with each host hierarchy
-/// bound under it (read-only when asked), as runc does without a cgroup
-/// namespace. On a unified host it is a cgroup2 mount.
+/// bound under it, as runc does without a cgroup namespace; read-only, the
+/// host's own tmpfs bound (see [`bind_host_view`]). On a unified host it is a
+/// cgroup2 mount.
 fn mount_cgroup_v1_view(
     root: &std::os::fd::OwnedFd,
     rootfs: &Path,
@@ -257,6 +258,9 @@ fn mount_cgroup_v1_view(
         .map_err(sys("mount", format!("cgroup2 on {shown}")));
     }
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
+    if ro && bind_host_view(root, rootfs, dest, host, &target, opts, shown)? {
+        return Ok(());
+    }
     mount(
         Some("tmpfs"),
         &fd_path(&target),
@@ -339,6 +343,58 @@ fn mount_cgroup_v1_view(
     )
     .map_err(sys("mount", format!("remount {shown} read-only")))?;
     Ok(())
+}
+
+/// The read-only v1 view in two calls: the host's cgroup tmpfs bound with
+/// every hierarchy under it, then made read-only (and nosuid, nodev, noexec
+/// as asked) recursively. The same tree as a fresh tmpfs with each hierarchy
+/// bound under it, without a new superblock, 11 mkdirs and 11 binds (~0.4 ms
+/// of a container's start). A container that may write the view gets the
+/// fresh tmpfs: its writes must not reach the host's. False before Linux
+/// 5.12 (no mount_setattr), with nothing left mounted.
+fn bind_host_view(
+    root: &std::os::fd::OwnedFd,
+    rootfs: &Path,
+    dest: &Path,
+    host: &Path,
+    target: &std::os::fd::OwnedFd,
+    opts: &ParsedOptions,
+    shown: &str,
+) -> Result<bool> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(host), &fd_path(target), None::<&str>, flags, None::<&str>)
+        .map_err(sys("mount", format!("bind {} on {shown}", host.display())))?;
+    // Opened again: the bind now on top of the directory.
+    let dir = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
+    // The top private, as the fresh tmpfs is: a hierarchy the host mounts
+    // later must not appear in the view (and writable).
+    mount(
+        None::<&str>,
+        &fd_path(&dir),
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("mount", format!("{shown} private")))?;
+    let mut set = ATTR_RDONLY;
+    for (flag, attr) in [
+        (MsFlags::MS_NOSUID, ATTR_NOSUID),
+        (MsFlags::MS_NODEV, ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, ATTR_NOEXEC),
+    ] {
+        if opts.flags.contains(flag) {
+            set |= attr;
+        }
+    }
+    match set_recursive(&dir, set, 0) {
+        Ok(()) => Ok(true),
+        Err(nix::Error::ENOSYS) => {
+            nix::mount::umount2(&fd_path(&dir), nix::mount::MntFlags::MNT_DETACH)
+                .map_err(sys("umount2", format!("{shown} (no mount_setattr)")))?;
+            Ok(false)
+        }
+        Err(e) => Err(sys("mount_setattr", format!("{shown} read-only (recursive)"))(e)),
+    }
 }
 
 #[cfg(test)]
