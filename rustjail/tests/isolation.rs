@@ -181,7 +181,8 @@ fn the_cgroup_view_shows_the_host_hierarchies_and_writes_stay_inside() {
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 fn masked_paths_are_unreadable() {
     let (code, out, err) = run_sh(
-        "cat /proc/kcore | wc -c; ls /proc/acpi | wc -l; echo x > /proc/sys/kernel/domainname; echo w=$?",
+        "cat /proc/kcore | wc -c; ls /proc/acpi | wc -l; echo x > /proc/sys/kernel/domainname; echo w=$?; \
+         ls -A /sys/firmware | wc -l; touch /sys/firmware/x /proc/acpi/x; echo t=$?",
         |_| {},
     );
     assert_eq!(code, 0, "{err}");
@@ -189,6 +190,9 @@ fn masked_paths_are_unreadable() {
     assert_eq!(lines[0].trim(), "0", "/proc/kcore readable: {out}");
     assert_eq!(lines[1].trim(), "0", "/proc/acpi not empty: {out}");
     assert!(out.contains("w=1"), "read-only /proc/sys writable: {out}");
+    // Masked directories share one empty read-only tmpfs.
+    assert_eq!(lines[3].trim(), "0", "/sys/firmware not empty: {out}");
+    assert!(out.contains("t=1"), "a masked directory writable: {out}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Building the container's root: propagation, the rootfs bind, spec mounts,
 //! `/dev`, `pivot_root` (or MS_MOVE + chroot), masked and read-only paths.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -295,6 +295,9 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
         std::fs::write(&path, v.as_bytes()).map_err(io("write", &path))?;
     }
+    // One empty read-only tmpfs for every masked directory: the first is
+    // mounted, the others are binds of it (no new superblock each).
+    let mut empty_dir: Option<OwnedFd> = None;
     for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
         let fd = match open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
             Ok(fd) => fd,
@@ -302,11 +305,25 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
             Err(e) => return Err(sys("openat2", p)(e)),
         };
         let target = fd_path(&fd);
-        let is_dir = std::fs::metadata(&target).map(|m| m.is_dir()).unwrap_or(false);
-        let r = if is_dir {
-            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
-        } else {
-            mount(Some("/dev/null"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        let is_dir = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
+            .unwrap_or(false);
+        let r = match (is_dir, &empty_dir) {
+            (true, Some(empty)) => mount(
+                Some(&fd_path(empty)),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+            (true, None) => {
+                mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).and_then(|()| {
+                    // Opened again: the tmpfs now on top of the directory.
+                    empty_dir = Some(open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH)?);
+                    Ok(())
+                })
+            }
+            (false, _) => mount(Some("/dev/null"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
         };
         r.map_err(sys("mount", format!("mask {p}")))?;
     }
