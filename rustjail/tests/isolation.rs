@@ -195,6 +195,28 @@ fn masked_paths_are_unreadable() {
     assert!(out.contains("t=1"), "a masked directory writable: {out}");
 }
 
+/// A read-only path is read-only with everything mounted under it (a bind
+/// remount only reaches its top mount).
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn a_read_only_path_covers_what_is_mounted_under_it() {
+    let (code, out, err) = run_sh(
+        "touch /proc/sys/fs/binfmt_misc/x; echo t=$?; grep ' /proc/sys/fs/binfmt_misc ' /proc/self/mountinfo",
+        |c| {
+            c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+                "destination": "/proc/sys/fs/binfmt_misc", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]
+            }));
+            c["linux"]["readonlyPaths"] = serde_json::json!(["/proc/sys"]);
+        },
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("t=1"),
+        "a mount under a read-only path is writable: {out} {err}"
+    );
+    assert!(out.contains(" ro,"), "{out}");
+}
+
 #[test]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 fn the_container_gets_no_runtime_descriptor() {

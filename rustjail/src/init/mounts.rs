@@ -196,6 +196,54 @@ pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount, mount_la
     Ok(())
 }
 
+/// A read-only bind of `path` (a descriptor in the rootfs) on itself, with
+/// everything mounted under it read-only too: the tree cloned (open_tree),
+/// made read-only while detached (mount_setattr), then attached (move_mount).
+/// Three calls on descriptors, where a bind and a remount each resolve their
+/// paths through /proc/self/fd. False, with nothing mounted, before Linux
+/// 5.12 (no mount_setattr) or 5.2 (no open_tree).
+pub(crate) fn bind_read_only(path: &std::os::fd::OwnedFd, shown: &str) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let empty = c"";
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: open_tree on a descriptor we own with an empty NUL-terminated path.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, path.as_raw_fd(), empty.as_ptr(), flags) };
+    if tree < 0 {
+        return match nix::Error::last() {
+            nix::Error::ENOSYS => Ok(false),
+            e => Err(sys("open_tree", shown)(e)),
+        };
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
+    match set_recursive(&tree, ATTR_RDONLY, 0) {
+        Ok(()) => {}
+        // Closing the detached tree unmounts it.
+        Err(nix::Error::ENOSYS) => return Ok(false),
+        Err(e) => return Err(sys("mount_setattr", format!("{shown} read-only (recursive)"))(e)),
+    }
+    let flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: move_mount between two descriptors we own, with empty paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            path.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+        )
+    };
+    if r != 0 {
+        return Err(sys("move_mount", shown)(nix::Error::last()));
+    }
+    Ok(true)
+}
+
 /// mount_setattr(2) with AT_RECURSIVE on the mount at `target`.
 fn set_recursive(target: &std::os::fd::OwnedFd, set: u64, clr: u64) -> nix::Result<()> {
     use std::os::fd::AsRawFd;

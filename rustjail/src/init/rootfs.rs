@@ -333,6 +333,10 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
             Err(nix::Error::ENOENT) => continue,
             Err(e) => return Err(sys("openat2", p)(e)),
         };
+        if super::mounts::bind_read_only(&fd, p)? {
+            continue;
+        }
+        // Before Linux 5.12: a bind, then a remount of its top.
         let target = fd_path(&fd);
         mount(
             Some(&target),
