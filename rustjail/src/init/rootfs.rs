@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Spec};
 
 use super::mounts::{mount_one, parse_options};
@@ -97,6 +97,12 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
                 in_userns,
             )?;
         }
+        let dev = open_in_root(
+            &root,
+            Path::new("/dev"),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        )
+        .map_err(sys("openat2", rootfs.join("dev").display()))?;
         for (link, target) in [
             ("/dev/fd", "/proc/self/fd"),
             ("/dev/stdin", "/proc/self/fd/0"),
@@ -104,12 +110,6 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
             ("/dev/stderr", "/proc/self/fd/2"),
             ("/dev/ptmx", "pts/ptmx"),
         ] {
-            let dev = open_in_root(
-                &root,
-                Path::new("/dev"),
-                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
-            )
-            .map_err(sys("openat2", rootfs.join("dev").display()))?;
             let name = link.trim_start_matches("/dev/");
             match nix::unistd::symlinkat(target, Some(std::os::fd::AsRawFd::as_raw_fd(&dev)), name) {
                 Ok(()) | Err(nix::Error::EEXIST) => {}
@@ -182,23 +182,32 @@ fn create_device(
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = ensure_in_root(root, rootfs, parent, Create::Dir)?;
     let name = path.file_name().unwrap_or_default();
-    let full = fd_path(&dir).join(name);
-    match mknod(&full, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
+    // Relative to the directory's descriptor: no walk through /proc/self/fd
+    // for each of the three calls.
+    let at = Some(dir.as_raw_fd());
+    match mknodat(at, name, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
         Ok(()) => {}
-        Err(nix::Error::EEXIST) => return check_existing(&full, &shown, kind, major, minor),
+        Err(nix::Error::EEXIST) => return check_existing(&fd_path(&dir).join(name), &shown, kind, major, minor),
         // Not allowed to create nodes here (no CAP_MKNOD, a nodev mount, ...).
         Err(nix::Error::EPERM) if Path::new(path).exists() => return bind_host_node(),
-        Err(e) => return Err(sys("mknod", shown.display())(e)),
+        Err(e) => return Err(sys("mknodat", shown.display())(e)),
     }
     // mknod is subject to the umask: set the mode the spec asked for.
     nix::sys::stat::fchmodat(
-        None,
-        &full,
+        at,
+        name,
         Mode::from_bits_truncate(mode),
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )
-    .map_err(sys("chmod", shown.display()))?;
-    nix::unistd::chown(&full, Some(uid.into()), Some(gid.into())).map_err(sys("chown", shown.display()))
+    .map_err(sys("fchmodat", shown.display()))?;
+    nix::unistd::fchownat(
+        at,
+        name,
+        Some(uid.into()),
+        Some(gid.into()),
+        nix::fcntl::AtFlags::empty(),
+    )
+    .map_err(sys("fchownat", shown.display()))
 }
 
 /// A device path that exists already must be the device asked for.
