@@ -636,6 +636,52 @@ async fn a_100_mib_stdout_stream_is_read_exactly_once_across_kill_9() {
     remove_and_end("big", agent, c, keeper, &before).await;
 }
 
+/// For a failed leak check: each `socket:[N]` in `links` as `ss -xa` shows
+/// it (its path, its peer's inode) and the processes that hold the peer.
+fn socket_peers(links: &[String]) -> String {
+    let ss = std::process::Command::new("ss")
+        .args(["-xa"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let holders = |inode: &str| -> Vec<String> {
+        let want = format!("socket:[{inode}]");
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|p| {
+                let pid = p.file_name().into_string().ok()?;
+                pid.parse::<u32>().ok()?;
+                let fds = std::fs::read_dir(p.path().join("fd")).ok()?;
+                let holds = fds
+                    .flatten()
+                    .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy() == want));
+                let comm = std::fs::read_to_string(p.path().join("cmdline")).unwrap_or_default();
+                holds.then(|| format!("{pid} {}", comm.replace('\0', " ").trim()))
+            })
+            .collect()
+    };
+    links
+        .iter()
+        .filter_map(|l| l.strip_prefix("socket:[")?.strip_suffix(']'))
+        .map(|inode| {
+            let line = ss
+                .lines()
+                // Netid State Recv-Q Send-Q Local Inode Peer PeerInode
+                .find(|l| l.split_whitespace().nth(5) == Some(inode))
+                .unwrap_or("(not in ss -xa)");
+            let peer = line.split_whitespace().last().unwrap_or("");
+            format!(
+                "[{inode}: {} | peer held by {:?}]",
+                line.split_whitespace().collect::<Vec<_>>().join(" "),
+                holders(peer)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Everything process `pid` has open, by what it links to.
 fn fds_of(pid: i32) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -731,9 +777,10 @@ fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &F
     assert_eq!(
         kind(&now.keeper),
         kind(&before.keeper),
-        "keeper: {:?} then {:?}",
+        "keeper: {:?} then {:?}; its sockets and their peers' holders: {}",
         before.keeper,
-        now.keeper
+        now.keeper,
+        socket_peers(&now.keeper)
     );
     assert_eq!(
         kind(&now.agent),
