@@ -325,16 +325,15 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             ),
-            (true, None) => {
-                mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).and_then(|()| {
-                    // Opened again: the tmpfs now on top of the directory.
-                    empty_dir = Some(open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH)?);
-                    Ok(())
-                })
-            }
+            (true, None) => mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>),
             (false, _) => mount(Some("/dev/null"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
         };
         r.map_err(sys("mount", format!("mask {p}")))?;
+        if is_dir && empty_dir.is_none() {
+            // Opened again: the tmpfs now on top of the directory.
+            let fd = open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
+            empty_dir = Some(fd);
+        }
     }
     for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
         let fd = match open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH) {
