@@ -54,6 +54,13 @@ fn run(args: Args) -> Result<()> {
         .transpose()
         .context("keeper channel")?
         .map(Arc::new);
+    // While the low descriptor numbers are free (before the runtime, the
+    // listeners, a restart's containers): a spawn then copies a few entries
+    // of the table, not one per descriptor of every container. One group per
+    // spawn at a time (containers are mostly made one after another; each
+    // group is 6 descriptors of RLIMIT_NOFILE); a spawn that finds none
+    // copies the whole table.
+    rustjail::spawn::reserve_low_fds(2).context("reserve descriptors for spawns")?;
     // The guest's agent: its keeper is init (and mounted /proc, /sys, /dev...).
     // SAFETY: getppid(2) has no arguments and cannot fail.
     let init_mode = keeper.is_some() && unsafe { libc::getppid() } == 1;
