@@ -151,8 +151,9 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     fn ino(fd: RawFd) -> (u64, u64) {
-        // SAFETY: fstat into a zeroed local struct.
+        // SAFETY: a plain C struct, all zeroes is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat into that local struct.
         assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0, "fstat {fd}");
         (st.st_dev, st.st_ino)
     }
