@@ -14,7 +14,7 @@ use super::engine::CreateSpec;
 use super::hotplug::DeviceState;
 use super::new_stdio::NewStdio;
 use super::process::Process;
-use super::{blocking, lock, shared_ns, Container, Error, Reservation, Result, Sandbox};
+use super::{blocking, blocking_here, lock, shared_ns, Container, Error, Reservation, Result, Sandbox};
 use crate::device::DeviceAddr;
 
 /// A device CreateContainer names: the host plugged it; the spec's
@@ -193,7 +193,7 @@ impl Sandbox {
             bundle: bundle.clone(),
             stdio: stdio.take_theirs(),
         };
-        let created = blocking(move || engine.create(create)).await?;
+        let created = blocking_here(move || engine.create(create)).await?;
         let handle = created.container;
         let pid = handle.pid();
         // Registered before anything can fail, so the exit status is collected.

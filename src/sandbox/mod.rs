@@ -244,6 +244,20 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
         .map_err(|e| Error::Internal(format!("worker thread: {e}")))?
 }
 
+/// Runs blocking work that is the whole of what the calling task waits for
+/// (a container's create, in a task of its own) on this thread, whose other
+/// tasks the runtime hands to another worker (`block_in_place`): no hop to a
+/// blocking thread and back, each a wake-up on the call's path. Not in a
+/// task that races the work against anything (an RPC's deadline, a second
+/// future): nothing else in the task runs meanwhile. On a current-thread
+/// runtime (tests), as [`blocking`].
+pub(crate) async fn blocking_here<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(f);
+    }
+    blocking(f).await
+}
+
 /// Output pipe size when `agent.container_pipe_size` is 0: one ReadStdout can
 /// then carry a whole 1 MiB chunk (the kernel's default pipe holds 64 KiB).
 /// Pages are allocated only as output waits, so an idle pipe costs nothing.
