@@ -3,7 +3,8 @@
 //! a `kill -9`'d agent is replaced and the socket, held by the keeper,
 //! answers a new connection; SIGTERM to PID 1 stops the agent, and the keeper
 //! "powers off" (in a PID namespace, `reboot(2)` ends the namespace's init).
-//! The mounts init makes stay inside the test's mount namespace.
+//! The mounts init makes stay inside the test's mount namespace, and the
+//! directories it makes for the cgroup hierarchies in a tmpfs of the test's.
 
 mod common;
 
@@ -45,9 +46,18 @@ fn as_pid_1_the_keeper_is_init_and_outlives_a_killed_agent() {
     let log = d.join("out.log");
     let sock = d.join("a.sock");
     let addr = format!("unix://{}", sock.display());
-    // unshare forks: its child is PID 1 of the new namespace.
+    // unshare forks: its child is PID 1 of the new namespace. A tmpfs of its
+    // own on /sys/fs/cgroup first (then `exec`, still PID 1): init makes the
+    // directories of the cgroup hierarchies it mounts, and directories made in
+    // the host's cgroup tmpfs would outlive the namespace (as `cpu,cpuacct`,
+    // `hugetlb`, `net_cls` did on the test machine).
     let mut unshare = Command::new("unshare")
         .args(["--pid", "--fork", "--mount", "--propagation", "private"])
+        .args([
+            "sh",
+            "-c",
+            "mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup && exec \"$0\" \"$@\"",
+        ])
         .arg(env!("CARGO_BIN_EXE_pith-agent"))
         .args(["--server-addr", &addr, "--cmdline"])
         .arg(d.join("cmdline"))
