@@ -59,7 +59,7 @@ fn run(args: Args) -> Result<()> {
     // of the table, not one per descriptor of every container. One group per
     // spawn at a time (containers are mostly made one after another; each
     // group is 6 descriptors of RLIMIT_NOFILE); a spawn that finds none
-    // copies the whole table.
+    // copies the table up to its own highest descriptor.
     rustjail::spawn::reserve_low_fds(2).context("reserve descriptors for spawns")?;
     // The guest's agent: its keeper is init (and mounted /proc, /sys, /dev...).
     // SAFETY: getppid(2) has no arguments and cannot fail.

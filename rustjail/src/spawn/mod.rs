@@ -304,10 +304,13 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
     };
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn"))?;
     let mut held = Vec::new();
-    let mut to_child = |fd: RawFd, what: &str| -> Result<RawFd> {
+    // The number the child finds `fd` under: a slot of the lease, else `fd`
+    // itself when it is above every destination and `may_stay`, else a copy
+    // just above them (kept in `held` until the child has its table).
+    let mut to_child = |fd: RawFd, may_stay: bool, what: &str| -> Result<RawFd> {
         match lease.as_mut() {
             Some(l) => l.place(fd, what),
-            None if fd >= above => Ok(fd),
+            None if may_stay && fd >= above => Ok(fd),
             None => {
                 let high = dup_above(fd, above, what)?;
                 let n = high.as_raw_fd();
@@ -316,26 +319,18 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
             }
         }
     };
-    let err_child = to_child(err_w.as_raw_fd(), "spawn error pipe")?;
-    let exe_child = to_child(spec.binary.fd.as_raw_fd(), "sealed memfd")?;
+    let err_child = to_child(err_w.as_raw_fd(), true, "spawn error pipe")?;
+    let exe_child = to_child(spec.binary.fd.as_raw_fd(), true, "sealed memfd")?;
+    // Always a copy: a source may be another's destination.
+    let fds = spec
+        .fds
+        .iter()
+        .map(|&(src, dst)| Ok((to_child(src, false, "spawn source")?, dst)))
+        .collect::<Result<Vec<_>>>()?;
     let go = match before_exec {
         Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2", "spawn go"))?),
         None => None,
     };
-    let mut fds = Vec::with_capacity(spec.fds.len());
-    for &(src, dst) in &spec.fds {
-        // Always a copy: a source may be another's destination.
-        let copy = match lease.as_mut() {
-            Some(l) => l.place(src, "spawn source")?,
-            None => {
-                let high = dup_above(src, above, "spawn source")?;
-                let n = high.as_raw_fd();
-                held.push(high);
-                n
-            }
-        };
-        fds.push((copy, dst));
-    }
     let keep_below = if vfork {
         fds.iter()
             .map(|&(src, _)| src)
@@ -472,6 +467,18 @@ mod tests {
         v.iter().map(|s| CString::new(*s).unwrap()).collect()
     }
 
+    /// `sh -c script` from the sealed copy `bin` of a shell, with `fds`.
+    fn spawn_sh(bin: &SealedBinary, script: &str, fds: Vec<(RawFd, RawFd)>) -> Result<Pid> {
+        spawn(&SpawnSpec {
+            binary: bin,
+            args: cstrings(&["sh", "-c", script]),
+            env: vec![],
+            flags: CloneFlags::empty(),
+            fds,
+            cgroup: None,
+        })
+    }
+
     fn exit_code(pid: Pid) -> i32 {
         match nix::sys::wait::waitpid(pid, None).unwrap() {
             nix::sys::wait::WaitStatus::Exited(_, c) => c,
@@ -489,15 +496,8 @@ mod tests {
         let (mut r, w) = std::io::pipe().unwrap();
         // Through /proc: dash takes only one-digit numbers after >&.
         let script = format!("echo on-fd-{n} > /proc/self/fd/{n}");
-        let pid = spawn(&SpawnSpec {
-            binary: &bin,
-            args: cstrings(&["sh", "-c", &script]),
-            env: vec![],
-            flags: CloneFlags::empty(),
-            fds: vec![(w.as_raw_fd(), n)],
-            cgroup: None,
-        })
-        .unwrap_or_else(|e| panic!("spawn with fd {n} as a destination: {e}"));
+        let pid = spawn_sh(&bin, &script, vec![(w.as_raw_fd(), n)])
+            .unwrap_or_else(|e| panic!("spawn with fd {n} as a destination: {e}"));
         drop(w);
         let mut out = String::new();
         r.read_to_string(&mut out).unwrap();
@@ -552,15 +552,7 @@ mod tests {
         let bin = SealedBinary::copy_of(Path::new("/bin/sh")).unwrap();
         let (mut r, w) = std::io::pipe().unwrap();
         let script = format!("if [ -e /proc/self/fd/{high} ]; then echo leaked; else echo absent; fi");
-        let pid = spawn(&SpawnSpec {
-            binary: &bin,
-            args: cstrings(&["sh", "-c", &script]),
-            env: vec![],
-            flags: CloneFlags::empty(),
-            fds: vec![(w.as_raw_fd(), 1)],
-            cgroup: None,
-        })
-        .unwrap();
+        let pid = spawn_sh(&bin, &script, vec![(w.as_raw_fd(), 1)]).unwrap();
         drop(w);
         let mut out = String::new();
         r.read_to_string(&mut out).unwrap();
