@@ -71,6 +71,12 @@ fn as_pid_1_the_keeper_is_init_and_outlives_a_killed_agent() {
     let us = unshare.id();
     until("PID 1", &log, || children(us).len() == 1);
     let init = children(us)[0];
+    // Until PID 1 is the agent's binary: before its `exec`, the shell's child
+    // is `mount`, which the agent must not be taken for.
+    let binary = Path::new(env!("CARGO_BIN_EXE_pith-agent"));
+    until("PID 1 running the agent's binary", &log, || {
+        std::fs::read_link(format!("/proc/{init}/exe")).is_ok_and(|e| e == binary)
+    });
     until("agent", &log, || children(init).len() == 1);
     let agent = children(init)[0];
     until("listener", &log, || sock.exists());
