@@ -46,6 +46,9 @@ struct Table {
     unclaimed: HashMap<i32, (Exit, Instant)>,
 }
 
+/// Called with each pid whose status was just delivered.
+pub type ExitHook = Arc<dyn Fn(i32) + Send + Sync>;
+
 /// The registry of children whose exit someone waits for.
 #[derive(Clone)]
 pub struct Reaper {
@@ -56,6 +59,8 @@ pub struct Reaper {
     /// True: children are not reaped (a live upgrade: their exits wait, as
     /// zombies, for the next binary). Held across a whole [`Reaper::reap_all`].
     held: Arc<Mutex<bool>>,
+    /// Told of each status after its waiter got it, before `delivered` changes.
+    hook: Arc<Mutex<Option<ExitHook>>>,
 }
 
 impl Default for Reaper {
@@ -64,6 +69,7 @@ impl Default for Reaper {
             table: Arc::default(),
             delivered: Arc::new(watch::channel(0).0),
             held: Arc::default(),
+            hook: Arc::default(),
         }
     }
 }
@@ -128,7 +134,18 @@ impl Reaper {
     /// registration): a child reaped here, or a status the keeper reaped.
     pub fn deliver(&self, pid: i32, exit: Exit) {
         self.deliver_one(pid, exit);
+        let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(h) = hook {
+            h(pid);
+        }
         self.delivered.send_modify(|n| *n += 1);
+    }
+
+    /// Has `hook` told of each status delivered from now on (replacing any
+    /// hook before), after its waiter got it and before [`Reaper::delivered`]
+    /// changes.
+    pub fn on_exit(&self, hook: ExitHook) {
+        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     fn deliver_one(&self, pid: i32, exit: Exit) {

@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Spec};
 use slog::{info, warn};
 
+use super::changed::Mark;
 use super::engine::CreateSpec;
 use super::hotplug::DeviceState;
 use super::new_stdio::NewStdio;
@@ -197,10 +198,10 @@ impl Sandbox {
         let handle = created.container;
         let pid = handle.pid();
         // Registered before anything can fail, so the exit status is collected.
-        let exit = self.engine.watch_exit(pid);
+        let exit = self.watch_exit_of(id, pid);
         let init = match stdio.finish(created.terminal).and_then(|s| {
             let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
-            Process::new(exec_id.clone(), pid, exit, s, &self.log)
+            Process::new(exec_id.clone(), pid, exit, s, Mark::new(&self.changed, id), &self.log)
         }) {
             Ok(p) => Arc::new(p),
             Err(e) => {
@@ -221,11 +222,11 @@ impl Sandbox {
             oom_watch,
             leftovers_watch: Mutex::new(None),
             spec_json: std::sync::OnceLock::new(),
-            persisted: Mutex::new(None),
         });
         self.keep_stdio(id, &c.init);
         c.watch_leftovers(&self.log);
         lock(&self.containers).insert(id.clone(), c);
+        self.changed.touch(id);
         if becomes_pidns {
             let mut pod = lock(&self.pod);
             // Two first creates at once: the one recorded first holds it.
@@ -289,6 +290,7 @@ impl Sandbox {
         let plugged = std::mem::take(&mut devices.plugged).len();
         drop(devices);
         lock(&self.containers).remove(id);
+        self.changed.touch(id);
         self.unkeep(id, None, None);
         {
             let mut pod = lock(&self.pod);
@@ -338,6 +340,8 @@ impl Sandbox {
     async fn update_container_task(&self, id: &str, mut resources: LinuxResources) -> Result<Vec<String>> {
         let c = self.container(id)?;
         let mut devices = c.devices.lock().await;
+        // Under the lock a state write takes to read the rules.
+        self.changed.touch(id);
         let new_rules = resources.devices().clone();
         if let Some(rules) = &new_rules {
             resources.set_devices(Some(devices.effective_rules(c.engine.spec(), Some(rules))));

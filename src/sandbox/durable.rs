@@ -20,19 +20,21 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use slog::{debug, error, info, warn};
 use tokio::sync::watch;
 
+use super::changed::{Changed, Mark, Taken};
 use super::engine::Adopt;
 use super::guest_hooks::GuestHooks;
 use super::hotplug::DeviceState;
-use super::process::{Process, RestoredStdio};
-use super::view::{ContainerView, PodView, ProcessView, SandboxView, SpecJson};
+use super::process::{Process, Restored, RestoredStdio};
+use super::view::{ContainerChanges, ContainerView, PodView, ProcessView, SandboxView, SpecJson};
 use super::{blocking, lock, Container, Error, Pod, Result, Sandbox};
 use crate::keeper::link::{Handoff, KeeperLink};
 use crate::persist::file::{Replaced, StateFile};
+use crate::persist::v3::RawJson;
 use crate::persist::{self, convert, PersistError};
 use crate::reaper::Exit;
 
@@ -54,6 +56,47 @@ struct Written {
     file: Option<persist::Encoded>,
     /// What the temporary file holds (the file before the last write), when known.
     temp: Option<persist::Encoded>,
+}
+
+/// A container's text in the state file, and what may change in it as the
+/// text holds it.
+pub(crate) struct StateText {
+    /// The container it was made of (a weak reference keeps the address
+    /// from being reused: a new container under the same id is another).
+    owner: Weak<Container>,
+    changes: ContainerChanges,
+    /// The text.
+    pub(crate) json: RawJson,
+}
+
+impl StateText {
+    /// Whether this is `c`'s text as it is now.
+    async fn holds(&self, c: &Arc<Container>) -> bool {
+        std::ptr::eq(self.owner.as_ptr(), Arc::as_ptr(c)) && c.unchanged_since(&self.changes).await
+    }
+
+    /// `c`'s text, made now.
+    async fn of(c: &Arc<Container>) -> StateText {
+        let changes = c.changes().await;
+        let json = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
+        StateText {
+            owner: Arc::downgrade(c),
+            changes,
+            json,
+        }
+    }
+}
+
+/// Marks taken from `changed`, put back on drop unless taken out (a write
+/// dropped half-way has not looked at them).
+struct Retake<'a>(&'a Changed, Option<Taken>);
+
+impl Drop for Retake<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.1.take() {
+            self.0.untake(t);
+        }
+    }
 }
 
 /// The keeper's name for a descriptor of process `exec_id` of container `id`.
@@ -249,24 +292,38 @@ impl Sandbox {
     }
 
     /// The state file's contents now, and how long taking the snapshot took.
-    /// Each container's text is made again only when what may change in it
-    /// did (its spec, the bulk of it, is serialised once).
+    /// Only the containers marked changed are looked at (`changed.rs`), and
+    /// a text is made again only when what may change in it did (its spec,
+    /// the bulk of it, is serialised once).
     pub(crate) async fn state_bytes(&self) -> (persist::Encoded, std::time::Duration) {
         let started = std::time::Instant::now();
-        let mut containers = Vec::new();
-        for c in self.containers_by_id() {
-            let cached = lock(&c.persisted).clone();
-            if let Some(was) = cached {
-                if c.unchanged_since(&was.0).await {
-                    containers.push(was.1.clone());
-                    continue;
-                }
+        let mut texts = self.texts.lock().await;
+        // Dropped half-way (the call's future dropped), it puts the marks back.
+        let mut taken = Retake(&self.changed, Some(self.changed.take()));
+        let ids = match taken.1.as_ref().expect("taken") {
+            Taken::All => {
+                let now = lock(&self.containers);
+                texts.retain(|(id, _)| now.contains_key(id));
+                now.keys().map(|id| Arc::from(id.as_str())).collect()
             }
-            let changes = c.changes().await;
-            let text = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
-            *lock(&c.persisted) = Some(Arc::new((changes, text.clone())));
-            containers.push(text);
+            Taken::Ids(ids) => ids.clone(),
+        };
+        for id in ids {
+            let at = texts.binary_search_by(|(i, _)| i.as_str().cmp(&id));
+            match (at, self.container(&id)) {
+                (Ok(at), Ok(c)) => {
+                    if !texts[at].1.holds(&c).await {
+                        texts[at].1 = StateText::of(&c).await;
+                    }
+                }
+                (Err(at), Ok(c)) => texts.insert(at, (id.to_string(), StateText::of(&c).await)),
+                (Ok(at), Err(_)) => drop(texts.remove(at)),
+                (Err(_), Err(_)) => {}
+            }
         }
+        taken.1 = None;
+        let containers = texts.iter().map(|(_, t)| t.json.clone()).collect();
+        drop(texts);
         let view = self.snapshot_with(Vec::new());
         let viewed = started.elapsed();
         (persist::Encoded::new(&convert::from_view(&view), containers), viewed)
@@ -402,7 +459,6 @@ impl Sandbox {
             leftovers_watch: Mutex::new(None),
             // The text alone: the parsed spec was taken above.
             spec_json: SpecJson::from_raw(c.spec.raw().clone()).into(),
-            persisted: Mutex::new(None),
         });
         c.watch_leftovers(&self.log);
         Ok(c)
@@ -412,9 +468,17 @@ impl Sandbox {
         let stdio = RestoredStdio::take(|stream| fds.remove(&fd_name(id, &p.exec_id, stream)));
         let exit = match p.exit {
             Some(exit) => watch::channel(Some(exit)).1,
-            None => self.engine.watch_exit(p.pid),
+            None => self.watch_exit_of(id, p.pid),
         };
-        Process::restore(p.exec_id, p.pid, p.start_time, exit, p.waited, stdio, &self.log)
+        let mark = Mark::new(&self.changed, id);
+        let was = Restored {
+            exec_id: p.exec_id,
+            pid: p.pid,
+            start_time: p.start_time,
+            exit,
+            waited: p.waited,
+        };
+        Process::restore(was, stdio, mark, &self.log)
     }
 }
 

@@ -105,6 +105,9 @@ pub(crate) trait ContainerEngine: Send + Sync {
     fn spawn_ns_holder(&self, hostname: &str) -> Result<Box<dyn NsHolder>>;
     /// The exit of `pid` (a child of the agent), once there is one. Cheap.
     fn watch_exit(&self, pid: i32) -> watch::Receiver<Option<Exit>>;
+    /// Has `hook` told of each exit it delivers from now on, after the
+    /// receivers of [`ContainerEngine::watch_exit`] got it.
+    fn on_exit(&self, hook: crate::reaper::ExitHook);
     /// Sends `signal` (None: only checks the process exists) to `pid`. Cheap.
     fn signal(&self, pid: i32, signal: Option<Signal>) -> nix::Result<()>;
     /// Whether `pid` blocks, ignores or catches `signal` (kata-agent reads the

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use slog::{info, warn};
 
+use super::changed::Mark;
 use super::new_stdio::NewStdio;
 use super::process::Process;
 use super::{blocking, lock, Error, Reservation, Result, Sandbox};
@@ -46,11 +47,17 @@ impl Sandbox {
         let spawned = blocking(move || held.engine.exec(process, theirs)).await?;
         let pid = spawned.pid;
         // Registered before anything can fail, so the exit status is collected.
-        let exit = self.engine.watch_exit(pid);
-        let p = match stdio
-            .finish(spawned.terminal)
-            .and_then(|s| Process::new(exec_id.to_string(), pid, exit, s, &self.log))
-        {
+        let exit = self.watch_exit_of(id, pid);
+        let p = match stdio.finish(spawned.terminal).and_then(|s| {
+            Process::new(
+                exec_id.to_string(),
+                pid,
+                exit,
+                s,
+                Mark::new(&self.changed, id),
+                &self.log,
+            )
+        }) {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 let _ = self.engine.signal(pid, Some(Signal::SIGKILL));
@@ -58,7 +65,12 @@ impl Sandbox {
             }
         };
         self.keep_stdio(id, &p);
-        lock(&c.execs).insert(exec_id.to_string(), p);
+        {
+            let mut execs = lock(&c.execs);
+            execs.insert(exec_id.to_string(), p);
+            // Under the lock a state write takes to read the execs.
+            self.changed.touch(id);
+        }
         info!(self.log, "process started"; "container" => id, "exec_id" => exec_id, "pid" => pid, "terminal" => terminal);
         Ok(())
     }
@@ -120,7 +132,11 @@ impl Sandbox {
             let removed = {
                 let mut execs = lock(&c.execs);
                 let ours = execs.get(&p.exec_id).is_some_and(|q| Arc::ptr_eq(q, &p));
-                ours && execs.remove(&p.exec_id).is_some()
+                let removed = ours && execs.remove(&p.exec_id).is_some();
+                if removed {
+                    self.changed.touch(id);
+                }
+                removed
             };
             if removed {
                 self.unkeep(id, Some(&p.exec_id), None);

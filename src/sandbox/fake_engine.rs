@@ -94,6 +94,7 @@ pub(super) struct FakeContainer {
 pub(super) struct State {
     next_pid: i32,
     exits: HashMap<i32, watch::Sender<Option<Exit>>>,
+    exit_hook: Option<crate::reaper::ExitHook>,
     pub signals: Vec<(i32, Option<Signal>)>,
     pub containers: HashMap<String, FakeContainer>,
     /// Holders spawned, and those still held by the sandbox.
@@ -149,9 +150,15 @@ impl FakeEngine {
 
     /// Process `pid` ends with `exit`.
     pub(super) fn exit(&self, pid: i32, exit: Exit) {
-        let mut s = self.lock();
-        let tx = s.exits.entry(pid).or_insert_with(|| watch::channel(None).0);
-        let _ = tx.send(Some(exit));
+        let hook = {
+            let mut s = self.lock();
+            let tx = s.exits.entry(pid).or_insert_with(|| watch::channel(None).0);
+            let _ = tx.send(Some(exit));
+            s.exit_hook.clone()
+        };
+        if let Some(h) = hook {
+            h(pid);
+        }
     }
 
     fn exited(&self, pid: i32) -> bool {
@@ -267,6 +274,10 @@ impl ContainerEngine for FakeEngine {
             .entry(pid)
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
+    }
+
+    fn on_exit(&self, hook: crate::reaper::ExitHook) {
+        self.lock().exit_hook = Some(hook);
     }
 
     fn signal(&self, pid: i32, signal: Option<Signal>) -> nix::Result<()> {

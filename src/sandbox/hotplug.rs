@@ -251,6 +251,8 @@ impl Sandbox {
 
         let c = self.running(id)?;
         let mut state = c.devices.lock().await;
+        // Under the lock a state write takes to read the devices.
+        self.changed.touch(id);
         let entry = Plugged {
             path: req.container_path.clone(),
             dev: BlockDevView::from(&dev),
@@ -306,6 +308,7 @@ impl Sandbox {
         check_path("container_path", container_path)?;
         let c = self.running(id)?;
         let mut state = c.devices.lock().await;
+        self.changed.touch(id);
         let Some(entry) = state.plugged.iter().find(|p| p.path == container_path).cloned() else {
             return Ok(None);
         };

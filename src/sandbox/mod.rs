@@ -22,9 +22,11 @@
 //! (AddSwap, UpdateEphemeralMounts), `network.rs` (the guest's interfaces,
 //! routes, neighbours and iptables, feature `net`),
 //! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
-//! `guest_hooks.rs`, `oom.rs`, `view.rs`, `error.rs`, `engine.rs` and
+//! `guest_hooks.rs`, `oom.rs`, `view.rs`, `changed.rs` (which containers a
+//! state write looks at), `error.rs`, `engine.rs` and
 //! `rustjail_engine.rs` (the seam and the real engine).
 
+pub(crate) mod changed;
 pub(crate) mod container;
 pub(crate) mod cpuset;
 pub(crate) mod dns;
@@ -93,9 +95,6 @@ pub(crate) struct Container {
     leftovers_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The engine's spec as JSON, made once (the spec never changes).
     spec_json: std::sync::OnceLock<view::SpecJson>,
-    /// Its text in the state file, and what may change in it as that text
-    /// holds it (`durable.rs` makes the text again only when that changed).
-    persisted: Mutex<Option<Arc<(view::ContainerChanges, crate::persist::v3::RawJson)>>>,
 }
 
 impl Container {
@@ -204,6 +203,12 @@ pub(crate) struct Sandbox {
     fault: Option<String>,
     /// The keeper holding descriptors and exits across agent crashes, if the agent runs under one.
     keeper: Option<Arc<crate::keeper::link::KeeperLink>>,
+    /// Containers that may have changed since the state was last made.
+    changed: Arc<changed::Changed>,
+    /// Each container's text in the state file, sorted by id, and what may
+    /// change in it as that text holds it (`durable.rs` makes a text again only when the
+    /// container is marked in `changed` and that changed).
+    texts: tokio::sync::Mutex<Vec<(String, durable::StateText)>>,
 }
 
 /// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
@@ -308,6 +313,9 @@ impl Sandbox {
         let storages = StorageManager::new()
             .with_roots(cfg.storage_roots.clone())
             .with_logger(log);
+        let changed = Arc::new(changed::Changed::default());
+        let marks = changed.clone();
+        engine.on_exit(Arc::new(move |pid| marks.exited(pid)));
         Ok(Sandbox {
             engine,
             cfg,
@@ -328,6 +336,8 @@ impl Sandbox {
             durable: None,
             fault: None,
             keeper: None,
+            changed,
+            texts: tokio::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -356,6 +366,16 @@ impl Sandbox {
     /// Every container id, sorted.
     pub(crate) fn container_ids(&self) -> Vec<String> {
         lock(&self.containers).keys().cloned().collect()
+    }
+
+    /// The exit of `pid`, a process of container `id` (whose exit marks it changed).
+    pub(crate) fn watch_exit_of(
+        &self,
+        id: &str,
+        pid: i32,
+    ) -> tokio::sync::watch::Receiver<Option<crate::reaper::Exit>> {
+        self.changed.watch_pid(pid, id);
+        self.engine.watch_exit(pid)
     }
 
     /// A process by container and exec id (empty or the container's own id: the init).

@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use slog::info;
 use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 
+use super::changed::Mark;
 use super::out_journal::Slot;
 use super::pty_stage::{PtyStage, Terminal};
 use super::stream::FdStream;
@@ -68,6 +69,20 @@ impl RestoredStdio {
     }
 }
 
+/// What the state file held of a process, to take it back with.
+pub(crate) struct Restored {
+    /// Exec id.
+    pub exec_id: String,
+    /// Host pid.
+    pub pid: i32,
+    /// Its start time.
+    pub start_time: u64,
+    /// Its exit (already there, or to come from the reaper).
+    pub exit: watch::Receiver<Option<Exit>>,
+    /// Whether a WaitProcess returned its exit.
+    pub waited: bool,
+}
+
 /// One output stream.
 pub(crate) struct Output {
     rx: Arc<Mutex<Option<Reader>>>,
@@ -77,6 +92,8 @@ pub(crate) struct Output {
     slot_fds: Option<[i32; 2]>,
     /// A terminal's stage pipe (its read end, its write end) for the keeper.
     stage_fds: Option<[i32; 2]>,
+    /// Marks the container when the end is reported (the view changes).
+    mark: Mark,
 }
 
 /// What an output stream reads.
@@ -185,6 +202,7 @@ impl Output {
         source: Source,
         slot: Option<(OwnedFd, OwnedFd)>,
         what: &'static str,
+        mark: &Mark,
     ) -> Result<Output, Error> {
         let Some(fd) = fd else {
             return Ok(Output {
@@ -192,6 +210,7 @@ impl Output {
                 fd: AtomicI32::new(-1),
                 slot_fds: None,
                 stage_fds: None,
+                mark: mark.clone(),
             });
         };
         let src =
@@ -225,6 +244,7 @@ impl Output {
             slot_fds: Some(slot.held()),
             stage_fds: stage.as_ref().map(|s| s.held()),
             rx: Arc::new(Mutex::new(Some(Reader { src, slot, stage }))),
+            mark: mark.clone(),
         })
     }
 
@@ -284,6 +304,7 @@ impl Output {
         if n == 0 {
             *guard = None;
             self.fd.store(-1, Ordering::Release);
+            self.mark.touch();
         }
         Ok(None)
     }
@@ -320,6 +341,9 @@ pub(crate) struct Process {
     pub(crate) stdout: Output,
     /// stderr (ends at once when `tty`: the terminal carries it).
     pub(crate) stderr: Output,
+    /// Marks its container after a change the view shows (the exit aside:
+    /// the engine's exit hook marks that).
+    mark: Mark,
 }
 
 /// `pid`'s start time, 0 when it cannot be read (it has already gone).
@@ -340,6 +364,7 @@ impl Process {
         pid: i32,
         exit: watch::Receiver<Option<Exit>>,
         stdio: Stdio,
+        mark: Mark,
         log: &slog::Logger,
     ) -> Result<Process, Error> {
         let (term, stdin, stdout, stderr) = match stdio {
@@ -363,23 +388,23 @@ impl Process {
             waited: AtomicBool::new(false),
             stdin: Mutex::new(Some(stdin)),
             stdin_fd,
-            stdout: Output::new(stdout, source, None, "stdout")?,
-            stderr: Output::new(stderr, Source::Pipe, None, "stderr")?,
+            stdout: Output::new(stdout, source, None, "stdout", &mark)?,
+            stderr: Output::new(stderr, Source::Pipe, None, "stderr", &mark)?,
+            mark,
         })
     }
 
     /// A process a previous agent started, with the descriptors the keeper
     /// held for it (a stream without one is closed: its end was reported,
     /// or nothing held it).
-    pub(crate) fn restore(
-        exec_id: String,
-        pid: i32,
-        start_time: u64,
-        exit: watch::Receiver<Option<Exit>>,
-        waited: bool,
-        fds: RestoredStdio,
-        log: &slog::Logger,
-    ) -> Result<Process, Error> {
+    pub(crate) fn restore(was: Restored, fds: RestoredStdio, mark: Mark, log: &slog::Logger) -> Result<Process, Error> {
+        let Restored {
+            exec_id,
+            pid,
+            start_time,
+            exit,
+            waited,
+        } = was;
         let stdin = fds
             .stdin
             .map(|fd| FdStream::new(fd, Interest::WRITABLE))
@@ -400,8 +425,9 @@ impl Process {
             waited: AtomicBool::new(waited),
             stdin: Mutex::new(stdin),
             stdin_fd,
-            stdout: Output::new(fds.stdout, source, fds.stdout_slot, "stdout")?,
-            stderr: Output::new(fds.stderr, Source::Pipe, fds.stderr_slot, "stderr")?,
+            stdout: Output::new(fds.stdout, source, fds.stdout_slot, "stdout", &mark)?,
+            stderr: Output::new(fds.stderr, Source::Pipe, fds.stderr_slot, "stderr", &mark)?,
+            mark,
         })
     }
 
@@ -447,6 +473,7 @@ impl Process {
             .map_err(|_| Error::Internal("the reaper went away".into()))?
             .expect("waited for Some");
         self.waited.store(true, Ordering::Release);
+        self.mark.touch();
         Ok(exit)
     }
 
@@ -484,6 +511,7 @@ impl Process {
         }
         guard.take();
         self.stdin_fd.store(-1, Ordering::Release);
+        self.mark.touch();
     }
 
     /// Whether a WaitProcess returned its exit.
@@ -549,6 +577,7 @@ mod tests {
             std::process::id() as i32,
             exit,
             Stdio::Pty(pty.master),
+            Mark::default(),
             &log(),
         )
         .unwrap();
@@ -579,7 +608,14 @@ mod tests {
         };
         let fds = RestoredStdio::take(c);
         let exit = watch::channel(None).1;
-        Process::restore("t".into(), std::process::id() as i32, 0, exit, false, fds, &log()).unwrap()
+        let was = Restored {
+            exec_id: "t".into(),
+            pid: std::process::id() as i32,
+            start_time: 0,
+            exit,
+            waited: false,
+        };
+        Process::restore(was, fds, Mark::default(), &log()).unwrap()
     }
 
     const ALL: &[&str] = &["in", "out", "pty", "out.f", "out.j", "out.pr", "out.pw"];
@@ -691,7 +727,15 @@ mod tests {
         let wrote = unsafe { libc::write(fd.as_raw_fd(), five.as_ptr().cast(), 8) };
         assert_eq!(wrote, 8);
         let exit = watch::channel(None).1;
-        let p = Process::new("t".into(), std::process::id() as i32, exit, Stdio::Pty(fd), &log()).unwrap();
+        let p = Process::new(
+            "t".into(),
+            std::process::id() as i32,
+            exit,
+            Stdio::Pty(fd),
+            Mark::default(),
+            &log(),
+        )
+        .unwrap();
         assert_eq!(p.stdout.read(100, "stdout").await.unwrap(), five);
     }
 }

@@ -141,6 +141,10 @@ impl ContainerEngine for RustjailEngine {
         self.reaper.watch(pid)
     }
 
+    fn on_exit(&self, hook: crate::reaper::ExitHook) {
+        self.reaper.on_exit(hook)
+    }
+
     fn signal(&self, pid: i32, signal: Option<Signal>) -> nix::Result<()> {
         nix::sys::signal::kill(Pid::from_raw(pid), signal)
     }

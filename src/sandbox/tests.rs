@@ -1201,9 +1201,11 @@ async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
     };
     // Each container's cached text, to tell which were made again.
     let texts = || {
-        t.sb.containers_by_id()
+        t.sb.texts
+            .try_lock()
+            .unwrap()
             .iter()
-            .map(|c| (c.id.clone(), super::lock(&c.persisted).clone().unwrap()))
+            .map(|(id, text)| (id.clone(), text.json.0.clone()))
             .collect::<Vec<_>>()
     };
     let remade = |before: &[(String, Arc<_>)], after: &[(String, Arc<_>)]| {
@@ -1243,9 +1245,13 @@ async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
     t.fake.exit(pid, Exit::Code(4));
     let e1 = t.sb.process("c1", "e1").unwrap();
     assert!(e1.exit_within(Duration::from_secs(10)).await.is_some());
+    let before = texts();
     same("the exec exited").await;
+    assert_eq!(remade(&before, &texts()), ["c1"]);
+    let before = texts();
     t.sb.wait("c1", "e1").await.unwrap();
     same("the exec waited for").await;
+    assert_eq!(remade(&before, &texts()), ["c1"]);
     t.add_disk(3);
     let before = texts();
     t.sb.add_block_device(t.plug("c2", 3, "/dev/xvdb")).await.unwrap();
@@ -1255,7 +1261,14 @@ async fn the_cached_state_text_is_the_sandbox_encoded_afresh() {
     res.set_devices(Some(vec![allow_block(8, 0, "r")]));
     t.sb.update_container("c2", res).await.unwrap();
     same("device rules replaced").await;
+    let before = texts();
     t.fake.exit(t.pid("c2"), Exit::Code(0));
+    same("an init exited").await;
+    assert_eq!(remade(&before, &texts()), ["c2"]);
+    let before = texts();
+    t.sb.wait("c2", "").await.unwrap();
+    same("an init waited for").await;
+    assert_eq!(remade(&before, &texts()), ["c2"]);
     t.sb.remove_container("c2", Duration::ZERO).await.unwrap();
     same("a container removed").await;
     t.sb.destroy_sandbox().await.unwrap();
