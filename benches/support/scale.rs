@@ -4,7 +4,10 @@
 //! In a fresh agent: a pause container, then `CYCLES` create → start → wait →
 //! remove cycles of `/bin/true` (the 2nd container of the sandbox); then 198
 //! more idle containers (`sleep`), each CreateContainer timed, the agent's RSS
-//! read at 100; then the same cycles again, each container the 200th.
+//! read at 100; then the same cycles again, each container the 200th; then the
+//! idle containers removed. `ROUNDS` times over, so that the machine's speed,
+//! which drifts over a run, weighs on both sides alike (the ramp's figures
+//! and the RSS are the first round's).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +19,9 @@ use super::{call, start, start_agent, summary, Empty};
 
 /// Containers in the sandbox at the end, the cycled one included.
 const SCALE: usize = 200;
+/// Cycles on each side, per round.
 const CYCLES: usize = 20;
+const ROUNDS: usize = 3;
 
 /// Runs the scaling line in a fresh agent `bin`.
 pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
@@ -29,28 +34,50 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         start(&c, rootfs, &format!("scale-pause-{}", std::process::id()), &["sleep", "100000"]).await;
         let true_spec = super::spec(rootfs, &["true"]);
         let pid = agent.child.id();
-        let cpu = super::cpu_ms_of(pid);
-        let (create1, cycle1) = super::cycles_of(&c, &true_spec, "scale-first", CYCLES).await;
-        let cpu1 = (super::cpu_ms_of(pid) - cpu) / (CYCLES + super::WARMUP) as f64;
+        let (mut create1, mut cycle1, mut create200, mut cycle200) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut cpu1, mut cpu200) = (0.0, 0.0);
         let mut ramp = Vec::new();
         let mut rss100 = 0;
-        // The pause container and the cycled one make 200.
-        for i in 2..SCALE {
-            let id = format!("scale-idle-{}-{i}", std::process::id());
-            let t = Instant::now();
-            let _: Empty = call(&c, "CreateContainer", &super::create_req(rootfs, &id, &["sleep", "100000"])).await;
-            ramp.push(t.elapsed().as_secs_f64() * 1e3);
-            let mut s = StartContainerRequest::new();
-            s.container_id = id;
-            let _: Empty = call(&c, "StartContainer", &s).await;
-            if i + 1 == 100 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                rss100 = rss_kib(agent.child.id());
+        for round in 0..ROUNDS {
+            let cpu = super::cpu_ms_of(pid);
+            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-first", CYCLES).await;
+            cpu1 += super::cpu_ms_of(pid) - cpu;
+            create1.extend(create);
+            cycle1.extend(cycle);
+            // The pause container and the cycled one make 200.
+            let mut idle = Vec::new();
+            for i in 2..SCALE {
+                let id = format!("scale-idle-{}-{round}-{i}", std::process::id());
+                let t = Instant::now();
+                let _: Empty = call(&c, "CreateContainer", &super::create_req(rootfs, &id, &["sleep", "100000"])).await;
+                if round == 0 {
+                    ramp.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                let mut s = StartContainerRequest::new();
+                s.container_id = id.clone();
+                let _: Empty = call(&c, "StartContainer", &s).await;
+                idle.push(id);
+                if round == 0 && i + 1 == 100 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    rss100 = rss_kib(agent.child.id());
+                }
+            }
+            let cpu = super::cpu_ms_of(pid);
+            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-last", CYCLES).await;
+            cpu200 += super::cpu_ms_of(pid) - cpu;
+            create200.extend(create);
+            cycle200.extend(cycle);
+            if round + 1 < ROUNDS {
+                for id in idle {
+                    // Timeout 0: SIGKILL at once.
+                    let mut r = RemoveContainerRequest::new();
+                    r.container_id = id;
+                    let _: Empty = call(&c, "RemoveContainer", &r).await;
+                }
             }
         }
-        let cpu = super::cpu_ms_of(pid);
-        let (create200, cycle200) = super::cycles_of(&c, &true_spec, "scale-last", CYCLES).await;
-        let cpu200 = (super::cpu_ms_of(pid) - cpu) / (CYCLES + super::WARMUP) as f64;
+        let per_side = (ROUNDS * (CYCLES + super::WARMUP)) as f64;
+        let (cpu1, cpu200) = (cpu1 / per_side, cpu200 / per_side);
         let t = Instant::now();
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
         let destroy = t.elapsed();
@@ -60,7 +87,10 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let (y200, _) = summary(cycle200);
         let head = summary(ramp[..20].to_vec()).0;
         let tail = summary(ramp[ramp.len() - 20..].to_vec()).0;
-        println!("  {SCALE} containers in one sandbox (fresh agent; {CYCLES} cycles of /bin/true each side):");
+        println!(
+            "  {SCALE} containers in one sandbox (fresh agent; {} cycles of /bin/true each side, in {ROUNDS} rounds):",
+            ROUNDS * CYCLES
+        );
         println!(
             "    CreateContainer of the 2nd:   median {c1:.2} ms, p90 {c1p90:.2} ms (whole cycle median {y1:.2} ms)"
         );
