@@ -68,11 +68,9 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
             create200.extend(create);
             cycle200.extend(cycle);
             if round + 1 < ROUNDS {
+                // Timeout 0: SIGKILL at once.
                 for id in idle {
-                    // Timeout 0: SIGKILL at once.
-                    let mut r = RemoveContainerRequest::new();
-                    r.container_id = id;
-                    let _: Empty = call(&c, "RemoveContainer", &r).await;
+                    super::remove(&c, &id).await;
                 }
             }
         }

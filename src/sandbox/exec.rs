@@ -65,12 +65,8 @@ impl Sandbox {
             }
         };
         self.keep_stdio(id, &p);
-        {
-            let mut execs = lock(&c.execs);
-            execs.insert(exec_id.to_string(), p);
-            // Under the lock a state write takes to read the execs.
-            self.changed.touch(id);
-        }
+        lock(&c.execs).insert(exec_id.to_string(), p);
+        self.changed.touch(id);
         info!(self.log, "process started"; "container" => id, "exec_id" => exec_id, "pid" => pid, "terminal" => terminal);
         Ok(())
     }
@@ -132,13 +128,10 @@ impl Sandbox {
             let removed = {
                 let mut execs = lock(&c.execs);
                 let ours = execs.get(&p.exec_id).is_some_and(|q| Arc::ptr_eq(q, &p));
-                let removed = ours && execs.remove(&p.exec_id).is_some();
-                if removed {
-                    self.changed.touch(id);
-                }
-                removed
+                ours && execs.remove(&p.exec_id).is_some()
             };
             if removed {
+                self.changed.touch(id);
                 self.unkeep(id, Some(&p.exec_id), None);
             }
         }

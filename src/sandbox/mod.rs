@@ -206,8 +206,8 @@ pub(crate) struct Sandbox {
     /// Containers that may have changed since the state was last made.
     changed: Arc<changed::Changed>,
     /// Each container's text in the state file, sorted by id, and what may
-    /// change in it as that text holds it (`durable.rs` makes a text again only when the
-    /// container is marked in `changed` and that changed).
+    /// change in it as that text holds it (`durable.rs` makes a text again
+    /// only when the container is marked in `changed` and that changed).
     texts: tokio::sync::Mutex<Vec<(String, durable::StateText)>>,
 }
 

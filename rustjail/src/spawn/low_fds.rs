@@ -35,8 +35,9 @@ static PLACEHOLDER: AtomicI32 = AtomicI32::new(-1);
 /// Reserves `groups` groups of low descriptor numbers for spawns (a process
 /// that starts containers from several threads at once wants one per
 /// thread; a spawn finding none free copies the table up to its own highest
-/// descriptor, which in a full table is most of it). Call early, while the low numbers are free: a reservation made
-/// later takes whatever numbers are free then, and helps less.
+/// descriptor, which in a full table is most of it). Call early, while the
+/// low numbers are free: a reservation made later takes whatever numbers are
+/// free then, and helps less.
 pub fn reserve(groups: usize) -> Result<()> {
     let mut placeholder = PLACEHOLDER.load(Ordering::Acquire);
     if placeholder < 0 {
