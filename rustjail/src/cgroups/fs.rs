@@ -40,6 +40,22 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     f.write_all(value.as_bytes()).map_err(|e| Error::io("write", &path, e))
 }
 
+/// Writes each of `lines` to `dir/file` in a `write(2)` of its own through
+/// one open descriptor: a file such as devices.allow takes one rule per
+/// write, and a cgroup file opened once is looked up in kernfs once.
+pub(crate) fn write_lines<'a>(dir: &Path, file: &str, lines: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let path = dir.join(file);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    for line in lines {
+        f.write_all(line.as_bytes()).map_err(|e| Error::io("write", &path, e))?;
+    }
+    Ok(())
+}
+
 /// True when `dir/file` exists.
 pub(crate) fn exists(dir: &Path, file: &str) -> bool {
     dir.join(file).exists()

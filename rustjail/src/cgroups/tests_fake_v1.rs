@@ -131,9 +131,14 @@ fn apply_writes_every_resource() {
     assert_eq!(read(b, "blkio", "blkio.throttle.write_iops_device"), "8:16 100");
     assert_eq!(read(b, "net_cls,net_prio", "net_cls.classid"), "65537");
     assert_eq!(read(b, "net_cls,net_prio", "net_prio.ifpriomap"), "eth0 5");
-    // Devices: from "a *:* rwm" the first write is deny "a"; the last allow is the last exception.
+    // Devices: from "a *:* rwm" the first write is deny "a", then the allows
+    // in the spec's order, one write each through one descriptor (which a
+    // regular file, unlike the kernel's, keeps one after the other).
     assert_eq!(read(b, "devices", "devices.deny"), "a");
-    assert_eq!(read(b, "devices", "devices.allow"), "c 136:* rwm");
+    assert_eq!(
+        read(b, "devices", "devices.allow"),
+        ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 136:* rwm"].concat()
+    );
 }
 
 #[test]

@@ -121,7 +121,7 @@ impl V1Manager {
             fs::mkdir_all(d)?;
         }
         if let (Some(dir), Some(mount)) = (self.paths.get("cpuset"), self.mounts.get("cpuset")) {
-            fill_cpuset(mount, dir)?;
+            fill_cpuset(mount, dir, false)?;
         }
         Ok(())
     }
@@ -135,13 +135,15 @@ impl V1Manager {
     /// no hierarchy had the directory.
     pub fn create_new(&self, r: &LinuxResources) -> Result<bool> {
         let mut new = true;
-        let dirs = self.dirs_for(r);
-        for d in &dirs {
-            new &= fs::mkdir_new(d)?;
+        let mut made = Vec::new();
+        for d in self.dirs_for(r) {
+            let fresh = fs::mkdir_new(d)?;
+            new &= fresh;
+            made.push((d, fresh));
         }
         if let (Some(dir), Some(mount)) = (self.paths.get("cpuset"), self.mounts.get("cpuset")) {
-            if dirs.contains(&dir.as_path()) {
-                fill_cpuset(mount, dir)?;
+            if let Some(&(_, fresh)) = made.iter().find(|(d, _)| *d == dir.as_path()) {
+                fill_cpuset(mount, dir, fresh)?;
             }
         }
         Ok(new)
@@ -213,8 +215,11 @@ impl V1Manager {
         let target = DeviceState::from_spec(rules)?;
         let dir = self.need("devices", "device rules")?;
         let current = DeviceState::from_v1_list(&fs::read(&dir.join("devices.list"))?)?;
-        for w in current.transition(&target) {
-            fs::write(dir, w.file(), &w.line)?;
+        // Consecutive rules for the same file go through one descriptor
+        // (the order matters: a deny of everything comes before the allows).
+        let writes = current.transition(&target);
+        for run in writes.chunk_by(|a, b| a.allow == b.allow) {
+            fs::write_lines(dir, run[0].file(), run.iter().map(|w| w.line.as_str()))?;
         }
         Ok(())
     }
@@ -359,7 +364,10 @@ fn uses(r: &LinuxResources, controller: &str) -> bool {
 
 /// Copies empty cpuset.cpus/mems from the parent into every directory from
 /// `mount` down to `dir` (which exist: an empty cpuset refuses tasks).
-fn fill_cpuset(mount: &Path, dir: &Path) -> Result<()> {
+/// `fresh`: `dir` was just made here, so its own files need no reading (the
+/// kernel gives a new cpuset empty ones, or its parent's with
+/// cgroup.clone_children, which the copy then writes again).
+fn fill_cpuset(mount: &Path, dir: &Path, fresh: bool) -> Result<()> {
     let Ok(rel) = dir.strip_prefix(mount) else {
         return Ok(());
     };
@@ -367,7 +375,7 @@ fn fill_cpuset(mount: &Path, dir: &Path) -> Result<()> {
     for comp in rel.components() {
         let cur = parent.join(comp);
         for file in ["cpuset.cpus", "cpuset.mems"] {
-            if fs::read_trim(&cur, file)?.is_empty() {
+            if (fresh && cur == dir) || fs::read_trim(&cur, file)?.is_empty() {
                 let v = fs::read_trim(&parent, file)?;
                 fs::write(&cur, file, &v)?;
             }

@@ -67,9 +67,14 @@ fn caps_err(what: &'static str) -> impl FnOnce(caps::errors::CapsError) -> Error
 /// Drops the bounding set to what the spec allows. Must precede the uid change.
 pub fn drop_bounding(c: &Option<LinuxCapabilities>) -> Result<()> {
     let keep = cap_set(&c.as_ref().and_then(|c| c.bounding().clone()))?;
-    for cap in caps::all() {
-        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("prctl(PR_CAPBSET_DROP)"))?;
+    for cap in caps::all().into_iter().filter(|c| !keep.contains(c)) {
+        // Dropped without asking first (one prctl each, not two); a refusal
+        // matters only for a capability still in the set (one this kernel
+        // does not know is refused with EINVAL and is not there).
+        if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
+            if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+                return Err(caps_err("prctl(PR_CAPBSET_DROP)")(e));
+            }
         }
     }
     Ok(())

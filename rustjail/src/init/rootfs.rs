@@ -83,26 +83,23 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
                     .contains(MsFlags::MS_BIND))
     });
     if !dev_is_bound {
+        // /dev resolved once for the six nodes and the links.
+        let dev = ensure_in_root(&root, rootfs, Path::new("/dev"), Create::Dir)?;
         for (path, major, minor) in DEFAULT_DEVICES {
-            create_device(
-                &root,
-                rootfs,
-                Path::new(path),
-                SFlag::S_IFCHR,
-                *major,
-                *minor,
-                0o666,
-                0,
-                0,
-                in_userns,
-            )?;
+            let node = Node {
+                kind: SFlag::S_IFCHR,
+                major: *major,
+                minor: *minor,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            };
+            if in_userns {
+                create_device(&root, rootfs, Path::new(path), node, in_userns)?;
+            } else {
+                node_in(&root, rootfs, &dev, Path::new(path), node)?;
+            }
         }
-        let dev = open_in_root(
-            &root,
-            Path::new("/dev"),
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
-        )
-        .map_err(sys("openat2", rootfs.join("dev").display()))?;
         for (link, target) in [
             ("/dev/fd", "/proc/self/fd"),
             ("/dev/stdin", "/proc/self/fd/0"),
@@ -135,61 +132,74 @@ fn spec_device(root: &OwnedFd, rootfs: &Path, d: &LinuxDevice, in_userns: bool) 
         LinuxDeviceType::P => SFlag::S_IFIFO,
         LinuxDeviceType::A => return Ok(()),
     };
-    let mode = d.file_mode().unwrap_or(0o666);
-    create_device(
-        root,
-        rootfs,
-        d.path(),
+    let node = Node {
         kind,
-        d.major() as u64,
-        d.minor() as u64,
-        mode,
-        d.uid().unwrap_or(0),
-        d.gid().unwrap_or(0),
-        in_userns,
-    )
+        major: d.major() as u64,
+        minor: d.minor() as u64,
+        mode: d.file_mode().unwrap_or(0o666),
+        uid: d.uid().unwrap_or(0),
+        gid: d.gid().unwrap_or(0),
+    };
+    create_device(root, rootfs, d.path(), node, in_userns)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn create_device(
-    root: &OwnedFd,
-    rootfs: &Path,
-    path: &Path,
+/// A device node to make: its type, numbers, mode and owner.
+#[derive(Clone, Copy)]
+struct Node {
     kind: SFlag,
     major: u64,
     minor: u64,
     mode: u32,
     uid: u32,
     gid: u32,
-    in_userns: bool,
-) -> Result<()> {
-    let shown = rootfs.join(path.strip_prefix("/").unwrap_or(path));
-    let bind_host_node = || -> Result<()> {
-        let target = ensure_in_root(root, rootfs, path, Create::File)?;
-        mount(
-            Some(path),
-            &fd_path(&target),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(sys("mount", format!("bind {} on {}", path.display(), shown.display())))
-    };
+}
+
+/// Makes the node at `path` in the rootfs, or in a user namespace (where
+/// mknod is not allowed) binds the host's node there.
+fn create_device(root: &OwnedFd, rootfs: &Path, path: &Path, node: Node, in_userns: bool) -> Result<()> {
     if in_userns {
-        // mknod is not allowed in a user namespace: bind the host's node instead.
-        return bind_host_node();
+        return bind_host_node(root, rootfs, path);
     }
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = ensure_in_root(root, rootfs, parent, Create::Dir)?;
+    node_in(root, rootfs, &dir, path, node)
+}
+
+/// Binds the host's node at `path` on the same path in the rootfs.
+fn bind_host_node(root: &OwnedFd, rootfs: &Path, path: &Path) -> Result<()> {
+    let shown = rootfs.join(path.strip_prefix("/").unwrap_or(path));
+    let target = ensure_in_root(root, rootfs, path, Create::File)?;
+    mount(
+        Some(path),
+        &fd_path(&target),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys("mount", format!("bind {} on {}", path.display(), shown.display())))
+}
+
+/// Makes `node` named as `path`'s last component in the directory `dir`
+/// (the rootfs's copy of `path`'s parent).
+fn node_in(root: &OwnedFd, rootfs: &Path, dir: &OwnedFd, path: &Path, node: Node) -> Result<()> {
+    let shown = rootfs.join(path.strip_prefix("/").unwrap_or(path));
     let name = path.file_name().unwrap_or_default();
+    let Node {
+        kind,
+        major,
+        minor,
+        mode,
+        uid,
+        gid,
+    } = node;
     // Relative to the directory's descriptor: no walk through /proc/self/fd
     // for each of the three calls.
     let at = Some(dir.as_raw_fd());
     match mknodat(at, name, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
         Ok(()) => {}
-        Err(nix::Error::EEXIST) => return check_existing(&fd_path(&dir).join(name), &shown, kind, major, minor),
+        Err(nix::Error::EEXIST) => return check_existing(&fd_path(dir).join(name), &shown, kind, major, minor),
         // Not allowed to create nodes here (no CAP_MKNOD, a nodev mount, ...).
-        Err(nix::Error::EPERM) if Path::new(path).exists() => return bind_host_node(),
+        Err(nix::Error::EPERM) if path.exists() => return bind_host_node(root, rootfs, path),
         Err(e) => return Err(sys("mknodat", shown.display())(e)),
     }
     // mknod is subject to the umask: set the mode the spec asked for.
