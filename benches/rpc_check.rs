@@ -191,20 +191,24 @@ enum Conn {
 
 fn run_suite(agents: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut servers: Vec<(String, PathBuf, Child)> = Vec::new();
+    let mut servers = Servers(Vec::new());
     for (label, bin) in agents {
         let sock = dir.path().join(format!("{label}.sock"));
+        // A state directory each: two agents never share one (the second
+        // would refuse to start on the first's lock).
         let child = spawn(
             Command::new(bin)
                 .arg("--cmdline")
                 .arg("/dev/null")
                 .arg("--log-level")
                 .arg("warn")
+                .arg("--state-dir")
+                .arg(dir.path().join(format!("{label}.state")))
                 .arg("--server-addr")
                 .arg(format!("unix://{}", sock.display())),
             &sock,
         );
-        servers.push((label.clone(), sock, child));
+        servers.0.push((label.clone(), sock, child));
     }
     std::thread::sleep(Duration::from_millis(300));
     let idle: Vec<u64> = servers.iter().map(|s| rss_kib(s.2.id())).collect();
@@ -214,11 +218,11 @@ fn run_suite(agents: &[(String, String)]) {
     ] {
         let sock = dir.path().join(format!("{role}.sock"));
         let child = spawn(&mut self_as(role, &sock), &sock);
-        servers.push((label.to_string(), sock, child));
+        servers.0.push((label.to_string(), sock, child));
     }
 
     let mut targets = Vec::new();
-    for (label, sock, _) in &servers {
+    for (label, sock, _) in servers.iter() {
         for kind in [ClientKind::Async, ClientKind::Raw] {
             if kind == ClientKind::Async && label.starts_with("floor") {
                 continue; // the floor only answers raw frames correctly framed by hand
@@ -263,9 +267,26 @@ fn run_suite(agents: &[(String, String)]) {
             rss_kib(child.id()) as f64 / 1024.0
         );
     }
-    for (_, _, mut child) in servers {
-        let _ = child.kill();
-        let _ = child.wait();
+}
+
+/// The servers of a suite: (label, socket, process), each killed when the
+/// suite ends, a failed one included (a leftover agent would hold its state
+/// directory's lock and its socket).
+struct Servers(Vec<(String, PathBuf, Child)>);
+
+impl std::ops::Deref for Servers {
+    type Target = Vec<(String, PathBuf, Child)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for (_, _, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
