@@ -24,7 +24,7 @@ pub struct LogGuard(#[allow(dead_code)] Option<slog_async::AsyncGuard>);
 /// `kmsg` names the kernel log device to copy records to (normally `/dev/kmsg`).
 /// When it cannot be opened the reason is returned beside the logger, to be logged.
 pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<String>) {
-    let json = slog_json::Json::new(std::io::stderr())
+    let json = slog_json::Json::new(RecordWriter::default())
         .add_default_keys()
         .add_key_value(o!("module" => slog::FnValue(|r: &Record| r.module())))
         .build()
@@ -50,6 +50,36 @@ pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<Stri
         o!("name" => LOG_NAME, "pid" => std::process::id(), "version" => crate::AGENT_VERSION),
     );
     (logger, LogGuard(Some(guard)), kmsg_error)
+}
+
+/// Standard error, one `write` per record. slog-json writes a record token by
+/// token (some 70 writes a line on unbuffered stderr); the keeper and the
+/// agent, and across an upgrade the old and the new binary, share the
+/// destination (a file, a pipe, the guest's console), so their lines came
+/// out cut into each other and were lost to a JSON reader.
+#[derive(Default)]
+struct RecordWriter {
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for RecordWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        // A record ends with its newline; JSON escapes any inside it.
+        if self.buf.ends_with(b"\n") {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = std::io::stderr().lock().write_all(&self.buf);
+        self.buf.clear();
+        r
+    }
 }
 
 /// A drain that may be absent.

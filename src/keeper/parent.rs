@@ -79,13 +79,16 @@ static KMSG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 /// One JSON line on stderr (the guest's console when PID 1), shaped like the
 /// agent's records, and its kmsg line when the kernel log is open.
 fn log(level: &str, msg: &str) {
-    eprintln!(
-        "{{\"msg\":{},\"level\":\"{level}\",\"name\":\"pith-agent\",\"subsystem\":\"keeper\",\"pid\":{}}}",
+    use std::io::Write as _;
+    // Made whole first: one write, not one per piece (eprintln! writes each
+    // piece), so that it does not land inside a line of the agent's.
+    let line = format!(
+        "{{\"msg\":{},\"level\":\"{level}\",\"name\":\"pith-agent\",\"subsystem\":\"keeper\",\"pid\":{}}}\n",
         serde_json::Value::from(msg),
         std::process::id()
     );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
     if let Some(mut f) = KMSG.get() {
-        use std::io::Write;
         // One write per line (kmsg takes a record per write); a full or
         // rate-limited kernel log must not stop the keeper.
         let _ = f.write_all(kmsg_line(level, msg).as_bytes());
