@@ -23,6 +23,9 @@ use nix::unistd::Pid;
 
 use crate::error::{io, sys, Error, Result};
 
+/// How many more times a seal refused with EBUSY is asked for.
+const SEAL_BUSY_TRIES: u32 = 25;
+
 /// A sealed, executable memfd holding a copy of a binary.
 pub struct SealedBinary {
     fd: OwnedFd,
@@ -44,9 +47,18 @@ impl SealedBinary {
         // std's File-to-File copy uses copy_file_range/sendfile: no user-space buffer.
         std::io::copy(&mut src, &mut dst).map_err(io("copy_file_range", format!("{} -> memfd", path.display())))?;
         let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        // F_SEAL_WRITE waits a little for passing references to the memfd's
+        // pages to go, then answers EBUSY: seen once on a machine busy with
+        // make test's parallel agents. Asked again for up to ~0.5 s.
+        let mut busy = 0;
         // SAFETY: fcntl on an fd we own.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(sys("fcntl(F_ADD_SEALS)", "memfd rustjail-init")(nix::Error::last()));
+        while unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            let e = nix::Error::last();
+            if e != nix::Error::EBUSY || busy == SEAL_BUSY_TRIES {
+                return Err(sys("fcntl(F_ADD_SEALS)", "memfd rustjail-init")(e));
+            }
+            busy += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Ok(SealedBinary { fd })
     }
