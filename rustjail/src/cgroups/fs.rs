@@ -31,13 +31,7 @@ pub(crate) fn read_opt(dir: &Path, file: &str) -> Result<Option<String>> {
 
 /// Writes `value` to the existing file `dir/file` in one `write(2)`, as cgroup files need.
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    let path = dir.join(file);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    f.write_all(value.as_bytes()).map_err(|e| Error::io("write", &path, e))
+    write_lines(dir, file, [value])
 }
 
 /// Writes each of `lines` to `dir/file` in a `write(2)` of its own through

@@ -134,19 +134,16 @@ impl V1Manager {
     /// [`V1Manager::apply`] makes one when a later update uses it. True when
     /// no hierarchy had the directory.
     pub fn create_new(&self, r: &LinuxResources) -> Result<bool> {
-        let mut new = true;
         let mut made = Vec::new();
         for d in self.dirs_for(r) {
-            let fresh = fs::mkdir_new(d)?;
-            new &= fresh;
-            made.push((d, fresh));
+            made.push((d, fs::mkdir_new(d)?));
         }
         if let (Some(dir), Some(mount)) = (self.paths.get("cpuset"), self.mounts.get("cpuset")) {
             if let Some(&(_, fresh)) = made.iter().find(|(d, _)| *d == dir.as_path()) {
                 fill_cpuset(mount, dir, fresh)?;
             }
         }
-        Ok(new)
+        Ok(made.iter().all(|&(_, fresh)| fresh))
     }
 
     /// Moves process `pid` (all its threads) into the cgroup in every hierarchy it has.

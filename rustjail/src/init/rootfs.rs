@@ -95,7 +95,8 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
                 gid: 0,
             };
             if in_userns {
-                create_device(&root, rootfs, Path::new(path), node, in_userns)?;
+                // mknod is not allowed in a user namespace.
+                bind_host_node(&root, rootfs, Path::new(path))?;
             } else {
                 node_in(&root, rootfs, &dev, Path::new(path), node)?;
             }
