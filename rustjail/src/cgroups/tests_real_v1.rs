@@ -189,6 +189,20 @@ fn real_v1_lifecycle() {
         .build()
         .unwrap();
     let dev = some_block_device();
+    // A weight needs a proportional-weight I/O scheduler (CFQ or BFQ), which
+    // some kernels have none of: then it is refused, saying so.
+    let blkio_dir = v1.path("blkio").unwrap();
+    let has_weight = ["blkio.weight", "blkio.bfq.weight"]
+        .iter()
+        .any(|f| blkio_dir.join(f).exists());
+    if !has_weight {
+        let weight_only = LinuxResourcesBuilder::default()
+            .block_io(LinuxBlockIoBuilder::default().weight(200u16).build().unwrap())
+            .build()
+            .unwrap();
+        let e = mgr.apply(&weight_only).unwrap_err().to_string();
+        assert!(e.contains("blockIO.weight") && e.contains("blkio.bfq.weight"), "{e}");
+    }
     if let Some((ma, mi)) = dev {
         let t = LinuxThrottleDeviceBuilder::default()
             .major(ma)
@@ -196,13 +210,11 @@ fn real_v1_lifecycle() {
             .rate(1u64 << 20)
             .build()
             .unwrap();
-        res.set_block_io(Some(
-            LinuxBlockIoBuilder::default()
-                .weight(200u16)
-                .throttle_read_bps_device(vec![t])
-                .build()
-                .unwrap(),
-        ));
+        let mut b = LinuxBlockIoBuilder::default().throttle_read_bps_device(vec![t]);
+        if has_weight {
+            b = b.weight(200u16);
+        }
+        res.set_block_io(Some(b.build().unwrap()));
     }
     mgr.apply(&res).unwrap();
     assert_eq!(

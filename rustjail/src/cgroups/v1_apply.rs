@@ -213,10 +213,22 @@ impl V1Manager {
         }
         let dir = self.need("blkio", "blockIO")?;
         // CFQ files when present, else BFQ's (kernels >= 5.0 have no CFQ).
+        // With neither (no proportional-weight I/O scheduler built in) a
+        // weight is refused, as runc refuses it, but saying why.
         let (wfile, wdfile) = if fs::exists(dir, "blkio.weight") {
             ("blkio.weight", "blkio.weight_device")
-        } else {
+        } else if !wants_weight || fs::exists(dir, "blkio.bfq.weight") {
             ("blkio.bfq.weight", "blkio.bfq.weight_device")
+        } else {
+            return Err(Error::MissingController {
+                resource: "blockIO.weight".into(),
+                controller: "blkio".into(),
+                detail: format!(
+                    "{} has neither blkio.weight (CFQ) nor blkio.bfq.weight (BFQ): this kernel has no \
+                     proportional-weight I/O scheduler",
+                    dir.display()
+                ),
+            });
         };
         if let Some(w) = b.weight().filter(|&w| w != 0) {
             fs::write(dir, wfile, &w.to_string())?;
