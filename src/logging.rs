@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use slog::{o, Drain, Key, Level, Logger, OwnedKVList, Record, Serializer, KV};
 
@@ -37,19 +38,90 @@ pub fn init(level: Level, kmsg: Option<&Path>) -> (Logger, LogGuard, Option<Stri
             None
         }
     });
-    let both = slog::Duplicate::new(json, OptionalDrain(kmsg_drain)).fuse();
+    let both = slog::Duplicate::new(json, OptionalDrain(kmsg_drain)).ignore_res();
+    let (logger, guard) = queued(
+        both,
+        level,
+        o!("name" => LOG_NAME, "pid" => std::process::id(), "version" => crate::AGENT_VERSION),
+    );
+    (logger, guard, kmsg_error)
+}
+
+/// A logger whose records `inner` writes on the log thread.
+fn queued<D>(
+    inner: D,
+    level: Level,
+    values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
+) -> (Logger, LogGuard)
+where
+    D: Drain<Ok = (), Err = slog::Never> + Send + 'static,
+{
     // The queue's slots are allocated and written when it is made, so its
     // length is resident memory from the start (~120 bytes a slot): 256
     // records of burst, at the agent's info level a few hundred calls' worth.
-    let (drain, guard) = slog_async::Async::new(both).chan_size(LOG_QUEUE).build_with_guard();
+    let (drain, guard) = slog_async::Async::new(Barriers(inner).fuse())
+        .chan_size(LOG_QUEUE)
+        .build_with_guard();
     // Filtered before the queue: a record below the level (every RPC's debug
     // line, normally) costs a comparison, not a copy into the log thread.
     let filtered = slog::LevelFilter::new(drain.fuse(), level).fuse();
-    let logger = Logger::root(
-        filtered,
-        o!("name" => LOG_NAME, "pid" => std::process::id(), "version" => crate::AGENT_VERSION),
-    );
-    (logger, LogGuard(Some(guard)), kmsg_error)
+    (Logger::root(filtered, values), LogGuard(Some(guard)))
+}
+
+/// Tag of the record [`flush`] queues; the log thread writes nothing for it.
+const FLUSH_TAG: &str = "pith-log-flush";
+
+/// Flush records queued and reached by the log thread, and its signal.
+static BARRIERS: (Mutex<Counts>, Condvar) = (Mutex::new(Counts { sent: 0, reached: 0 }), Condvar::new());
+
+struct Counts {
+    sent: u64,
+    reached: u64,
+}
+
+/// Waits (up to `bound`) until every record logged before this call is
+/// written. For the moments the process is about to be replaced or to end
+/// without unwinding (an upgrade's `execve`, `exit`): the log thread's queue
+/// dies with the process image, and with it the lines that say why.
+pub fn flush(log: &Logger, bound: Duration) {
+    let (counts, signal) = &BARRIERS;
+    let Ok(mut c) = counts.lock() else { return };
+    c.sent += 1;
+    let target = c.sent;
+    // Critical passes every level filter; the queue keeps records in order,
+    // so the log thread reaches this one after all logged before it. The
+    // queue drops rather than blocks when full, so holding the lock is safe.
+    slog::crit!(log, #FLUSH_TAG, "");
+    let deadline = std::time::Instant::now() + bound;
+    while c.reached < target {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match signal.wait_timeout(c, left) {
+            Ok((next, _)) => c = next,
+            Err(_) => return,
+        }
+    }
+}
+
+/// The log thread's side of [`flush`]: counts flush records, passes the rest.
+struct Barriers<D>(D);
+
+impl<D: Drain<Ok = (), Err = slog::Never>> Drain for Barriers<D> {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        if record.tag() != FLUSH_TAG {
+            return self.0.log(record, values);
+        }
+        let (counts, signal) = &BARRIERS;
+        if let Ok(mut c) = counts.lock() {
+            c.reached += 1;
+            signal.notify_all();
+        }
+        Ok(())
+    }
 }
 
 /// Standard error, one `write` per record. slog-json writes a record token by
@@ -172,6 +244,36 @@ impl Serializer for TextKv<'_> {
 mod tests {
     use super::*;
     use slog::{info, warn};
+
+    /// Keeps the messages it is given, slowly, as a busy console would.
+    #[derive(Clone, Default)]
+    struct Slow(std::sync::Arc<Mutex<Vec<String>>>);
+
+    impl Drain for Slow {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, record: &Record, _: &OwnedKVList) -> Result<(), slog::Never> {
+            std::thread::sleep(Duration::from_millis(30));
+            self.0.lock().unwrap().push(record.msg().to_string());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_returns_once_earlier_records_are_written() {
+        let kept = Slow::default();
+        let (log, _guard) = queued(kept.clone(), Level::Info, o!());
+        for m in ["pausing", "handing over", "last words"] {
+            info!(log, "{m}");
+        }
+        slog::debug!(log, "below the level");
+        flush(&log, Duration::from_secs(30));
+        // Nothing of the flush's own record is written.
+        assert_eq!(*kept.0.lock().unwrap(), ["pausing", "handing over", "last words"]);
+        info!(log, "after");
+        flush(&log, Duration::from_secs(30));
+        assert_eq!(kept.0.lock().unwrap().last().map(String::as_str), Some("after"));
+    }
 
     #[test]
     fn kmsg_lines_carry_priority_message_and_fields() {

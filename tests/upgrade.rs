@@ -276,6 +276,13 @@ async fn upgrade_rollback_and_downgrade_keep_the_connection_calls_and_containers
     assert_eq!(version(&c).await, old_version);
     assert_eq!(persist_version(&state_dir), 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each replaced agent's last line was written before its execve, whole.
+    let log = agent.log();
+    let last_words: Vec<&str> = log.lines().filter(|l| l.contains("upgrade: handing over")).collect();
+    assert_eq!(last_words.len(), 3, "one a hand-over; log:\n{log}");
+    for line in last_words {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
 
     // The WaitProcess from before the first upgrade gets the real status.
     let mut sig = SignalProcessRequest::new();

@@ -53,6 +53,9 @@ use pause::Pause;
 
 /// How long calls get to finish or park before the upgrade gives up.
 const QUIESCE_BOUND: Duration = Duration::from_secs(2);
+/// How long the log thread gets to write what is queued before `execve`
+/// or `exit` (a console that slow has lines to lose anyway).
+const LOG_FLUSH_BOUND: Duration = Duration::from_millis(200);
 /// The new binary's time to take over when the request names none.
 pub(crate) const DEFAULT_READY: Duration = Duration::from_secs(10);
 
@@ -225,11 +228,13 @@ impl Upgrader {
         }
         info!(self.log, "upgrade: handing over"; "binary" => binary, "connections" => conns.len(),
               "carried_calls" => conns.iter().map(|c| c.carried.len()).sum::<usize>(), "ready_ms" => ready_ms);
+        crate::logging::flush(&self.log, LOG_FLUSH_BOUND);
         let Err(why) = exec::exec(path, keeper.raw());
         // The keeper has taken UPGRADE: once this process ends it runs this
         // binary again, which answers the call with why.
         warn!(self.log, "upgrade: {why}; the keeper runs this binary again");
         let _ = keeper.failed(&why);
+        crate::logging::flush(&self.log, LOG_FLUSH_BOUND);
         std::process::exit(1);
     }
 
