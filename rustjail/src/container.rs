@@ -317,23 +317,23 @@ impl Runtime {
             join_cgroup,
             runtime_hooks,
         };
-        sync::send(&mut ours, &cfg)?;
+        let overlapped = early_guard.is_none();
+        let (made, sent) = match early_guard {
+            Some(g) => (Ok(g), sync::send(&mut ours, &cfg)),
+            // Beside the init, on another CPU.
+            None => crate::overlap::beside(pid, &mut finish_cgroup, || sync::send(&mut ours, &cfg)),
+        };
+        sent?;
         let spec = cfg.spec;
         let mut pid = pid;
         let mut init = KillOnDrop(Some(pid));
         guard.defuse();
-        let cg_guard = match early_guard {
-            Some(g) => g,
-            None => {
-                let g = finish_cgroup()?;
-                if cfg.cgroup_pending {
-                    // An init that failed meanwhile has closed its end: its
-                    // report is read below.
-                    let _ = sync::send(&mut ours, &Go::Continue);
-                }
-                g
-            }
-        };
+        let cg_guard = made?;
+        if overlapped && cfg.cgroup_pending {
+            // An init that failed meanwhile has closed its end: its report is
+            // read below.
+            let _ = sync::send(&mut ours, &Go::Continue);
+        }
         let mut master = None;
         let mut msg = recv_keeping_console(&mut ours, &mut master)?;
         if let Some(FromInit::Pid(p)) = msg {

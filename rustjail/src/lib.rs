@@ -17,6 +17,7 @@ pub mod helper;
 pub mod hooks;
 pub mod init;
 pub mod labels;
+mod overlap;
 pub mod paths;
 pub mod seccomp;
 pub mod spawn;
