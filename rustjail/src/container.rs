@@ -412,7 +412,9 @@ impl Runtime {
             )));
         }
         let fifo = &c.exec_fifo;
-        crate::exec_fifo::start(fifo, &c.id, START_TIMEOUT, || c.status() != Status::Stopped)?;
+        crate::exec_fifo::start(fifo, &c.id, Pid::from_raw(c.pid), START_TIMEOUT, || {
+            c.status() != Status::Stopped
+        })?;
         std::fs::remove_file(fifo).map_err(io("unlink", fifo.display()))?;
         let hooks = c.spec.hooks().clone().unwrap_or_default();
         Ok(self.hooks_as_warnings("poststart", hooks.poststart(), c, "running"))
