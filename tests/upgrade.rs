@@ -279,7 +279,7 @@ async fn upgrade_rollback_and_downgrade_keep_the_connection_calls_and_containers
     // Each replaced agent's last line was written before its execve, whole.
     let log = agent.log();
     let last_words: Vec<&str> = log.lines().filter(|l| l.contains("upgrade: handing over")).collect();
-    assert_eq!(last_words.len(), 3, "one a hand-over; log:\n{log}");
+    assert_eq!(last_words.len(), 3, "one per hand-over; log:\n{log}");
     for line in last_words {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }

@@ -60,10 +60,7 @@ fn shared_cpu(pid: Pid) -> Option<usize> {
 /// The CPU `pid` runs on or last ran on (the `processor` field of
 /// /proc/<pid>/stat).
 fn cpu_of(pid: Pid) -> Option<usize> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command's closing parenthesis start at the 3rd; the
-    // processor is the 39th.
-    stat.rsplit_once(") ")?.1.split(' ').nth(39 - 3)?.parse().ok()
+    crate::state::read_proc_stat(pid.as_raw(), |fields| fields.get(39 - 3)?.parse().ok())
 }
 
 /// This thread's CPU affinity as it was before [`away_from`]; put back on drop.

@@ -130,13 +130,21 @@ impl Container {
 
 /// (start time, state letter) of a live process.
 pub fn proc_start_time(pid: i32) -> Option<(u64, char)> {
+    read_proc_stat(pid, |fields| {
+        let state = fields.first()?.chars().next()?;
+        let start = fields.get(22 - 3)?.parse().ok()?;
+        Some((start, state))
+    })
+}
+
+/// What `read` makes of the fields of /proc/<pid>/stat after the command:
+/// the 3rd field (the state) is `fields[0]`.
+pub(crate) fn read_proc_stat<T>(pid: i32, read: impl FnOnce(&[&str]) -> Option<T>) -> Option<T> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may contain spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((start, state))
+    read(&fields)
 }
 
 /// Checks a container id: no path separators, no `.`/`..`, printable.
