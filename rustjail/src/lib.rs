@@ -19,6 +19,7 @@ pub mod init;
 pub mod labels;
 mod overlap;
 pub mod paths;
+pub mod pseudo_file;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;

@@ -140,7 +140,7 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, char)> {
 /// What `read` makes of the fields of /proc/<pid>/stat after the command:
 /// the 3rd field (the state) is `fields[0]`.
 pub(crate) fn read_proc_stat<T>(pid: i32, read: impl FnOnce(&[&str]) -> Option<T>) -> Option<T> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::pseudo_file::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may contain spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -16,7 +16,7 @@ struct Row {
 
 /// Reads one process from /proc; None when it has gone.
 fn read_row(pid: i32) -> Option<Row> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = rustjail::pseudo_file::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm is in parentheses and may hold spaces: split after the last ')'.
     let (head, rest) = stat.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_string();
@@ -26,7 +26,7 @@ fn read_row(pid: i32) -> Option<Row> {
     // SAFETY: sysconf with a constant argument.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = rustjail::pseudo_file::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let uid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))

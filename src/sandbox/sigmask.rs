@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 /// cannot be read (kata-agent's rule: the signal then becomes SIGKILL, and a
 /// process that is gone answers ESRCH either way).
 pub(crate) fn handles(pid: i32, signal: Signal) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| handled_in(&status, signal))
+    rustjail::pseudo_file::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| handled_in(&status, signal))
 }
 
 /// [`handles`] on the text of a status file.

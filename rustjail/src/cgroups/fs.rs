@@ -11,7 +11,7 @@ use super::error::{Error, Result};
 
 /// Reads a whole cgroup file.
 pub(crate) fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|e| Error::io("read", path, e))
+    crate::pseudo_file::read_to_string(path).map_err(|e| Error::io("read", path, e))
 }
 
 /// Reads `dir/file` and trims surrounding white space.
@@ -22,7 +22,7 @@ pub(crate) fn read_trim(dir: &Path, file: &str) -> Result<String> {
 /// Reads `dir/file` if it exists; `None` when it does not.
 pub(crate) fn read_opt(dir: &Path, file: &str) -> Result<Option<String>> {
     let path = dir.join(file);
-    match fs::read_to_string(&path) {
+    match crate::pseudo_file::read_to_string(&path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("read", path, e)),
