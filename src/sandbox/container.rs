@@ -201,7 +201,15 @@ impl Sandbox {
         let exit = self.watch_exit_of(id, pid);
         let init = match stdio.finish(created.terminal).and_then(|s| {
             let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
-            Process::new(exec_id.clone(), pid, exit, s, Mark::new(&self.changed, id), &self.log)
+            Process::new(
+                exec_id.clone(),
+                pid,
+                handle.start_time(),
+                exit,
+                s,
+                Mark::new(&self.changed, id),
+                &self.log,
+            )
         }) {
             Ok(p) => Arc::new(p),
             Err(e) => {

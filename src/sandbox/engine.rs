@@ -128,6 +128,8 @@ pub(crate) trait EngineContainer: Send + Sync {
     fn spec(&self) -> &Spec;
     /// Plain facts for the sandbox's view. Cheap.
     fn facts(&self) -> EngineFacts;
+    /// Its init's start time (clock ticks since boot), read once at create. Cheap.
+    fn start_time(&self) -> u64;
     /// Its status now (from the kernel).
     fn status(&self) -> rustjail::Status;
     /// Lets the init run the user's program; returns warnings (poststart hooks).

@@ -52,6 +52,7 @@ impl Sandbox {
             Process::new(
                 exec_id.to_string(),
                 pid,
+                super::process::start_time_of(pid),
                 exit,
                 s,
                 Mark::new(&self.changed, id),

@@ -359,6 +359,11 @@ impl EngineContainer for FakeHandle {
         }
     }
 
+    fn start_time(&self) -> u64 {
+        // The process's real one, which recovery checks a pid against.
+        rustjail::state::proc_start_time(self.pid).map_or(0, |(t, _)| t)
+    }
+
     fn status(&self) -> rustjail::Status {
         if self.engine.exited(self.pid) {
             return rustjail::Status::Stopped;

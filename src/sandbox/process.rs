@@ -347,7 +347,7 @@ pub(crate) struct Process {
 }
 
 /// `pid`'s start time, 0 when it cannot be read (it has already gone).
-fn start_time_of(pid: i32) -> u64 {
+pub(crate) fn start_time_of(pid: i32) -> u64 {
     rustjail::state::proc_start_time(pid).map_or(0, |(t, _)| t)
 }
 
@@ -358,10 +358,11 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, Error> {
 
 impl Process {
     /// Wraps the agent's ends of the process's stdio (`log` for a terminal's
-    /// warnings).
+    /// warnings); `start_time` is `pid`'s ([`start_time_of`]).
     pub(crate) fn new(
         exec_id: String,
         pid: i32,
+        start_time: u64,
         exit: watch::Receiver<Option<Exit>>,
         stdio: Stdio,
         mark: Mark,
@@ -381,7 +382,7 @@ impl Process {
         Ok(Process {
             exec_id,
             pid,
-            start_time: start_time_of(pid),
+            start_time,
             tty: term.is_some(),
             term,
             exit,
@@ -575,6 +576,7 @@ mod tests {
         let p = Process::new(
             "t".into(),
             std::process::id() as i32,
+            start_time_of(std::process::id() as i32),
             exit,
             Stdio::Pty(pty.master),
             Mark::default(),
@@ -730,6 +732,7 @@ mod tests {
         let p = Process::new(
             "t".into(),
             std::process::id() as i32,
+            start_time_of(std::process::id() as i32),
             exit,
             Stdio::Pty(fd),
             Mark::default(),

@@ -222,6 +222,10 @@ impl EngineContainer for RjContainer {
         }
     }
 
+    fn start_time(&self) -> u64 {
+        self.c.start_time
+    }
+
     fn status(&self) -> rustjail::Status {
         self.c.status()
     }
