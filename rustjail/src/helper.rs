@@ -98,6 +98,9 @@ pub fn dispatch(modes: &[Mode]) {
     let Some(name) = std::env::var_os(MODE_ENV) else {
         return;
     };
+    // The runtime started this process with every signal blocked
+    // (`SpawnSpec::unblocks_signals`); none is wanted blocked here.
+    unblock_all_signals();
     let name = name.to_string_lossy();
     let Some(mode) = modes.iter().find(|m| m.name == name) else {
         eprintln!("rustjail helper: this binary has no mode {name:?}");
@@ -107,6 +110,17 @@ pub fn dispatch(modes: &[Mode]) {
         Kind::Container => crate::init::run(),
         Kind::Op(f) => run_op(f, false),
         Kind::Resident(f) => run_op(f, true),
+    }
+}
+
+/// Empties this thread's signal mask (the process has no other thread yet).
+fn unblock_all_signals() {
+    // SAFETY: an empty set, filled by sigemptyset before use.
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset/sigprocmask on a valid set; the old mask is not wanted.
+    unsafe {
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
 }
 
@@ -256,6 +270,7 @@ impl crate::Runtime {
             flags,
             cgroup: None,
             fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
+            unblocks_signals: true,
         })?;
         drop(theirs);
         let reply = sync::send(&mut ours, req).and_then(|()| sync::recv::<OpReply>(&mut ours));

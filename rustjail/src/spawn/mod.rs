@@ -86,6 +86,12 @@ pub struct SpawnSpec<'a> {
     /// (`clone3` with `CLONE_INTO_CGROUP`): no migration afterwards, whose
     /// write lock on the threadgroup semaphore waits for an RCU grace period.
     pub cgroup: Option<RawFd>,
+    /// The program unblocks signals itself before anything else (this
+    /// binary's modes do, in [`crate::helper::dispatch`]). The child then
+    /// keeps every signal blocked through `execve`, which resets the
+    /// parent's handlers, instead of reading and resetting each of the 64
+    /// first: ~70 system calls less on every container's create.
+    pub unblocks_signals: bool,
 }
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7): the child starts in `clone_args.cgroup`.
@@ -143,6 +149,8 @@ struct ChildArgs {
     keep_below: RawFd,
     go_fd: RawFd,
     become_root: bool,
+    /// Signals stay blocked through execve (see [`SpawnSpec::unblocks_signals`]).
+    keep_blocked: bool,
     exe_fd: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
@@ -176,8 +184,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         // The parent's signal handlers must not run here (they would act on
         // its state, in its memory with vfork): every handled signal goes back
-        // to its default before any is unblocked. execve would reset them anyway.
+        // to its default before any is unblocked. execve would reset them
+        // anyway, so a program that unblocks them itself needs none of this.
         for sig in 1..=64 {
+            if a.keep_blocked {
+                break;
+            }
             let mut old: libc::sigaction = std::mem::zeroed();
             if sig == libc::SIGKILL || sig == libc::SIGSTOP || libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
                 continue;
@@ -188,9 +200,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if !a.keep_blocked {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        }
         if a.go_fd >= 0 {
             let mut b = 0u8;
             loop {
@@ -361,6 +375,7 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
         keep_below,
         go_fd: go.as_ref().map(|(r, _)| r.as_raw_fd()).unwrap_or(-1),
         become_root: before_exec.is_some() && spec.flags.contains(CloneFlags::CLONE_NEWUSER),
+        keep_blocked: spec.unblocks_signals,
         exe_fd: exe_child,
         argv,
         envp,
@@ -488,6 +503,7 @@ mod tests {
             flags: CloneFlags::empty(),
             fds,
             cgroup: None,
+            unblocks_signals: false,
         })
     }
 
@@ -495,6 +511,46 @@ mod tests {
         match nix::sys::wait::waitpid(pid, None).unwrap() {
             nix::sys::wait::WaitStatus::Exited(_, c) => c,
             other => panic!("child ended with {other:?}"),
+        }
+    }
+
+    /// The blocked signals a program starts with, as /proc/self/status's
+    /// SigBlk shows them in hex.
+    fn blocked_at_start(unblocks_signals: bool) -> u64 {
+        // Not a shell: dash empties its mask when it starts.
+        let bin = SealedBinary::copy_of(Path::new("/bin/grep")).unwrap();
+        let (mut r, w) = std::io::pipe().unwrap();
+        let pid = spawn(&SpawnSpec {
+            binary: &bin,
+            args: cstrings(&["grep", "SigBlk", "/proc/self/status"]),
+            env: vec![],
+            flags: CloneFlags::empty(),
+            fds: vec![(w.as_raw_fd(), 1)],
+            cgroup: None,
+            unblocks_signals,
+        })
+        .unwrap();
+        drop(w);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(exit_code(pid), 0);
+        let hex = out
+            .trim()
+            .strip_prefix("SigBlk:")
+            .unwrap_or_else(|| panic!("{out:?}"))
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    /// A program that unblocks signals itself gets them all blocked (no
+    /// handler of the parent could run before the exec); any other starts
+    /// with none blocked, whatever the spawning thread had blocked.
+    #[test]
+    fn signals_stay_blocked_only_for_a_program_that_unblocks_them() {
+        assert_eq!(blocked_at_start(false), 0);
+        let blocked = blocked_at_start(true);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD, libc::SIGUSR1] {
+            assert_ne!(blocked & (1 << (sig - 1)), 0, "signal {sig} not blocked: {blocked:#x}");
         }
     }
 
@@ -536,6 +592,7 @@ mod tests {
                             flags: CloneFlags::empty(),
                             fds,
                             cgroup: None,
+                            unblocks_signals: false,
                         })
                         .unwrap();
                         assert_eq!(exit_code(pid), 0);
@@ -588,6 +645,7 @@ mod tests {
             flags: CloneFlags::empty(),
             fds: vec![],
             cgroup: None,
+            unblocks_signals: false,
         })
         .unwrap_err();
         let text = e.to_string();
@@ -619,6 +677,7 @@ mod tests {
                 flags: CloneFlags::CLONE_NEWUSER,
                 fds: vec![],
                 cgroup: None,
+                unblocks_signals: false,
             },
             Some(&no_maps),
         )
