@@ -7,47 +7,26 @@
 //! * create: the runtime's thread, woken onto the init's CPU at the end of
 //!   the `vfork` wait, made the cgroup "while the init builds its root" by
 //!   taking turns with the init on that CPU while the other stayed idle.
-//!   [`beside`] does that work on a thread kept off the init's CPU.
+//!   [`beside`] moves it off the CPU the init was woken onto.
 //! * start: the runtime's thread, woken by the init's write on the exec
 //!   FIFO, waited on the init's CPU behind the init's `execve` and the user's
 //!   program (a whole `/bin/true`, ~0.3 ms) before it could answer.
 //!   [`away_from`] keeps it off that CPU while it waits.
 
-use std::sync::Mutex;
-
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-/// Runs `there` beside the process `init` while `here` runs on this thread;
-/// returns both results. Where this thread shares the init's CPU, `there`
-/// runs on a thread kept off that CPU; otherwise (or with no other CPU to
-/// use, or no thread to be had) `here` runs first, then `there`, here.
-pub(crate) fn beside<T: Send, U>(init: Pid, there: impl FnOnce() -> T + Send, here: impl FnOnce() -> U) -> (T, U) {
-    let Some(away) = shared_cpu(init).and_then(other_cpus) else {
-        let u = here();
-        return (there(), u);
-    };
-    // Shared, not moved: should the thread not start, `there` runs here.
-    let slot = Mutex::new(Some(there));
-    let take = || slot.lock().ok().and_then(|mut s| s.take());
-    std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new()
-            .name("rustjail-beside".into())
-            .spawn_scoped(s, || {
-                // A hint: where it fails, the thread runs where the kernel puts it.
-                let _ = sched_setaffinity(Pid::from_raw(0), &away);
-                take().map(|f| f())
-            });
-        let u = here();
-        let t = match spawned {
-            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            Err(_) => None,
-        };
-        let t = t
-            .or_else(|| take().map(|f| f()))
-            .expect("`there` runs once, on one side");
-        (t, u)
-    })
+/// Runs `here`, which wakes the process `init`, then `there` beside it:
+/// when the kernel has put the init on this thread's CPU, this thread moves
+/// off that CPU for `there` (and back to its own affinity after). The
+/// init's CPU is read after the wakeup, which is what places it: read
+/// before, it named the CPU the init had slept on, and a helper thread sent
+/// away from that one could land on the init's new CPU and hold it there
+/// for the whole cgroup setup (seen with `sched_switch` tracing).
+pub(crate) fn beside<T, U>(init: Pid, there: impl FnOnce() -> T, here: impl FnOnce() -> U) -> (T, U) {
+    let u = here();
+    let _away = shared_cpu(init).map(away_from_cpu);
+    (there(), u)
 }
 
 /// The CPU this thread is on, when `pid` was last on it too.
@@ -78,21 +57,22 @@ impl Drop for Away {
 /// that a wakeup by `pid` puts it on another. Nothing changes with no other
 /// CPU to use.
 pub(crate) fn away_from(pid: Pid) -> Away {
+    cpu_of(pid).map_or(Away(None), away_from_cpu)
+}
+
+/// Keeps this thread off `cpu` until the guard is dropped; nothing changes
+/// with no other CPU to use.
+fn away_from_cpu(cpu: usize) -> Away {
     let Some(saved) = sched_getaffinity(Pid::from_raw(0)).ok() else {
         return Away(None);
     };
-    let Some(away) = cpu_of(pid).and_then(|cpu| other_cpus_of(&saved, cpu)) else {
+    let Some(away) = other_cpus_of(&saved, cpu) else {
         return Away(None);
     };
     match sched_setaffinity(Pid::from_raw(0), &away) {
         Ok(()) => Away(Some(saved)),
         Err(_) => Away(None),
     }
-}
-
-/// The CPUs this thread may use, but for `cpu`; None when that leaves none.
-fn other_cpus(cpu: usize) -> Option<CpuSet> {
-    other_cpus_of(&sched_getaffinity(Pid::from_raw(0)).ok()?, cpu)
 }
 
 /// `set` without `cpu`; None when that leaves none.
@@ -127,16 +107,21 @@ mod tests {
 
     #[test]
     fn beside_a_process_on_this_cpu_the_work_runs_off_it() {
-        // This thread is on its own CPU, so "the process" shares it.
-        // (A move of this thread between its two reads of the CPU makes
-        // one call run here: a few tries.)
-        let ours = allowed();
-        let runs: Vec<usize> = (0..5).map(|_| beside(me(), allowed, || ()).0).collect();
-        if ours > 1 {
-            assert!(runs.contains(&(ours - 1)), "every CPU but this one: {runs:?} of {ours}");
-        } else {
-            assert_eq!(runs, [ours; 5], "one CPU: run here");
-        }
+        std::thread::spawn(|| {
+            // This thread is on its own CPU, so "the process" shares it.
+            // (A move of this thread between its two reads of the CPU makes
+            // one call run with every CPU: a few tries.)
+            let ours = allowed();
+            let runs: Vec<usize> = (0..5).map(|_| beside(me(), allowed, || ()).0).collect();
+            if ours > 1 {
+                assert!(runs.contains(&(ours - 1)), "every CPU but this one: {runs:?} of {ours}");
+            } else {
+                assert_eq!(runs, [ours; 5], "one CPU: nothing changes");
+            }
+            assert_eq!(allowed(), ours, "the affinity is put back");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
