@@ -186,21 +186,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // its state, in its memory with vfork): every handled signal goes back
         // to its default before any is unblocked. execve would reset them
         // anyway, so a program that unblocks them itself needs none of this.
-        for sig in 1..=64 {
-            if a.keep_blocked {
-                break;
-            }
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP || libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                continue;
-            }
-            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
         if !a.keep_blocked {
+            for sig in 1..=64 {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if sig == libc::SIGKILL || sig == libc::SIGSTOP || libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                {
+                    continue;
+                }
+                if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+                    let mut dfl: libc::sigaction = std::mem::zeroed();
+                    dfl.sa_sigaction = libc::SIG_DFL;
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
