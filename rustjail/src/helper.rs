@@ -113,8 +113,9 @@ pub fn dispatch(modes: &[Mode]) {
     }
 }
 
-/// Empties this thread's signal mask (the process has no other thread yet).
-fn unblock_all_signals() {
+/// Empties this thread's signal mask (the modes and the init's last step
+/// before the user's program: each process has no other thread then).
+pub(crate) fn unblock_all_signals() {
     // SAFETY: an empty set, filled by sigemptyset before use.
     let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: sigemptyset/sigprocmask on a valid set; the old mask is not wanted.

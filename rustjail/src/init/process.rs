@@ -306,13 +306,7 @@ impl Prepared {
                 )
             };
         }
-        // SAFETY: an empty set, filled by sigemptyset before use.
-        let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sigemptyset/sigprocmask on a valid set; the old mask is not wanted.
-        unsafe {
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        }
+        crate::helper::unblock_all_signals();
         // SAFETY: execve with NUL-terminated strings and NULL-terminated pointer
         // arrays that `self` keeps alive.
         unsafe { libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
