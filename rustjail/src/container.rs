@@ -318,13 +318,16 @@ impl Runtime {
             join_cgroup,
             runtime_hooks,
         };
+        sync::send(&mut ours, &cfg)?;
         let overlapped = early_guard.is_none();
-        let (made, sent) = match early_guard {
-            Some(g) => (Ok(g), sync::send(&mut ours, &cfg)),
-            // Beside the init, on another CPU.
-            None => crate::overlap::beside(pid, &mut finish_cgroup, || sync::send(&mut ours, &cfg)),
+        let made = match early_guard {
+            Some(g) => Ok(g),
+            // Beside the init, which the send has just placed: off its CPU.
+            None => {
+                let _away = crate::overlap::away_if_sharing(pid);
+                finish_cgroup()
+            }
         };
-        sent?;
         let spec = cfg.spec;
         let mut pid = pid;
         let mut init = KillOnDrop(Some(pid));

@@ -7,7 +7,7 @@
 //! * create: the runtime's thread, woken onto the init's CPU at the end of
 //!   the `vfork` wait, made the cgroup "while the init builds its root" by
 //!   taking turns with the init on that CPU while the other stayed idle.
-//!   [`beside`] moves it off the CPU the init was woken onto.
+//!   [`away_if_sharing`] moves it off the CPU the init was woken onto.
 //! * start: the runtime's thread, woken by the init's write on the exec
 //!   FIFO, waited on the init's CPU behind the init's `execve` and the user's
 //!   program (a whole `/bin/true`, ~0.3 ms) before it could answer.
@@ -16,17 +16,13 @@
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-/// Runs `here`, which wakes the process `init`, then `there` beside it:
-/// when the kernel has put the init on this thread's CPU, this thread moves
-/// off that CPU for `there` (and back to its own affinity after). The
-/// init's CPU is read after the wakeup, which is what places it: read
-/// before, it named the CPU the init had slept on, and a helper thread sent
-/// away from that one could land on the init's new CPU and hold it there
-/// for the whole cgroup setup (seen with `sched_switch` tracing).
-pub(crate) fn beside<T, U>(init: Pid, there: impl FnOnce() -> T, here: impl FnOnce() -> U) -> (T, U) {
-    let u = here();
-    let _away = shared_cpu(init).map(away_from_cpu);
-    (there(), u)
+/// Keeps this thread off `pid`'s CPU until the guard is dropped, when the
+/// two share it; nothing changes otherwise. Call it after the wakeup of
+/// `pid`, which is what places it: read before, the CPU is the one `pid`
+/// slept on, and work sent away from that one could land on `pid`'s new
+/// CPU and hold it there (seen with `sched_switch` tracing).
+pub(crate) fn away_if_sharing(pid: Pid) -> Away {
+    shared_cpu(pid).map_or(Away(None), away_from_cpu)
 }
 
 /// The CPU this thread is on, when `pid` was last on it too.
@@ -98,27 +94,26 @@ mod tests {
     }
 
     #[test]
-    fn both_sides_run_once_and_return() {
-        let (t, u) = beside(me(), || 2 + 2, || "here");
-        assert_eq!((t, u), (4, "here"));
-        let (t, u) = beside(Pid::from_raw(i32::MAX), || 2 + 2, || "here");
-        assert_eq!((t, u), (4, "here"), "no such process: both here");
-    }
-
-    #[test]
-    fn beside_a_process_on_this_cpu_the_work_runs_off_it() {
+    fn sharing_a_cpu_with_a_process_this_thread_leaves_it() {
         std::thread::spawn(|| {
             // This thread is on its own CPU, so "the process" shares it.
             // (A move of this thread between its two reads of the CPU makes
             // one call run with every CPU: a few tries.)
             let ours = allowed();
-            let runs: Vec<usize> = (0..5).map(|_| beside(me(), allowed, || ()).0).collect();
+            let runs: Vec<usize> = (0..5)
+                .map(|_| {
+                    let _away = away_if_sharing(me());
+                    allowed()
+                })
+                .collect();
             if ours > 1 {
                 assert!(runs.contains(&(ours - 1)), "every CPU but this one: {runs:?} of {ours}");
             } else {
                 assert_eq!(runs, [ours; 5], "one CPU: nothing changes");
             }
             assert_eq!(allowed(), ours, "the affinity is put back");
+            let _none = away_if_sharing(Pid::from_raw(i32::MAX));
+            assert_eq!(allowed(), ours, "no such process: nothing changes");
         })
         .join()
         .unwrap();
