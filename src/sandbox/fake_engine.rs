@@ -361,7 +361,7 @@ impl EngineContainer for FakeHandle {
 
     fn start_time(&self) -> u64 {
         // The process's real one, which recovery checks a pid against.
-        rustjail::state::proc_start_time(self.pid).map_or(0, |(t, _)| t)
+        super::process::start_time_of(self.pid)
     }
 
     fn status(&self) -> rustjail::Status {
