@@ -495,6 +495,10 @@ pub(crate) fn spawn_writers(
     let sb = sandbox.clone();
     tokio::spawn(async move {
         while delivered.changed().await.is_ok() {
+            // A WaitProcess the exit ends goes first: its write (which it
+            // makes before it answers) then holds the exit too, and this one
+            // finds the file already as it would write it.
+            tokio::task::yield_now().await;
             sb.persist().await;
         }
     });
@@ -525,6 +529,7 @@ pub(crate) fn spawn_writers(
     let sb = sandbox.clone();
     tokio::spawn(async move {
         while let Some(pid) = rx.recv().await {
+            tokio::task::yield_now().await;
             sb.persist().await;
             if sb.fault.is_none() {
                 let _ = k.forget(pid);

@@ -16,8 +16,11 @@ use tokio::task::JoinHandle;
 /// returns: a restart takes a hundred containers back before it serves, and
 /// arming each (files of the cgroup opened, an eventfd registered) was a
 /// third of that time; a container is not running yet when it is created.
+/// The task lets what is ready run first: the answer to the create that
+/// spawned it then goes out before the watch is armed.
 pub(crate) fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        tokio::task::yield_now().await;
         if let Ok((afd, by_counter)) = arm(&id, &cg) {
             follow(id, cg, afd, by_counter, tx).await
         }
