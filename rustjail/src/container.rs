@@ -56,6 +56,52 @@ pub struct CreateOptions {
     /// caller's. Closed in the caller once the init has them. Ignored with a
     /// terminal (`process.terminal`): then [`Created::terminal`] is its master.
     pub stdio: Option<[OwnedFd; 3]>,
+    /// Work of the caller's, run on the calling thread while the init builds
+    /// its root (see [`Meanwhile`]).
+    pub meanwhile: Option<Meanwhile>,
+}
+
+/// What [`Meanwhile`] is told: the init as it will stay.
+#[derive(Debug)]
+pub struct InitStarted<'a> {
+    /// Its pid (final: after any fork into a joined PID namespace).
+    pub pid: i32,
+    /// Its start time (clock ticks since boot), as [`Container::start_time`] will hold it.
+    pub start_time: u64,
+    /// The spec as the container runs it, as [`Container::spec`] will hold it.
+    pub spec: &'a Spec,
+}
+
+/// Work a caller of `create` would do once it returns (set up the process's
+/// streams, serialise the spec), run instead while the init builds its root
+/// and the caller would only wait. Run at most once, before a successful
+/// `create` returns; a create that fails may have run it, or not.
+pub struct Meanwhile(pub Box<dyn FnOnce(InitStarted<'_>) + Send>);
+
+impl std::fmt::Debug for Meanwhile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Meanwhile")
+    }
+}
+
+impl Meanwhile {
+    /// Runs it for the init `pid`, with the start time read now.
+    fn run(self, pid: Pid, spec: &Spec) -> Result<u64> {
+        let start_time = read_start_time(pid)?;
+        (self.0)(InitStarted {
+            pid: pid.as_raw(),
+            start_time,
+            spec,
+        });
+        Ok(start_time)
+    }
+}
+
+/// The start time of the init `pid`, which must still exist.
+fn read_start_time(pid: Pid) -> Result<u64> {
+    state::proc_start_time(pid.as_raw())
+        .map(|(t, _)| t)
+        .ok_or_else(|| Error::Init(format!("init pid {pid} vanished during setup")))
 }
 
 /// A container just created.
@@ -211,6 +257,7 @@ impl Runtime {
             bundle,
             no_pivot,
             stdio,
+            mut meanwhile,
         } = opts;
         let fifo = state::fifo_path(&self.root, &id);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys("mkfifo", fifo.display()))?;
@@ -338,9 +385,18 @@ impl Runtime {
             // read below.
             let _ = sync::send(&mut ours, &Go::Continue);
         }
+        // Its pid is final unless it forks into a joined PID or a time namespace.
+        let mut start_time = None;
+        if !crate::init::forks_into_namespaces(&spec) {
+            if let Some(m) = meanwhile.take() {
+                start_time = Some(m.run(pid, &spec)?);
+            }
+        }
         let mut master = None;
         let mut msg = recv_keeping_console(&mut ours, &mut master)?;
         if let Some(FromInit::Pid(p)) = msg {
+            // Read again below, for the child (and `meanwhile` run for it).
+            start_time = None;
             // The init joined an existing PID namespace and forked into it; the
             // child (ours too, by CLONE_PARENT) is the container's init now and
             // the first process exits: reap it.
@@ -379,8 +435,11 @@ impl Runtime {
         if terminal && master.is_none() {
             return Err(Error::Init("the init set up no terminal".into()));
         }
-        let (start_time, _) = state::proc_start_time(pid.as_raw())
-            .ok_or_else(|| Error::Init(format!("init pid {pid} vanished after setup")))?;
+        let start_time = match (start_time, meanwhile) {
+            (Some(t), _) => t,
+            (None, Some(m)) => m.run(pid, &spec)?,
+            (None, None) => read_start_time(pid)?,
+        };
         let container = Container {
             id,
             pid: pid.as_raw(),

@@ -250,6 +250,7 @@ fn create(rt: &Runtime, a: &CreateArgs) -> Result<Container> {
         bundle,
         no_pivot: a.no_pivot,
         stdio: None,
+        meanwhile: None,
     })?;
     let c = created.container;
     let saved = c.save(rt.root()).and_then(|()| {

@@ -234,3 +234,77 @@ fn an_in_memory_spec_is_checked_as_a_file_is() {
     assert!(e.to_string().contains("no-such-rootfs"), "{e}");
     assert!(rt.list().unwrap().is_empty());
 }
+
+/// `meanwhile` runs once, while the init builds its root, and is told the
+/// init as the container keeps it: its own, or the child an init joining
+/// another container's PID namespace forks into it.
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn meanwhile_is_told_the_init_the_container_keeps() {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(i32, u64, Vec<String>)>>>;
+    let b = Bundle::new(&["sleep", "60"]);
+    let rt = runtime(&b);
+    let create = |id: &str, spec, seen: &Seen| {
+        let seen = seen.clone();
+        rt.create(CreateOptions {
+            id: id.into(),
+            spec,
+            bundle: b.path().to_path_buf(),
+            stdio: Some([dup(std::io::stdin()), dup(std::io::stderr()), dup(std::io::stderr())]),
+            meanwhile: Some(rustjail::container::Meanwhile(Box::new(move |s| {
+                let args = s
+                    .spec
+                    .process()
+                    .as_ref()
+                    .and_then(|p| p.args().clone())
+                    .unwrap_or_default();
+                seen.lock().unwrap().push((s.pid, s.start_time, args));
+            }))),
+            ..Default::default()
+        })
+        .unwrap()
+        .container
+    };
+    let first_seen = Seen::default();
+    let first = create(&format!("libm1-{}", std::process::id()), spec(&b), &first_seen);
+    assert_eq!(
+        *first_seen.lock().unwrap(),
+        [(first.pid, first.start_time, vec!["sleep".to_string(), "60".to_string()])]
+    );
+    rt.start(&first).unwrap();
+    // The second joins the first's PID namespace: its init forks, and the
+    // child is the container's init.
+    let mut s = spec(&b);
+    let mut linux = s.linux().clone().unwrap();
+    let ns = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut n| {
+            if n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid {
+                n.set_path(Some(format!("/proc/{}/ns/pid", first.pid).into()));
+            }
+            n
+        })
+        .collect();
+    linux.set_namespaces(Some(ns));
+    s.set_linux(Some(linux));
+    let second_seen = Seen::default();
+    let second = create(&format!("libm2-{}", std::process::id()), s, &second_seen);
+    let seen = second_seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((seen[0].0, seen[0].1), (second.pid, second.start_time));
+    let stat = std::fs::read_to_string(format!("/proc/{}/status", second.pid)).unwrap();
+    let nspid = stat.lines().find(|l| l.starts_with("NSpid:")).unwrap().to_string();
+    assert_eq!(
+        nspid.split_whitespace().count(),
+        3,
+        "in the first's PID namespace: {nspid}"
+    );
+    rt.delete(&second, true).unwrap();
+    // Reaped, or the first's init (the namespace's) waits for it to end.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(second.pid), None);
+    rt.delete(&first, true).unwrap();
+}

@@ -13,6 +13,7 @@ use slog::{info, warn};
 use super::changed::Mark;
 use super::engine::CreateSpec;
 use super::hotplug::DeviceState;
+use super::meanwhile;
 use super::new_stdio::NewStdio;
 use super::process::Process;
 use super::{blocking, blocking_here, lock, shared_ns, Container, Error, Reservation, Result, Sandbox};
@@ -187,30 +188,57 @@ impl Sandbox {
             Error::sys(format!("write {}/config.json", bundle.display()), why)
         })?;
         let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
+        let theirs = stdio.take_theirs();
+        let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
+        // Pipes are set up while the init builds its root; a terminal's
+        // master comes with the created container.
+        let (pipes, stdio) = if terminal {
+            (None, Some(stdio))
+        } else {
+            (Some(stdio), None)
+        };
+        let (meanwhile, made) = meanwhile::Work {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+            stdio: pipes,
+            engine: self.engine.clone(),
+            changed: self.changed.clone(),
+            log: self.log.clone(),
+        }
+        .into_meanwhile();
         let engine = self.engine.clone();
         let create = CreateSpec {
             id: id.clone(),
             spec,
             bundle: bundle.clone(),
-            stdio: stdio.take_theirs(),
+            stdio: theirs,
+            meanwhile: Some(meanwhile),
         };
         let created = blocking_here(move || engine.create(create)).await?;
         let handle = created.container;
         let pid = handle.pid();
-        // Registered before anything can fail, so the exit status is collected.
-        let exit = self.watch_exit_of(id, pid);
-        let init = match stdio.finish(created.terminal).and_then(|s| {
-            let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
-            Process::new(
-                exec_id.clone(),
-                pid,
-                handle.start_time(),
-                exit,
-                s,
-                Mark::new(&self.changed, id),
-                &self.log,
-            )
-        }) {
+        let made = lock(&made).take().filter(|m| m.pid == pid);
+        let (made_init, spec_json) = match made {
+            Some(m) => (m.init, Some(m.spec_json)),
+            None => (None, None),
+        };
+        let init = match made_init {
+            Some(p) => p,
+            None => match stdio {
+                Some(stdio) => {
+                    // Registered before anything can fail, so the exit status is collected.
+                    let exit = self.watch_exit_of(id, pid);
+                    stdio.finish(created.terminal).and_then(|s| {
+                        let mark = Mark::new(&self.changed, id);
+                        Process::new(exec_id.clone(), pid, handle.start_time(), exit, s, mark, &self.log)
+                    })
+                }
+                None => Err(Error::Internal(format!(
+                    "container {id}: the engine did not set up the init's pipes for pid {pid}"
+                ))),
+            },
+        };
+        let init = match init {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 // The engine made it, the sandbox cannot hold it: undo.
@@ -229,7 +257,7 @@ impl Sandbox {
             devices: tokio::sync::Mutex::new(DeviceState::default()),
             oom_watch,
             leftovers_watch: Mutex::new(None),
-            spec_json: std::sync::OnceLock::new(),
+            spec_json: spec_json.map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from),
         });
         self.keep_stdio(id, &c.init);
         c.watch_leftovers(&self.log);

@@ -29,6 +29,9 @@ pub(crate) struct CreateSpec {
     pub bundle: PathBuf,
     /// The process's ends of its pipes; `None` with a terminal.
     pub stdio: Option<[OwnedFd; 3]>,
+    /// The sandbox's work for the init, run by the engine while the init
+    /// builds its root (see [`rustjail::container::Meanwhile`]).
+    pub meanwhile: Option<rustjail::container::Meanwhile>,
 }
 
 /// A container just created.

@@ -233,6 +233,14 @@ impl ContainerEngine for FakeEngine {
         }
         let pid = self.new_pid();
         let terminal = req.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+        // As rustjail: run once the init's pid is known, before create returns.
+        if let Some(m) = req.meanwhile {
+            (m.0)(rustjail::container::InitStarted {
+                pid,
+                start_time: super::process::start_time_of(pid),
+                spec: &req.spec,
+            });
+        }
         let mut s = self.lock();
         if let Some(fds) = req.stdio {
             s.stdio.insert(pid, fds);

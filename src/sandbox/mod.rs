@@ -22,7 +22,8 @@
 //! (AddSwap, UpdateEphemeralMounts), `network.rs` (the guest's interfaces,
 //! routes, neighbours and iptables, feature `net`),
 //! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
-//! `guest_hooks.rs`, `oom.rs`, `view.rs`, `changed.rs` (which containers a
+//! `guest_hooks.rs`, `oom.rs`, `view.rs`, `meanwhile.rs` (what a create
+//! sets up while the init builds its root), `changed.rs` (which containers a
 //! state write looks at), `error.rs`, `engine.rs` and
 //! `rustjail_engine.rs` (the seam and the real engine).
 
@@ -42,6 +43,7 @@ pub(crate) mod fake_engine;
 pub(crate) mod guest_hooks;
 pub(crate) mod guest_ops;
 pub(crate) mod hotplug;
+pub(crate) mod meanwhile;
 #[cfg(feature = "net")]
 pub(crate) mod network;
 pub(crate) mod new_stdio;

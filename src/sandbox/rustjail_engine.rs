@@ -122,6 +122,7 @@ impl ContainerEngine for RustjailEngine {
             bundle: req.bundle,
             no_pivot: self.no_pivot,
             stdio: req.stdio,
+            meanwhile: req.meanwhile,
         })?;
         Ok(Created {
             container: Box::new(RjContainer {

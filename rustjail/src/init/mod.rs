@@ -111,11 +111,8 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
                 .map_err(crate::error::io("write", "/proc/self/timens_offsets"))?;
         }
     }
-    let joins_pid_or_time = namespaces
-        .iter()
-        .any(|n| matches!(n.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) && n.path().is_some());
     let mut host_pid = cfg.host_pid;
-    if new_time || joins_pid_or_time {
+    if forks_into_namespaces(spec) {
         host_pid = fork_into_namespaces(sock)?;
     }
     // The runtime placed us in the container's cgroup before sending the config,
@@ -230,6 +227,20 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         Err(e) => e,
     };
     Err(crate::exec_fifo::report(started, err))
+}
+
+/// Whether the init forks into the namespaces it enters, its child becoming
+/// the container's init: `setns(CLONE_NEWPID)`, and a new or joined time
+/// namespace, take only the caller's children.
+pub(crate) fn forks_into_namespaces(spec: &oci_spec::runtime::Spec) -> bool {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    namespaces.is_some_and(|ns| {
+        ns.iter().any(|n| match n.typ() {
+            LinuxNamespaceType::Time => true,
+            LinuxNamespaceType::Pid => n.path().is_some(),
+            _ => false,
+        })
+    })
 }
 
 /// Forks into the PID or time namespace entered (see [`exec::fork_to_runtime`]);
