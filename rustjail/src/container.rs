@@ -307,7 +307,7 @@ impl Runtime {
             flags,
             fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
             cgroup: cgroup_fd,
-            unblocks_signals: true,
+            dispatched: true,
         };
         let before_exec: Option<crate::spawn::BeforeExec<'_>> = if userns { Some(&maps) } else { None };
         let mut in_cgroup = v2_dir.is_some();
@@ -522,7 +522,7 @@ impl Runtime {
             flags: CloneFlags::empty(),
             fds: with_stdio(vec![(theirs.as_raw_fd(), SYNC_FD)], stdio.as_ref()),
             cgroup: cgroup_fd,
-            unblocks_signals: true,
+            dispatched: true,
         };
         // v2: the helper, and so the process it forks, starts in the cgroup.
         let v2_dir = c.cgroup.v2_dir_fd()?;

@@ -99,8 +99,10 @@ pub fn dispatch(modes: &[Mode]) {
         return;
     };
     // The runtime started this process with every signal blocked
-    // (`SpawnSpec::unblocks_signals`); none is wanted blocked here.
+    // (`SpawnSpec::dispatched`); none is wanted blocked here. Nor the CPU
+    // it left out for its own thread.
     unblock_all_signals();
+    crate::spawn::take_back_cpus();
     let name = name.to_string_lossy();
     let Some(mode) = modes.iter().find(|m| m.name == name) else {
         eprintln!("rustjail helper: this binary has no mode {name:?}");
@@ -271,7 +273,7 @@ impl crate::Runtime {
             flags,
             cgroup: None,
             fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
-            unblocks_signals: true,
+            dispatched: true,
         })?;
         drop(theirs);
         let reply = sync::send(&mut ours, req).and_then(|()| sync::recv::<OpReply>(&mut ours));

@@ -7,7 +7,9 @@
 //! * create: the runtime's thread, woken onto the init's CPU at the end of
 //!   the `vfork` wait, made the cgroup "while the init builds its root" by
 //!   taking turns with the init on that CPU while the other stayed idle.
-//!   [`away_if_sharing`] moves it off the CPU the init was woken onto.
+//!   The spawn now starts the init off the thread's CPU (`spawn::cpu_split`);
+//!   [`away_if_sharing`] still moves the thread off the init's CPU when
+//!   the config's send has woken the init onto it.
 //! * start: the runtime's thread, woken by the init's write on the exec
 //!   FIFO, waited on the init's CPU behind the init's `execve` and the user's
 //!   program (a whole `/bin/true`, ~0.3 ms) before it could answer.

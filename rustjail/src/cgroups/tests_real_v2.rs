@@ -142,7 +142,7 @@ fn real_v2_process_created_in_its_cgroup() {
         flags: nix::sched::CloneFlags::empty(),
         fds: Vec::new(),
         cgroup: Some(fd.as_raw_fd()),
-        unblocks_signals: false,
+        dispatched: false,
     })
     .unwrap();
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();

@@ -8,7 +8,10 @@
 //! The child copies only the first entries of the parent's descriptor table
 //! (`low_fds`), so a spawn costs the same with 20 descriptors open or 2,000.
 
+mod cpu_split;
 mod low_fds;
+
+pub use cpu_split::{take_back as take_back_cpus, CPUS_ENV};
 
 pub use low_fds::reserve as reserve_low_fds;
 
@@ -86,12 +89,13 @@ pub struct SpawnSpec<'a> {
     /// (`clone3` with `CLONE_INTO_CGROUP`): no migration afterwards, whose
     /// write lock on the threadgroup semaphore waits for an RCU grace period.
     pub cgroup: Option<RawFd>,
-    /// The program unblocks signals itself before anything else (this
-    /// binary's modes do, in [`crate::helper::dispatch`]). The child then
-    /// keeps every signal blocked through `execve`, which resets the
-    /// parent's handlers, instead of reading and resetting each of the 64
-    /// first: ~70 system calls less on every container's create.
-    pub unblocks_signals: bool,
+    /// The program is one of this binary's modes, which unblock signals and
+    /// take back their CPUs before anything else ([`crate::helper::dispatch`]).
+    /// The child then keeps every signal blocked through `execve`, which
+    /// resets the parent's handlers, instead of reading and resetting each
+    /// of the 64 first: ~70 system calls less on every container's create.
+    /// And with `vfork`, it runs off the parent's CPU ([`cpu_split`]).
+    pub dispatched: bool,
 }
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7): the child starts in `clone_args.cgroup`.
@@ -149,13 +153,15 @@ struct ChildArgs {
     keep_below: RawFd,
     go_fd: RawFd,
     become_root: bool,
-    /// Signals stay blocked through execve (see [`SpawnSpec::unblocks_signals`]).
+    /// Signals stay blocked through execve (see [`SpawnSpec::dispatched`]).
     keep_blocked: bool,
     exe_fd: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     fds: Vec<(RawFd, RawFd)>,
     err_fd: RawFd,
+    /// The parent's CPUs but its own, to move to first (see [`cpu_split`]).
+    move_to: Option<libc::cpu_set_t>,
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -167,6 +173,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     let a = unsafe { &*(arg as *const ChildArgs) };
     // SAFETY: raw syscalls with valid arguments; no allocation.
     unsafe {
+        if let Some(cpus) = &a.move_to {
+            cpu_split::move_child(cpus);
+        }
         if a.keep_below >= 0 {
             // First: every later step changes the table, which is still the
             // parent's. The copy of the rest is skipped, and with it the
@@ -365,20 +374,28 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
     } else {
         -1
     };
+    // Last before the clone: this thread stays pinned until it returns.
+    let split = if vfork && spec.dispatched {
+        cpu_split::Split::pin_here()
+    } else {
+        None
+    };
+    let split_env = split.as_ref().map(|s| s.env());
     let mut argv: Vec<*const libc::c_char> = spec.args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|a| a.as_ptr()).collect();
+    let mut envp: Vec<*const libc::c_char> = spec.env.iter().chain(&split_env).map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
     let args = ChildArgs {
         keep_below,
         go_fd: go.as_ref().map(|(r, _)| r.as_raw_fd()).unwrap_or(-1),
         become_root: before_exec.is_some() && spec.flags.contains(CloneFlags::CLONE_NEWUSER),
-        keep_blocked: spec.unblocks_signals,
+        keep_blocked: spec.dispatched,
         exe_fd: exe_child,
         argv,
         envp,
         fds,
         err_fd: err_child,
+        move_to: split.as_ref().map(|s| s.child),
     };
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down: hand clone the 16-byte aligned top.
@@ -445,6 +462,7 @@ pub fn spawn_with(spec: &SpawnSpec<'_>, before_exec: Option<BeforeExec<'_>>) -> 
     };
     // SAFETY: restores this thread's mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    drop(split);
     if pid < 0 {
         let call = if spec.cgroup.is_some() { "clone3" } else { "clone" };
         return Err(sys(call, format!("flags {:?}", spec.flags))(clone_err));
@@ -501,7 +519,7 @@ mod tests {
             flags: CloneFlags::empty(),
             fds,
             cgroup: None,
-            unblocks_signals: false,
+            dispatched: false,
         })
     }
 
@@ -514,7 +532,7 @@ mod tests {
 
     /// The blocked signals a program starts with, as /proc/self/status's
     /// SigBlk shows them in hex.
-    fn blocked_at_start(unblocks_signals: bool) -> u64 {
+    fn blocked_at_start(dispatched: bool) -> u64 {
         // Not a shell: dash empties its mask when it starts.
         let bin = SealedBinary::copy_of(Path::new("/bin/grep")).unwrap();
         let (mut r, w) = std::io::pipe().unwrap();
@@ -525,7 +543,7 @@ mod tests {
             flags: CloneFlags::empty(),
             fds: vec![(w.as_raw_fd(), 1)],
             cgroup: None,
-            unblocks_signals,
+            dispatched,
         })
         .unwrap();
         drop(w);
@@ -550,6 +568,71 @@ mod tests {
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD, libc::SIGUSR1] {
             assert_ne!(blocked & (1 << (sig - 1)), 0, "signal {sig} not blocked: {blocked:#x}");
         }
+    }
+
+    /// A dispatched program starts off the spawning thread's CPU, told (in
+    /// the environment) the CPUs to take back; the thread gets them back.
+    #[test]
+    fn a_dispatched_program_starts_off_the_parents_cpu() {
+        std::thread::spawn(|| {
+            let allowed = || std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let line = |status: &str, key: &str| {
+                let l = status
+                    .lines()
+                    .find(|l| l.starts_with(key))
+                    .unwrap_or_else(|| panic!("{status}"));
+                l.split_once(':').unwrap().1.trim().to_string()
+            };
+            let before = line(&allowed(), "Cpus_allowed_list");
+            let bin = SealedBinary::copy_of(Path::new("/bin/sh")).unwrap();
+            let (mut r, w) = std::io::pipe().unwrap();
+            let script = "grep Cpus_allowed_list /proc/self/status; echo \"cpus=$_RUSTJAIL_CPUS\"";
+            let pid = spawn(&SpawnSpec {
+                binary: &bin,
+                args: cstrings(&["sh", "-c", script]),
+                env: vec![],
+                flags: CloneFlags::empty(),
+                fds: vec![(w.as_raw_fd(), 1)],
+                cgroup: None,
+                dispatched: true,
+            })
+            .unwrap();
+            drop(w);
+            let mut out = String::new();
+            r.read_to_string(&mut out).unwrap();
+            assert_eq!(exit_code(pid), 0);
+            assert_eq!(
+                line(&allowed(), "Cpus_allowed_list"),
+                before,
+                "the thread's CPUs are back"
+            );
+            let child = line(&out, "Cpus_allowed_list");
+            // SAFETY: sched_getaffinity of this thread into a zeroed set.
+            let n = unsafe {
+                let mut s: libc::cpu_set_t = std::mem::zeroed();
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut s);
+                libc::CPU_COUNT(&s)
+            };
+            if n > 1 {
+                assert_ne!(child, before, "one CPU fewer than {before}");
+                let told = out.lines().find_map(|l| l.strip_prefix("cpus=")).unwrap();
+                let ranges = |list: &str| -> Vec<usize> {
+                    list.split(',')
+                        .flat_map(|r| match r.split_once('-') {
+                            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+                            None => vec![r.parse().unwrap()],
+                        })
+                        .collect()
+                };
+                assert_eq!(ranges(told), ranges(&before), "told the parent's CPUs");
+                assert_eq!(ranges(&child).len() + 1, ranges(&before).len());
+            } else {
+                assert_eq!(child, before, "one CPU: nothing moves");
+                assert!(out.contains("cpus=\n"), "{out}");
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     /// The binary's own fd number as a destination (what the agent's sync
@@ -590,7 +673,7 @@ mod tests {
                             flags: CloneFlags::empty(),
                             fds,
                             cgroup: None,
-                            unblocks_signals: false,
+                            dispatched: false,
                         })
                         .unwrap();
                         assert_eq!(exit_code(pid), 0);
@@ -643,7 +726,7 @@ mod tests {
             flags: CloneFlags::empty(),
             fds: vec![],
             cgroup: None,
-            unblocks_signals: false,
+            dispatched: false,
         })
         .unwrap_err();
         let text = e.to_string();
@@ -675,7 +758,7 @@ mod tests {
                 flags: CloneFlags::CLONE_NEWUSER,
                 fds: vec![],
                 cgroup: None,
-                unblocks_signals: false,
+                dispatched: false,
             },
             Some(&no_maps),
         )
