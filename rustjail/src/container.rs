@@ -85,23 +85,21 @@ impl std::fmt::Debug for Meanwhile {
 }
 
 impl Meanwhile {
-    /// Runs it for the init `pid`, with the start time read now.
-    fn run(self, pid: Pid, spec: &Spec) -> Result<u64> {
-        let start_time = read_start_time(pid)?;
+    /// Runs it for the init `pid`, which started at `start_time`.
+    fn run(self, pid: Pid, start_time: u64, spec: &Spec) {
         (self.0)(InitStarted {
             pid: pid.as_raw(),
             start_time,
             spec,
         });
-        Ok(start_time)
     }
 }
 
-/// The start time of the init `pid`, which must still exist.
+/// The start time of the init `pid`, which has reported (and so exists).
 fn read_start_time(pid: Pid) -> Result<u64> {
     state::proc_start_time(pid.as_raw())
         .map(|(t, _)| t)
-        .ok_or_else(|| Error::Init(format!("init pid {pid} vanished during setup")))
+        .ok_or_else(|| Error::Init(format!("init pid {pid} vanished after setup")))
 }
 
 /// A container just created.
@@ -385,11 +383,16 @@ impl Runtime {
             // read below.
             let _ = sync::send(&mut ours, &Go::Continue);
         }
-        // Its pid is final unless it forks into a joined PID or a time namespace.
+        // Its pid is final unless it forks into a joined PID or a time
+        // namespace. An init already gone has failed: its report, read
+        // below, says why.
         let mut start_time = None;
         if !crate::init::forks_into_namespaces(&spec) {
-            if let Some(m) = meanwhile.take() {
-                start_time = Some(m.run(pid, &spec)?);
+            if let Some((t, _)) = state::proc_start_time(pid.as_raw()) {
+                if let Some(m) = meanwhile.take() {
+                    m.run(pid, t, &spec);
+                }
+                start_time = Some(t);
             }
         }
         let mut master = None;
@@ -435,11 +438,13 @@ impl Runtime {
         if terminal && master.is_none() {
             return Err(Error::Init("the init set up no terminal".into()));
         }
-        let start_time = match (start_time, meanwhile) {
-            (Some(t), _) => t,
-            (None, Some(m)) => m.run(pid, &spec)?,
-            (None, None) => read_start_time(pid)?,
+        let start_time = match start_time {
+            Some(t) => t,
+            None => read_start_time(pid)?,
         };
+        if let Some(m) = meanwhile {
+            m.run(pid, start_time, &spec);
+        }
         let container = Container {
             id,
             pid: pid.as_raw(),
