@@ -29,8 +29,7 @@ pub(crate) fn away_if_sharing(pid: Pid) -> Away {
 
 /// The CPU this thread is on, when `pid` was last on it too.
 fn shared_cpu(pid: Pid) -> Option<usize> {
-    // SAFETY: sched_getcpu takes no arguments and only reads the CPU number.
-    let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    let here = nix::sched::sched_getcpu().ok()?;
     (cpu_of(pid)? == here).then_some(here)
 }
 
@@ -40,8 +39,31 @@ fn cpu_of(pid: Pid) -> Option<usize> {
     crate::state::read_proc_stat(pid.as_raw(), |fields| fields.get(39 - 3)?.parse().ok())
 }
 
-/// This thread's CPU affinity as it was before [`away_from`]; put back on drop.
+/// This thread's CPU affinity as it was before [`away_from`] (or
+/// [`pinned_here`]); put back on drop.
 pub(crate) struct Away(Option<CpuSet>);
+
+impl Away {
+    /// The CPUs this thread had, and gets back on drop (None: nothing changed).
+    pub(crate) fn saved(&self) -> Option<&CpuSet> {
+        self.0.as_ref()
+    }
+}
+
+/// Pins this thread to the CPU it runs on until the guard is dropped, and
+/// gives this thread's other CPUs; None with no other CPU to use (nothing
+/// changes then).
+pub(crate) fn pinned_here() -> Option<(Away, CpuSet)> {
+    let saved = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let here = nix::sched::sched_getcpu()
+        .ok()
+        .filter(|&c| saved.is_set(c).unwrap_or(false))?;
+    let others = other_cpus_of(&saved, here)?;
+    let mut pin = CpuSet::new();
+    pin.set(here).ok()?;
+    sched_setaffinity(Pid::from_raw(0), &pin).ok()?;
+    Some((Away(Some(saved)), others))
+}
 
 impl Drop for Away {
     fn drop(&mut self) {

@@ -5,100 +5,67 @@
 //! `sched_wakeup` tracing: 22 of 23 creates). The parent then waited there
 //! until the new process blocked, ~0.13 ms into every create, before it
 //! could send the config that process was blocked on. So the parent pins
-//! itself to its CPU for the clone, the child moves itself to the parent's
-//! other CPUs before it executes, and the program takes the parent's CPUs
-//! back first thing ([`take_back`], from `helper::dispatch`).
+//! itself to its CPU for the clone ([`crate::overlap::pinned_here`]), the
+//! child moves itself to the parent's other CPUs before it executes, and the
+//! program takes the parent's CPUs back first thing ([`take_back`], from
+//! `helper::dispatch`).
 
 use std::ffi::CString;
+
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+use crate::overlap::{pinned_here, Away};
 
 /// Names the CPUs a spawned program takes back (a list such as `0,2,3`).
 pub const CPUS_ENV: &str = "_RUSTJAIL_CPUS";
 
 /// This thread pinned to its CPU for a spawn; its CPUs are put back on drop.
 pub(super) struct Split {
-    /// This thread's CPUs before.
-    all: libc::cpu_set_t,
-    /// Those without this thread's CPU: the child's until it executes.
-    pub(super) child: libc::cpu_set_t,
+    pinned: Away,
+    /// This thread's other CPUs: the child's until it executes.
+    pub(super) child: CpuSet,
 }
 
 impl Split {
     /// Pins this thread to the CPU it runs on; None when it may use only
     /// one CPU, or the pin is refused (nothing changed then).
     pub(super) fn pin_here() -> Option<Split> {
-        // SAFETY: an all-zero cpu_set_t is an empty set; the calls write at
-        // most its size, for this thread.
-        unsafe {
-            let mut all: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut all) != 0 || libc::CPU_COUNT(&all) < 2 {
-                return None;
-            }
-            let here = usize::try_from(libc::sched_getcpu()).ok()?;
-            if !libc::CPU_ISSET(here, &all) {
-                return None;
-            }
-            let mut child = all;
-            libc::CPU_CLR(here, &mut child);
-            let mut pin: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(here, &mut pin);
-            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &pin) != 0 {
-                return None;
-            }
-            Some(Split { all, child })
-        }
+        let (pinned, child) = pinned_here()?;
+        Some(Split { pinned, child })
     }
 
     /// The environment entry that has the program take this thread's CPUs back.
     pub(super) fn env(&self) -> CString {
-        CString::new(format!("{CPUS_ENV}={}", cpu_list(&self.all))).expect("digits and commas")
-    }
-}
-
-impl Drop for Split {
-    fn drop(&mut self) {
-        // SAFETY: sched_setaffinity of this thread with the set it had.
-        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.all) };
+        let all = self.pinned.saved().map(cpu_list).unwrap_or_default();
+        CString::new(format!("{CPUS_ENV}={all}")).expect("digits and commas")
     }
 }
 
 /// In the child, before it executes: off the parent's CPU. Async-signal-safe
-/// (one raw syscall); a failure leaves it where it is.
-///
-/// # Safety
-/// Only for the child of a spawn (any thread may call it, it only moves the caller).
-pub(super) unsafe fn move_child(cpus: &libc::cpu_set_t) {
-    libc::syscall(
-        libc::SYS_sched_setaffinity,
-        0,
-        size_of::<libc::cpu_set_t>(),
-        cpus as *const libc::cpu_set_t,
-    );
+/// (libc's sched_setaffinity is the bare system call); a failure leaves it
+/// where it is.
+pub(super) fn move_child(cpus: &CpuSet) {
+    let _ = sched_setaffinity(Pid::from_raw(0), cpus);
 }
 
 /// `0,1,3`: the CPUs of `set`.
-fn cpu_list(set: &libc::cpu_set_t) -> String {
-    let cpus: Vec<String> = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: CPU_ISSET reads the set within its size.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, set) })
+fn cpu_list(set: &CpuSet) -> String {
+    let cpus: Vec<String> = (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
         .map(|c| c.to_string())
         .collect();
     cpus.join(",")
 }
 
-/// The set of a list [`cpu_list`] wrote; None when it names no CPU or is not one.
-fn parse_cpu_list(list: &str) -> Option<libc::cpu_set_t> {
-    // SAFETY: an all-zero cpu_set_t is an empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+/// The set of a list [`cpu_list`] wrote; None when it is not one (an empty
+/// list included).
+fn parse_cpu_list(list: &str) -> Option<CpuSet> {
+    let mut set = CpuSet::new();
     for c in list.split(',') {
-        let c: usize = c.parse().ok()?;
-        if c >= libc::CPU_SETSIZE as usize {
-            return None;
-        }
-        // SAFETY: c is within the set's size.
-        unsafe { libc::CPU_SET(c, &mut set) };
+        set.set(c.parse().ok()?).ok()?;
     }
-    // SAFETY: CPU_COUNT reads the set within its size.
-    (unsafe { libc::CPU_COUNT(&set) } > 0).then_some(set)
+    Some(set)
 }
 
 /// In a program a spawn started: takes back the CPUs its parent had, when
@@ -111,8 +78,7 @@ pub fn take_back() {
 /// [`take_back`] with the environment's value.
 fn take_back_from(list: Option<&std::ffi::OsStr>) {
     if let Some(set) = list.and_then(|l| l.to_str()).and_then(parse_cpu_list) {
-        // SAFETY: sched_setaffinity of this thread with a valid set.
-        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
     }
 }
 
@@ -120,18 +86,12 @@ fn take_back_from(list: Option<&std::ffi::OsStr>) {
 mod tests {
     use super::*;
 
-    fn mine() -> libc::cpu_set_t {
-        // SAFETY: as in pin_here.
-        unsafe {
-            let mut s: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut s), 0);
-            s
-        }
+    fn mine() -> CpuSet {
+        nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap()
     }
 
-    fn count(s: &libc::cpu_set_t) -> i32 {
-        // SAFETY: reads the set.
-        unsafe { libc::CPU_COUNT(s) }
+    fn count(s: &CpuSet) -> usize {
+        (0..CpuSet::count()).filter(|&c| s.is_set(c).unwrap()).count()
     }
 
     #[test]

@@ -161,7 +161,7 @@ struct ChildArgs {
     fds: Vec<(RawFd, RawFd)>,
     err_fd: RawFd,
     /// The parent's CPUs but its own, to move to first (see [`cpu_split`]).
-    move_to: Option<libc::cpu_set_t>,
+    move_to: Option<nix::sched::CpuSet>,
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -607,11 +607,11 @@ mod tests {
                 "the thread's CPUs are back"
             );
             let child = line(&out, "Cpus_allowed_list");
-            // SAFETY: sched_getaffinity of this thread into a zeroed set.
-            let n = unsafe {
-                let mut s: libc::cpu_set_t = std::mem::zeroed();
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut s);
-                libc::CPU_COUNT(&s)
+            let n = {
+                let s = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| s.is_set(c).unwrap())
+                    .count()
             };
             if n > 1 {
                 assert_ne!(child, before, "one CPU fewer than {before}");
