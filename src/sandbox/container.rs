@@ -10,12 +10,10 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Spec};
 use slog::{info, warn};
 
-use super::changed::Mark;
 use super::engine::CreateSpec;
 use super::hotplug::DeviceState;
 use super::meanwhile;
 use super::new_stdio::NewStdio;
-use super::process::Process;
 use super::{blocking, blocking_here, lock, shared_ns, Container, Error, Reservation, Result, Sandbox};
 use crate::device::DeviceAddr;
 
@@ -197,15 +195,14 @@ impl Sandbox {
         } else {
             (Some(stdio), None)
         };
-        let (meanwhile, made) = meanwhile::Work {
+        let parts = Arc::new(meanwhile::InitParts {
             id: id.clone(),
             exec_id: exec_id.clone(),
-            stdio: pipes,
             engine: self.engine.clone(),
             changed: self.changed.clone(),
             log: self.log.clone(),
-        }
-        .into_meanwhile();
+        });
+        let (meanwhile, made) = parts.clone().meanwhile(pipes);
         let engine = self.engine.clone();
         let create = CreateSpec {
             id: id.clone(),
@@ -222,21 +219,12 @@ impl Sandbox {
             Some(m) => (m.init, Some(m.spec_json)),
             None => (None, None),
         };
-        let init = match made_init {
-            Some(p) => p,
-            None => match stdio {
-                Some(stdio) => {
-                    // Registered before anything can fail, so the exit status is collected.
-                    let exit = self.watch_exit_of(id, pid);
-                    stdio.finish(created.terminal).and_then(|s| {
-                        let mark = Mark::new(&self.changed, id);
-                        Process::new(exec_id.clone(), pid, handle.start_time(), exit, s, mark, &self.log)
-                    })
-                }
-                None => Err(Error::Internal(format!(
-                    "container {id}: the engine did not set up the init's pipes for pid {pid}"
-                ))),
-            },
+        let init = match (made_init, stdio) {
+            (Some(p), _) => p,
+            (None, Some(stdio)) => parts.process(pid, handle.start_time(), stdio, created.terminal),
+            (None, None) => Err(Error::Internal(format!(
+                "container {id}: the engine did not set up the init's pipes for pid {pid}"
+            ))),
         };
         let init = match init {
             Ok(p) => Arc::new(p),

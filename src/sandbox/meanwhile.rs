@@ -4,6 +4,7 @@
 //! Done after the init reported, that was ~0.1 ms of every create spent while
 //! the other CPU sat idle waiting for the mounts.
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use rustjail::container::{InitStarted, Meanwhile};
@@ -13,7 +14,7 @@ use super::engine::ContainerEngine;
 use super::new_stdio::NewStdio;
 use super::process::Process;
 use super::view::SpecJson;
-use super::{lock, Result};
+use super::{lock, watch_exit_in, Result};
 
 /// What was made for the init `pid`.
 pub(crate) struct Made {
@@ -29,34 +30,41 @@ pub(crate) struct Made {
 /// Where the work leaves what it made.
 pub(crate) type Slot = Arc<Mutex<Option<Made>>>;
 
-/// Everything the work needs, owned: it runs on the engine's thread.
-pub(crate) struct Work {
+/// What a container's init Process is made with, owned: it is made on the
+/// engine's thread, or after the create (with a terminal).
+pub(crate) struct InitParts {
     /// Container id.
     pub id: String,
     /// The init's exec id.
     pub exec_id: String,
-    /// The agent's ends of the pipes; None with a terminal.
-    pub stdio: Option<NewStdio>,
     pub engine: Arc<dyn ContainerEngine>,
     pub changed: Arc<Changed>,
     pub log: slog::Logger,
 }
 
-impl Work {
-    /// The work as the engine runs it, and the slot it fills.
-    pub(crate) fn into_meanwhile(self) -> (Meanwhile, Slot) {
+impl InitParts {
+    /// The init `pid`'s Process on `stdio` (with a terminal, its `master`),
+    /// its exit watched from now on.
+    pub(crate) fn process(
+        &self,
+        pid: i32,
+        start_time: u64,
+        stdio: NewStdio,
+        master: Option<OwnedFd>,
+    ) -> Result<Process> {
+        let exit = watch_exit_in(&self.changed, self.engine.as_ref(), &self.id, pid);
+        let stdio = stdio.finish(master)?;
+        let mark = Mark::new(&self.changed, &self.id);
+        Process::new(self.exec_id.clone(), pid, start_time, exit, stdio, mark, &self.log)
+    }
+
+    /// The work as the engine runs it, and the slot it fills: the Process
+    /// on `pipes` (None with a terminal), and the spec serialised.
+    pub(crate) fn meanwhile(self: Arc<Self>, pipes: Option<NewStdio>) -> (Meanwhile, Slot) {
         let slot = Slot::default();
         let out = slot.clone();
         let run = move |s: InitStarted<'_>| {
-            let init = self.stdio.map(|stdio| {
-                // As `Sandbox::watch_exit_of`: its exit marks the container.
-                self.changed.watch_pid(s.pid, &self.id);
-                let exit = self.engine.watch_exit(s.pid);
-                stdio.finish(None).and_then(|stdio| {
-                    let mark = Mark::new(&self.changed, &self.id);
-                    Process::new(self.exec_id, s.pid, s.start_time, exit, stdio, mark, &self.log)
-                })
-            });
+            let init = pipes.map(|stdio| self.process(s.pid, s.start_time, stdio, None));
             *lock(&out) = Some(Made {
                 pid: s.pid,
                 init,

@@ -240,6 +240,18 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// [`Sandbox::watch_exit_of`] with the sandbox's parts, for work that runs
+/// where the sandbox is not at hand (`meanwhile`).
+pub(crate) fn watch_exit_in(
+    changed: &changed::Changed,
+    engine: &dyn engine::ContainerEngine,
+    id: &str,
+    pid: i32,
+) -> tokio::sync::watch::Receiver<Option<crate::reaper::Exit>> {
+    changed.watch_pid(pid, id);
+    engine.watch_exit(pid)
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -376,8 +388,7 @@ impl Sandbox {
         id: &str,
         pid: i32,
     ) -> tokio::sync::watch::Receiver<Option<crate::reaper::Exit>> {
-        self.changed.watch_pid(pid, id);
-        self.engine.watch_exit(pid)
+        watch_exit_in(&self.changed, self.engine.as_ref(), id, pid)
     }
 
     /// A process by container and exec id (empty or the container's own id: the init).
