@@ -379,9 +379,15 @@ impl Runtime {
         guard.defuse();
         let cg_guard = made?;
         if overlapped && cfg.cgroup_pending {
-            // An init that failed meanwhile has closed its end: its report is
+            // The init joins through descriptors opened here, beside it. An
+            // init that failed meanwhile has closed its end: its report is
             // read below.
-            let _ = sync::send(&mut ours, &Go::Continue);
+            let files = {
+                let _away = crate::overlap::away_if_sharing(pid);
+                cgroup.open_join_files()?
+            };
+            let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+            let _ = sync::send_fds(&ours, &raw);
         }
         // Its pid is final unless it forks into a joined PID or a time
         // namespace. An init already gone has failed: its report, read

@@ -43,8 +43,8 @@ pub struct InitConfig {
     #[serde(default)]
     pub join_cgroup: Option<crate::cgroups::Manager>,
     /// `join_cgroup` is still being made: the init builds the root meanwhile
-    /// and joins it, just before entering the root, once the runtime sends
-    /// [`Go::Continue`].
+    /// and joins it, just before entering the root, through the files the
+    /// runtime then sends ([`send_fds`]; none: by path).
     #[serde(default)]
     pub cgroup_pending: bool,
     /// The runtime has prestart or createRuntime hooks to run once the mounts
@@ -65,8 +65,7 @@ pub struct ExecTarget {
 }
 
 /// What the runtime tells an exec'd process once it is in the container's
-/// cgroup, an init whose cgroup is made ([`InitConfig::cgroup_pending`]), or
-/// an init stopped for the runtime's hooks ([`FromInit::Mounted`]).
+/// cgroup, or an init stopped for the runtime's hooks ([`FromInit::Mounted`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Go {
     /// Carry on.
@@ -119,37 +118,63 @@ pub fn recv<T: DeserializeOwned>(s: &mut UnixStream) -> Result<Option<T>> {
 
 /// Sends `fd` as SCM_RIGHTS with a one-byte payload.
 pub fn send_fd(s: &UnixStream, fd: std::os::fd::RawFd) -> Result<()> {
+    send_fds(s, &[fd])
+}
+
+/// Sends `fds` (at most [`MAX_FDS`]) as SCM_RIGHTS with a one-byte payload.
+pub fn send_fds(s: &UnixStream, fds: &[std::os::fd::RawFd]) -> Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd;
+    if fds.len() > MAX_FDS {
+        return Err(Error::Init(format!(
+            "{} descriptors in one message, over {MAX_FDS}",
+            fds.len()
+        )));
+    }
     let iov = [std::io::IoSlice::new(b"F")];
-    let fds = [fd];
-    sendmsg::<()>(
-        s.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map(|_| ())
-    .map_err(crate::error::sys("sendmsg", "SCM_RIGHTS"))
+    let cmsgs: &[ControlMessage] = if fds.is_empty() {
+        &[]
+    } else {
+        &[ControlMessage::ScmRights(fds)]
+    };
+    sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+        .map(|_| ())
+        .map_err(crate::error::sys("sendmsg", "SCM_RIGHTS"))
 }
+
+/// Most descriptors [`send_fds`] sends in one message.
+pub const MAX_FDS: usize = 16;
 
 /// Receives one descriptor sent with [`send_fd`].
 pub fn recv_fd(s: &UnixStream) -> Result<std::os::fd::OwnedFd> {
+    recv_fds(s)?
+        .map(|v| v.into_iter())
+        .and_then(|mut v| v.next())
+        .ok_or_else(|| Error::Init("expected a descriptor (SCM_RIGHTS), got none".into()))
+}
+
+/// Receives the descriptors of one [`send_fds`] message; `Ok(None)` when
+/// the peer closed without sending.
+pub fn recv_fds(s: &UnixStream) -> Result<Option<Vec<std::os::fd::OwnedFd>>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::{AsRawFd, FromRawFd};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
     let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(crate::error::sys("recvmsg", "SCM_RIGHTS"))?;
+    let mut out = Vec::new();
     for c in msg.cmsgs().map_err(crate::error::sys("recvmsg", "control data"))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor for us.
-                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-            }
+            // SAFETY: the kernel just installed these descriptors for us.
+            out.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    Err(Error::Init("expected a descriptor (SCM_RIGHTS), got none".into()))
+    if msg.bytes == 0 && out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(out))
 }

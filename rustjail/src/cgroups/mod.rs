@@ -44,9 +44,11 @@ mod tests_real_v2;
 mod tests_units;
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
 pub use bpf::{clear_device_filters, device_program, set_device_filter, Insn};
@@ -200,6 +202,42 @@ impl Manager {
             Manager::V1(m) => m.join_self(),
             Manager::V2(m) => m.join_self(),
         }
+    }
+
+    /// The files [`Manager::join_self`] writes, in order.
+    fn join_files(&self) -> Vec<PathBuf> {
+        match self {
+            Manager::V1(m) => m.join_files(),
+            Manager::V2(m) => vec![m.path().join("cgroup.procs")],
+        }
+    }
+
+    /// Opens the files [`Manager::join_self`] writes, for a process that joins
+    /// through them ([`Manager::join_self_through`]): the lookups are done by
+    /// whoever opens them, off the joining process's way.
+    pub fn open_join_files(&self) -> Result<Vec<OwnedFd>> {
+        self.join_files()
+            .iter()
+            .map(|p| {
+                nix::fcntl::openat(None, p, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                    // SAFETY: a fresh descriptor we own.
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .map_err(|e| Error::io("open", p, std::io::Error::from(e)))
+            })
+            .collect()
+    }
+
+    /// Like [`Manager::join_self`], through `files` from
+    /// [`Manager::open_join_files`]; by path when they are not all there.
+    pub fn join_self_through(&self, files: &[OwnedFd]) -> Result<()> {
+        let paths = self.join_files();
+        if files.len() != paths.len() {
+            return self.join_self();
+        }
+        for (f, p) in files.iter().zip(&paths) {
+            nix::unistd::write(f, b"0").map_err(|e| Error::io("write", p, std::io::Error::from(e)))?;
+        }
+        Ok(())
     }
 
     /// Freezes every process, waiting until the kernel reports the cgroup frozen.

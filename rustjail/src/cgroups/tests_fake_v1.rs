@@ -339,3 +339,37 @@ fn on_demand_hierarchies_are_made_when_the_resources_use_them() {
         assert!(!cg_dir(b, ctrl).exists(), "{ctrl}");
     }
 }
+
+#[test]
+fn a_join_goes_through_the_opened_files_or_else_by_path() {
+    let (_dir, m) = populated();
+    let m = Manager::V1(m);
+    let Manager::V1(v1) = &m else { unreachable!() };
+    let dirs: Vec<std::path::PathBuf> = v1.join_files().iter().map(|f| f.parent().unwrap().into()).collect();
+    assert!(!dirs.is_empty());
+    for d in &dirs {
+        fs::write(d.join("tasks"), "").unwrap();
+    }
+    let files = m.open_join_files().unwrap();
+    assert_eq!(files.len(), dirs.len());
+    // Moved away after the opening: only a write through the descriptor lands there.
+    for d in &dirs {
+        fs::rename(d.join("tasks"), d.join("tasks.opened")).unwrap();
+        fs::write(d.join("tasks"), "").unwrap();
+    }
+    m.join_self_through(&files).unwrap();
+    for d in &dirs {
+        assert_eq!(
+            fs::read_to_string(d.join("tasks.opened")).unwrap(),
+            "0",
+            "{}",
+            d.display()
+        );
+        assert_eq!(fs::read_to_string(d.join("tasks")).unwrap(), "", "{}", d.display());
+    }
+    // Not one per directory: by path.
+    m.join_self_through(&files[..1]).unwrap();
+    for d in &dirs {
+        assert_eq!(fs::read_to_string(d.join("tasks")).unwrap(), "0", "{}", d.display());
+    }
+}

@@ -157,6 +157,11 @@ impl V1Manager {
         Ok(())
     }
 
+    /// The files [`V1Manager::join_self`] writes.
+    pub(crate) fn join_files(&self) -> Vec<PathBuf> {
+        self.joined_dirs().iter().map(|d| d.join("tasks")).collect()
+    }
+
     /// Moves the calling thread into the cgroup in every hierarchy it has by
     /// writing "0" to `tasks`. For a single-threaded caller that moves the
     /// process, and unlike a pid written to `cgroup.procs` it needs no write

@@ -164,8 +164,8 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     rootfs::mask_and_protect(spec, &root)?;
     drop(root);
     if let Some(cg) = pending_cgroup {
-        match sync::recv::<sync::Go>(sock)? {
-            Some(sync::Go::Continue) => cg.join_self()?,
+        match sync::recv_fds(sock)? {
+            Some(files) => cg.join_self_through(&files)?,
             None => return Err(Error::Init("runtime went away while making the cgroup".into())),
         }
     }
