@@ -213,15 +213,22 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     let exec = process::Prepared::new(&program, &proc_)?;
 
     sync::send(sock, &FromInit::Created)?;
-    // Blocks until `start`; from here on `create` has returned and a failure
-    // reaches `start` through the FIFO.
+    // From here on `create` has returned and a failure reaches `start`
+    // through the FIFO. The process's credentials are taken while `create`
+    // answers and `start` comes (runc and kata-agent take them before the
+    // wait too, so startContainer hooks run with them).
+    let became = become_process(&proc_, seccomp.is_some(), &labels);
+    // Blocks until `start`.
     let started = fifo.map(|f| f.wait_for_start()).transpose()?;
-    let result = crate::hooks::run(
-        "startContainer",
-        hooks.start_container().as_deref().unwrap_or(&[]),
-        &hook_state("created"),
-    )
-    .and_then(|()| finish(&proc_, seccomp.as_ref(), &exec, &labels));
+    let result = became
+        .and_then(|()| {
+            crate::hooks::run(
+                "startContainer",
+                hooks.start_container().as_deref().unwrap_or(&[]),
+                &hook_state("created"),
+            )
+        })
+        .and_then(|()| load_and_exec(seccomp.as_ref(), &exec));
     let err = match result {
         Ok(never) => match never {},
         Err(e) => e,
@@ -262,17 +269,26 @@ fn fork_into_namespaces(sock: &mut UnixStream) -> Result<i32> {
 }
 
 /// Labels, credentials, capabilities, descriptors, seccomp, then `execve`: the
-/// same for a container's init and for a process exec'd into it. The seccomp
-/// filter is loaded last, so that `execve` is the only syscall it sees: without
-/// no_new_privs, CAP_SYS_ADMIN is kept until `execve` for that (see
-/// [`process::set_capabilities`]).
+/// same for a container's init and for a process exec'd into it.
 fn finish(
     proc_: &oci_spec::runtime::Process,
     seccomp: Option<&crate::seccomp::Program>,
     exec: &process::Prepared,
     labels: &[crate::labels::ExecLabel],
 ) -> Result<Infallible> {
-    let armed = seccomp.map(crate::seccomp::arm).transpose()?;
+    become_process(proc_, seccomp.is_some(), labels)?;
+    load_and_exec(seccomp, exec)
+}
+
+/// Labels, no_new_privs, credentials, capabilities and descriptors of the
+/// process. With a seccomp filter to load later and without no_new_privs,
+/// CAP_SYS_ADMIN is kept until `execve` for it (see
+/// [`process::set_capabilities`]).
+fn become_process(
+    proc_: &oci_spec::runtime::Process,
+    seccomp: bool,
+    labels: &[crate::labels::ExecLabel],
+) -> Result<()> {
     for l in labels {
         l.apply()?;
     }
@@ -285,8 +301,14 @@ fn finish(
     }
     process::drop_bounding(proc_.capabilities())?;
     process::set_user(proc_)?;
-    process::set_capabilities(proc_.capabilities(), armed.is_some() && !nnp)?;
-    process::close_extra_fds()?;
+    process::set_capabilities(proc_.capabilities(), seccomp && !nnp)?;
+    process::close_extra_fds()
+}
+
+/// Loads the seccomp filter, then `execve`: the filter is loaded last, so
+/// that `execve` is the only syscall it sees.
+fn load_and_exec(seccomp: Option<&crate::seccomp::Program>, exec: &process::Prepared) -> Result<Infallible> {
+    let armed = seccomp.map(crate::seccomp::arm).transpose()?;
     if let Some(a) = &armed {
         a.load()?;
     }
