@@ -191,3 +191,39 @@ async fn hooks_run_by_the_agent_report_their_status() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_removed_containers_cgroup_goes_and_its_id_can_be_made_again_at_once() {
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("again");
+    let mut cgroup = None;
+    // Its cgroup path is /<id> both times: the second create comes while
+    // the first one's cgroup may still be being removed (after the answer).
+    for round in 0..2 {
+        create_and_start(&c, &dir.path().join(round.to_string()), &id, &["sleep", "1000"]).await;
+        let pid = *pids_of(&c, &id).await.iter().min().unwrap();
+        if let Some(d) = v1_cgroup_dir(pid, "memory") {
+            assert!(d.ends_with(&id), "{}", d.display());
+            cgroup = Some(d);
+        }
+        let mut s = SignalProcessRequest::new();
+        s.container_id = id.clone();
+        s.exec_id = id.clone();
+        s.signal = 9;
+        let _: Empty = call(&c, SVC, "SignalProcess", &s).await.unwrap();
+        assert_eq!(wait(&c, &id, &id).await.unwrap(), 137, "round {round}");
+        remove(&c, &id).await;
+    }
+    // Removed after the answer; a moment later it is gone (unless the
+    // machine has no v1 memory hierarchy to look in).
+    if let Some(d) = cgroup {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!d.exists(), "{} is still there", d.display());
+    }
+}

@@ -601,6 +601,18 @@ impl Runtime {
     /// Removes a stopped container (with `force`, kills it first), then runs
     /// the poststop hooks; their failures are returned as warnings.
     pub fn delete(&self, c: &Container, force: bool) -> Result<Vec<String>> {
+        self.delete_with(c, force, true)
+    }
+
+    /// Like [`Runtime::delete`], but the container's cgroup, emptied, is left
+    /// for the caller to destroy ([`crate::cgroups::Manager::destroy`]), for
+    /// example after it has answered; a container made before then with the
+    /// same cgroup path would find it still there.
+    pub fn delete_but_cgroup(&self, c: &Container, force: bool) -> Result<Vec<String>> {
+        self.delete_with(c, force, false)
+    }
+
+    fn delete_with(&self, c: &Container, force: bool, cgroup_too: bool) -> Result<Vec<String>> {
         let status = c.status();
         if status != Status::Stopped {
             if !force {
@@ -626,7 +638,10 @@ impl Runtime {
         }
         // Processes exec'd into a container without its own PID namespace can
         // outlive the init.
-        kill_and_destroy(&c.cgroup)?;
+        kill_all_in(&c.cgroup);
+        if cgroup_too {
+            c.cgroup.destroy()?;
+        }
         let dir = state::dir(&self.root, &c.id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -830,21 +845,20 @@ impl DestroyOnDrop {
     }
 }
 
-impl Drop for DestroyOnDrop {
-    fn drop(&mut self) {
-        if let Some(m) = self.0.take() {
-            let _ = kill_and_destroy(&m);
-        }
-    }
-}
-
-/// SIGKILLs every process in the cgroup, then removes it (`destroy` retries
-/// while the killed processes leave).
-fn kill_and_destroy(cg: &Manager) -> Result<()> {
+/// SIGKILL to every process in `cg`.
+fn kill_all_in(cg: &Manager) {
     for p in cg.pids().unwrap_or_default() {
         let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
     }
-    Ok(cg.destroy()?)
+}
+
+impl Drop for DestroyOnDrop {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            kill_all_in(&m);
+            let _ = m.destroy();
+        }
+    }
 }
 
 /// Kills and reaps a half-created init unless defused.

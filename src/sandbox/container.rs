@@ -211,6 +211,9 @@ impl Sandbox {
             stdio: theirs,
             meanwhile: Some(meanwhile),
         };
+        // A container removed just before may have left its cgroup, whose
+        // path this one may have.
+        self.settling.settled().await;
         let created = blocking_here(move || engine.create(create)).await?;
         let handle = created.container;
         let pid = handle.pid();
@@ -302,12 +305,15 @@ impl Sandbox {
         let owner = id.to_string();
         // One trip to a worker thread: once the engine has deleted it, the
         // container's processes are gone and its bundle and storages can go.
-        let (warnings, released) = blocking(move || {
-            let warnings = held.engine.delete()?;
+        let (warnings, later, released) = blocking(move || {
+            let (warnings, later) = held.engine.delete_leaving()?;
             let _ = std::fs::remove_dir_all(&held.bundle);
-            Ok((warnings, storages.release(&owner).map_err(Error::from)))
+            Ok((warnings, later, storages.release(&owner).map_err(Error::from)))
         })
         .await?;
+        if let Some(later) = later {
+            self.settling.run(&self.log, format!("cgroup of container {id}"), later);
+        }
         for w in &warnings {
             warn!(self.log, "poststop hook failed"; "container" => id, "error" => w);
         }

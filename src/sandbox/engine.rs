@@ -163,6 +163,11 @@ pub(crate) trait EngineContainer: Send + Sync {
     }
     /// Kills what is left and deletes it; returns warnings (poststop hooks).
     fn delete(&self) -> Result<Vec<String>>;
+    /// Like [`EngineContainer::delete`], leaving what only a later create
+    /// can meet (its cgroup's directories) to be done after the answer.
+    fn delete_leaving(&self) -> Result<(Vec<String>, Option<super::settling::Later>)> {
+        self.delete().map(|w| (w, None))
+    }
     /// Lets its cpuset follow the CPUs online now (`online`, a CPU list such
     /// as `0-3`), as `sandbox::cpuset` describes; returns the files written.
     fn follow_cpus(&self, online: &str) -> Result<Vec<PathBuf>>;

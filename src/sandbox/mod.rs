@@ -54,6 +54,7 @@ pub(crate) mod process;
 pub(crate) mod pty_stage;
 pub(crate) mod rustjail_engine;
 pub(crate) mod session;
+pub(crate) mod settling;
 pub(crate) mod shared_ns;
 pub(crate) mod sigmask;
 pub(crate) mod stats;
@@ -211,6 +212,8 @@ pub(crate) struct Sandbox {
     /// change in it as that text holds it (`durable.rs` makes a text again
     /// only when the container is marked in `changed` and that changed).
     texts: tokio::sync::Mutex<Vec<(String, durable::StateText)>>,
+    /// What removals left running after their answers.
+    settling: settling::Settling,
 }
 
 /// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
@@ -352,6 +355,7 @@ impl Sandbox {
             keeper: None,
             changed,
             texts: tokio::sync::Mutex::new(Vec::new()),
+            settling: settling::Settling::default(),
         })
     }
 
@@ -367,6 +371,11 @@ impl Sandbox {
         tokio::spawn(op(self.clone()))
             .await
             .map_err(|e| Error::Internal(format!("sandbox task: {e}")))?
+    }
+
+    /// Returns once what removals left running after their answers is done.
+    pub(crate) async fn settled(&self) {
+        self.settling.settled().await
     }
 
     /// A container by id.

@@ -178,6 +178,8 @@ impl Sandbox {
                 failures.push(format!("container {id}: {e}"));
             }
         }
+        // Gone with the sandbox: their cgroups too.
+        self.settling.settled().await;
         let pod = std::mem::take(&mut *lock(&self.pod));
         if let (Some(holder), Some(mut exit)) = (pod.ns_holder, pod.ns_holder_exit) {
             let pid = holder.pid();

@@ -317,6 +317,15 @@ impl EngineContainer for RjContainer {
         Ok(self.runtime.delete(&self.c, true)?)
     }
 
+    fn delete_leaving(&self) -> Result<(Vec<String>, Option<super::settling::Later>)> {
+        let warnings = self.runtime.delete_but_cgroup(&self.c, true)?;
+        let cgroup = self.c.cgroup.clone();
+        Ok((
+            warnings,
+            Some(Box::new(move || cgroup.destroy().map_err(|e| e.to_string()))),
+        ))
+    }
+
     fn follow_cpus(&self, online: &str) -> Result<Vec<std::path::PathBuf>> {
         super::cpuset::follow_online(&self.c.cgroup.paths(), &self.c.spec, online)
     }

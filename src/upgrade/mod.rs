@@ -206,6 +206,8 @@ impl Upgrader {
         }
         let paused_at_ns = handover::monotonic_ns();
         let conns = self.pause.quiesce(QUIESCE_BOUND).await?;
+        // Its execve would cut a removed container's cgroup half-removed.
+        self.sandbox.settled().await;
         // No exit may be reaped and then lost in the execve.
         self.reaper.hold();
         self.sandbox.persist().await;
