@@ -1,7 +1,7 @@
 //! Compiler tests: actions, rule precedence, architectures, ENOSYS stub, errors.
 
 use super::*;
-use crate::seccomp::arch::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, X32_SYSCALL_BIT};
+use crate::seccomp::arch::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386};
 use crate::seccomp::{supported_actions, supported_archs, supported_flags, supported_operators, SeccompError};
 
 const NONE: [u64; 6] = [0; 6];
@@ -131,6 +131,8 @@ fn seccomp_foreign_architectures_get_killed() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn seccomp_x86_and_x32_are_killed_unless_listed() {
+    use crate::seccomp::arch::X32_SYSCALL_BIT;
+
     let json = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#;
     let p = build(json);
     assert_eq!(eval(&p, Abi::X86_64, "mkdir", NONE), errno(38));
