@@ -158,6 +158,15 @@ impl Abi {
         matches!(self, Abi::X32 | Abi::X86 | Abi::Arm)
     }
 
+    /// Whether the kernel running this binary can report syscalls of this ABI; only these
+    /// get a section in a filter, as no other section could ever run.
+    pub fn can_occur_here(self) -> bool {
+        match self {
+            Abi::X86_64 | Abi::X32 | Abi::X86 => cfg!(not(any(target_arch = "aarch64", target_arch = "arm"))),
+            Abi::Aarch64 | Abi::Arm => cfg!(not(any(target_arch = "x86_64", target_arch = "x86"))),
+        }
+    }
+
     /// The value of `seccomp_data.nr` for the syscall `name`, if this ABI has it.
     pub fn resolve(self, name: &str) -> Option<u32> {
         fn id<T: FromStr>(name: &str, id: impl Fn(T) -> i32) -> Option<u32> {
