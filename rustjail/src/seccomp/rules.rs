@@ -177,7 +177,7 @@ pub fn plan(profile: &LinuxSeccomp) -> Result<Plan, SeccompError> {
     for arch in profile.architectures().iter().flatten() {
         match Abi::from_oci(*arch) {
             // This kernel never reports it, so its section could never run: leaving it out
-            // changes nothing at runtime.
+            // changes nothing at runtime (and its syscall table is not in the build).
             Some(abi) if !abi.can_occur_here() => {}
             Some(abi) => {
                 if !abis.contains(&abi) {
