@@ -11,9 +11,11 @@
 //! seven operators (ANDed within a rule, 64-bit values compared as two 32-bit halves, only the
 //! low half on 32-bit ABIs), several rules per syscall (ORed; the first unconditional rule
 //! wins), the architectures list (the native one is always included; x86_64, x86, x32,
-//! aarch64 and arm have syscall tables; a syscall from any other ABI, x32 included unless
-//! listed, gets SECCOMP_RET_KILL_THREAD like libseccomp's bad-architecture action), runc's
-//! ENOSYS for syscalls newer than the profile, and the TSYNC, LOG and SPEC_ALLOW flags.
+//! aarch64 and arm are known, and the listed ones this kernel can report get a section:
+//! x86_64, x86 and x32 on x86, aarch64 and arm on Arm, the others could never run; a syscall
+//! of an ABI without a section, x32 included unless listed, gets SECCOMP_RET_KILL_THREAD like
+//! libseccomp's bad-architecture action), runc's ENOSYS for syscalls newer than the profile,
+//! and the TSYNC, LOG and SPEC_ALLOW flags.
 //! `SCMP_ACT_NOTIFY` is not supported: [`compile`] fails naming where it is used.
 
 mod action;
@@ -79,7 +81,8 @@ pub fn supported_operators() -> Vec<&'static str> {
     action::SUPPORTED_OPERATORS.to_vec()
 }
 
-/// The OCI architectures [`compile`] generates filters for, for `features`.
+/// The OCI architectures [`compile`] accepts, for `features` (a profile may list them all;
+/// the ones this kernel cannot report need no section).
 pub fn supported_archs() -> Vec<&'static str> {
     arch::ALL.iter().map(|a| a.oci_name()).collect()
 }

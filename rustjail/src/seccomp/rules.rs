@@ -8,6 +8,9 @@
 //!   a rule, each condition becomes a rule of its own (ORed), as runc does;
 //! * the first unconditional rule for a syscall wins over every other rule for it; otherwise
 //!   its conditional rules are tried in profile order and the first that matches decides;
+//! * an ABI in `architectures` that the kernel running this binary cannot report (aarch64 on
+//!   x86_64, ...) is left out, as its section could never run; names are then looked up on
+//!   the remaining ABIs only;
 //! * when `architectures` is given and the default action is not ALLOW/LOG/TRACE, syscall
 //!   numbers above the highest number the profile names on an ABI return ENOSYS (runc's stub),
 //!   so libc falls back from syscalls newer than the profile (clone3, ...).
@@ -173,6 +176,9 @@ pub fn plan(profile: &LinuxSeccomp) -> Result<Plan, SeccompError> {
     let mut listed = Vec::new();
     for arch in profile.architectures().iter().flatten() {
         match Abi::from_oci(*arch) {
+            // This kernel never reports it, so its section could never run: leaving it out
+            // changes nothing at runtime (and its syscall table is not in the build).
+            Some(abi) if !abi.can_occur_here() => {}
             Some(abi) => {
                 if !abis.contains(&abi) {
                     abis.push(abi);
