@@ -39,6 +39,8 @@ pub struct Runtime {
     /// The cgroup mounts and the caller's own cgroups, read at the first
     /// create: mountinfo and /proc/self/cgroup once, not for every container.
     cgroup_view: std::sync::OnceLock<(crate::cgroups::Hierarchies, Vec<crate::cgroups::OwnCgroup>)>,
+    /// Cgroups of deleted containers still being removed.
+    removing: std::sync::Arc<crate::removing::Removing>,
 }
 
 /// Options of `create`.
@@ -151,6 +153,7 @@ impl Runtime {
             waiter: None,
             policy: crate::spec::Policy::default(),
             cgroup_view: std::sync::OnceLock::new(),
+            removing: Default::default(),
         })
     }
 
@@ -277,6 +280,8 @@ impl Runtime {
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
         let linux = spec.linux().clone().unwrap_or_default();
         let cgroup = self.cgroup(linux.cgroups_path().as_deref(), &id)?;
+        // A container deleted just before may have left this cgroup.
+        self.removing.wait_for(&cgroup);
         let resources = crate::devices::effective_resources(&spec);
         // A directory that was there may hold another container's processes.
         let make_cgroup = || -> Result<DestroyOnDrop> {
@@ -605,11 +610,19 @@ impl Runtime {
     }
 
     /// Like [`Runtime::delete`], but the container's cgroup, emptied, is left
-    /// for the caller to destroy ([`crate::cgroups::Manager::destroy`]), for
-    /// example after it has answered; a container made before then with the
-    /// same cgroup path would find it still there.
-    pub fn delete_but_cgroup(&self, c: &Container, force: bool) -> Result<Vec<String>> {
-        self.delete_with(c, force, false)
+    /// to the caller to remove with the handle returned (for example after it
+    /// has answered); until then a create with a cgroup that shares one of
+    /// its directories waits.
+    pub fn delete_but_cgroup(
+        &self,
+        c: &Container,
+        force: bool,
+    ) -> Result<(Vec<String>, crate::removing::CgroupRemoval)> {
+        let warnings = self.delete_with(c, force, false)?;
+        Ok((
+            warnings,
+            crate::removing::CgroupRemoval::new(c.cgroup.clone(), self.removing.clone()),
+        ))
     }
 
     fn delete_with(&self, c: &Container, force: bool, cgroup_too: bool) -> Result<Vec<String>> {

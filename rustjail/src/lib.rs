@@ -20,6 +20,7 @@ pub mod labels;
 mod overlap;
 pub mod paths;
 pub mod pseudo_file;
+pub mod removing;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;

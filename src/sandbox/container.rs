@@ -211,9 +211,6 @@ impl Sandbox {
             stdio: theirs,
             meanwhile: Some(meanwhile),
         };
-        // A container removed just before may have left its cgroup, whose
-        // path this one may have.
-        self.settling.settled().await;
         let created = blocking_here(move || engine.create(create)).await?;
         let handle = created.container;
         let pid = handle.pid();

@@ -318,11 +318,10 @@ impl EngineContainer for RjContainer {
     }
 
     fn delete_leaving(&self) -> Result<(Vec<String>, Option<super::settling::Later>)> {
-        let warnings = self.runtime.delete_but_cgroup(&self.c, true)?;
-        let cgroup = self.c.cgroup.clone();
+        let (warnings, removal) = self.runtime.delete_but_cgroup(&self.c, true)?;
         Ok((
             warnings,
-            Some(Box::new(move || cgroup.destroy().map_err(|e| e.to_string()))),
+            Some(Box::new(move || removal.finish().map_err(|e| e.to_string()))),
         ))
     }
 

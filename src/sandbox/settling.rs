@@ -1,7 +1,8 @@
 //! Work a call leaves running after its answer: the directories of a removed
-//! container's cgroup (eight rmdirs on cgroup v1, ~0.1 ms). A create waits
-//! for it first, since it may use the same cgroup path, and so does an
-//! upgrade, which would lose it in its execve.
+//! container's cgroup (eight rmdirs on cgroup v1, ~0.1 ms). DestroySandbox
+//! waits for it, and so does an upgrade, which would lose it in its execve;
+//! a create with the same cgroup waits in the engine
+//! (`rustjail::removing`), and no other call waits at all.
 
 use std::sync::{Arc, Mutex};
 

@@ -31,7 +31,7 @@ mod v2;
 mod v2_apply;
 
 #[cfg(test)]
-mod tests_fake_tree;
+pub(crate) mod tests_fake_tree;
 #[cfg(test)]
 mod tests_fake_v1;
 #[cfg(test)]

@@ -1,0 +1,114 @@
+//! Cgroups of deleted containers still being removed
+//! ([`crate::container::Runtime::delete_but_cgroup`]): a create whose cgroup
+//! shares a directory with one of them waits for it, and nothing else does.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::cgroups::Manager;
+
+/// The directories being removed.
+#[derive(Default)]
+pub(crate) struct Removing {
+    dirs: Mutex<Vec<PathBuf>>,
+    done: Condvar,
+}
+
+impl Removing {
+    fn lock(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns once no directory of `cgroup`, or above or below one, is being removed.
+    pub(crate) fn wait_for(&self, cgroup: &Manager) {
+        let mine: Vec<PathBuf> = cgroup.paths().into_values().collect();
+        let overlaps = |d: &Path| mine.iter().any(|m| m.starts_with(d) || d.starts_with(m));
+        let mut dirs = self.lock();
+        while dirs.iter().any(|d| overlaps(d)) {
+            dirs = self.done.wait(dirs).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A deleted container's emptied cgroup, to destroy ([`CgroupRemoval::finish`];
+/// dropped unfinished, it is destroyed then).
+pub struct CgroupRemoval {
+    cgroup: Option<Manager>,
+    removing: Arc<Removing>,
+}
+
+impl CgroupRemoval {
+    pub(crate) fn new(cgroup: Manager, removing: Arc<Removing>) -> CgroupRemoval {
+        removing.lock().extend(cgroup.paths().into_values());
+        CgroupRemoval {
+            cgroup: Some(cgroup),
+            removing,
+        }
+    }
+
+    /// Removes the directories (see [`Manager::destroy`]); a create waiting
+    /// for them goes on, whatever the outcome.
+    pub fn finish(mut self) -> Result<(), crate::cgroups::Error> {
+        self.destroy()
+    }
+
+    fn destroy(&mut self) -> Result<(), crate::cgroups::Error> {
+        let Some(cgroup) = self.cgroup.take() else {
+            return Ok(());
+        };
+        let result = cgroup.destroy();
+        let gone: Vec<PathBuf> = cgroup.paths().into_values().collect();
+        let mut dirs = self.removing.lock();
+        for g in &gone {
+            if let Some(i) = dirs.iter().position(|d| d == g) {
+                dirs.swap_remove(i);
+            }
+        }
+        drop(dirs);
+        self.removing.done.notify_all();
+        result
+    }
+}
+
+impl Drop for CgroupRemoval {
+    fn drop(&mut self) {
+        let _ = self.destroy();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::tests_fake_tree::fake_host;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_create_sharing_a_directory_waits_and_finish_lets_it_go() {
+        let (_dir, root) = fake_host();
+        let m = |p: &str| Manager::with_root(&root, Some(Path::new(p)), "x").unwrap();
+        let removing = Arc::new(Removing::default());
+        let removal = CgroupRemoval::new(m("/pods/a"), removing.clone());
+        // Another cgroup, even beside it: no wait.
+        removing.wait_for(&m("/pods/b"));
+        // The same one, or one below it: waits until the removal is done.
+        let (tx, rx) = mpsc::channel();
+        for p in ["/pods/a", "/pods/a/inner"] {
+            let (removing, tx, m) = (removing.clone(), tx.clone(), m(p));
+            std::thread::spawn(move || {
+                removing.wait_for(&m);
+                tx.send(()).unwrap();
+            });
+        }
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "went on before the removal"
+        );
+        removal.finish().unwrap();
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("still waiting after the removal");
+        }
+        assert!(removing.lock().is_empty());
+    }
+}
