@@ -799,8 +799,15 @@ fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &F
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let d = dir.display().to_string();
     assert!(!mounts.lines().any(|l| l.contains(&d)), "mounts left under {d}");
+    // The cgroup's directories are removed right after the answer.
     for ctrl in ["memory", "pids", "cpu", "devices", "freezer"] {
         let cg = Path::new("/sys/fs/cgroup").join(ctrl).join(id);
+        for _ in 0..50 {
+            if !cg.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         assert!(!cg.exists(), "cgroup left: {}", cg.display());
     }
 }
