@@ -21,9 +21,13 @@ impl Removing {
 
     /// Returns once no directory of `cgroup`, or above or below one, is being removed.
     pub(crate) fn wait_for(&self, cgroup: &Manager) {
+        let mut dirs = self.lock();
+        // Every create asks: most find nothing being removed.
+        if dirs.is_empty() {
+            return;
+        }
         let mine: Vec<PathBuf> = cgroup.paths().into_values().collect();
         let overlaps = |d: &Path| mine.iter().any(|m| m.starts_with(d) || d.starts_with(m));
-        let mut dirs = self.lock();
         while dirs.iter().any(|d| overlaps(d)) {
             dirs = self.done.wait(dirs).unwrap_or_else(|e| e.into_inner());
         }
@@ -34,14 +38,18 @@ impl Removing {
 /// dropped unfinished, it is destroyed then).
 pub struct CgroupRemoval {
     cgroup: Option<Manager>,
+    /// Its directories, as registered in `removing`.
+    dirs: Vec<PathBuf>,
     removing: Arc<Removing>,
 }
 
 impl CgroupRemoval {
     pub(crate) fn new(cgroup: Manager, removing: Arc<Removing>) -> CgroupRemoval {
-        removing.lock().extend(cgroup.paths().into_values());
+        let dirs: Vec<PathBuf> = cgroup.paths().into_values().collect();
+        removing.lock().extend(dirs.iter().cloned());
         CgroupRemoval {
             cgroup: Some(cgroup),
+            dirs,
             removing,
         }
     }
@@ -57,9 +65,8 @@ impl CgroupRemoval {
             return Ok(());
         };
         let result = cgroup.destroy();
-        let gone: Vec<PathBuf> = cgroup.paths().into_values().collect();
         let mut dirs = self.removing.lock();
-        for g in &gone {
+        for g in &self.dirs {
             if let Some(i) = dirs.iter().position(|d| d == g) {
                 dirs.swap_remove(i);
             }

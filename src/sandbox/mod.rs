@@ -269,10 +269,11 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 /// Runs blocking work that is the whole of what the calling task waits for
 /// (a container's create, in a task of its own) on this thread, whose other
 /// tasks the runtime hands to another worker (`block_in_place`): no hop to a
-/// blocking thread and back, each a wake-up on the call's path. Not in a
-/// task that races the work against anything (an RPC's deadline, a second
-/// future): nothing else in the task runs meanwhile. On a current-thread
-/// runtime (tests), as [`blocking`].
+/// blocking thread and back, each a wake-up on the call's path. Nothing else
+/// in the task runs meanwhile: not in a task that races the work against
+/// anything (an RPC's deadline, a second future), unless the work itself is
+/// bounded (a container's start), so that the race is only held off until
+/// it ends. On a current-thread runtime (tests), as [`blocking`].
 pub(crate) async fn blocking_here<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         return tokio::task::block_in_place(f);

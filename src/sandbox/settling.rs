@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 pub(crate) type Later = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// The count of [`Later`] work still running.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Settling {
     running: Arc<Count>,
 }
