@@ -215,12 +215,18 @@ impl Drop for Agent {
             // Containers (and the namespace holder) are the agent's children and
             // would outlive it (a test that failed half-way): let the agent
             // remove them, as a host ends a sandbox, before it goes.
-            if has_children(c.id() as i32) {
+            if !all_children(c.id() as i32).is_empty() {
                 let addr = self.address();
                 let _ = std::thread::spawn(move || destroy_sandbox(&addr)).join();
             }
+            // Under a keeper, the agent is the keeper's child and outlives it
+            // (as do an agent's own helpers): they go with it.
+            let left = all_children(c.id() as i32);
             let _ = c.kill();
             let _ = c.wait();
+            for pid in left {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
         }
         // A sandbox not destroyed leaves its DNS mounted over the stand-in:
         // unmount what this agent mounted (every layer), so the directory goes.
@@ -231,17 +237,20 @@ impl Drop for Agent {
 /// What the guest's resolv.conf stand-in holds before CreateSandbox.
 pub const GUEST_RESOLV_CONF: &str = "# the guest image's resolv.conf\n";
 
-/// Whether process `pid` has children (from the ppid field of /proc/*/stat).
-fn has_children(pid: i32) -> bool {
+/// The children of process `pid`, whichever of its threads started them
+/// (from the ppid field of /proc/*/stat).
+fn all_children(pid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    dir.flatten().any(|e| {
-        std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-        }) == Some(pid)
-    })
+    dir.flatten()
+        .filter_map(|e| {
+            let child: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: i32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
 }
 
 /// DestroySandbox on a connection of its own (outside any test's runtime).
