@@ -238,18 +238,15 @@ impl Drop for Agent {
 pub const GUEST_RESOLV_CONF: &str = "# the guest image's resolv.conf\n";
 
 /// The children of process `pid`, whichever of its threads started them
-/// (from the ppid field of /proc/*/stat).
+/// (each thread's list, as [`children`] reads the main thread's).
 fn all_children(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
-    dir.flatten()
-        .filter_map(|e| {
-            let child: i32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid: i32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == pid).then_some(child)
-        })
+    tasks
+        .flatten()
+        .filter_map(|t| task_children(pid, t.file_name().to_str()?.parse().ok()?))
+        .flatten()
         .collect()
 }
 
@@ -378,9 +375,11 @@ pub fn pithctl_bin() -> PathBuf {
 
 /// The children of process `pid` (its main thread's, as `/proc` lists them).
 pub fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    task_children(pid, pid).unwrap_or_default()
+}
+
+/// The children thread `tid` of process `pid` started; None when it is gone.
+fn task_children(pid: i32, tid: i32) -> Option<Vec<i32>> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok()?;
+    Some(list.split_whitespace().filter_map(|p| p.parse().ok()).collect())
 }
