@@ -407,7 +407,7 @@ impl Runtime {
             }
         }
         let mut master = None;
-        let mut msg = recv_keeping_console(&mut ours, &mut master)?;
+        let mut msg = recv_off_cpu_of(pid, &mut ours, &mut master)?;
         if let Some(FromInit::Pid(p)) = msg {
             // Read again below, for the child (and `meanwhile` run for it).
             start_time = None;
@@ -418,7 +418,7 @@ impl Runtime {
             init.defuse();
             pid = Pid::from_raw(p);
             init = KillOnDrop(Some(pid));
-            msg = recv_keeping_console(&mut ours, &mut master)?;
+            msg = recv_off_cpu_of(pid, &mut ours, &mut master)?;
         }
         if runtime_hooks {
             match msg {
@@ -437,7 +437,7 @@ impl Runtime {
             hooks::run_with("prestart", &prestart, &hook_state, self.waiter.as_ref())?;
             hooks::run_with("createRuntime", &create_runtime, &hook_state, self.waiter.as_ref())?;
             sync::send(&mut ours, &Go::Continue)?;
-            msg = recv_keeping_console(&mut ours, &mut master)?;
+            msg = recv_off_cpu_of(pid, &mut ours, &mut master)?;
         }
         match msg {
             Some(FromInit::Created) => {}
@@ -906,6 +906,17 @@ impl Drop for ReapOnDrop<'_> {
 
 /// Receives the next message from an init; a pty master on the way is kept
 /// in `master` for the caller.
+/// [`recv_keeping_console`] from the init `pid`, this thread kept off its CPU
+/// meanwhile. Why: the init's reading of its config and descriptors wakes
+/// this thread (a unix socket wakes both ends), which lands it on the init's
+/// CPU; the report then wakes it there again, behind the init's last steps
+/// (credentials, the exec FIFO: ~80 µs median by `sched_switch` tracing)
+/// while the other CPU sits idle. Off it, this thread answers meanwhile.
+fn recv_off_cpu_of(pid: Pid, sock: &mut UnixStream, master: &mut Option<OwnedFd>) -> Result<Option<FromInit>> {
+    let _away = crate::overlap::away_from(pid);
+    recv_keeping_console(sock, master)
+}
+
 fn recv_keeping_console(sock: &mut UnixStream, master: &mut Option<OwnedFd>) -> Result<Option<FromInit>> {
     loop {
         match sync::recv::<FromInit>(sock)? {

@@ -77,15 +77,31 @@ impl Drop for Away {
 /// that a wakeup by `pid` puts it on another. Nothing changes with no other
 /// CPU to use.
 pub(crate) fn away_from(pid: Pid) -> Away {
-    cpu_of(pid).map_or(Away(None), away_from_cpu)
+    let Some(saved) = sched_getaffinity(Pid::from_raw(0)).ok() else {
+        return Away(None);
+    };
+    // With one CPU (a guest's default) there is nowhere to go: no read of /proc.
+    if (0..CpuSet::count())
+        .filter(|&c| saved.is_set(c).unwrap_or(false))
+        .nth(1)
+        .is_none()
+    {
+        return Away(None);
+    }
+    cpu_of(pid).map_or(Away(None), |cpu| away_from_cpu_of(saved, cpu))
 }
 
 /// Keeps this thread off `cpu` until the guard is dropped; nothing changes
 /// with no other CPU to use.
 fn away_from_cpu(cpu: usize) -> Away {
-    let Some(saved) = sched_getaffinity(Pid::from_raw(0)).ok() else {
-        return Away(None);
-    };
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(saved) => away_from_cpu_of(saved, cpu),
+        Err(_) => Away(None),
+    }
+}
+
+/// [`away_from_cpu`] for a thread whose CPUs are `saved`.
+fn away_from_cpu_of(saved: CpuSet, cpu: usize) -> Away {
     let Some(away) = other_cpus_of(&saved, cpu) else {
         return Away(None);
     };
