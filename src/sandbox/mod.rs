@@ -23,7 +23,8 @@
 //! routes, neighbours and iptables, feature `net`),
 //! `process.rs`/`stream.rs`/`new_stdio.rs` (stdio), `shared_ns.rs`,
 //! `guest_hooks.rs`, `oom.rs`, `view.rs`, `meanwhile.rs` (what a create
-//! sets up while the init builds its root), `changed.rs` (which containers a
+//! sets up while the init builds its root), `finishing.rs` (operations
+//! that outlive a dropped request), `changed.rs` (which containers a
 //! state write looks at), `error.rs`, `engine.rs` and
 //! `rustjail_engine.rs` (the seam and the real engine).
 
@@ -35,6 +36,7 @@ pub(crate) mod durable;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod exec;
+pub(crate) mod finishing;
 // The fuzz targets' sandbox runs on it too (feature `fuzzing`), and use
 // less of it than the unit tests.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -360,18 +362,16 @@ impl Sandbox {
         })
     }
 
-    /// Runs an operation on a task of its own: a request dropped at the
-    /// client's deadline does not stop it half-way (a container made by the
-    /// engine but not recorded, a device node without its cgroup rule). It
-    /// finishes, or fails and undoes its work, as if the client had waited.
+    /// Runs an operation that a request dropped at the client's deadline does
+    /// not stop half-way (a container made by the engine but not recorded, a
+    /// device node without its cgroup rule): it finishes, or fails and undoes
+    /// its work, as if the client had waited ([`finishing::finishing`]).
     async fn detached<T, F>(self: &Arc<Self>, op: impl FnOnce(Arc<Sandbox>) -> F) -> Result<T>
     where
         T: Send + 'static,
         F: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        tokio::spawn(op(self.clone()))
-            .await
-            .map_err(|e| Error::Internal(format!("sandbox task: {e}")))?
+        finishing::finishing(op(self.clone())).await
     }
 
     /// Returns once what removals left running after their answers is done.
