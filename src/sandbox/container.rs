@@ -179,12 +179,14 @@ impl Sandbox {
         // The OCI bundle, as Kata writes it: the directory hooks are told about,
         // with the spec as the container runs it. Written for them and for
         // people debugging; the engine takes the spec in memory and nothing
-        // reads the file back.
+        // reads the file back. With no hook to read it, it is written while
+        // the init builds its root, from the JSON the state file keeps.
         std::fs::create_dir_all(&bundle).map_err(|e| Error::sys(format!("mkdir {}", bundle.display()), e))?;
-        spec.save(bundle.join("config.json")).map_err(|e| {
-            let why = protocols::oci_convert::spec_error_text(&e);
-            Error::sys(format!("write {}/config.json", bundle.display()), why)
-        })?;
+        let config = bundle.join("config.json");
+        let config_later = !has_hooks(&spec);
+        if !config_later {
+            write_config(&spec, &config)?;
+        }
         let mut stdio = NewStdio::new(terminal, self.cfg.pipe_size)?;
         let theirs = stdio.take_theirs();
         let exec_id = if req.exec_id.is_empty() { id } else { &req.exec_id };
@@ -202,7 +204,7 @@ impl Sandbox {
             changed: self.changed.clone(),
             log: self.log.clone(),
         });
-        let (meanwhile, made) = parts.clone().meanwhile(pipes);
+        let (meanwhile, made) = parts.clone().meanwhile(pipes, config_later.then(|| config.clone()));
         let engine = self.engine.clone();
         let create = CreateSpec {
             id: id.clone(),
@@ -215,10 +217,19 @@ impl Sandbox {
         let handle = created.container;
         let pid = handle.pid();
         let made = lock(&made).take().filter(|m| m.pid == pid);
-        let (made_init, spec_json) = match made {
-            Some(m) => (m.init, Some(m.spec_json)),
-            None => (None, None),
+        let (made_init, spec_json, config_written) = match made {
+            Some(m) => (m.init, Some(m.spec_json), m.config),
+            None => (None, None, None),
         };
+        let config_written = match config_written {
+            Some(r) => r,
+            None if config_later => write_config(handle.spec(), &config),
+            None => Ok(()),
+        };
+        if let Err(e) = config_written {
+            let _ = blocking(move || handle.delete()).await;
+            return Err(e);
+        }
         let init = match (made_init, stdio) {
             (Some(p), _) => p,
             (None, Some(stdio)) => parts.process(pid, handle.start_time(), stdio, created.terminal),
@@ -396,4 +407,28 @@ impl Sandbox {
     pub(crate) async fn container_pids(&self, id: &str) -> Result<Vec<i32>> {
         self.on_engine(id, |e| e.pids()).await
     }
+}
+
+/// Whether the spec names any hook: those are told the bundle and may read
+/// its config.json, so it must be there before the init starts.
+fn has_hooks(spec: &Spec) -> bool {
+    let Some(h) = spec.hooks() else { return false };
+    [
+        h.prestart(),
+        h.create_runtime(),
+        h.create_container(),
+        h.start_container(),
+        h.poststart(),
+        h.poststop(),
+    ]
+    .iter()
+    .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+}
+
+/// Writes the bundle's config.json from `spec`.
+fn write_config(spec: &Spec, path: &std::path::Path) -> Result<()> {
+    spec.save(path).map_err(|e| {
+        let why = protocols::oci_convert::spec_error_text(&e);
+        Error::sys(format!("write {}", path.display()), why)
+    })
 }

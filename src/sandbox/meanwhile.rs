@@ -5,6 +5,7 @@
 //! the other CPU sat idle waiting for the mounts.
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use rustjail::container::{InitStarted, Meanwhile};
@@ -14,7 +15,7 @@ use super::engine::ContainerEngine;
 use super::new_stdio::NewStdio;
 use super::process::Process;
 use super::view::SpecJson;
-use super::{lock, watch_exit_in, Result};
+use super::{lock, watch_exit_in, Error, Result};
 
 /// What was made for the init `pid`.
 pub(crate) struct Made {
@@ -25,6 +26,8 @@ pub(crate) struct Made {
     pub init: Option<Result<Process>>,
     /// The spec the engine runs, serialised.
     pub spec_json: SpecJson,
+    /// Writing the bundle's config.json, when this work was to.
+    pub config: Option<Result<()>>,
 }
 
 /// Where the work leaves what it made.
@@ -59,16 +62,23 @@ impl InitParts {
     }
 
     /// The work as the engine runs it, and the slot it fills: the Process
-    /// on `pipes` (None with a terminal), and the spec serialised.
-    pub(crate) fn meanwhile(self: Arc<Self>, pipes: Option<NewStdio>) -> (Meanwhile, Slot) {
+    /// on `pipes` (None with a terminal), the spec serialised and, given its
+    /// path, written as the bundle's config.json.
+    pub(crate) fn meanwhile(self: Arc<Self>, pipes: Option<NewStdio>, config: Option<PathBuf>) -> (Meanwhile, Slot) {
         let slot = Slot::default();
         let out = slot.clone();
         let run = move |s: InitStarted<'_>| {
             let init = pipes.map(|stdio| self.process(s.pid, s.start_time, stdio, None));
+            let spec_json = SpecJson::of(s.spec);
+            let config = config.map(|path| {
+                std::fs::write(&path, spec_json.raw().get())
+                    .map_err(|e| Error::sys(format!("write {}", path.display()), e))
+            });
             *lock(&out) = Some(Made {
                 pid: s.pid,
                 init,
-                spec_json: SpecJson::of(s.spec),
+                spec_json,
+                config,
             });
         };
         (Meanwhile(Box::new(run)), slot)

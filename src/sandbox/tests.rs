@@ -208,6 +208,41 @@ async fn an_id_is_taken_once_and_freed_by_a_failure() {
     t.create("c2").await.unwrap();
 }
 
+/// The bundle's config.json is the spec the engine runs. A hook may read it
+/// (it is told the bundle): with hooks it is there before the engine starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_json_is_the_engines_spec_and_there_before_any_hook() {
+    let t = sandbox();
+    t.run("c1").await;
+    let bundle = t.dir.path().join("state/bundles");
+    let read = |id: &str| -> Spec {
+        let text = std::fs::read(bundle.join(id).join("config.json")).unwrap();
+        let mut de = serde_json::Deserializer::from_slice(&text);
+        rustjail::spec_wire::spec::deserialize(&mut de).unwrap()
+    };
+    assert_eq!(Some(read("c1")), t.fake.container("c1", |c| c.spec.clone()));
+
+    let mut spec = t.spec();
+    let mut hooks = oci_spec::runtime::Hooks::default();
+    let mut hook = oci_spec::runtime::Hook::default();
+    hook.set_path("/bin/true".into());
+    hooks.set_poststart(Some(vec![hook]));
+    spec.set_hooks(Some(hooks));
+    let gate = t.fake.gate(Op::Create);
+    let create = {
+        let sb = t.sb.clone();
+        tokio::spawn(async move { sb.create_container(T::req("c2"), spec).await })
+    };
+    gate.arrived(1).await;
+    assert!(
+        bundle.join("c2/config.json").is_file(),
+        "written before the engine runs any hook"
+    );
+    gate.open();
+    create.await.unwrap().unwrap();
+    assert_eq!(Some(read("c2")), t.fake.container("c2", |c| c.spec.clone()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_creates_of_one_id_never_both_proceed() {
     let t = sandbox();
