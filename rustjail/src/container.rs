@@ -904,8 +904,6 @@ impl Drop for ReapOnDrop<'_> {
     }
 }
 
-/// Receives the next message from an init; a pty master on the way is kept
-/// in `master` for the caller.
 /// [`recv_keeping_console`] from the init `pid`, this thread kept off its CPU
 /// meanwhile. Why: the init's reading of its config and descriptors wakes
 /// this thread (a unix socket wakes both ends), which lands it on the init's
@@ -917,6 +915,8 @@ fn recv_off_cpu_of(pid: Pid, sock: &mut UnixStream, master: &mut Option<OwnedFd>
     recv_keeping_console(sock, master)
 }
 
+/// Receives the next message from an init; a pty master on the way is kept
+/// in `master` for the caller.
 fn recv_keeping_console(sock: &mut UnixStream, master: &mut Option<OwnedFd>) -> Result<Option<FromInit>> {
     loop {
         match sync::recv::<FromInit>(sock)? {

@@ -226,17 +226,13 @@ impl Sandbox {
             None if config_later => write_config(handle.spec(), &config),
             None => Ok(()),
         };
-        if let Err(e) = config_written {
-            let _ = blocking(move || handle.delete()).await;
-            return Err(e);
-        }
-        let init = match (made_init, stdio) {
+        let init = config_written.and_then(|()| match (made_init, stdio) {
             (Some(p), _) => p,
             (None, Some(stdio)) => parts.process(pid, handle.start_time(), stdio, created.terminal),
             (None, None) => Err(Error::Internal(format!(
                 "container {id}: the engine did not set up the init's pipes for pid {pid}"
             ))),
-        };
+        });
         let init = match init {
             Ok(p) => Arc::new(p),
             Err(e) => {
