@@ -340,8 +340,11 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let stream_id = mh.stream_id;
-    let resp = dispatcher.call(mh, req).await;
-    write_response(&writer, stream_id, &resp, &log).await
+    super::after_answer::scope(async {
+        let resp = dispatcher.call(mh, req).await;
+        write_response(&writer, stream_id, &resp, &log).await
+    })
+    .await
 }
 
 /// Serves a stream read: the data lands in a pooled frame buffer, written as is.

@@ -6,6 +6,7 @@
 //! closing the connection, and does not log protocol errors where the agent's
 //! log sees them. The generated service tables of `ttrpc-codegen` are used as is.
 
+pub(crate) mod after_answer;
 pub mod conn;
 pub mod dispatch;
 pub mod frame;
