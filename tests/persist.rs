@@ -722,10 +722,20 @@ async fn kept_sandbox(host: &str, sandbox_id: &str) -> Kept {
     let dir = agent.dir.path().to_path_buf();
     let c = agent.client().await;
     hello_level_2(&c, host).await;
+    let keeper = agent.child.as_ref().unwrap().id() as i32;
+    let sockets = || fds_of(keeper).iter().filter(|l| l.starts_with("socket:")).count();
+    let alone = sockets();
     let mut sb = CreateSandboxRequest::new();
     sb.sandbox_id = sandbox_id.into();
     let _: Empty = call(&c, SVC, "CreateSandbox", &sb).await.unwrap();
-    let keeper = agent.child.as_ref().unwrap().id() as i32;
+    // The agent hands the keeper the namespace holder's channel without
+    // waiting for it to be taken: it counts once the keeper holds it.
+    for _ in 0..100 {
+        if sockets() > alone {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let before = fds_now(keeper, status(&c).await.pid);
     Kept {
         agent,

@@ -471,7 +471,10 @@ async fn empty_exec_id_with_sigkill_kills_every_process() {
         .filter(|(_, s)| *s == Some(SIGKILL))
         .map(|(p, _)| *p)
         .collect();
-    assert_eq!(killed, pids, "every process, the init first");
+    // The init's exit may let the leftovers' watch kill what is still
+    // listed once more before this reads the record.
+    assert_eq!(killed[..pids.len()], pids, "every process, the init first");
+    assert!(killed[pids.len()..].iter().all(|p| pids.contains(p)), "{killed:?}");
     // With the container's id as exec id only the init is signalled.
     let t = sandbox();
     t.run("c1").await;
