@@ -227,3 +227,52 @@ async fn a_removed_containers_cgroup_goes_and_its_id_can_be_made_again_at_once()
         assert!(!d.exists(), "{} is still there", d.display());
     }
 }
+
+/// The descriptors of process `pid` open on `ns` (a `/proc/<pid>/ns/*`
+/// link's text). Only one process is looked at: a namespace's number is
+/// reused once it is gone, by any other test's new container.
+fn held_by(pid: u32, ns: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == ns))
+        .map(|fd| fd.path().display().to_string())
+        .collect()
+}
+
+#[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_containers_mount_namespace_outlives_its_init_until_removal() {
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("mntns");
+    create_and_start(&c, dir.path(), &id, &["sleep", "1000"]).await;
+    let pid = *pids_of(&c, &id).await.iter().min().unwrap();
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let ns = ns.to_str().unwrap().to_string();
+    let mut s = SignalProcessRequest::new();
+    s.container_id = id.clone();
+    s.exec_id = id.clone();
+    s.signal = 9;
+    let _: Empty = call(&c, SVC, "SignalProcess", &s).await.unwrap();
+    assert_eq!(wait(&c, &id, &id).await.unwrap(), 137);
+    // The init is gone; the agent still holds its namespace (its teardown
+    // is not part of the exit WaitProcess reports).
+    let me = agent.child.as_ref().unwrap().id();
+    assert!(
+        !held_by(me, &ns).is_empty(),
+        "the agent does not hold {ns} after the init's exit"
+    );
+    remove(&c, &id).await;
+    // Closed after the answer: a moment later the agent no longer holds it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !held_by(me, &ns).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        held_by(me, &ns),
+        Vec::<String>::new(),
+        "{ns} still held after RemoveContainer"
+    );
+}

@@ -17,6 +17,7 @@
 
 mod common;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -434,6 +435,14 @@ async fn block_volume_mounted_stats_resized_and_written_through() {
 
     remove(&c, &id).await;
     assert!(!mp.exists(), "volume unmounted and its mount point removed");
+    // Unmounted everywhere, the container's mount namespace (which the agent
+    // held past the init's exit) included: no filesystem holds the device,
+    // so the host may unplug it now.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(disk.path())
+        .unwrap_or_else(|e| panic!("{} still in use after RemoveContainer: {e}", disk.path()));
     // What the container wrote is on the disk.
     let out = std::process::Command::new("debugfs")
         .args(["-R", "cat /new", disk.path()])

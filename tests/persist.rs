@@ -775,10 +775,11 @@ fn assert_nothing_left(id: &str, dir: &Path, keeper: i32, agent: u32, before: &F
         k
     };
     // The agent tells the keeper to drop a container's descriptors before it
-    // answers RemoveContainer, but the keeper acts on it in its own time.
+    // answers RemoveContainer, but the keeper acts on it in its own time; the
+    // agent closes the container's mount namespace after its answer.
     let mut now = fds_now(keeper, agent);
     for _ in 0..50 {
-        if kind(&now.keeper) == kind(&before.keeper) {
+        if kind(&now.keeper) == kind(&before.keeper) && kind(&now.agent) == kind(&before.agent) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));

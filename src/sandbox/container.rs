@@ -217,9 +217,9 @@ impl Sandbox {
         let handle = created.container;
         let pid = handle.pid();
         let made = lock(&made).take().filter(|m| m.pid == pid);
-        let (made_init, spec_json, config_written) = match made {
-            Some(m) => (m.init, Some(m.spec_json), m.config),
-            None => (None, None, None),
+        let (made_init, spec_json, config_written, mount_ns) = match made {
+            Some(m) => (m.init, Some(m.spec_json), m.config, m.mount_ns),
+            None => (None, None, None, None),
         };
         let config_written = match config_written {
             Some(r) => r,
@@ -253,6 +253,7 @@ impl Sandbox {
             oom_watch,
             leftovers_watch: Mutex::new(None),
             spec_json: spec_json.map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from),
+            mount_ns: Mutex::new(mount_ns),
         });
         self.keep_stdio(id, &c.init);
         c.watch_leftovers(&self.log);
@@ -312,18 +313,36 @@ impl Sandbox {
         let mut devices = c.devices.lock().await;
         let held = c.clone();
         let storages = self.storages.clone();
+        let parked = self.parked_ns.clone();
         let owner = id.to_string();
         // Once the engine has deleted it, the container's processes are gone
         // and its bundle and storages can go. On this thread: a hop to a
         // blocking thread and back cost two wake-ups on the answer's path.
-        let (warnings, later, released) = blocking_here(move || {
+        let (warnings, later, ns_parked, released) = blocking_here(move || {
             let (warnings, later) = held.engine.delete_leaving()?;
             let _ = std::fs::remove_dir_all(&held.bundle);
-            Ok((warnings, later, storages.release(&owner).map_err(Error::from)))
+            // Parked before the storages go: a teardown closes it first.
+            let ns = lock(&held.mount_ns).take();
+            let ns_parked = ns.is_some();
+            if let Some(fd) = ns {
+                parked.park(fd);
+            }
+            Ok((
+                warnings,
+                later,
+                ns_parked,
+                storages.release(&owner).map_err(Error::from),
+            ))
         })
         .await?;
-        if let Some(later) = later {
-            self.settling.run(&self.log, format!("cgroup of container {id}"), later);
+        if ns_parked || later.is_some() {
+            let parked = self.parked_ns.clone();
+            let job: super::settling::Later = Box::new(move || {
+                parked.close_all();
+                later.map_or(Ok(()), |l| l())
+            });
+            self.settling
+                .run(&self.log, format!("mount namespace and cgroup of container {id}"), job);
         }
         for w in &warnings {
             warn!(self.log, "poststop hook failed"; "container" => id, "error" => w);

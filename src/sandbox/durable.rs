@@ -378,6 +378,7 @@ impl Sandbox {
         let storages = crate::storage::StorageManager::from_state(view.storages)?
             .with_roots(self.cfg.storage_roots.clone())
             .with_logger(&self.log);
+        storages.before_teardown(self.parked_ns.closer());
         self.storages = Arc::new(storages);
         self.restore_pod(view.pod, fds.remove(HOLDER_FD));
         for c in view.containers {
@@ -459,6 +460,8 @@ impl Sandbox {
             leftovers_watch: Mutex::new(None),
             // The text alone: the parsed spec was taken above.
             spec_json: SpecJson::from_raw(c.spec.raw().clone()).into(),
+            // Its init closes it (a previous agent's hold ended with it).
+            mount_ns: Mutex::new(None),
         });
         c.watch_leftovers(&self.log);
         Ok(c)

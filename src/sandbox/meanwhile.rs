@@ -28,6 +28,8 @@ pub(crate) struct Made {
     pub spec_json: SpecJson,
     /// Writing the bundle's config.json, when this work was to.
     pub config: Option<Result<()>>,
+    /// Its mount namespace, held ([`super::mount_ns`]).
+    pub mount_ns: Option<OwnedFd>,
 }
 
 /// Where the work leaves what it made.
@@ -74,11 +76,13 @@ impl InitParts {
                 std::fs::write(&path, spec_json.raw().get())
                     .map_err(|e| Error::sys(format!("write {}", path.display()), e))
             });
+            let mount_ns = super::mount_ns::hold(s.pid, s.spec);
             *lock(&out) = Some(Made {
                 pid: s.pid,
                 init,
                 spec_json,
                 config,
+                mount_ns,
             });
         };
         (Meanwhile(Box::new(run)), slot)

@@ -46,6 +46,7 @@ pub(crate) mod guest_hooks;
 pub(crate) mod guest_ops;
 pub(crate) mod hotplug;
 pub(crate) mod meanwhile;
+pub(crate) mod mount_ns;
 #[cfg(feature = "net")]
 pub(crate) mod network;
 pub(crate) mod new_stdio;
@@ -100,6 +101,9 @@ pub(crate) struct Container {
     leftovers_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The engine's spec as JSON, made once (the spec never changes).
     spec_json: std::sync::OnceLock<view::SpecJson>,
+    /// Its mount namespace, held so its init's exit does not tear it down
+    /// ([`mount_ns`]); parked at removal.
+    mount_ns: Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Container {
@@ -216,6 +220,8 @@ pub(crate) struct Sandbox {
     texts: tokio::sync::Mutex<Vec<(String, durable::StateText)>>,
     /// What removals left running after their answers.
     settling: settling::Settling,
+    /// Mount namespaces of removed containers, closed after the answer.
+    parked_ns: Arc<mount_ns::Parked>,
 }
 
 /// Owner of the storages CreateSandbox mounts (container ids cannot contain '/').
@@ -333,6 +339,8 @@ impl Sandbox {
         let storages = StorageManager::new()
             .with_roots(cfg.storage_roots.clone())
             .with_logger(log);
+        let parked_ns = Arc::new(mount_ns::Parked::default());
+        storages.before_teardown(parked_ns.closer());
         let changed = Arc::new(changed::Changed::default());
         let marks = changed.clone();
         engine.on_exit(Arc::new(move |pid| marks.exited(pid)));
@@ -359,6 +367,7 @@ impl Sandbox {
             changed,
             texts: tokio::sync::Mutex::new(Vec::new()),
             settling: settling::Settling::default(),
+            parked_ns,
         })
     }
 

@@ -1,5 +1,6 @@
-//! Work a call leaves running after its answer: the directories of a removed
-//! container's cgroup (eight rmdirs on cgroup v1, ~0.1 ms). It starts once
+//! Work a call leaves running after its answer: a removed container's mount
+//! namespace closed ([`super::mount_ns`]) and the directories of its cgroup
+//! removed (eight rmdirs on cgroup v1, ~0.1 ms). It starts once
 //! the answer is written ([`after_answer`]), so it takes no CPU from it.
 //! DestroySandbox waits for it (starting what has not started: its own
 //! removals' work, whose answer is its own), and so does an upgrade, which

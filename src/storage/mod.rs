@@ -178,6 +178,17 @@ pub struct StorageManager {
     roots: Vec<PathBuf>,
     /// Keeps `watchable-bind` copies in sync.
     watcher: watch::Watcher,
+    /// Runs before a release tears a storage down ([`StorageManager::before_teardown`]).
+    before_teardown: std::sync::OnceLock<TeardownHook>,
+}
+
+/// What runs before a storage is torn down.
+struct TeardownHook(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for TeardownHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TeardownHook")
+    }
 }
 
 impl Default for StorageManager {
@@ -186,6 +197,7 @@ impl Default for StorageManager {
             entries: Mutex::default(),
             roots: DEFAULT_ROOTS.iter().map(PathBuf::from).collect(),
             watcher: watch::Watcher::default(),
+            before_teardown: std::sync::OnceLock::new(),
         }
     }
 }
@@ -246,6 +258,18 @@ impl StorageManager {
         &self.roots
     }
 
+    /// Has `f` run before each storage a release tears down (once set, kept):
+    /// what must let go of a filesystem before it is unmounted for good.
+    pub fn before_teardown(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.before_teardown.set(TeardownHook(f));
+    }
+
+    fn tearing_down(&self) {
+        if let Some(hook) = self.before_teardown.get() {
+            (hook.0)();
+        }
+    }
+
     /// The state, as plain data.
     pub fn snapshot(&self) -> StorageState {
         StorageState {
@@ -300,6 +324,7 @@ impl StorageManager {
             if !e.owners.remove(owner) || !e.owners.is_empty() || e.shared {
                 continue;
             }
+            self.tearing_down();
             if let Err(err) = teardown(&mut entries, &self.watcher, &k) {
                 first_err.get_or_insert(err);
             }
@@ -317,6 +342,7 @@ impl StorageManager {
             if let Some(e) = entries.get_mut(&k) {
                 e.owners.clear();
             }
+            self.tearing_down();
             if let Err(err) = teardown(&mut entries, &self.watcher, &k) {
                 first_err.get_or_insert(err);
             }

@@ -180,12 +180,19 @@ fn two_owners_share_one_storage() {
     assert_eq!(e.kind(), crate::error::ErrorKind::AlreadyExists, "{e}");
     assert!(m.mount_points_of("c3").is_empty());
 
+    // What must let go of a filesystem first runs only before a teardown,
+    // while the storage is still mounted.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s, at) = (seen.clone(), mp.clone());
+    m.before_teardown(Box::new(move || s.lock().unwrap().push(mounted_fstype(&at))));
     m.release("c1").unwrap();
     assert_eq!(mounted_fstype(&mp).as_deref(), Some("tmpfs"));
     assert!(mp.join("from-c1").exists());
+    assert!(seen.lock().unwrap().is_empty(), "ran with an owner left");
     m.release("c2").unwrap();
     assert_eq!(mounted_fstype(&mp), None);
     assert!(!mp.exists());
+    assert_eq!(*seen.lock().unwrap(), [Some("tmpfs".to_string())]);
 }
 
 #[test]
