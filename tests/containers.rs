@@ -209,11 +209,7 @@ async fn a_removed_containers_cgroup_goes_and_its_id_can_be_made_again_at_once()
             assert!(d.ends_with(&id), "{}", d.display());
             cgroup = Some(d);
         }
-        let mut s = SignalProcessRequest::new();
-        s.container_id = id.clone();
-        s.exec_id = id.clone();
-        s.signal = 9;
-        let _: Empty = call(&c, SVC, "SignalProcess", &s).await.unwrap();
+        kill_init(&c, &id).await;
         assert_eq!(wait(&c, &id, &id).await.unwrap(), 137, "round {round}");
         remove(&c, &id).await;
     }
@@ -226,6 +222,15 @@ async fn a_removed_containers_cgroup_goes_and_its_id_can_be_made_again_at_once()
         }
         assert!(!d.exists(), "{} is still there", d.display());
     }
+}
+
+/// SIGKILLs container `id`'s init.
+async fn kill_init(c: &ttrpc::r#async::Client, id: &str) {
+    let mut s = SignalProcessRequest::new();
+    s.container_id = id.into();
+    s.exec_id = id.into();
+    s.signal = 9;
+    let _: Empty = call(c, SVC, "SignalProcess", &s).await.unwrap();
 }
 
 /// The descriptors of process `pid` open on `ns` (a `/proc/<pid>/ns/*`
@@ -251,11 +256,7 @@ async fn a_containers_mount_namespace_outlives_its_init_until_removal() {
     let pid = *pids_of(&c, &id).await.iter().min().unwrap();
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     let ns = ns.to_str().unwrap().to_string();
-    let mut s = SignalProcessRequest::new();
-    s.container_id = id.clone();
-    s.exec_id = id.clone();
-    s.signal = 9;
-    let _: Empty = call(&c, SVC, "SignalProcess", &s).await.unwrap();
+    kill_init(&c, &id).await;
     assert_eq!(wait(&c, &id, &id).await.unwrap(), 137);
     // The init is gone; the agent still holds its namespace (its teardown
     // is not part of the exit WaitProcess reports).

@@ -127,6 +127,14 @@ mod tests {
         assert_eq!(*crate::sandbox::lock(&s.running.n), 0);
     }
 
+    /// Work that sets `done`.
+    fn sets(done: Arc<AtomicBool>) -> Later {
+        Box::new(move || {
+            done.store(true, SeqCst);
+            Ok(())
+        })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn work_left_by_a_call_starts_after_its_answer() {
         let s = Arc::new(Settling::default());
@@ -134,14 +142,7 @@ mod tests {
         let done = Arc::new(AtomicBool::new(false));
         let (d, s2) = (done.clone(), s.clone());
         crate::server::after_answer::scope(async move {
-            s2.run(
-                &log,
-                "rmdir".into(),
-                Box::new(move || {
-                    d.store(true, SeqCst);
-                    Ok(())
-                }),
-            );
+            s2.run(&log, "rmdir".into(), sets(d));
             // The answer is being written: the work has not been started.
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert_eq!(s2.waiting.lock().unwrap().len(), 1, "started before the answer");
@@ -159,14 +160,7 @@ mod tests {
         let done = Arc::new(AtomicBool::new(false));
         let (d, s2) = (done.clone(), s.clone());
         let call = crate::server::after_answer::scope(async move {
-            s2.run(
-                &log,
-                "rmdir".into(),
-                Box::new(move || {
-                    d.store(true, SeqCst);
-                    Ok(())
-                }),
-            );
+            s2.run(&log, "rmdir".into(), sets(d));
             s2.settled().await;
         });
         tokio::time::timeout(Duration::from_secs(10), call)
