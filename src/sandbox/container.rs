@@ -316,8 +316,9 @@ impl Sandbox {
         let parked = self.parked_ns.clone();
         let owner = id.to_string();
         // Once the engine has deleted it, the container's processes are gone
-        // and its bundle and storages can go. On this thread: a hop to a
-        // blocking thread and back cost two wake-ups on the answer's path.
+        // and its bundle and storages can go. On this thread, as the create's
+        // and the start's steps (against a hop to a blocking thread and back
+        // the cycle measured a draw, stop 36).
         let (warnings, later, ns_parked, released) = blocking_here(move || {
             let (warnings, later) = held.engine.delete_leaving()?;
             let _ = std::fs::remove_dir_all(&held.bundle);
