@@ -279,7 +279,10 @@ async fn serve(
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-        _ = destroyed.wait_for(|d| *d) => {
+        // The watch's read guard goes before the pause: held through it, a
+        // second DestroySandbox's send would block a worker thread on it, and
+        // with it the timer and the stop.
+        _ = async { destroyed.wait_for(|d| *d).await.is_ok() } => {
             // The DestroySandbox response is written right after the handler
             // returns; give it that moment before the connections go.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -193,6 +193,35 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
     );
 }
 
+/// A DestroySandbox repeated before the agent has stopped (a host retrying a
+/// call whose answer it lost) is answered too, and the agent still stops: the
+/// second call's stop signal once waited forever on the first's.
+#[tokio::test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+async fn a_repeated_destroy_sandbox_is_answered_and_the_agent_stops() {
+    let mut agent = agent();
+    let c = agent.client().await;
+    let retry = agent.client().await;
+    create_sandbox(&c, &unique("sb"), &unique("pith-again"), false).await;
+    let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    // At once: within the moment the agent leaves for the first answer.
+    let again = tokio::time::timeout(
+        Duration::from_secs(5),
+        call::<_, Empty>(&retry, SVC, "DestroySandbox", &DestroySandboxRequest::new()),
+    )
+    .await;
+    assert!(matches!(again, Ok(Ok(_))), "second DestroySandbox: {again:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!agent.alive(), "agent still running after two DestroySandbox calls");
+    let status = agent.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// The namespace holders among `agent`'s children (rustjail's helper mode in
 /// their environment).
 fn holders_of(agent: i32) -> Vec<i32> {
