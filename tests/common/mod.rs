@@ -213,9 +213,11 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // Containers (and the namespace holder) are the agent's children and
-            // would outlive it (a test that failed half-way): let the agent
-            // remove them, as a host ends a sandbox, before it goes.
-            if !all_children(c.id() as i32).is_empty() {
+            // would outlive it (a test that failed half-way), and a container
+            // whose init has exited but was never removed still has its
+            // cgroups: let the agent remove them, as a host ends a sandbox,
+            // before it goes.
+            if c.try_wait().map(|s| s.is_none()).unwrap_or(false) {
                 let addr = self.address();
                 let _ = std::thread::spawn(move || destroy_sandbox(&addr)).join();
             }
