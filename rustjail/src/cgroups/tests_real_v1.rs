@@ -357,3 +357,83 @@ fn real_oom_notification() {
         assert!(u64::from_ne_bytes(buf) >= 1);
     }
 }
+
+/// Removes the directories left above a test's cgroups (deepest first) in
+/// every v1 hierarchy, when dropped.
+struct Parents(Vec<PathBuf>);
+
+impl Drop for Parents {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(not(all(pith_root, pith_cgroup_v1)), ignore = "needs root and cgroup v1 hierarchies")]
+fn real_v1_cpuset_parents_made_here_fill_their_later_children() {
+    let top = unique("cpuset-fill");
+    let mgr = |path: &str, name: &str| {
+        let m = Manager::new(Some(Path::new(&format!("/{top}{path}"))), name).unwrap();
+        let Manager::V1(v1) = &m else {
+            panic!("a v1 manager on a host with v1 hierarchies (cfg pith_cgroup_v1)");
+        };
+        let (dir, mount) = (v1.path("cpuset").unwrap().to_path_buf(), v1.mounts()["cpuset"].clone());
+        (m, dir, mount)
+    };
+    let plain = LinuxResourcesBuilder::default().build().unwrap();
+    let (a, a_dir, mount) = mgr("/pod/a", "a");
+    let pod = a_dir.parent().unwrap().to_path_buf();
+    let mut made = Vec::new();
+    let Manager::V1(v1) = &a else { unreachable!() };
+    for dir in v1.paths().values() {
+        made.push(dir.parent().unwrap().parent().unwrap().to_path_buf());
+        made.push(dir.parent().unwrap().to_path_buf());
+    }
+    // Someone else's parent, filled by them: used as it is, not flagged.
+    let (c, c_dir, _) = mgr("-theirs/c", "c");
+    let Manager::V1(v1) = &c else { unreachable!() };
+    made.extend(v1.paths().values().map(|d| d.parent().unwrap().to_path_buf()));
+    made.sort();
+    made.dedup();
+    let _parents = Parents(made);
+    let _ga = Guard::new(a.clone());
+    let read = |d: &Path, f: &str| fs::read_to_string(d.join(f)).unwrap().trim().to_string();
+    let root_flag = read(&mount, "cgroup.clone_children");
+    let theirs = c_dir.parent().unwrap();
+    fs::create_dir(theirs).unwrap();
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        fs::write(theirs.join(f), read(&mount, f)).unwrap();
+    }
+    let _gc = Guard::new(c.clone());
+
+    assert!(a.create_new(&plain).unwrap());
+    for d in [pod.parent().unwrap(), pod.as_path()] {
+        assert_eq!(read(d, "cgroup.clone_children"), "1", "{}", d.display());
+    }
+    assert_eq!(
+        read(&a_dir, "cgroup.clone_children"),
+        "0",
+        "the container's own is left alone"
+    );
+    assert_eq!(
+        read(&mount, "cgroup.clone_children"),
+        root_flag,
+        "the root is left alone"
+    );
+    // The kernel fills the next sibling at its mkdir; it takes tasks.
+    let (b, b_dir, _) = mgr("/pod/b", "b");
+    let mut gb = Guard::new(b.clone());
+    assert!(b.create_new(&plain).unwrap());
+    for d in [&a_dir, &b_dir] {
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            assert_eq!(read(d, f), read(&mount, f), "{} {f}", d.display());
+        }
+    }
+    gb.spawn("sleep 10");
+
+    assert!(c.create_new(&plain).unwrap());
+    assert_eq!(read(theirs, "cgroup.clone_children"), "0");
+    assert_eq!(read(&c_dir, "cpuset.cpus"), read(&mount, "cpuset.cpus"));
+}
