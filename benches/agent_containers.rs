@@ -86,11 +86,41 @@ fn create_req(rootfs: &Path, id: &str, args: &[&str]) -> CreateContainerRequest 
     create_req_with(&spec(rootfs, args), id)
 }
 
+/// The cgroup parent of the bench's containers: a Kata host's are nested
+/// (containerd's `/<namespace>/<id>`, kubelet's `/kubepods/.../pod<uid>/<id>`),
+/// not at the hierarchy's root. Removed by [`remove_cgroup_parent`].
+fn cgroup_parent() -> String {
+    format!("/pith-bench-{}", std::process::id())
+}
+
+/// Removes [`cgroup_parent`] from every hierarchy (the agents leave the
+/// parents of their containers' cgroups, as runc does).
+fn remove_cgroup_parent() {
+    let rel = cgroup_parent();
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup")];
+    dirs.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for d in dirs {
+        let _ = std::fs::remove_dir(d.join(rel.trim_start_matches('/')));
+    }
+}
+
 fn create_req_with(spec: &oci_spec::runtime::Spec, id: &str) -> CreateContainerRequest {
     let mut req = CreateContainerRequest::new();
     req.container_id = id.into();
     req.exec_id = id.into();
-    req.OCI = protobuf::MessageField::some(protocols::oci_convert::from_oci(spec));
+    let mut oci = protocols::oci_convert::from_oci(spec);
+    if let Some(linux) = oci.Linux.as_mut() {
+        if linux.CgroupsPath.is_empty() {
+            linux.CgroupsPath = format!("{}/{id}", cgroup_parent());
+        }
+    }
+    req.OCI = protobuf::MessageField::some(oci);
     req
 }
 
@@ -520,6 +550,7 @@ fn main() {
     if part("pods") {
         pod_start(&rt, &bin, &rootfs);
     }
+    remove_cgroup_parent();
 }
 
 /// The create → start → wait → remove cycle through each agent of `bins`

@@ -5,9 +5,15 @@
 //! remove cycles of `/bin/true` (the 2nd container of the sandbox); then 198
 //! more idle containers (`sleep`), each CreateContainer timed, the agent's RSS
 //! read at 100; then the same cycles again, each container the 200th; then the
-//! idle containers removed. `ROUNDS` times over, so that the machine's speed,
+//! idle containers removed. [`rounds`] times over, so that the machine's speed,
 //! which drifts over a run, weighs on both sides alike (the ramp's figures
-//! and the RSS are the first round's).
+//! and the RSS are the first round's). Each round's own ratio is printed too:
+//! one slow moment on one side moves a round's ratio by up to 0.3. With
+//! three rounds the pooled line went over 1.2x in about half the runs; with
+//! eight, three runs of one build gave 1.10, 1.08 and 1.03x.
+//!
+//! `PITH_SCALE_ROUNDS` and `PITH_SCALE_CYCLES` change the rounds and the
+//! cycles per side (longer windows for tracing one side).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,8 +26,18 @@ use super::{call, start, start_agent, summary, Empty};
 /// Containers in the sandbox at the end, the cycled one included.
 const SCALE: usize = 200;
 /// Cycles on each side, per round.
-const CYCLES: usize = 20;
-const ROUNDS: usize = 3;
+fn cycles() -> usize {
+    env_or("PITH_SCALE_CYCLES", 20)
+}
+
+/// Rounds: the ramp up to 200 and back, with the cycles on both sides.
+fn rounds() -> usize {
+    env_or("PITH_SCALE_ROUNDS", 8)
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 /// Runs the scaling line in a fresh agent `bin`.
 pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
@@ -38,10 +54,12 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let (mut cpu1, mut cpu200) = (0.0, 0.0);
         let mut ramp = Vec::new();
         let mut rss100 = 0;
-        for round in 0..ROUNDS {
+        let mut ratios = Vec::new();
+        for round in 0..rounds() {
             let cpu = super::cpu_ms_of(pid);
-            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-first", CYCLES).await;
+            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-first", cycles()).await;
             cpu1 += super::cpu_ms_of(pid) - cpu;
+            let r1 = summary(create.clone()).0;
             create1.extend(create);
             cycle1.extend(cycle);
             // The pause container and the cycled one make 200.
@@ -63,18 +81,19 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
                 }
             }
             let cpu = super::cpu_ms_of(pid);
-            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-last", CYCLES).await;
+            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-last", cycles()).await;
             cpu200 += super::cpu_ms_of(pid) - cpu;
+            ratios.push(summary(create.clone()).0 / r1);
             create200.extend(create);
             cycle200.extend(cycle);
-            if round + 1 < ROUNDS {
+            if round + 1 < rounds() {
                 // Timeout 0: SIGKILL at once.
                 for id in idle {
                     super::remove(&c, &id).await;
                 }
             }
         }
-        let per_side = (ROUNDS * (CYCLES + super::WARMUP)) as f64;
+        let per_side = (rounds() * (cycles() + super::WARMUP)) as f64;
         let (cpu1, cpu200) = (cpu1 / per_side, cpu200 / per_side);
         let t = Instant::now();
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
@@ -86,8 +105,9 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let head = summary(ramp[..20].to_vec()).0;
         let tail = summary(ramp[ramp.len() - 20..].to_vec()).0;
         println!(
-            "  {SCALE} containers in one sandbox (fresh agent; {} cycles of /bin/true each side, in {ROUNDS} rounds):",
-            ROUNDS * CYCLES
+            "  {SCALE} containers in one sandbox (fresh agent; {} cycles of /bin/true each side, in {} rounds):",
+            rounds() * cycles(),
+            rounds()
         );
         println!(
             "    CreateContainer of the 2nd:   median {c1:.2} ms, p90 {c1p90:.2} ms (whole cycle median {y1:.2} ms)"
@@ -98,6 +118,12 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         println!(
             "    {SCALE}th / 2nd: {:.2}x (goal <= 1.2x); idle containers' CreateContainer, first 20 vs last 20: {head:.2} / {tail:.2} ms",
             c200 / c1
+        );
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "    each round's own 200th / 2nd: median {:.2}x ({})",
+            summary(ratios.clone()).0,
+            each.join(", ")
         );
         println!(
             "    CPU per cycle (the agent and the inits it reaped; other load does not inflate it): {cpu1:.2} ms as the 2nd, \
