@@ -415,7 +415,7 @@ fn real_v1_cpuset_parents_made_here_fill_their_later_children() {
     assert_eq!(
         read(&a_dir, "cgroup.clone_children"),
         "0",
-        "the container's own is left alone"
+        "the container's own is not written"
     );
     assert_eq!(
         read(&mount, "cgroup.clone_children"),
@@ -432,6 +432,8 @@ fn real_v1_cpuset_parents_made_here_fill_their_later_children() {
         }
     }
     gb.spawn("sleep 10");
+    // Made below a flagged parent, it has the flag from the kernel.
+    assert_eq!(read(&b_dir, "cgroup.clone_children"), "1");
 
     assert!(c.create_new(&plain).unwrap());
     assert_eq!(read(theirs, "cgroup.clone_children"), "0");

@@ -374,7 +374,10 @@ fn uses(r: &LinuxResources, controller: &str) -> bool {
 /// the scheduler domains, which v1 does whenever a load-balanced cpuset's
 /// CPUs change, at a cost that grows with the machine's cpusets and tasks
 /// (22 µs with 2 siblings, 44 µs with 200, measured on the bench machine).
-/// The hierarchy's root and directories filled by others are left as they are.
+/// The hierarchy's root and directories filled by others are not written;
+/// the flag passes to directories made below a flagged one (the kernel
+/// copies it at mkdir), the later containers' own included, where it only
+/// fills their sub-cpusets as this would.
 fn fill_cpuset(mount: &Path, dir: &Path, fresh: bool) -> Result<()> {
     let Ok(rel) = dir.strip_prefix(mount) else {
         return Ok(());
