@@ -28,6 +28,19 @@ async fn create_sandbox(c: &Client, id: &str, hostname: &str, pidns: bool) {
     let _: Empty = call(c, SVC, "CreateSandbox", &req).await.unwrap();
 }
 
+/// The agent's exit status once it has stopped by itself (as it does after
+/// DestroySandbox), waiting up to 10 s; `None` while it still runs.
+async fn stopped(agent: &mut Agent) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if agent.alive() {
+        return None;
+    }
+    agent.child.take().map(|mut c| c.wait().unwrap())
+}
+
 fn with_terminal(mut req: CreateContainerRequest) -> CreateContainerRequest {
     req.OCI.as_mut().unwrap().Process.as_mut().unwrap().Terminal = true;
     req
@@ -159,12 +172,9 @@ async fn pod_shares_pid_uts_namespaces_and_destroy_leaves_nothing() {
         .await
         .unwrap();
     // The agent stops after DestroySandbox, as Kata's does.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.alive() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!agent.alive(), "agent still running after DestroySandbox");
-    let status = agent.child.take().unwrap().wait().unwrap();
+    let status = stopped(&mut agent)
+        .await
+        .expect("agent still running after DestroySandbox");
     assert!(status.success(), "{status:?}");
 
     // No process, cgroup, mount or file of the sandbox is left.
@@ -213,12 +223,9 @@ async fn a_repeated_destroy_sandbox_is_answered_and_the_agent_stops() {
     )
     .await;
     assert!(matches!(again, Ok(Ok(_))), "second DestroySandbox: {again:?}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.alive() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!agent.alive(), "agent still running after two DestroySandbox calls");
-    let status = agent.child.take().unwrap().wait().unwrap();
+    let status = stopped(&mut agent)
+        .await
+        .expect("agent still running after two DestroySandbox calls");
     assert!(status.success(), "{status:?}");
 }
 
@@ -592,9 +599,6 @@ async fn storages_are_mounted_for_their_users_and_released() {
     let _: Empty = call(&c, SVC, "DestroySandbox", &DestroySandboxRequest::new())
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.alive() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _ = stopped(&mut agent).await;
     assert!(!mounted(&shm), "sandbox storage still mounted after DestroySandbox");
 }
