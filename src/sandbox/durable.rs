@@ -375,11 +375,8 @@ impl Sandbox {
     /// Takes back the sandbox a previous agent left (before serving).
     fn restore(&mut self, view: SandboxView, mut fds: HashMap<String, OwnedFd>) -> Result<()> {
         *lock(&self.session) = view.session;
-        let storages = crate::storage::StorageManager::from_state(view.storages)?
-            .with_roots(self.cfg.storage_roots.clone())
-            .with_logger(&self.log);
-        storages.before_teardown(self.parked_ns.closer());
-        self.storages = Arc::new(storages);
+        let base = crate::storage::StorageManager::from_state(view.storages)?;
+        self.storages = super::fitted_storages(base, &self.cfg, &self.log, &self.parked_ns);
         self.restore_pod(view.pod, fds.remove(HOLDER_FD));
         for c in view.containers {
             let id = c.id.clone();

@@ -323,6 +323,20 @@ fn stdio_pipes(pipe_size: u32) -> Result<([OwnedFd; 3], [OwnedFd; 3])> {
     Ok(([in_w, out_r, err_r], [in_r, out_w, err_w]))
 }
 
+/// `base` as a sandbox uses it, new or restored: its storage roots, its
+/// logger, and its parked mount namespaces closed before any storage is torn
+/// down (a filesystem still mounted in one keeps its device in use).
+fn fitted_storages(
+    base: StorageManager,
+    cfg: &SandboxConfig,
+    log: &Logger,
+    parked: &Arc<mount_ns::Parked>,
+) -> Arc<StorageManager> {
+    let storages = base.with_roots(cfg.storage_roots.clone()).with_logger(log);
+    storages.before_teardown(parked.closer());
+    Arc::new(storages)
+}
+
 impl Sandbox {
     /// A sandbox running containers with `engine`, keeping bundles under
     /// `cfg.state_dir`.
@@ -336,11 +350,8 @@ impl Sandbox {
         let bundles = cfg.state_dir.join("bundles");
         std::fs::create_dir_all(&bundles).map_err(|e| Error::sys(format!("mkdir {}", bundles.display()), e))?;
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
-        let storages = StorageManager::new()
-            .with_roots(cfg.storage_roots.clone())
-            .with_logger(log);
         let parked_ns = Arc::new(mount_ns::Parked::default());
-        storages.before_teardown(parked_ns.closer());
+        let storages = fitted_storages(StorageManager::new(), &cfg, log, &parked_ns);
         let changed = Arc::new(changed::Changed::default());
         let marks = changed.clone();
         engine.on_exit(Arc::new(move |pid| marks.exited(pid)));
@@ -357,7 +368,7 @@ impl Sandbox {
             creating: Mutex::new(HashSet::new()),
             pod: Mutex::new(Pod::default()),
             session: Mutex::new(session::Session::default()),
-            storages: Arc::new(storages),
+            storages,
             oom_tx,
             oom_rx: tokio::sync::Mutex::new(oom_rx),
             shutdown: tokio::sync::watch::channel(false).0,
