@@ -8,6 +8,8 @@
 //! * `ReadStdout` throughput: 1 GiB from `dd` in a container, read with 1 MiB
 //!   requests, next to the same bytes through a plain pipe (`dd | cat`);
 //! * the agent's RSS with 10 idle containers;
+//! * the cycle again with the agent pinned to one CPU, as issue 16's table
+//!   measured both agents;
 //! * the cgroup v1 cost per hierarchy (`support/v1_cost.rs`);
 //! * 200 containers in one sandbox: CreateContainer of the 200th next to
 //!   the 2nd's (`support/scale.rs`);
@@ -18,8 +20,9 @@
 //!
 //! The agent binary is `PITH_AGENT_BIN` (make bench passes the static musl
 //! build that goes into the guest image), or the release build.
-//! `PITH_BENCH_PARTS` picks parts (comma-separated: cycle, stream, rss, v1cost,
-//! scale, pods; default all), `PITH_BENCH_CYCLES` the number of cycles of the first.
+//! `PITH_BENCH_PARTS` picks parts (comma-separated: cycle, stream, rss, pinned,
+//! v1cost, scale, pods; default all), `PITH_BENCH_CYCLES` the number of
+//! cycles of the first, of the pinned one and of the A/B comparison.
 //! With `PITH_AGENT_BIN_B` set, the cycle also runs through that build and
 //! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison).
 
@@ -372,10 +375,7 @@ fn main() {
             let rj_root = dir.path().join("rustjail-root");
             let (mut rpc, mut cli) = (Vec::new(), Vec::new());
             let mut phases: [Vec<f64>; 4] = Default::default();
-            let cycles: usize = std::env::var("PITH_BENCH_CYCLES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(CYCLES);
+            let cycles = bench_cycles();
             // The agent's CPU time and that of the children it reaped (the
             // containers' inits): what the cycle costs whatever else runs.
             let cpu0 = cpu_ms_of(agent.child.id());
@@ -534,6 +534,12 @@ fn main() {
         });
     }
 
+    // 3b. The cycle with the agent (and so its containers) pinned to one CPU,
+    // as issue 16's table measured kata-agent and pith.
+    if part("pinned") {
+        pinned_cycles(&rt, &bin, &rootfs);
+    }
+
     // A/B: the same cycle through two agent builds, alternating every cycle.
     if let Ok(bin_b) = std::env::var("PITH_AGENT_BIN_B") {
         ab_cycles(&rt, &[bin.as_str(), bin_b.as_str()], &rootfs);
@@ -553,15 +559,55 @@ fn main() {
     remove_cgroup_parent();
 }
 
+/// `PITH_BENCH_CYCLES`, or [`CYCLES`].
+fn bench_cycles() -> usize {
+    std::env::var("PITH_BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CYCLES)
+}
+
+/// The cycle through a fresh agent started under `taskset` on the last CPU
+/// this process may use: the agent, its helpers and the containers' inits
+/// share that CPU, so every microsecond of their CPU time is one of the
+/// cycle's (the client is left free).
+fn pinned_cycles(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("sched_getaffinity");
+    let Some(cpu) = (0..nix::sched::CpuSet::count())
+        .rev()
+        .find(|&i| allowed.is_set(i).unwrap_or(false))
+    else {
+        return println!("  pinned to one CPU: skipped (no CPU in this process's affinity mask)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cpu_arg = cpu.to_string();
+    let agent = start_agent_in(&["taskset", "-c", &cpu_arg], bin, dir.path());
+    rt.block_on(async {
+        let pause = format!("pause-pin-{}", std::process::id());
+        let c = sandbox_with_pause(&agent, "bench-pinned", rootfs, &pause).await;
+        let n = bench_cycles();
+        let cpu0 = cpu_ms_of(agent.child.id());
+        let (creates, cycles) = cycles_of(&c, &spec(rootfs, &["true"]), "pinned", n).await;
+        let cpu_per_cycle = (cpu_ms_of(agent.child.id()) - cpu0) / (WARMUP + n) as f64;
+        let ((cm, cp90), (m, p90)) = (summary(creates), summary(cycles));
+        println!(
+            "  the same cycle, agent pinned to CPU {cpu} (taskset; as issue 16's table measured kata-agent 4.1.0 at \
+             12.6-14.0 ms, p90 17-19, on 2026-12-01, not in this run), {n} cycles after {WARMUP} warm-up:"
+        );
+        println!(
+            "    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms; CreateContainer median {cm:.2} ms, p90 {cp90:.2} ms; \
+             CPU per cycle {cpu_per_cycle:.2} ms"
+        );
+        let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
+    });
+}
+
 /// The create → start → wait → remove cycle through each agent of `bins`
 /// (each with its own sandbox and pause container), one cycle of each in
 /// turn, the order alternating: a before/after comparison that load on the
 /// machine affects alike. Prints each agent's cycle and phase medians.
 fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
-    let cycles: usize = std::env::var("PITH_BENCH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CYCLES);
+    let cycles = bench_cycles();
     let dirs: Vec<_> = bins.iter().map(|_| tempfile::tempdir().unwrap()).collect();
     let agents: Vec<AgentProc> = bins.iter().zip(&dirs).map(|(b, d)| start_agent(b, d.path())).collect();
     rt.block_on(async {
