@@ -114,8 +114,24 @@ pub fn ensure_in_root(root: &OwnedFd, root_shown: &Path, rel: &Path, create: Cre
     if rel.components().any(|c| c == Component::ParentDir) {
         return Err(Error::Spec(format!("path {} contains '..'", rel.display())));
     }
+    // Most targets miss only their last component (a mount point such as
+    // /dev/pts in a fresh /dev): when the parent is there, make just that,
+    // instead of resolving every prefix again.
+    let Some((leaf, dirs)) = comps.split_last() else {
+        return Err(Error::Spec(format!("path {} names the root itself", rel.display())));
+    };
+    let parent_path: PathBuf = std::iter::once(Component::RootDir)
+        .chain(dirs.iter().copied())
+        .collect();
+    let start = match open_in_root(root, &parent_path, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+        Ok(parent) => {
+            make_missing(&parent, leaf.as_os_str(), create == Create::File, &shown)?;
+            comps.len()
+        }
+        Err(_) => 0,
+    };
     let mut partial = PathBuf::from("/");
-    for (i, c) in comps.iter().enumerate() {
+    for (i, c) in comps.iter().enumerate().skip(start) {
         let last = i + 1 == comps.len();
         let parent = open_in_root(root, &partial, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(sys(
             "openat2",
@@ -125,35 +141,31 @@ pub fn ensure_in_root(root: &OwnedFd, root_shown: &Path, rel: &Path, create: Cre
         if open_in_root(root, &partial, OFlag::O_PATH).is_ok() {
             continue;
         }
-        let name = c.as_os_str();
-        let r = if last && create == Create::File {
-            nix::fcntl::openat(
-                Some(parent.as_raw_fd()),
-                name,
-                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o644),
-            )
-            .map(|fd| {
-                let _ = nix::unistd::close(fd);
-            })
-        } else {
-            nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
-        };
-        match r {
-            Ok(()) | Err(nix::Error::EEXIST) => {}
-            Err(e) => {
-                return Err(sys(
-                    if last && create == Create::File {
-                        "openat"
-                    } else {
-                        "mkdirat"
-                    },
-                    shown(),
-                )(e))
-            }
-        }
+        make_missing(&parent, c.as_os_str(), last && create == Create::File, &shown)?;
     }
     open_in_root(root, rel, OFlag::O_PATH).map_err(sys("openat2", shown()))
+}
+
+/// Makes `name` in `parent`: an empty file when `file`, else a directory;
+/// one that appeared meanwhile is fine.
+fn make_missing(parent: &OwnedFd, name: &std::ffi::OsStr, file: bool, shown: &dyn Fn() -> String) -> Result<()> {
+    let r = if file {
+        nix::fcntl::openat(
+            Some(parent.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(|fd| {
+            let _ = nix::unistd::close(fd);
+        })
+    } else {
+        nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
+    };
+    match r {
+        Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+        Err(e) => Err(sys(if file { "openat" } else { "mkdirat" }, shown())(e)),
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +187,35 @@ mod tests {
         let fd = ensure_in_root(&rfd, &root, Path::new("/etc/up/etc/passwd"), Create::File).unwrap();
         let real = std::fs::read_link(fd_path(&fd)).unwrap();
         assert!(real.starts_with(root.canonicalize().unwrap()), "{}", real.display());
+    }
+
+    #[test]
+    fn a_missing_leaf_is_made_in_its_parent_as_resolved_in_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        std::os::unix::fs::symlink("/", root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("dev/up")).unwrap();
+        let rfd = open_root(&root).unwrap();
+        let real = |fd: OwnedFd| std::fs::read_link(fd_path(&fd)).unwrap();
+        let canon = root.canonicalize().unwrap();
+        // Parent there: only the leaf is made.
+        let fd = ensure_in_root(&rfd, &root, Path::new("/dev/pts"), Create::Dir).unwrap();
+        assert_eq!(real(fd), canon.join("dev/pts"));
+        // Parents that are symlinks out of the root land in it.
+        let fd = ensure_in_root(&rfd, &root, Path::new("/escape/x"), Create::Dir).unwrap();
+        assert_eq!(real(fd), canon.join("x"));
+        let fd = ensure_in_root(&rfd, &root, Path::new("/dev/up/f"), Create::File).unwrap();
+        assert_eq!(real(fd), canon.join("f"));
+        assert!(std::fs::metadata(canon.join("f")).unwrap().is_file());
+        // A file where a directory is needed is an error naming the path.
+        let e = ensure_in_root(&rfd, &root, Path::new("/file/x"), Create::Dir).unwrap_err();
+        assert!(e.to_string().contains("file/x"), "{e}");
+        // Several missing levels still go through the walk.
+        let fd = ensure_in_root(&rfd, &root, Path::new("/a/b/c"), Create::File).unwrap();
+        assert_eq!(real(fd), canon.join("a/b/c"));
+        assert!(std::fs::metadata(canon.join("a/b")).unwrap().is_dir());
     }
 
     #[test]
