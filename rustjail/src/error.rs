@@ -93,14 +93,22 @@ impl Error {
 /// Result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Wraps a nix error with the syscall and what it was about.
+/// Wraps a nix error with the syscall and what it was about. `what` is
+/// formatted only on an error: most calls succeed, and a container's init
+/// makes dozens of them.
 pub fn sys(syscall: &'static str, what: impl std::fmt::Display) -> impl FnOnce(nix::Error) -> Error {
-    let what = what.to_string();
-    move |source| Error::Sys { syscall, what, source }
+    move |source| Error::Sys {
+        syscall,
+        what: what.to_string(),
+        source,
+    }
 }
 
-/// Wraps an io error with the operation and path.
+/// Wraps an io error with the operation and path (formatted only on an error).
 pub fn io(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_string();
-    move |source| Error::Io { op, path, source }
+    move |source| Error::Io {
+        op,
+        path: path.to_string(),
+        source,
+    }
 }
