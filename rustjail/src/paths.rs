@@ -117,19 +117,16 @@ pub fn ensure_in_root(root: &OwnedFd, root_shown: &Path, rel: &Path, create: Cre
     // Most targets miss only their last component (a mount point such as
     // /dev/pts in a fresh /dev): when the parent is there, make just that,
     // instead of resolving every prefix again.
-    let Some((leaf, dirs)) = comps.split_last() else {
-        return Err(Error::Spec(format!("path {} names the root itself", rel.display())));
-    };
-    let parent_path: PathBuf = std::iter::once(Component::RootDir)
-        .chain(dirs.iter().copied())
-        .collect();
-    let start = match open_in_root(root, &parent_path, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-        Ok(parent) => {
+    let mut start = 0;
+    if let Some((leaf, dirs)) = comps.split_last() {
+        let parent_path: PathBuf = std::iter::once(Component::RootDir)
+            .chain(dirs.iter().copied())
+            .collect();
+        if let Ok(parent) = open_in_root(root, &parent_path, OFlag::O_PATH | OFlag::O_DIRECTORY) {
             make_missing(&parent, leaf.as_os_str(), create == Create::File, &shown)?;
-            comps.len()
+            start = comps.len();
         }
-        Err(_) => 0,
-    };
+    }
     let mut partial = PathBuf::from("/");
     for (i, c) in comps.iter().enumerate().skip(start) {
         let last = i + 1 == comps.len();
@@ -212,6 +209,13 @@ mod tests {
         // A file where a directory is needed is an error naming the path.
         let e = ensure_in_root(&rfd, &root, Path::new("/file/x"), Create::Dir).unwrap_err();
         assert!(e.to_string().contains("file/x"), "{e}");
+        // Nothing below the root: the root itself.
+        for p in ["", "/"] {
+            assert_eq!(
+                real(ensure_in_root(&rfd, &root, Path::new(p), Create::Dir).unwrap()),
+                canon
+            );
+        }
         // Several missing levels still go through the walk.
         let fd = ensure_in_root(&rfd, &root, Path::new("/a/b/c"), Create::File).unwrap();
         assert_eq!(real(fd), canon.join("a/b/c"));
