@@ -273,12 +273,12 @@ impl Runtime {
         let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", "init sync"))?;
         let maps = |pid: Pid| -> Result<()> {
-            let linux = spec.linux().clone().unwrap_or_default();
+            let linux = crate::spec::linux_of(&spec);
             write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or(&[]))?;
             write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or(&[]))
         };
         let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
-        let linux = spec.linux().clone().unwrap_or_default();
+        let linux = crate::spec::linux_of(&spec);
         let cgroup = self.cgroup(linux.cgroups_path().as_deref(), &id)?;
         // A container deleted just before may have left this cgroup.
         self.removing.wait_for(&cgroup);

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{Capability, LinuxNamespaceType, PosixRlimitType, Spec};
+use oci_spec::runtime::{Capability, Linux, LinuxNamespaceType, PosixRlimitType, Spec};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -23,6 +23,15 @@ pub struct Policy {
     /// machine (a Kata host on an AppArmor system sends its own profile name,
     /// which kata-agent ignores).
     pub ignore_apparmor: bool,
+}
+
+/// The spec's `linux` section, borrowed, or an empty one: the init reads it
+/// in several places, and a clone of it (namespaces, devices, masked paths,
+/// a seccomp profile) is dozens of allocations each time.
+pub fn linux_of(spec: &Spec) -> std::borrow::Cow<'_, Linux> {
+    spec.linux()
+        .as_ref()
+        .map_or_else(|| std::borrow::Cow::Owned(Linux::default()), std::borrow::Cow::Borrowed)
 }
 
 /// Reads `path` ([`read`]) and checks the spec ([`check`]).

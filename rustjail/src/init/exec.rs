@@ -38,7 +38,7 @@ pub fn join_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallib
         .ok_or_else(|| Error::Spec("process.args is empty".into()))?;
     nix::unistd::chdir(p.cwd()).map_err(sys("chdir", p.cwd().display()))?;
     let program = process::find_program(&arg0, &env, &cfg.rootfs)?;
-    let linux = cfg.spec.linux().clone().unwrap_or_default();
+    let linux = crate::spec::linux_of(&cfg.spec);
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
     super::attrs::set_io_priority(p)?;

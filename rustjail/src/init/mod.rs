@@ -66,7 +66,7 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         None => {}
     }
     let spec = &cfg.spec;
-    let linux = spec.linux().clone().unwrap_or_default();
+    let linux = crate::spec::linux_of(spec);
     let namespaces = linux.namespaces().clone().unwrap_or_default();
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
 
@@ -130,11 +130,11 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     // What needs the host's /proc is done before the root is entered, so a
     // container without a /proc mount works (as with crun).
     let fifo = cfg.exec_fifo.as_deref().map(crate::exec_fifo::Fifo::open).transpose()?;
-    let proc_ = spec.process().clone();
-    if let Some(adj) = proc_.as_ref().and_then(|p| p.oom_score_adj()) {
+    let proc_ = spec.process().as_ref();
+    if let Some(adj) = proc_.and_then(|p| p.oom_score_adj()) {
         process::set_oom_score_adj(adj)?;
     }
-    let labels = match &proc_ {
+    let labels = match proc_ {
         Some(p) => crate::labels::ExecLabel::for_process(p)?,
         None => Vec::new(),
     };
@@ -193,12 +193,12 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         ));
     };
     if cfg.console {
-        console::setup(sock, &proc_, true)?;
+        console::setup(sock, proc_, true)?;
     } else {
         nix::unistd::setsid().map_err(sys("setsid", "init"))?;
     }
     process::set_rlimits(proc_.rlimits().as_deref().unwrap_or(&[]))?;
-    attrs::set_io_priority(&proc_)?;
+    attrs::set_io_priority(proc_)?;
     attrs::set_personality(spec)?;
     let env = proc_.env().clone().unwrap_or_default();
     let arg0 = proc_
@@ -210,14 +210,14 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     // Compiled now, so that a bad profile is reported by `create`.
     let seccomp = linux.seccomp().as_ref().map(crate::seccomp::compile).transpose()?;
     nix::unistd::chdir(proc_.cwd()).map_err(sys("chdir", proc_.cwd().display()))?;
-    let exec = process::Prepared::new(&program, &proc_)?;
+    let exec = process::Prepared::new(&program, proc_)?;
 
     sync::send(sock, &FromInit::Created)?;
     // From here on `create` has returned and a failure reaches `start`
     // through the FIFO. The process's credentials are taken while `create`
     // answers and `start` comes (runc and kata-agent take them before the
     // wait too, so startContainer hooks run with them).
-    let became = become_process(&proc_, seccomp.is_some(), &labels);
+    let became = become_process(proc_, seccomp.is_some(), &labels);
     // Blocks until `start`.
     let started = fifo.map(|f| f.wait_for_start()).transpose()?;
     let result = became

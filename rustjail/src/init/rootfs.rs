@@ -44,7 +44,7 @@ pub fn requested_propagation(spec: &Spec) -> Result<MsFlags> {
 /// parent mount is made private for the pivot, and the requested propagation is
 /// applied to the new root afterwards (see [`enter`]).
 pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
-    let linux = spec.linux().clone().unwrap_or_default();
+    let linux = crate::spec::linux_of(spec);
     let requested = requested_propagation(spec)?;
     let before = if requested.contains(MsFlags::MS_SHARED) {
         MsFlags::MS_SHARED
@@ -304,7 +304,7 @@ fn root_is_initramfs() -> bool {
 /// entered, with every path resolved by descriptor in the rootfs (`root`), so
 /// that it needs no `/proc` inside the container.
 pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
-    let linux = spec.linux().clone().unwrap_or_default();
+    let linux = crate::spec::linux_of(spec);
     // Sysctls first: /proc/sys is usually among the read-only paths. The
     // files resolve in the namespaces of the writer (this process), whichever
     // /proc mount they are reached through.
