@@ -97,7 +97,10 @@ fn cgroup_parent() -> String {
 }
 
 /// Removes [`cgroup_parent`] from every hierarchy (the agents leave the
-/// parents of their containers' cgroups, as runc does).
+/// parents of their containers' cgroups, as runc does). An agent removes a
+/// container's cgroups after it has answered, so the last ones may still be
+/// going: each parent gets a few seconds to empty, and one still busy then
+/// is reported rather than left behind silently.
 fn remove_cgroup_parent() {
     let rel = cgroup_parent();
     let mut dirs = vec![PathBuf::from("/sys/fs/cgroup")];
@@ -108,8 +111,24 @@ fn remove_cgroup_parent() {
             .flatten()
             .map(|e| e.path()),
     );
+    let deadline = Instant::now() + Duration::from_secs(3);
     for d in dirs {
-        let _ = std::fs::remove_dir(d.join(rel.trim_start_matches('/')));
+        let dir = d.join(rel.trim_start_matches('/'));
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    println!(
+                        "NOTE: could not remove the bench's cgroup parent {}: {e}",
+                        dir.display()
+                    );
+                    break;
+                }
+                _ => break,
+            }
+        }
     }
 }
 
