@@ -32,7 +32,7 @@ fn rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64
 
 /// The spec's resources with the full device rule list.
 pub fn effective_resources(spec: &Spec) -> LinuxResources {
-    let linux = spec.linux().clone().unwrap_or_default();
+    let linux = crate::spec::linux_of(spec);
     let mut res = linux.resources().clone().unwrap_or_default();
     let mut rules = res.devices().clone().unwrap_or_default();
     if rules.is_empty() {
