@@ -65,18 +65,21 @@ impl GuestError {
     }
 }
 
-/// `map_err` helper: a syscall error naming the syscall and what it was about.
+/// `map_err` helper: a syscall error naming the syscall and what it was about
+/// (formatted only on an error).
 pub(crate) fn sys(syscall: &'static str, what: impl std::fmt::Display) -> impl FnOnce(nix::Error) -> GuestError {
-    let what = what.to_string();
-    move |source| GuestError::Sys { syscall, what, source }
+    move |source| GuestError::Sys {
+        syscall,
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// `map_err` helper for `std::io` errors of a syscall.
 pub(crate) fn io(syscall: &'static str, what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> GuestError {
-    let what = what.to_string();
     move |e| GuestError::Sys {
         syscall,
-        what,
+        what: what.to_string(),
         source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     }
 }

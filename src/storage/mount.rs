@@ -40,15 +40,17 @@ pub struct Record {
 }
 
 pub(super) fn sys(syscall: &'static str, what: impl std::fmt::Display) -> impl FnOnce(Errno) -> StorageError {
-    let what = what.to_string();
-    move |source| StorageError::Sys { syscall, what, source }
+    move |source| StorageError::Sys {
+        syscall,
+        what: what.to_string(),
+        source,
+    }
 }
 
 pub(super) fn io(syscall: &'static str, what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StorageError {
-    let what = what.to_string();
     move |e| StorageError::Sys {
         syscall,
-        what,
+        what: what.to_string(),
         source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     }
 }
