@@ -100,7 +100,17 @@ pub fn start(fifo: &Path, id: &str, init: Pid, timeout: Duration, init_alive: im
             Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
             Ok(_) | Err(nix::Error::EAGAIN) => {
                 if !init_alive() {
-                    return Err(Error::Init(format!("init of {id} exited before start")));
+                    // Between the read above and that look the init may
+                    // have written, executed the program and ended (a
+                    // short one, on this thread's CPU): what it wrote is
+                    // still in the FIFO.
+                    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                        Ok(n) if n > 0 => {
+                            got.extend_from_slice(&buf[..n]);
+                            continue;
+                        }
+                        _ => return Err(Error::Init(format!("init of {id} exited before start"))),
+                    }
                 }
                 if Instant::now() > deadline {
                     return Err(Error::Init(format!(
@@ -137,5 +147,57 @@ fn wait_readable(fd: &OwnedFd, fifo: &Path) -> Result<()> {
     match poll(&mut fds, PollTimeout::from(50u8)) {
         Ok(_) | Err(nix::Error::EINTR) => Ok(()),
         Err(e) => Err(sys("poll", fifo.display())(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO in a fresh directory.
+    fn fifo() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec.fifo");
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o622)).unwrap();
+        (dir, path)
+    }
+
+    /// What an init does from `start`'s open to its end: writes `what` and
+    /// closes its end (as its execve or exit does).
+    fn init_writes(path: &Path, what: &[u8]) {
+        let w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        std::io::Write::write_all(&mut &w, what).unwrap();
+    }
+
+    #[test]
+    fn an_init_that_ran_and_ended_before_the_look_has_started() {
+        // The init writes, runs a short program and ends between start's
+        // first read (nothing yet) and its look at the init, which then
+        // finds it gone: what it wrote says it started.
+        let (_d, path) = fifo();
+        let looked = std::cell::Cell::new(0);
+        let r = start(&path, "c", Pid::from_raw(1), Duration::from_secs(5), || {
+            looked.set(looked.get() + 1);
+            init_writes(&path, b"0");
+            false
+        });
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(looked.get(), 1);
+    }
+
+    #[test]
+    fn an_init_gone_without_a_word_did_not_start_and_its_error_is_read() {
+        let (_d, path) = fifo();
+        let r = start(&path, "c", Pid::from_raw(1), Duration::from_secs(5), || false);
+        assert!(
+            matches!(&r, Err(Error::Init(m)) if m == "init of c exited before start"),
+            "{r:?}"
+        );
+        let (_d, path) = fifo();
+        let r = start(&path, "c", Pid::from_raw(1), Duration::from_secs(5), || {
+            init_writes(&path, b"0exec: no such file");
+            false
+        });
+        assert!(matches!(&r, Err(Error::Init(m)) if m == "exec: no such file"), "{r:?}");
     }
 }
