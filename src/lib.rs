@@ -1,7 +1,8 @@
 //! pith-agent: the agent that runs containers inside a VM for a host runtime,
 //! over the Kata Containers agent protocol (ttrpc on vsock).
 //!
-//! The library is the agent; `main.rs` only calls [`main`]. Host tools live in
+//! The library is the agent; `main.rs` only calls [`main`] (and, in the static
+//! build, makes [`allocator::Global`] the allocator). Host tools live in
 //! the `pithctl` crate and are never linked in. Modules are private to the
 //! crate: what the whole-agent tests need is re-exported below, on purpose.
 //!
@@ -11,6 +12,7 @@
 //! (uevents, waiting for block devices, device nodes), `storage/`, `guest/`,
 //! `init/` (PID 1 duties), `config/`, `logging.rs`, `reaper.rs`.
 
+pub mod allocator;
 mod config;
 mod context;
 mod daemon;
