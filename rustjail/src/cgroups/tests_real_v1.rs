@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -41,20 +42,55 @@ impl Guard {
         }
     }
 
-    /// Spawns `sh -c script` with piped stdio, moves it into the cgroup and keeps it for cleanup.
+    /// Spawns `sh -c script`, moves it into the cgroup and keeps it for
+    /// cleanup. The shell waits on stdin until it is in every hierarchy: a
+    /// process it forked on the way would be in only the first few (as a
+    /// `sleep` once was, in blkio and cpu: the cleanup, which lists the pids
+    /// hierarchy, missed it and its directories stayed).
     pub(crate) fn spawn(&mut self, script: &str) -> u32 {
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
+            .arg(format!("read go; {script}"))
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let pid = child.id();
+        let moved = self.mgr.add_task(pid as i32);
+        let go = child.stdin.take().unwrap().write_all(b"go\n");
         self.children.push(child);
-        self.mgr.add_task(pid as i32).unwrap();
+        moved.unwrap();
+        go.unwrap();
         pid
     }
+}
+
+/// Every process in any of `mgr`'s directories.
+fn all_pids(mgr: &Manager) -> Vec<i32> {
+    let mut pids: Vec<i32> = match mgr {
+        Manager::V1(m) => m
+            .paths()
+            .values()
+            .flat_map(|d| super::fs::procs_recursive(d).unwrap_or_default())
+            .collect(),
+        Manager::V2(_) => mgr.pids().unwrap_or_default(),
+    };
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Waits up to `limit` for process `pid` to end (its pidfd becomes readable).
+fn wait_gone(pid: i32, limit: Duration) {
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return; // gone already
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX));
 }
 
 impl Drop for Guard {
@@ -64,8 +100,14 @@ impl Drop for Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for pid in self.mgr.pids().unwrap_or_default() {
+        // From every hierarchy, and gone before the rmdirs (an exit can
+        // outlast their retries when make test loads the machine).
+        let left = all_pids(&self.mgr);
+        for &pid in &left {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for pid in left {
+            wait_gone(pid, Duration::from_secs(10));
         }
         if let Err(e) = self.mgr.destroy() {
             eprintln!("test cleanup failed: {e}");
