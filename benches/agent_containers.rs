@@ -374,6 +374,7 @@ fn main() {
     let Some((bin, rt)) = common::root_bench("containers through the agent") else {
         return;
     };
+    let _parent = CgroupParent;
     let rustjail = PathBuf::from(env!("CARGO_BIN_EXE_pith-agent"))
         .parent()
         .unwrap()
@@ -575,7 +576,16 @@ fn main() {
     if part("pods") {
         pod_start(&rt, &bin, &rootfs);
     }
-    remove_cgroup_parent();
+}
+
+/// Calls [`remove_cgroup_parent`] when dropped: at the end of `main`, and
+/// when a part panics (its agents are gone by then, dropped on the way).
+struct CgroupParent;
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        remove_cgroup_parent();
+    }
 }
 
 /// `PITH_BENCH_CYCLES`, or [`CYCLES`].
