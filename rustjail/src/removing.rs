@@ -27,11 +27,23 @@ impl Removing {
             return;
         }
         let mine: Vec<PathBuf> = cgroup.paths().into_values().collect();
-        let overlaps = |d: &Path| mine.iter().any(|m| m.starts_with(d) || d.starts_with(m));
+        let overlaps = |d: &Path| mine.iter().any(|m| within(m, d) || within(d, m));
         while dirs.iter().any(|d| overlaps(d)) {
             dirs = self.done.wait(dirs).unwrap_or_else(|e| e.into_inner());
         }
     }
+}
+
+/// Whether `path` is `dir` or below it. The managers build both from the
+/// same mount points and components (no `.`, no doubled `/`), so bytes
+/// compare as components would, without `Path::starts_with`'s parse of
+/// every component (8 x 8 pairs per create while the last container's
+/// cgroup is still going: 12% of a create's user time in the agent).
+fn within(path: &Path, dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (p, d) = (path.as_os_str().as_bytes(), dir.as_os_str().as_bytes());
+    let d = d.strip_suffix(b"/").unwrap_or(d);
+    p.starts_with(d) && (p.len() == d.len() || p[d.len()] == b'/')
 }
 
 /// A deleted container's emptied cgroup, to destroy ([`CgroupRemoval::finish`];
@@ -86,6 +98,22 @@ impl Drop for CgroupRemoval {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_is_the_same_directory_or_below_it_by_whole_components() {
+        let w = |p: &str, d: &str| within(Path::new(p), Path::new(d));
+        assert!(w("/sys/fs/cgroup/cpu/pods/a", "/sys/fs/cgroup/cpu/pods/a"));
+        assert!(w("/sys/fs/cgroup/cpu/pods/a/sub", "/sys/fs/cgroup/cpu/pods/a"));
+        assert!(w("/sys/fs/cgroup/cpu/pods/a", "/sys/fs/cgroup/cpu/pods/"));
+        assert!(w("/sys/fs/cgroup/cpu/pods/a", "/"));
+        assert!(!w("/sys/fs/cgroup/cpu/pods/ab", "/sys/fs/cgroup/cpu/pods/a"));
+        assert!(!w("/sys/fs/cgroup/cpu/pods", "/sys/fs/cgroup/cpu/pods/a"));
+        assert!(!w("/sys/fs/cgroup/cpuacct/pods/a", "/sys/fs/cgroup/cpu/pods/a"));
+        // As Path::starts_with answers for the paths the managers build.
+        for (p, d) in [("/a/b", "/a"), ("/a/bc", "/a/b"), ("/a", "/a/b"), ("/a/b/", "/a/b")] {
+            assert_eq!(w(p, d), Path::new(p).starts_with(d), "{p} {d}");
+        }
+    }
     use crate::cgroups::tests_fake_tree::fake_host;
     use std::sync::mpsc;
     use std::time::Duration;
