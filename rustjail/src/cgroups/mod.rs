@@ -230,12 +230,20 @@ impl Manager {
     /// Like [`Manager::join_self`], through `files` from
     /// [`Manager::open_join_files`]; by path when they are not all there.
     pub fn join_self_through(&self, files: &[OwnedFd]) -> Result<()> {
-        let paths = self.join_files();
-        if files.len() != paths.len() {
+        // The paths only name a failed write: a run of writes that all
+        // succeed builds none (eight joins and allocations in the init).
+        let count = match self {
+            Manager::V1(m) => m.joined_count(),
+            Manager::V2(_) => 1,
+        };
+        if files.len() != count {
             return self.join_self();
         }
-        for (f, p) in files.iter().zip(&paths) {
-            nix::unistd::write(f, b"0").map_err(|e| Error::io("write", p, std::io::Error::from(e)))?;
+        for (i, f) in files.iter().enumerate() {
+            if let Err(e) = nix::unistd::write(f, b"0") {
+                let path = self.join_files().swap_remove(i);
+                return Err(Error::io("write", path, std::io::Error::from(e)));
+            }
         }
         Ok(())
     }

