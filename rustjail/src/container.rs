@@ -356,7 +356,7 @@ impl Runtime {
         };
         let cfg = InitConfig {
             id: id.clone(),
-            spec,
+            spec: Box::new(spec),
             rootfs: rootfs.clone(),
             no_pivot,
             exec_fifo: Some(fifo.clone()),
@@ -378,7 +378,7 @@ impl Runtime {
                 finish_cgroup()
             }
         };
-        let spec = cfg.spec;
+        let spec = *cfg.spec;
         let mut pid = pid;
         let mut init = KillOnDrop(Some(pid));
         guard.defuse();
@@ -555,7 +555,7 @@ impl Runtime {
         let cfg = InitConfig {
             id: c.id.clone(),
             // The exec'd process takes only the container's seccomp profile from its spec.
-            spec: exec_spec(&c.spec),
+            spec: Box::new(exec_spec(&c.spec)),
             rootfs: c.rootfs.clone(),
             no_pivot: false,
             exec_fifo: None,

@@ -38,7 +38,22 @@ pub mod spec {
 
     /// Reads a spec written by [`serialize`].
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Spec, D::Error> {
-        SpecWire::deserialize(d)?.into_spec().map_err(D::Error::custom)
+        super::boxed_spec::deserialize(d).map(|b| *b)
+    }
+}
+
+/// A boxed `Spec` as JSON, as [`spec`] writes and reads it.
+pub mod boxed_spec {
+    use super::*;
+
+    /// Writes the spec as oci-spec does.
+    pub fn serialize<S: Serializer>(spec: &Spec, s: S) -> Result<S::Ok, S::Error> {
+        spec.serialize(s)
+    }
+
+    /// Reads a spec written by [`serialize`], into a box.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<Spec>, D::Error> {
+        Box::<SpecWire>::deserialize(d)?.into_spec().map_err(D::Error::custom)
     }
 }
 
@@ -57,7 +72,10 @@ pub mod process {
     }
 }
 
-/// The fields of oci-spec's `Spec`, under the same JSON names.
+/// The fields of oci-spec's `Spec`, under the same JSON names. The large
+/// ones are boxed, and so is the result: read by value, the copies of each
+/// in the reading function's frame made it 25 KiB, six pages of stack that
+/// every container's init probed and faulted in.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SpecWire {
@@ -68,23 +86,23 @@ struct SpecWire {
     #[serde(default)]
     mounts: Option<Vec<Mount>>,
     #[serde(default)]
-    process: Option<ProcessWire>,
+    process: Option<Box<ProcessWire>>,
     #[serde(default)]
     hostname: Option<String>,
     #[serde(default)]
     domainname: Option<String>,
     #[serde(default)]
-    hooks: Option<Hooks>,
+    hooks: Option<Box<Hooks>>,
     #[serde(default)]
     annotations: Option<HashMap<String, String>>,
     #[serde(default)]
-    linux: Option<Linux>,
+    linux: Option<Box<Linux>>,
     #[serde(default)]
-    solaris: Option<Solaris>,
+    solaris: Option<Box<Solaris>>,
     #[serde(default)]
-    windows: Option<Windows>,
+    windows: Option<Box<Windows>>,
     #[serde(default)]
-    vm: Option<VM>,
+    vm: Option<Box<VM>>,
     #[serde(default)]
     zos: Option<ZOS>,
     #[serde(default)]
@@ -94,26 +112,26 @@ struct SpecWire {
 }
 
 impl SpecWire {
-    fn into_spec(self) -> Result<Spec, &'static str> {
-        let process = self.process.map(ProcessWire::into_process).transpose()?;
+    fn into_spec(self: Box<Self>) -> Result<Box<Spec>, &'static str> {
+        let w = *self;
+        let process = w.process.map(|p| p.into_process()).transpose()?;
         // Every field set, so that none of `Spec::default`'s values stays.
-        let mut spec = Spec::default();
-        spec.set_version(self.version)
-            .set_root(self.root)
-            .set_mounts(self.mounts)
+        let mut spec = Box::<Spec>::default();
+        spec.set_version(w.version)
+            .set_root(w.root)
+            .set_mounts(w.mounts)
             .set_process(process)
-            .set_hostname(self.hostname)
-            .set_domainname(self.domainname)
-            .set_hooks(self.hooks)
-            .set_annotations(self.annotations)
-            .set_linux(self.linux)
-            .set_solaris(self.solaris)
-            .set_windows(self.windows)
-            .set_vm(self.vm)
-            .set_zos(self.zos);
+            .set_hostname(w.hostname)
+            .set_domainname(w.domainname)
+            .set_hooks(w.hooks.map(|b| *b))
+            .set_annotations(w.annotations)
+            .set_linux(w.linux.map(|b| *b))
+            .set_solaris(w.solaris.map(|b| *b))
+            .set_windows(w.windows.map(|b| *b))
+            .set_vm(w.vm.map(|b| *b))
+            .set_zos(w.zos);
         #[allow(deprecated)] // never in the OCI spec, but oci-spec has them: carried as they came
-        spec.set_uid_mappings(self.uid_mappings)
-            .set_gid_mappings(self.gid_mappings);
+        spec.set_uid_mappings(w.uid_mappings).set_gid_mappings(w.gid_mappings);
         Ok(spec)
     }
 }
