@@ -18,9 +18,9 @@ const MAX_MESSAGE: usize = 16 << 20;
 pub struct InitConfig {
     /// Container id.
     pub id: String,
-    /// The runtime spec. Boxed: read in place of a 3 KB value, it gave the
-    /// init's frames that hold the config copies of it, each a page of stack
-    /// probed and faulted in every container's init.
+    /// The runtime spec, boxed: held by value (3 KB), it was copied into every
+    /// frame that held the config, and each init probed and faulted in those
+    /// frames' pages of stack.
     #[serde(with = "crate::spec_wire::boxed_spec")]
     pub spec: Box<Spec>,
     /// Absolute path of the root filesystem on the host.
