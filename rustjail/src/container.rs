@@ -600,7 +600,7 @@ impl Runtime {
         if status == Status::Stopped {
             return Err(wrong_state(c, status, "cannot signal a stopped container"));
         }
-        nix::sys::signal::kill(Pid::from_raw(c.pid), sig).map_err(sys("kill", format!("pid {} ({})", c.pid, c.id)))
+        nix::sys::signal::kill(Pid::from_raw(c.pid), sig).map_err(sys("kill", format_args!("pid {} ({})", c.pid, c.id)))
     }
 
     /// Removes a stopped container (with `force`, kills it first), then runs
@@ -698,7 +698,7 @@ impl Runtime {
             // A process may exit between listing and signalling.
             match nix::sys::signal::kill(Pid::from_raw(p), sig) {
                 Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => return Err(sys("kill", format!("pid {p} ({})", c.id))(e)),
+                Err(e) => return Err(sys("kill", format_args!("pid {p} ({})", c.id))(e)),
             }
         }
         Ok(())

@@ -56,7 +56,7 @@ impl Fifo {
             OFlag::O_WRONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(sys("openat", format!("exec fifo {shown}")))?;
+        .map_err(sys("openat", format_args!("exec fifo {shown}")))?;
         // SAFETY: a fresh descriptor we own.
         let w = unsafe { OwnedFd::from_raw_fd(w) };
         nix::unistd::write(&w, b"0").map_err(sys("write", "exec fifo"))?;

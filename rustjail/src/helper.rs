@@ -196,7 +196,7 @@ pub fn enter(e: &Enter) -> Result<()> {
     if let Some(root) = root {
         nix::unistd::fchdir(root.as_raw_fd()).map_err(sys("fchdir", &root_path))?;
         nix::unistd::chroot(".").map_err(sys("chroot", &root_path))?;
-        nix::unistd::chdir("/").map_err(sys("chdir", format!("/ in {root_path}")))?;
+        nix::unistd::chdir("/").map_err(sys("chdir", format_args!("/ in {root_path}")))?;
     }
     Ok(())
 }
@@ -260,7 +260,7 @@ impl crate::Runtime {
         flags: CloneFlags,
         req: &OpRequest,
     ) -> Result<(nix::unistd::Pid, UnixStream, OpReply)> {
-        let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", format!("helper {mode}")))?;
+        let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair", format_args!("helper {mode}")))?;
         let pid = spawn(&SpawnSpec {
             binary: self.binary()?,
             args: vec![

@@ -97,7 +97,7 @@ impl ExecLabel {
     pub fn apply(&self) -> Result<()> {
         nix::unistd::write(&self.file, &self.value)
             .map(|_| ())
-            .map_err(sys("write", format!("{} (/proc/thread-self/attr)", self.shown)))
+            .map_err(sys("write", format_args!("{} (/proc/thread-self/attr)", self.shown)))
     }
 }
 

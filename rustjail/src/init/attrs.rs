@@ -51,7 +51,9 @@ pub fn set_io_priority(p: &oci_spec::runtime::Process) -> Result<()> {
     let value = (class << IOPRIO_CLASS_SHIFT) | level as libc::c_int;
     // SAFETY: ioprio_set for the calling process with a plain value.
     if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, value) } != 0 {
-        return Err(sys("ioprio_set", format!("{} {level}", io.class()))(nix::Error::last()));
+        return Err(sys("ioprio_set", format_args!("{} {level}", io.class()))(
+            nix::Error::last(),
+        ));
     }
     Ok(())
 }

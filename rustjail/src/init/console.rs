@@ -36,7 +36,7 @@ fn bind_dev_console(slave: &str) -> Result<()> {
         nix::mount::MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(sys("mount", format!("bind {slave} on {console}")))
+    .map_err(sys("mount", format_args!("bind {slave} on {console}")))
 }
 
 /// Opens a pty in the current mount namespace (after the root is entered), sends
@@ -76,7 +76,7 @@ pub fn setup(sock: &mut UnixStream, p: &Process, bind_console: bool) -> Result<(
         return Err(sys("ioctl(TIOCSCTTY)", &name)(nix::Error::last()));
     }
     for fd in 0..3 {
-        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(sys("dup2", format!("{name} -> {fd}")))?;
+        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(sys("dup2", format_args!("{name} -> {fd}")))?;
     }
     Ok(())
 }

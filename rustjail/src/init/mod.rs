@@ -98,7 +98,7 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
         {
             flags |= CloneFlags::CLONE_NEWPID;
         }
-        nix::sched::unshare(flags).map_err(sys("unshare", format!("{flags:?}")))?;
+        nix::sched::unshare(flags).map_err(sys("unshare", format_args!("{flags:?}")))?;
         let offsets: String = linux
             .time_offsets()
             .clone()

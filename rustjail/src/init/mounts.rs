@@ -161,7 +161,7 @@ pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount, mount_la
         let src = source.clone().unwrap_or_default();
         let bind_flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
         mount(Some(&src), &target_path, None::<&str>, bind_flags, None::<&str>)
-            .map_err(sys("mount", format!("bind {} on {shown}", src.display())))?;
+            .map_err(sys("mount", format_args!("bind {} on {shown}", src.display())))?;
         // Bind mounts ignore other flags until remounted.
         let rest = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !rest.is_empty() {
@@ -174,24 +174,24 @@ pub fn mount_one(root: &std::os::fd::OwnedFd, rootfs: &Path, m: &Mount, mount_la
                 rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                 None::<&str>,
             )
-            .map_err(sys("mount", format!("remount {shown}")))?;
+            .map_err(sys("mount", format_args!("remount {shown}")))?;
         }
     } else {
         let src = source.clone().unwrap_or_else(|| PathBuf::from(&typ));
         let fstype = if typ.is_empty() { None } else { Some(typ.as_str()) };
-        mount(Some(&src), &target_path, fstype, opts.flags, data).map_err(sys("mount", shown.clone()))?;
+        mount(Some(&src), &target_path, fstype, opts.flags, data).map_err(sys("mount", &shown))?;
     }
     if !opts.propagation.is_empty() {
         let target = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
         for p in &opts.propagation {
             mount(None::<&str>, &fd_path(&target), None::<&str>, *p, None::<&str>)
-                .map_err(sys("mount", format!("propagation {p:?} on {shown}")))?;
+                .map_err(sys("mount", format_args!("propagation {p:?} on {shown}")))?;
         }
     }
     if opts.rec_set != 0 || opts.rec_clr != 0 {
         let target = ensure_in_root(root, rootfs, dest, Create::Nothing)?;
         set_recursive(&target, opts.rec_set, opts.rec_clr, 0)
-            .map_err(sys("mount_setattr", format!("{shown} (recursive)")))?;
+            .map_err(sys("mount_setattr", format_args!("{shown} (recursive)")))?;
     }
     Ok(())
 }
@@ -233,7 +233,7 @@ fn attach_tree_copy(source: &OwnedFd, target: &OwnedFd, attr: u64, propagation: 
     match set_recursive(&tree, attr, 0, propagation) {
         Ok(()) => {}
         Err(nix::Error::ENOSYS) => return Ok(false),
-        Err(e) => return Err(sys("mount_setattr", format!("{shown} (recursive, detached)"))(e)),
+        Err(e) => return Err(sys("mount_setattr", format_args!("{shown} (recursive, detached)"))(e)),
     }
     let flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH;
     // SAFETY: move_mount between two descriptors we own, with empty paths.
@@ -313,7 +313,7 @@ fn mount_cgroup_v1_view(
             opts.flags,
             None::<&str>,
         )
-        .map_err(sys("mount", format!("cgroup2 on {shown}")));
+        .map_err(sys("mount", format_args!("cgroup2 on {shown}")));
     }
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     if ro && bind_host_view(host, &target, opts, shown)? {
@@ -326,7 +326,7 @@ fn mount_cgroup_v1_view(
         opts.flags & !MsFlags::MS_RDONLY,
         Some("mode=755"),
     )
-    .map_err(sys("mount", format!("tmpfs on {shown}")))?;
+    .map_err(sys("mount", format_args!("tmpfs on {shown}")))?;
     // The fresh tmpfs, empty and not yet reachable from the container: each
     // hierarchy's directory is made and opened relative to it, one mkdirat and
     // one openat each, not a walk from the root per path.
@@ -358,11 +358,11 @@ fn mount_cgroup_v1_view(
             continue;
         }
         nix::sys::stat::mkdirat(dirfd, name.as_os_str(), Mode::from_bits_truncate(0o755))
-            .map_err(sys("mkdirat", format!("{} in {shown}", sub.display())))?;
+            .map_err(sys("mkdirat", format_args!("{} in {shown}", sub.display())))?;
         let t = open_sub(&name).map_err(sys("openat", sub.display()))?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
         mount(Some(&e.path()), &fd_path(&t), None::<&str>, flags, None::<&str>)
-            .map_err(sys("mount", format!("bind {} in {shown}", e.path().display())))?;
+            .map_err(sys("mount", format_args!("bind {} in {shown}", e.path().display())))?;
         bound.push((name, sub));
     }
     for (sub, t) in links {
@@ -377,7 +377,7 @@ fn mount_cgroup_v1_view(
     match set_recursive(&dir, ATTR_RDONLY, 0, 0) {
         Ok(()) => return Ok(()),
         Err(nix::Error::ENOSYS) => {}
-        Err(e) => return Err(sys("mount_setattr", format!("{shown} read-only (recursive)"))(e)),
+        Err(e) => return Err(sys("mount_setattr", format_args!("{shown} read-only (recursive)"))(e)),
     }
     // Before Linux 5.12.
     for (name, sub) in bound {
@@ -390,7 +390,7 @@ fn mount_cgroup_v1_view(
             MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .map_err(sys("mount", format!("remount {} read-only", sub.display())))?;
+        .map_err(sys("mount", format_args!("remount {} read-only", sub.display())))?;
     }
     mount(
         None::<&str>,
@@ -399,7 +399,7 @@ fn mount_cgroup_v1_view(
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(sys("mount", format!("remount {shown} read-only")))?;
+    .map_err(sys("mount", format_args!("remount {shown} read-only")))?;
     Ok(())
 }
 

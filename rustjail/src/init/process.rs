@@ -95,7 +95,7 @@ pub fn set_user(p: &Process) -> Result<()> {
     match nix::unistd::setgroups(&groups) {
         Ok(()) => {}
         Err(nix::Error::EPERM) if groups.is_empty() => {}
-        Err(e) => return Err(sys("setgroups", format!("{groups:?}"))(e)),
+        Err(e) => return Err(sys("setgroups", format_args!("{groups:?}"))(e)),
     }
     // SAFETY: prctl with a constant option.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {

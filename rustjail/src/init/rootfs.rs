@@ -67,7 +67,7 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(sys("mount", format!("bind {} on itself", rootfs.display())))?;
+    .map_err(sys("mount", format_args!("bind {} on itself", rootfs.display())))?;
     let root = open_root(rootfs)?;
     let mount_label = linux.mount_label().as_deref();
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
@@ -177,7 +177,10 @@ fn bind_host_node(root: &OwnedFd, rootfs: &Path, path: &Path) -> Result<()> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(sys("mount", format!("bind {} on {}", path.display(), shown.display())))
+    .map_err(sys(
+        "mount",
+        format_args!("bind {} on {}", path.display(), shown.display()),
+    ))
 }
 
 /// Makes `node` named as `path`'s last component in the directory `dir`
@@ -247,7 +250,7 @@ fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
             Ok(()) => break,
             // Not a mount point: try the directory above.
             Err(nix::Error::EINVAL) => continue,
-            Err(e) => return Err(sys("mount", format!("{} (make private)", dir.display()))(e)),
+            Err(e) => return Err(sys("mount", format_args!("{} (make private)", dir.display()))(e)),
         }
     }
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(sys("mount", "/ (make private)"))
@@ -266,7 +269,7 @@ pub fn enter(rootfs: &Path, no_pivot: bool, propagation: MsFlags) -> Result<()> 
     };
     if no_pivot || (pivoted == Err(nix::Error::EINVAL) && root_is_initramfs()) {
         mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(sys("mount", format!("move {} to /", rootfs.display())))?;
+            .map_err(sys("mount", format_args!("move {} to /", rootfs.display())))?;
         nix::unistd::chroot(".").map_err(sys("chroot", rootfs.display()))?;
     } else {
         pivoted.map_err(sys("pivot_root", rootfs.display()))?;
@@ -285,7 +288,7 @@ pub fn enter(rootfs: &Path, no_pivot: bool, propagation: MsFlags) -> Result<()> 
     }
     nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
     mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
-        .map_err(sys("mount", format!("/ (rootfs propagation {propagation:?})")))
+        .map_err(sys("mount", format_args!("/ (rootfs propagation {propagation:?})")))
 }
 
 /// Whether "/" is the kernel's rootfs (ramfs or tmpfs): an initramfs root.
@@ -339,7 +342,7 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
             (true, None) => mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>),
             (false, _) => mount(Some("/dev/null"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
         };
-        r.map_err(sys("mount", format!("mask {p}")))?;
+        r.map_err(sys("mount", format_args!("mask {p}")))?;
         if is_dir && empty_dir.is_none() {
             // Opened again: the tmpfs now on top of the directory.
             let fd = open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
@@ -364,7 +367,7 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(sys("mount", format!("bind {p} (read-only path)")))?;
+        .map_err(sys("mount", format_args!("bind {p} (read-only path)")))?;
         let fd = open_in_root(root, Path::new(p), nix::fcntl::OFlag::O_PATH).map_err(sys("openat2", p))?;
         mount(
             None::<&str>,
@@ -373,7 +376,7 @@ pub fn mask_and_protect(spec: &Spec, root: &OwnedFd) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(sys("mount", format!("remount {p} read-only")))?;
+        .map_err(sys("mount", format_args!("remount {p} read-only")))?;
     }
     Ok(())
 }

@@ -117,7 +117,7 @@ impl Lease {
         let slot = self.group[self.used];
         // SAFETY: dup3 onto a slot this lease owns; it replaces the placeholder or an earlier copy.
         if unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) } < 0 {
-            return Err(sys("dup3", format!("{what} (fd {fd}) to spawn slot {slot}"))(
+            return Err(sys("dup3", format_args!("{what} (fd {fd}) to spawn slot {slot}"))(
                 nix::Error::last(),
             ));
         }

@@ -48,7 +48,8 @@ impl SealedBinary {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut dst = File::from(fd.try_clone().map_err(io("dup", "memfd"))?);
         // std's File-to-File copy uses copy_file_range/sendfile: no user-space buffer.
-        std::io::copy(&mut src, &mut dst).map_err(io("copy_file_range", format!("{} -> memfd", path.display())))?;
+        std::io::copy(&mut src, &mut dst)
+            .map_err(io("copy_file_range", format_args!("{} -> memfd", path.display())))?;
         let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // F_SEAL_WRITE waits a little for passing references to the memfd's
         // pages to go, then answers EBUSY: seen once on a machine busy with
