@@ -35,10 +35,7 @@ pub(crate) fn away_if_sharing(pid: Pid) -> Away {
     if cpu_of(pid) != Some(here) {
         return Away(None);
     }
-    match sched_setaffinity(Pid::from_raw(0), &away) {
-        Ok(()) => Away(Some(saved)),
-        Err(_) => Away(None),
-    }
+    keep_to(saved, &away)
 }
 
 /// The CPU `pid` runs on or last ran on (the `processor` field of
@@ -99,10 +96,16 @@ pub(crate) fn away_from(pid: Pid) -> Away {
 /// Keeps this thread, whose CPUs are `saved`, off `cpu` until the guard is
 /// dropped; nothing changes with no other CPU to use.
 fn away_from_cpu_of(saved: CpuSet, cpu: usize) -> Away {
-    let Some(away) = other_cpus_of(&saved, cpu) else {
-        return Away(None);
-    };
-    match sched_setaffinity(Pid::from_raw(0), &away) {
+    match other_cpus_of(&saved, cpu) {
+        Some(away) => keep_to(saved, &away),
+        None => Away(None),
+    }
+}
+
+/// Keeps this thread, whose CPUs are `saved`, on `away` until the guard is
+/// dropped; nothing changes when the kernel refuses.
+fn keep_to(saved: CpuSet, away: &CpuSet) -> Away {
+    match sched_setaffinity(Pid::from_raw(0), away) {
         Ok(()) => Away(Some(saved)),
         Err(_) => Away(None),
     }

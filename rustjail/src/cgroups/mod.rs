@@ -212,6 +212,14 @@ impl Manager {
         }
     }
 
+    /// How many files [`Manager::join_files`] lists, without building them.
+    fn join_count(&self) -> usize {
+        match self {
+            Manager::V1(m) => m.joined_count(),
+            Manager::V2(_) => 1,
+        }
+    }
+
     /// Opens the files [`Manager::join_self`] writes, for a process that joins
     /// through them ([`Manager::join_self_through`]): the lookups are done by
     /// whoever opens them, off the joining process's way.
@@ -232,11 +240,7 @@ impl Manager {
     pub fn join_self_through(&self, files: &[OwnedFd]) -> Result<()> {
         // The paths only name a failed write: a run of writes that all
         // succeed builds none (eight joins and allocations in the init).
-        let count = match self {
-            Manager::V1(m) => m.joined_count(),
-            Manager::V2(_) => 1,
-        };
-        if files.len() != count {
+        if files.len() != self.join_count() {
             return self.join_self();
         }
         for (i, f) in files.iter().enumerate() {
