@@ -17,6 +17,7 @@ pub mod helper;
 pub mod hooks;
 pub mod init;
 pub mod labels;
+pub mod open;
 mod overlap;
 pub mod paths;
 pub mod pseudo_file;

@@ -67,16 +67,7 @@ pub fn openat2(root: &OwnedFd, rel: &Path, flags: OFlag, resolve: u64) -> nix::R
 
 /// Opens a directory as the root for later resolutions.
 pub fn open_root(path: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(|fd| {
-        // SAFETY: a fresh fd we own.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    })
-    .map_err(sys("open", path.display()))
+    crate::open::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).map_err(sys("open", path.display()))
 }
 
 /// The path `/proc/self/fd/N` that names an open descriptor.

@@ -5,7 +5,6 @@
 //! `/proc/<pid>/stat` line that one page holds. Read here, it is one read
 //! with the data and one that finds the end.
 
-use std::fs::File;
 use std::io::{self, ErrorKind, Read};
 use std::path::Path;
 
@@ -14,7 +13,7 @@ const FIRST_READ: usize = 4096;
 
 /// Reads the whole of a kernel-generated file as UTF-8.
 pub fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    let mut file = crate::open::file(path.as_ref(), nix::fcntl::OFlag::O_RDONLY)?;
     let mut buf = vec![0u8; FIRST_READ];
     let mut len = 0;
     loop {

@@ -12,6 +12,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+
 use super::error::PersistError;
 
 /// Name of the state file in the state directory.
@@ -106,12 +108,8 @@ impl StateFile {
     /// write, a filesystem without it), a plain rename.
     pub(crate) fn write_pieces(&self, pieces: &[&[u8]], kept: usize) -> Result<Replaced, PersistError> {
         let tmp = self.dir.join(TEMP_FILE);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&tmp)
-            .map_err(PersistError::sys("open", &tmp))?;
+        let mut f =
+            rustjail::open::file(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT).map_err(PersistError::sys("open", &tmp))?;
         let len: usize = pieces.iter().map(|p| p.len()).sum();
         // Never a hole: what the caller believes held must be there.
         let on_disk = f.metadata().map_err(PersistError::sys("fstat", &tmp))?.len();
@@ -132,7 +130,7 @@ impl StateFile {
                 _ => return Err(PersistError::sys("renameat2", &self.path)(e)),
             },
         };
-        File::open(&self.dir)
+        rustjail::open::file(&self.dir, OFlag::O_RDONLY)
             .and_then(|d| d.sync_all())
             .map_err(PersistError::sys("fsync", &self.dir))?;
         Ok(replaced)

@@ -32,9 +32,13 @@ pub(crate) fn hold(pid: i32, spec: &Spec) -> Option<OwnedFd> {
     if !own {
         return None;
     }
-    std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
-        .ok()
-        .map(OwnedFd::from)
+    let path = format!("/proc/{pid}/ns/mnt");
+    rustjail::open::open(
+        path.as_ref(),
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
 }
 
 /// Namespaces of removed containers, still to be closed.

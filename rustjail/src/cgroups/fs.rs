@@ -1,7 +1,7 @@
 //! Small file helpers for cgroup files: reads, writes and parsers whose errors name the path.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
@@ -39,10 +39,7 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
 /// write, and a cgroup file opened once is looked up in kernfs once.
 pub(crate) fn write_lines<'a>(dir: &Path, file: &str, lines: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let path = dir.join(file);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
+    let mut f = crate::open::file(&path, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_TRUNC)
         .map_err(|e| Error::io("open", &path, e))?;
     for line in lines {
         f.write_all(line.as_bytes()).map_err(|e| Error::io("write", &path, e))?;

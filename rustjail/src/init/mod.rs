@@ -12,7 +12,7 @@ mod rootfs;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::fcntl::OFlag;
@@ -79,10 +79,7 @@ fn setup_and_exec(cfg: &InitConfig, sock: &mut UnixStream) -> Result<Infallible>
     });
     for n in joins {
         let path = n.path().clone().unwrap_or_default();
-        let fd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(sys("open", path.display()))?;
-        // SAFETY: a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::open::open(&path, OFlag::O_RDONLY, Mode::empty()).map_err(sys("open", path.display()))?;
         nix::sched::setns(&fd, clone_flag(n.typ())).map_err(sys("setns", path.display()))?;
     }
     // setns(CLONE_NEWPID), and new or joined time namespaces, only take our

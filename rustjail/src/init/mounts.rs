@@ -412,10 +412,8 @@ fn mount_cgroup_v1_view(
 /// A container that may write the view gets the fresh tmpfs: its writes must
 /// not reach the host's. False before Linux 5.12, with nothing mounted.
 fn bind_host_view(host: &Path, target: &OwnedFd, opts: &ParsedOptions, shown: &str) -> Result<bool> {
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::open(host, flags, Mode::empty()).map_err(sys("open", host.display()))?;
-    // SAFETY: a fresh descriptor we own.
-    let source = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let source = crate::open::open(host, flags, Mode::empty()).map_err(sys("open", host.display()))?;
     let mut set = ATTR_RDONLY;
     for (flag, attr) in [
         (MsFlags::MS_NOSUID, ATTR_NOSUID),
