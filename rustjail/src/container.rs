@@ -72,6 +72,8 @@ pub struct InitStarted<'a> {
     pub start_time: u64,
     /// The spec as the container runs it, as [`Container::spec`] will hold it.
     pub spec: &'a Spec,
+    /// `spec` as JSON (serde_json's compact form), as the init was sent it.
+    pub spec_json: &'a serde_json::value::RawValue,
 }
 
 /// Work a caller of `create` would do once it returns (set up the process's
@@ -88,11 +90,12 @@ impl std::fmt::Debug for Meanwhile {
 
 impl Meanwhile {
     /// Runs it for the init `pid`, which started at `start_time`.
-    fn run(self, pid: Pid, start_time: u64, spec: &Spec) {
+    fn run(self, pid: Pid, start_time: u64, spec: &Spec, spec_json: &serde_json::value::RawValue) {
         (self.0)(InitStarted {
             pid: pid.as_raw(),
             start_time,
             spec,
+            spec_json,
         });
     }
 }
@@ -368,7 +371,10 @@ impl Runtime {
             join_cgroup,
             runtime_hooks,
         };
-        sync::send(&mut ours, &cfg)?;
+        // Serialised once: the caller keeps this text (Meanwhile), the init reads it.
+        let spec_json = serde_json::value::to_raw_value(&cfg.spec)
+            .map_err(|e| Error::Init(format!("encode the spec of {id}: {e}")))?;
+        sync::send_init_config(&mut ours, &cfg, &spec_json)?;
         let overlapped = early_guard.is_none();
         let made = match early_guard {
             Some(g) => Ok(g),
@@ -401,7 +407,7 @@ impl Runtime {
         if !crate::init::forks_into_namespaces(&spec) {
             if let Some((t, _)) = state::proc_start_time(pid.as_raw()) {
                 if let Some(m) = meanwhile.take() {
-                    m.run(pid, t, &spec);
+                    m.run(pid, t, &spec, &spec_json);
                 }
                 start_time = Some(t);
             }
@@ -454,7 +460,7 @@ impl Runtime {
             None => read_start_time(pid)?,
         };
         if let Some(m) = meanwhile {
-            m.run(pid, start_time, &spec);
+            m.run(pid, start_time, &spec, &spec_json);
         }
         let container = Container {
             id,

@@ -137,14 +137,24 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, char)> {
     })
 }
 
+/// The fields of /proc/<pid>/stat after the command that are read (52 in Linux 6).
+const STAT_FIELDS: usize = 64;
+
 /// What `read` makes of the fields of /proc/<pid>/stat after the command:
 /// the 3rd field (the state) is `fields[0]`.
 pub(crate) fn read_proc_stat<T>(pid: i32, read: impl FnOnce(&[&str]) -> Option<T>) -> Option<T> {
     let stat = crate::pseudo_file::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    read(&fields)
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    // The kernel separates the fields by single spaces: no allocation, no
+    // Unicode white space to test for.
+    let mut fields = [""; STAT_FIELDS];
+    let mut n = 0;
+    for (slot, f) in fields.iter_mut().zip(rest.split_ascii_whitespace()) {
+        *slot = f;
+        n += 1;
+    }
+    read(&fields[..n])
 }
 
 /// Checks a container id: no path separators, no `.`/`..`, printable.

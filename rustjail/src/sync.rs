@@ -3,10 +3,11 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Process, Spec};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::{io, Error, Result};
 
@@ -89,6 +90,59 @@ pub enum FromInit {
     /// prestart and createRuntime hooks, then sends [`Go::Continue`] (only
     /// with [`InitConfig::runtime_hooks`]).
     Mounted,
+}
+
+/// [`InitConfig`] as [`send_init_config`] writes it: the same JSON, with
+/// the spec's text written as it is.
+#[derive(Serialize)]
+struct InitConfigFrame<'a> {
+    id: &'a str,
+    spec: &'a RawValue,
+    rootfs: &'a Path,
+    no_pivot: bool,
+    exec_fifo: &'a Option<PathBuf>,
+    exec: &'a Option<ExecTarget>,
+    console: bool,
+    bundle: &'a Path,
+    host_pid: i32,
+    join_cgroup: &'a Option<crate::cgroups::Manager>,
+    cgroup_pending: bool,
+    runtime_hooks: bool,
+}
+
+/// Sends `cfg` with `spec_json`, the JSON of `cfg.spec`, in place of its
+/// spec: a caller that keeps the spec's text (the agent stores it) then
+/// serialises the spec once per container rather than twice.
+pub fn send_init_config(s: &mut UnixStream, cfg: &InitConfig, spec_json: &RawValue) -> Result<()> {
+    let InitConfig {
+        id,
+        spec: _,
+        rootfs,
+        no_pivot,
+        exec_fifo,
+        exec,
+        console,
+        bundle,
+        host_pid,
+        join_cgroup,
+        cgroup_pending,
+        runtime_hooks,
+    } = cfg;
+    let frame = InitConfigFrame {
+        id,
+        spec: spec_json,
+        rootfs,
+        no_pivot: *no_pivot,
+        exec_fifo,
+        exec,
+        console: *console,
+        bundle,
+        host_pid: *host_pid,
+        join_cgroup,
+        cgroup_pending: *cgroup_pending,
+        runtime_hooks: *runtime_hooks,
+    };
+    send(s, &frame)
 }
 
 /// Sends one message.
@@ -179,4 +233,47 @@ pub fn recv_fds(s: &UnixStream) -> Result<Option<Vec<std::os::fd::OwnedFd>>> {
         return Ok(None);
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_sent_with_its_spec_text_reads_back_as_the_config() {
+        // Capability sets are hash sets: each one read back lists in its own order.
+        let mut spec = Spec::default();
+        if let Some(p) = spec.process_mut() {
+            p.set_capabilities(None);
+        }
+        let cfg = InitConfig {
+            id: "c1".into(),
+            spec: Box::new(spec.clone()),
+            rootfs: "/r".into(),
+            no_pivot: true,
+            exec_fifo: Some("/run/c1/exec.fifo".into()),
+            exec: None,
+            console: true,
+            bundle: "/b".into(),
+            host_pid: 42,
+            join_cgroup: None,
+            cgroup_pending: true,
+            runtime_hooks: true,
+        };
+        let text = serde_json::value::to_raw_value(&spec).unwrap();
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        // The init reads what it would have read from the config sent whole.
+        send_init_config(&mut ours, &cfg, &text).unwrap();
+        send(&mut ours, &cfg).unwrap();
+        let got: InitConfig = recv(&mut theirs).unwrap().unwrap();
+        let whole: InitConfig = recv(&mut theirs).unwrap().unwrap();
+        assert_eq!(
+            serde_json::to_value(&got).unwrap(),
+            serde_json::to_value(&whole).unwrap()
+        );
+        // The frame is the config's own JSON, field for field.
+        send_init_config(&mut ours, &cfg, &text).unwrap();
+        let frame: serde_json::Value = recv(&mut theirs).unwrap().unwrap();
+        assert_eq!(frame, serde_json::to_value(&cfg).unwrap());
+    }
 }

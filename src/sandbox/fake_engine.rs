@@ -235,10 +235,12 @@ impl ContainerEngine for FakeEngine {
         let terminal = req.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
         // As rustjail: run once the init's pid is known, before create returns.
         if let Some(m) = req.meanwhile {
+            let spec_json = serde_json::value::to_raw_value(&req.spec).expect("a spec serialises");
             (m.0)(rustjail::container::InitStarted {
                 pid,
                 start_time: super::process::start_time_of(pid),
                 spec: &req.spec,
+                spec_json: &spec_json,
             });
         }
         let mut s = self.lock();

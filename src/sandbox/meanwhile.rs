@@ -71,9 +71,11 @@ impl InitParts {
         let out = slot.clone();
         let run = move |s: InitStarted<'_>| {
             let init = pipes.map(|stdio| self.process(s.pid, s.start_time, stdio, None));
-            let spec_json = SpecJson::of(s.spec);
+            let spec_json = SpecJson::from_raw(Arc::from(s.spec_json.to_owned()));
             let config = config.map(|path| {
-                std::fs::write(&path, spec_json.raw().get())
+                let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_TRUNC;
+                rustjail::open::file(&path, flags)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, spec_json.raw().get().as_bytes()))
                     .map_err(|e| Error::sys(format!("write {}", path.display()), e))
             });
             let mount_ns = super::mount_ns::hold(s.pid, s.spec);
