@@ -343,7 +343,9 @@ impl Runtime {
                 Some(g) => g,
                 None => make_cgroup()?,
             };
-            cgroup.apply(&resources)?;
+            // On v1 no process of the container is in it yet: the init
+            // joins once this is done.
+            cgroup.apply_unjoined(&resources)?;
             Ok(g)
         };
         let early_guard = if overlap { None } else { Some(finish_cgroup()?) };

@@ -176,6 +176,16 @@ impl DeviceState {
         Ok(st)
     }
 
+    /// What a cgroup whose devices.list is not read is taken to hold: allow
+    /// everything. The transition from it starts with a reset ("a"), so its
+    /// writes give the target whatever the cgroup held.
+    pub fn unread() -> Self {
+        DeviceState {
+            default_allow: true,
+            exceptions: Exceptions::default(),
+        }
+    }
+
     /// The exceptions, in the order they were first added.
     pub fn exceptions(&self) -> Vec<DevRule> {
         self.exceptions

@@ -179,6 +179,15 @@ impl Manager {
         }
     }
 
+    /// [`Manager::apply`] for a cgroup no process has joined yet (v1: the
+    /// device rules written without a read of the current ones).
+    pub fn apply_unjoined(&self, r: &LinuxResources) -> Result<Vec<String>> {
+        match self {
+            Manager::V1(m) => m.apply_unjoined(r),
+            Manager::V2(m) => m.apply(r),
+        }
+    }
+
     /// Replaces the device rules (for hot-plug into a running container).
     pub fn update_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
         match self {

@@ -367,6 +367,33 @@ fn real_v1_devices_and_hot_plug() {
 }
 
 #[test]
+#[cfg_attr(not(all(pith_root, pith_cgroup_v1)), ignore = "needs root and cgroup v1 hierarchies")]
+fn real_v1_unjoined_device_rules_replace_what_the_directory_inherited() {
+    let parent_path = format!("/{}", unique("devparent"));
+    let parent = Manager::new(Some(Path::new(&parent_path)), "p").unwrap();
+    let _pg = Guard::new(parent.clone());
+    parent.create().unwrap();
+    let null = rule(true, Some(LinuxDeviceType::C), Some(1), Some(3), "rwm");
+    let zero = rule(true, Some(LinuxDeviceType::C), Some(1), Some(5), "rwm");
+    let deny_all = rule(false, None, None, None, "rwm");
+    // An allow list above: a fresh child starts with the same one.
+    parent.update_devices(&[deny_all.clone(), null.clone(), zero]).unwrap();
+    for (target, want) in [
+        (vec![deny_all.clone(), null.clone()], "c 1:3 rwm"),
+        (vec![deny_all.clone()], ""),
+    ] {
+        let child = Manager::new(Some(Path::new(&format!("{parent_path}/c"))), "c").unwrap();
+        let g = Guard::new(child.clone());
+        child.create().unwrap();
+        assert_eq!(v1_file(&child, "devices", "devices.list"), "c 1:3 rwm\nc 1:5 rwm");
+        let res = LinuxResourcesBuilder::default().devices(target).build().unwrap();
+        child.apply_unjoined(&res).unwrap();
+        assert_eq!(v1_file(&child, "devices", "devices.list"), want);
+        drop(g);
+    }
+}
+
+#[test]
 #[cfg_attr(not(pith_root), ignore = "needs root")]
 fn real_oom_notification() {
     // Absolute: on a pure v2 host the caller's own cgroup may hold processes and could not delegate.

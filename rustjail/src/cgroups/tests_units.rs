@@ -135,6 +135,13 @@ fn emulator_builds_allow_list_and_v1_writes() {
     assert_eq!((w[0].file(), w[0].line.as_str()), ("devices.deny", "a"));
     assert!(w[1..].iter().all(|x| x.allow));
     assert_eq!(w.len(), 6);
+    // A list not read is taken as that fresh one: the same writes.
+    assert_eq!(DeviceState::unread(), fresh);
+    assert_eq!(DeviceState::unread().transition(&st), w);
+    // Whatever the target, they start with the reset.
+    let allow_all = DeviceState::from_spec(&[rule(true, None, None, None, "rwm")]).unwrap();
+    let w = DeviceState::unread().transition(&allow_all);
+    assert_eq!((w[0].file(), w[0].line.as_str()), ("devices.allow", "a"));
 
     // Hot-plug: from the applied list, adding one device writes exactly one allow line.
     let current = DeviceState::from_v1_list("b *:* m\nc *:* m\nc 1:3 rwm\nc 1:5 rwm\nc 136:* rwm\n").unwrap();

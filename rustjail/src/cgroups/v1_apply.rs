@@ -12,6 +12,17 @@ impl V1Manager {
     /// memory limits). `unified` is refused: it only exists on cgroup v2. `devices: Some(list)`
     /// replaces the device rules (an empty list denies every device); pass `None` to keep them.
     pub fn apply(&self, r: &LinuxResources) -> Result<Vec<String>> {
+        self.apply_as(r, false)
+    }
+
+    /// [`V1Manager::apply`] for a cgroup no process has joined yet: the
+    /// device rules are set without reading the current ones
+    /// ([`V1Manager::set_devices_unjoined`]).
+    pub fn apply_unjoined(&self, r: &LinuxResources) -> Result<Vec<String>> {
+        self.apply_as(r, true)
+    }
+
+    fn apply_as(&self, r: &LinuxResources, unjoined: bool) -> Result<Vec<String>> {
         if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
             return Err(Error::Unsupported {
                 what: "linux.resources.unified (cgroup v2 key/value files)".into(),
@@ -20,8 +31,10 @@ impl V1Manager {
         }
         let mut notes = Vec::new();
         self.make_on_demand(r)?;
-        if let Some(d) = r.devices() {
-            self.update_devices(d)?;
+        match r.devices() {
+            Some(d) if unjoined => self.set_devices_unjoined(d)?,
+            Some(d) => self.update_devices(d)?,
+            None => {}
         }
         if let Some(c) = r.cpu() {
             self.apply_cpuset(c)?;
