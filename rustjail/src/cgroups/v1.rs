@@ -1,7 +1,6 @@
 //! cgroup v1 manager: one directory per mounted controller hierarchy (used in legacy and hybrid mode).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -330,7 +329,7 @@ impl V1Manager {
         // SAFETY: raw is a new descriptor returned by eventfd and owned by nobody else.
         let efd = unsafe { OwnedFd::from_raw_fd(raw) };
         let ctl = dir.join("memory.oom_control");
-        let ctl_file = File::open(&ctl).map_err(|e| Error::io("open", &ctl, e))?;
+        let ctl_file = crate::open::file(&ctl, nix::fcntl::OFlag::O_RDONLY).map_err(|e| Error::io("open", &ctl, e))?;
         let line = format!("{} {}", efd.as_raw_fd(), ctl_file.as_raw_fd());
         fs::write(dir, "cgroup.event_control", &line)?;
         Ok(efd)
