@@ -19,6 +19,7 @@ pub mod init;
 pub mod labels;
 pub mod open;
 mod overlap;
+pub use overlap::one_cpu;
 pub mod paths;
 pub mod pseudo_file;
 pub mod removing;

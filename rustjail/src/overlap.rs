@@ -38,6 +38,16 @@ pub(crate) fn away_if_sharing(pid: Pid) -> Away {
     keep_to(saved, &away)
 }
 
+/// Whether this thread may run on one CPU only (a one-vCPU guest, Kata's
+/// default, or an agent pinned): work it hands to another thread then
+/// takes turns with it rather than running beside it.
+pub fn one_cpu() -> bool {
+    match (sched_getaffinity(Pid::from_raw(0)), nix::sched::sched_getcpu()) {
+        (Ok(set), Ok(here)) => other_cpus_of(&set, here).is_none(),
+        _ => false,
+    }
+}
+
 /// The CPU `pid` runs on or last ran on (the `processor` field of
 /// /proc/<pid>/stat).
 fn cpu_of(pid: Pid) -> Option<usize> {
