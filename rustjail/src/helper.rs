@@ -163,9 +163,7 @@ const ORDER: &[(LinuxNamespaceType, &str, CloneFlags)] = &[
 ];
 
 fn open_path(path: &str, flags: OFlag) -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, FileMode::empty()).map_err(sys("open", path))?;
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::open::open(std::path::Path::new(path), flags, FileMode::empty()).map_err(sys("open", path))
 }
 
 /// Joins the namespaces of `e.pid` named in `e` (those we already share are

@@ -3,7 +3,7 @@
 //! and the spec asks for one, creating the container fails (as runc does), so
 //! a container never runs unconfined by mistake.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
@@ -102,14 +102,12 @@ impl ExecLabel {
 }
 
 fn open_attr(path: &str) -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+    crate::open::open(
+        Path::new(path),
+        nix::fcntl::OFlag::O_WRONLY,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(sys("open", path))?;
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(sys("open", path))
 }
 
 /// Filesystem data with the SELinux mount label added, for the filesystems

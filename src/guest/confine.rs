@@ -8,7 +8,7 @@
 //! RESOLVE_NO_MAGICLINKS)`: a symlink that would lead out of the root is
 //! refused, one that stays inside is followed.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -94,20 +94,9 @@ pub fn place<'p>(roots: &'p [PathBuf], path: &'p Path) -> Result<(&'p Path, &'p 
         })
 }
 
-fn owned(fd: i32) -> OwnedFd {
-    // SAFETY: `fd` was just returned by a successful open and nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 /// An `O_PATH` descriptor of the root directory `root`.
 pub fn open_root(root: &Path) -> Result<OwnedFd, ConfineError> {
-    nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(owned)
-    .map_err(|errno| ConfineError::Sys {
+    rustjail::open::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).map_err(|errno| ConfineError::Sys {
         syscall: "open",
         path: root.to_path_buf(),
         errno,

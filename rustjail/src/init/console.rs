@@ -2,8 +2,9 @@
 //! devpts, its master sent back to the runtime, its slave made the process's
 //! controlling terminal and stdio.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -18,13 +19,12 @@ nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 /// pty slave bound over it.
 fn bind_dev_console(slave: &str) -> Result<()> {
     let console = "/dev/console";
-    match nix::fcntl::open(
-        console,
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+    match crate::open::open(
+        Path::new(console),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW,
         Mode::from_bits_truncate(0o600),
     ) {
-        // SAFETY: a fresh fd we own.
-        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Ok(fd) => drop(fd),
         // Whatever is there gets the pty bound over it.
         Err(nix::Error::EEXIST) => {}
         Err(e) => return Err(sys("open", console)(e)),
@@ -63,10 +63,7 @@ pub fn setup(sock: &mut UnixStream, p: &Process, bind_console: bool) -> Result<(
     sync::send(sock, &FromInit::Console)?;
     sync::send_fd(sock, master.as_raw_fd())?;
     drop(master);
-    let slave =
-        nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open", &name))?;
-    // SAFETY: a fresh fd we own.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let slave = crate::open::open(Path::new(&name), OFlag::O_RDWR, Mode::empty()).map_err(sys("open", &name))?;
     if bind_console {
         bind_dev_console(&name)?;
     }
