@@ -26,19 +26,20 @@ use crate::server::after_answer::after_answer;
 /// it met the StartContainer that follows (start ~0.07 ms slower, 7 of 8
 /// runs).
 pub(crate) fn watch(id: String, cg: Manager, tx: UnboundedSender<String>) -> JoinHandle<()> {
-    let (answered, wait) = tokio::sync::oneshot::channel::<()>();
-    if rustjail::one_cpu() {
+    let answered = rustjail::one_cpu().then(|| {
+        let (answered, wait) = tokio::sync::oneshot::channel::<()>();
         after_answer(move || {
             let _ = answered.send(());
         });
-    } else {
-        let _ = answered.send(());
-    }
+        wait
+    });
     tokio::spawn(async move {
-        // Sent, or dropped unsent: either way the answer is out (or need
-        // not be). Outside a call (a restart taking its containers back) it
-        // was sent at once: what else is ready runs first.
-        let _ = wait.await;
+        if let Some(wait) = answered {
+            // Sent, or dropped unsent: either way the answer is out. Outside
+            // a call it was sent at once.
+            let _ = wait.await;
+        }
+        // What else is ready runs first (a restart's other containers).
         tokio::task::yield_now().await;
         if let Ok((afd, by_counter)) = arm(&id, &cg) {
             follow(id, cg, afd, by_counter, tx).await
