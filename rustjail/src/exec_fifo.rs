@@ -87,12 +87,14 @@ pub fn start(fifo: &Path, id: &str, init: Pid, timeout: Duration, init_alive: im
     while got.is_empty() {
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
             Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            // Empty with its end open: the init holds it (close-on-exec,
-            // never inherited) and so lives; it is about to write, and its
-            // exit would close the end and wake the poll below. No need to
-            // ask `init_alive` (a read of /proc/<pid>/stat, ~13 µs).
+            // Nothing yet. EAGAIN: the other end is open, and only the init
+            // holds it (close-on-exec, never inherited), so it lives and is
+            // about to write; its exit would close the end and wake the poll
+            // below. No need then to ask `init_alive` (a read of
+            // /proc/<pid>/stat, ~13 µs). Ok(0): no writer, so ask.
             r @ (Ok(_) | Err(nix::Error::EAGAIN)) => {
-                if r.is_ok() && !init_alive() {
+                let no_writer = r.is_ok();
+                if no_writer && !init_alive() {
                     // Between the read above and that look the init may
                     // have written, executed the program and ended (a
                     // short one, on this thread's CPU): what it wrote is

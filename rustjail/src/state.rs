@@ -137,7 +137,8 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, char)> {
     })
 }
 
-/// The fields of /proc/<pid>/stat after the command that are read (52 in Linux 6).
+/// At most this many fields of /proc/<pid>/stat after the command are kept
+/// (Linux 6 writes 50 there; the callers read up to the 37th).
 const STAT_FIELDS: usize = 64;
 
 /// What `read` makes of the fields of /proc/<pid>/stat after the command:
