@@ -146,26 +146,31 @@ fn create_req_with(spec: &oci_spec::runtime::Spec, id: &str) -> CreateContainerR
     req
 }
 
-/// `n` create → start → wait → remove cycles of `spec` after warm-up;
-/// (CreateContainer, whole cycle) in ms.
-async fn cycles_of(c: &Client, spec: &oci_spec::runtime::Spec, tag: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let (mut create, mut total) = (Vec::new(), Vec::new());
+/// `n` create → start → wait → remove cycles of `spec` after warm-up: each
+/// phase's times (CreateContainer, StartContainer, WaitProcess,
+/// RemoveContainer) and the whole cycle's, in ms.
+async fn cycles_of(c: &Client, spec: &oci_spec::runtime::Spec, tag: &str, n: usize) -> ([Vec<f64>; 4], Vec<f64>) {
+    let (mut phases, mut total): ([Vec<f64>; 4], _) = (Default::default(), Vec::new());
     for i in 0..n + WARMUP {
         let id = format!("{tag}-{}-{i}", std::process::id());
         let t = Instant::now();
         let _: Empty = call(c, "CreateContainer", &create_req_with(spec, &id)).await;
-        let created = t.elapsed();
+        let t1 = Instant::now();
         let mut s = StartContainerRequest::new();
         s.container_id = id.clone();
         let _: Empty = call(c, "StartContainer", &s).await;
+        let t2 = Instant::now();
         assert_eq!(wait(c, &id).await, 0);
+        let t3 = Instant::now();
         remove(c, &id).await;
         if i >= WARMUP {
-            create.push(created.as_secs_f64() * 1e3);
+            for (k, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
+                phases[k].push(d.as_secs_f64() * 1e3);
+            }
             total.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    (create, total)
+    (phases, total)
 }
 
 async fn start(c: &Client, rootfs: &Path, id: &str, args: &[&str]) {
@@ -440,7 +445,7 @@ fn main() {
             println!(
                 "      CPU per cycle, the agent and the inits it reaped (user+system, load-independent): {cpu_per_cycle:.2} ms"
             );
-            let (dc, dt) = cycles_of(&c, &common::oci_default_spec(&rootfs, &["true"]), "ocidefault", 30).await;
+            let ([dc, ..], dt) = cycles_of(&c, &common::oci_default_spec(&rootfs, &["true"]), "ocidefault", 30).await;
             let ((dcm, _), (dtm, dtp90)) = (summary(dc), summary(dt));
             println!(
                 "    with oci-spec's default spec (new network and cgroup namespaces, which a Kata host strips), 30 cycles: \
@@ -616,9 +621,9 @@ fn pinned_cycles(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let c = sandbox_with_pause(&agent, "bench-pinned", rootfs, &pause).await;
         let n = bench_cycles();
         let cpu0 = cpu_ms_of(agent.child.id());
-        let (creates, cycles) = cycles_of(&c, &spec(rootfs, &["true"]), "pinned", n).await;
+        let (phases, cycles) = cycles_of(&c, &spec(rootfs, &["true"]), "pinned", n).await;
         let cpu_per_cycle = (cpu_ms_of(agent.child.id()) - cpu0) / (WARMUP + n) as f64;
-        let ((cm, cp90), (m, p90)) = (summary(creates), summary(cycles));
+        let ((cm, cp90), (m, p90)) = (summary(phases[0].clone()), summary(cycles));
         println!(
             "  the same cycle, agent pinned to CPU {cpu} (taskset; as issue 16's table measured kata-agent 4.1.0 at \
              12.6-14.0 ms, p90 17-19, on 2026-12-01, not in this run), {n} cycles after {WARMUP} warm-up:"
@@ -626,6 +631,10 @@ fn pinned_cycles(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         println!(
             "    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms; CreateContainer median {cm:.2} ms, p90 {cp90:.2} ms; \
              CPU per cycle {cpu_per_cycle:.2} ms"
+        );
+        println!(
+            "      phase medians (ms): {}",
+            phase_medians(&["create", "start", "wait", "remove"], phases)
         );
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
     });

@@ -57,7 +57,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let mut ratios = Vec::new();
         for round in 0..rounds() {
             let cpu = super::cpu_ms_of(pid);
-            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-first", cycles()).await;
+            let ([create, ..], cycle) = super::cycles_of(&c, &true_spec, "scale-first", cycles()).await;
             cpu1 += super::cpu_ms_of(pid) - cpu;
             let r1 = summary(create.clone()).0;
             create1.extend(create);
@@ -81,7 +81,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
                 }
             }
             let cpu = super::cpu_ms_of(pid);
-            let (create, cycle) = super::cycles_of(&c, &true_spec, "scale-last", cycles()).await;
+            let ([create, ..], cycle) = super::cycles_of(&c, &true_spec, "scale-last", cycles()).await;
             cpu200 += super::cpu_ms_of(pid) - cpu;
             ratios.push(summary(create.clone()).0 / r1);
             create200.extend(create);
