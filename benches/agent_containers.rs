@@ -24,7 +24,9 @@
 //! v1cost, scale, pods; default all), `PITH_BENCH_CYCLES` the number of
 //! cycles of the first, of the pinned one and of the A/B comparison.
 //! With `PITH_AGENT_BIN_B` set, the cycle also runs through that build and
-//! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison).
+//! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison;
+//! `PITH_AB_BLOCK` and `PITH_AB_PINNED` make the turns longer and pin both
+//! agents to one CPU, see `ab_cycles`).
 
 mod common;
 #[path = "support/scale.rs"]
@@ -606,11 +608,7 @@ fn bench_cycles() -> usize {
 /// share that CPU, so every microsecond of their CPU time is one of the
 /// cycle's (the client is left free).
 fn pinned_cycles(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
-    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("sched_getaffinity");
-    let Some(cpu) = (0..nix::sched::CpuSet::count())
-        .rev()
-        .find(|&i| allowed.is_set(i).unwrap_or(false))
-    else {
+    let Some(cpu) = pin_cpu() else {
         return println!("  pinned to one CPU: skipped (no CPU in this process's affinity mask)");
     };
     let dir = tempfile::tempdir().unwrap();
@@ -640,14 +638,43 @@ fn pinned_cycles(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
     });
 }
 
+/// The CPU a pinned agent gets: the last one this process may use.
+fn pin_cpu() -> Option<usize> {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("sched_getaffinity");
+    (0..nix::sched::CpuSet::count())
+        .rev()
+        .find(|&i| allowed.is_set(i).unwrap_or(false))
+}
+
 /// The create → start → wait → remove cycle through each agent of `bins`
-/// (each with its own sandbox and pause container), one cycle of each in
-/// turn, the order alternating: a before/after comparison that load on the
-/// machine affects alike. Prints each agent's cycle and phase medians.
+/// (each with its own sandbox and pause container), taking turns: a
+/// before/after comparison that load on the machine affects alike. Prints
+/// each agent's cycle, phase medians and CPU per cycle.
+///
+/// By default the turn passes every cycle. With `PITH_AB_BLOCK=N` each agent
+/// runs N cycles in a row and the first of each run is not counted: work one
+/// build leaves for after its answers (RemoveContainer's) lands in whatever
+/// comes next, which taking turns every cycle charges to the other build.
+/// With `PITH_AB_PINNED=1` both agents run on the CPU the pinned part uses.
 fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
     let cycles = bench_cycles();
+    let block: usize = std::env::var("PITH_AB_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1);
+    let pin = std::env::var_os("PITH_AB_PINNED")
+        .and_then(|_| pin_cpu())
+        .map(|c| c.to_string());
     let dirs: Vec<_> = bins.iter().map(|_| tempfile::tempdir().unwrap()).collect();
-    let agents: Vec<AgentProc> = bins.iter().zip(&dirs).map(|(b, d)| start_agent(b, d.path())).collect();
+    let agents: Vec<AgentProc> = bins
+        .iter()
+        .zip(&dirs)
+        .map(|(b, d)| match &pin {
+            Some(cpu) => start_agent_in(&["taskset", "-c", cpu], b, d.path()),
+            None => start_agent(b, d.path()),
+        })
+        .collect();
     rt.block_on(async {
         let mut clients = Vec::new();
         // Container ids name host-wide cgroups: each agent gets its own.
@@ -658,36 +685,51 @@ fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
         let cpu0: Vec<f64> = agents.iter().map(|a| cpu_ms_of(a.child.id())).collect();
         let mut total: Vec<Vec<f64>> = vec![Vec::new(); bins.len()];
         let mut phases: Vec<[Vec<f64>; 4]> = vec![Default::default(); bins.len()];
-        for i in 0..WARMUP + cycles {
-            let order: Vec<usize> = if i % 2 == 0 {
+        // Turn t is agent t % n's, its cycles block*(t/n) onwards; the order
+        // within a round of turns alternates.
+        let per_agent = WARMUP + cycles;
+        let rounds = per_agent.div_ceil(block);
+        for round in 0..rounds {
+            let order: Vec<usize> = if round % 2 == 0 {
                 (0..bins.len()).collect()
             } else {
                 (0..bins.len()).rev().collect()
             };
             for k in order {
                 let c = &clients[k];
-                let id = format!("ab{k}-{}-{i}", std::process::id());
-                let t = Instant::now();
-                let _: Empty = call(c, "CreateContainer", &create_req(rootfs, &id, &["true"])).await;
-                let t1 = Instant::now();
-                let mut s = StartContainerRequest::new();
-                s.container_id = id.clone();
-                let _: Empty = call(c, "StartContainer", &s).await;
-                let t2 = Instant::now();
-                assert_eq!(wait(c, &id).await, 0);
-                let t3 = Instant::now();
-                remove(c, &id).await;
-                if i >= WARMUP {
-                    total[k].push(t.elapsed().as_secs_f64() * 1e3);
-                    for (j, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
-                        phases[k][j].push(d.as_secs_f64() * 1e3);
+                for i in round * block..((round + 1) * block).min(per_agent) {
+                    let id = format!("ab{k}-{}-{i}", std::process::id());
+                    let t = Instant::now();
+                    let _: Empty = call(c, "CreateContainer", &create_req(rootfs, &id, &["true"])).await;
+                    let t1 = Instant::now();
+                    let mut s = StartContainerRequest::new();
+                    s.container_id = id.clone();
+                    let _: Empty = call(c, "StartContainer", &s).await;
+                    let t2 = Instant::now();
+                    assert_eq!(wait(c, &id).await, 0);
+                    let t3 = Instant::now();
+                    remove(c, &id).await;
+                    let first_of_block = block > 1 && i % block == 0;
+                    if i >= WARMUP && !first_of_block {
+                        total[k].push(t.elapsed().as_secs_f64() * 1e3);
+                        for (j, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
+                            phases[k][j].push(d.as_secs_f64() * 1e3);
+                        }
                     }
                 }
             }
         }
-        println!("  A/B, {cycles} cycles of each agent, alternating cycle by cycle (PITH_AGENT_BIN_B):");
+        let how = match (block, &pin) {
+            (1, None) => "alternating cycle by cycle".to_string(),
+            (1, Some(cpu)) => format!("alternating cycle by cycle, both pinned to CPU {cpu}"),
+            (n, None) => format!("in turns of {n} cycles, the first of each not counted"),
+            (n, Some(cpu)) => {
+                format!("in turns of {n} cycles, the first of each not counted, both pinned to CPU {cpu}")
+            }
+        };
+        println!("  A/B, {cycles} cycles of each agent, {how} (PITH_AGENT_BIN_B):");
         for (k, bin) in bins.iter().enumerate() {
-            let cpu = (cpu_ms_of(agents[k].child.id()) - cpu0[k]) / (WARMUP + cycles) as f64;
+            let cpu = (cpu_ms_of(agents[k].child.id()) - cpu0[k]) / per_agent as f64;
             let (m, p90) = summary(std::mem::take(&mut total[k]));
             let ph = std::mem::take(&mut phases[k]);
             println!(
