@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{stderr, stdout, Bundle};
@@ -551,4 +552,40 @@ fn recursive_mount_attributes_reach_submounts() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "top ro\nsub ro\n");
     assert!(!written);
+}
+
+#[test]
+#[cfg_attr(not(pith_root), ignore = "needs root")]
+fn device_nodes_get_the_specs_mode_and_owner_whatever_the_umask() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "umask && stat -c '%n %a %u %g' /dev/null /dev/tty /dev/pith-node",
+    ]);
+    b.edit(|c| {
+        c["linux"]["devices"] = serde_json::json!([{
+            "path": "/dev/pith-node", "type": "c", "major": 1, "minor": 3,
+            "fileMode": 0o640, "uid": 1000, "gid": 1001,
+        }]);
+    });
+    // The runtime's umask reaches the init, which makes the nodes, and the
+    // container's process (the spec sets none).
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "umask 077 && exec \"$@\"",
+            "sh",
+            env!("CARGO_BIN_EXE_rustjail"),
+            "--root",
+        ])
+        .arg(b.state_root.path())
+        .args(["run", "--bundle", b.path().to_str().unwrap(), &unique("devmode")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "0077\n/dev/null 666 0 0\n/dev/tty 666 0 0\n/dev/pith-node 640 1000 1001\n"
+    );
 }

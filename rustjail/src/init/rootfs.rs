@@ -82,9 +82,12 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
                     .flags
                     .contains(MsFlags::MS_BIND))
     });
+    // mknod honours the umask: without one, each node gets its mode as made.
+    let _umask = NoUmask::set();
     if !dev_is_bound {
         // /dev resolved once for the six nodes and the links.
         let dev = ensure_in_root(&root, rootfs, Path::new("/dev"), Create::Dir)?;
+        let made_as = if in_userns { None } else { owner_of_new_files(&dev)? };
         for (path, major, minor) in DEFAULT_DEVICES {
             let node = Node {
                 kind: SFlag::S_IFCHR,
@@ -98,7 +101,7 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
                 // mknod is not allowed in a user namespace.
                 bind_host_node(&root, rootfs, Path::new(path))?;
             } else {
-                node_in(&root, rootfs, &dev, Path::new(path), node)?;
+                node_in(&root, rootfs, &dev, Path::new(path), node, made_as)?;
             }
         }
         for (link, target) in [
@@ -163,7 +166,34 @@ fn create_device(root: &OwnedFd, rootfs: &Path, path: &Path, node: Node, in_user
     }
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = ensure_in_root(root, rootfs, parent, Create::Dir)?;
-    node_in(root, rootfs, &dir, path, node)
+    node_in(root, rootfs, &dir, path, node, None)
+}
+
+/// Clears the umask until dropped, then puts the old one back.
+struct NoUmask(Mode);
+
+impl NoUmask {
+    fn set() -> NoUmask {
+        NoUmask(nix::sys::stat::umask(Mode::empty()))
+    }
+}
+
+impl Drop for NoUmask {
+    fn drop(&mut self) {
+        nix::sys::stat::umask(self.0);
+    }
+}
+
+/// The owner (uid, gid) a file this process makes in `dir` gets: its
+/// effective ids, or `dir`'s group where `dir` is set-group-ID.
+fn owner_of_new_files(dir: &OwnedFd) -> Result<Option<(u32, u32)>> {
+    let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(sys("fstat", fd_path(dir).display()))?;
+    let gid = if st.st_mode & libc::S_ISGID != 0 {
+        st.st_gid
+    } else {
+        nix::unistd::getegid().as_raw()
+    };
+    Ok(Some((nix::unistd::geteuid().as_raw(), gid)))
 }
 
 /// Binds the host's node at `path` on the same path in the rootfs.
@@ -184,8 +214,16 @@ fn bind_host_node(root: &OwnedFd, rootfs: &Path, path: &Path) -> Result<()> {
 }
 
 /// Makes `node` named as `path`'s last component in the directory `dir`
-/// (the rootfs's copy of `path`'s parent).
-fn node_in(root: &OwnedFd, rootfs: &Path, dir: &OwnedFd, path: &Path, node: Node) -> Result<()> {
+/// (the rootfs's copy of `path`'s parent), with no umask set; `made_as` is
+/// the owner a new file there gets, when known (no chown to that owner).
+fn node_in(
+    root: &OwnedFd,
+    rootfs: &Path,
+    dir: &OwnedFd,
+    path: &Path,
+    node: Node,
+    made_as: Option<(u32, u32)>,
+) -> Result<()> {
     let shown = rootfs.join(path.strip_prefix("/").unwrap_or(path));
     let name = path.file_name().unwrap_or_default();
     let Node {
@@ -206,14 +244,9 @@ fn node_in(root: &OwnedFd, rootfs: &Path, dir: &OwnedFd, path: &Path, node: Node
         Err(nix::Error::EPERM) if path.exists() => return bind_host_node(root, rootfs, path),
         Err(e) => return Err(sys("mknodat", shown.display())(e)),
     }
-    // mknod is subject to the umask: set the mode the spec asked for.
-    nix::sys::stat::fchmodat(
-        at,
-        name,
-        Mode::from_bits_truncate(mode),
-        nix::sys::stat::FchmodatFlags::FollowSymlink,
-    )
-    .map_err(sys("fchmodat", shown.display()))?;
+    if made_as == Some((uid, gid)) {
+        return Ok(());
+    }
     nix::unistd::fchownat(
         at,
         name,
