@@ -8,11 +8,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use super::error::PersistError;
 
@@ -27,6 +27,9 @@ pub(crate) const LOCK_FILE: &str = "sandbox.lock";
 #[derive(Debug)]
 pub(crate) struct StateFile {
     dir: PathBuf,
+    /// The directory, held open: each write opens, renames and syncs
+    /// relative to it, with no walk from the root.
+    dir_fd: OwnedFd,
     path: PathBuf,
     in_memory: bool,
     /// Held open (and locked) while the agent runs.
@@ -66,8 +69,11 @@ impl StateFile {
             writeln!(lock, "{}", std::process::id())
         };
         record().map_err(PersistError::sys("write", &lock_path))?;
+        let dir_fd = rustjail::open::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| PersistError::sys("open", dir)(std::io::Error::from(e)))?;
         Ok(StateFile {
             dir: dir.to_path_buf(),
+            dir_fd,
             path: dir.join(STATE_FILE),
             in_memory: on_memory_fs(dir),
             _lock: lock,
@@ -108,8 +114,7 @@ impl StateFile {
     /// write, a filesystem without it), a plain rename.
     pub(crate) fn write_pieces(&self, pieces: &[&[u8]], kept: usize) -> Result<Replaced, PersistError> {
         let tmp = self.dir.join(TEMP_FILE);
-        let mut f =
-            rustjail::open::file(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT).map_err(PersistError::sys("open", &tmp))?;
+        let mut f = self.open_here(TEMP_FILE).map_err(PersistError::sys("open", &tmp))?;
         let len: usize = pieces.iter().map(|p| p.len()).sum();
         // Never a hole: what the caller believes held must be there.
         let on_disk = f.metadata().map_err(PersistError::sys("fstat", &tmp))?.len();
@@ -120,20 +125,49 @@ impl StateFile {
         f.set_len(len as u64).map_err(PersistError::sys("ftruncate", &tmp))?;
         f.sync_all().map_err(PersistError::sys("fsync", &tmp))?;
         drop(f);
-        let replaced = match exchange(&tmp, &self.path) {
+        let replaced = match self.rename_here(libc::RENAME_EXCHANGE) {
             Ok(()) => Replaced::Exchanged,
             Err(e) => match e.raw_os_error() {
                 Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-                    std::fs::rename(&tmp, &self.path).map_err(PersistError::sys("rename", &self.path))?;
+                    self.rename_here(0).map_err(PersistError::sys("rename", &self.path))?;
                     Replaced::Renamed
                 }
                 _ => return Err(PersistError::sys("renameat2", &self.path)(e)),
             },
         };
-        rustjail::open::file(&self.dir, OFlag::O_RDONLY)
-            .and_then(|d| d.sync_all())
-            .map_err(PersistError::sys("fsync", &self.dir))?;
+        nix::unistd::fsync(self.dir_fd.as_raw_fd())
+            .map_err(|e| PersistError::sys("fsync", &self.dir)(std::io::Error::from(e)))?;
         Ok(replaced)
+    }
+
+    /// Opens `name` in the state directory for writing, created if missing
+    /// (std's mode, 0666 less the umask).
+    fn open_here(&self, name: &str) -> std::io::Result<File> {
+        let fd = nix::fcntl::openat(
+            Some(self.dir_fd.as_raw_fd()),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )?;
+        // SAFETY: a fresh descriptor we own.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Renames the temporary to the state file in the state directory, with
+    /// renameat2's `flags` (RENAME_EXCHANGE: swaps them; 0: replaces it).
+    fn rename_here(&self, flags: libc::c_uint) -> std::io::Result<()> {
+        let cstr = |s: &str| std::ffi::CString::new(s).expect("a name without NUL");
+        let (from, to) = (cstr(TEMP_FILE), cstr(STATE_FILE));
+        let dir = self.dir_fd.as_raw_fd();
+        // The system call itself: the musl the static build links has no wrapper.
+        // SAFETY: two NUL-terminated names that live across the call, and a
+        // directory descriptor we hold.
+        let r = unsafe { libc::syscall(libc::SYS_renameat2, dir, from.as_ptr(), dir, to.as_ptr(), flags) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 
     /// Whether the state directory is in memory (tmpfs, ramfs), where a
@@ -186,32 +220,6 @@ fn write_all_vectored(f: &mut File, pieces: &[&[u8]]) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Swaps the names `a` and `b` atomically (both must exist).
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    let cstr = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (a, b) = (cstr(a)?, cstr(b)?);
-    // The system call itself: the musl the static build links has no wrapper.
-    // SAFETY: two NUL-terminated paths that live across the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Whether `dir` is on tmpfs or ramfs.
