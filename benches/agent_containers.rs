@@ -148,28 +148,44 @@ fn create_req_with(spec: &oci_spec::runtime::Spec, id: &str) -> CreateContainerR
     req
 }
 
-/// `n` create → start → wait → remove cycles of `spec` after warm-up: each
-/// phase's times (CreateContainer, StartContainer, WaitProcess,
+/// One create → start → wait → remove of container `id` through `c`: each
+/// phase's time (CreateContainer, StartContainer, WaitProcess,
 /// RemoveContainer) and the whole cycle's, in ms.
+async fn timed_cycle(c: &Client, req: &CreateContainerRequest, id: &str) -> ([f64; 4], f64) {
+    let t = Instant::now();
+    let _: Empty = call(c, "CreateContainer", req).await;
+    let t1 = Instant::now();
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.into();
+    let _: Empty = call(c, "StartContainer", &s).await;
+    let t2 = Instant::now();
+    assert_eq!(wait(c, id).await, 0);
+    let t3 = Instant::now();
+    remove(c, id).await;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (
+        [ms(t1 - t), ms(t2 - t1), ms(t3 - t2), ms(t3.elapsed())],
+        ms(t.elapsed()),
+    )
+}
+
+/// Appends one [`timed_cycle`]'s phase times to `phases`.
+fn push_phases(phases: &mut [Vec<f64>; 4], times: [f64; 4]) {
+    for (v, ms) in phases.iter_mut().zip(times) {
+        v.push(ms);
+    }
+}
+
+/// `n` create → start → wait → remove cycles of `spec` after warm-up: each
+/// phase's times and the whole cycle's, in ms ([`timed_cycle`]).
 async fn cycles_of(c: &Client, spec: &oci_spec::runtime::Spec, tag: &str, n: usize) -> ([Vec<f64>; 4], Vec<f64>) {
     let (mut phases, mut total): ([Vec<f64>; 4], _) = (Default::default(), Vec::new());
     for i in 0..n + WARMUP {
         let id = format!("{tag}-{}-{i}", std::process::id());
-        let t = Instant::now();
-        let _: Empty = call(c, "CreateContainer", &create_req_with(spec, &id)).await;
-        let t1 = Instant::now();
-        let mut s = StartContainerRequest::new();
-        s.container_id = id.clone();
-        let _: Empty = call(c, "StartContainer", &s).await;
-        let t2 = Instant::now();
-        assert_eq!(wait(c, &id).await, 0);
-        let t3 = Instant::now();
-        remove(c, &id).await;
+        let (times, ms) = timed_cycle(c, &create_req_with(spec, &id), &id).await;
         if i >= WARMUP {
-            for (k, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
-                phases[k].push(d.as_secs_f64() * 1e3);
-            }
-            total.push(t.elapsed().as_secs_f64() * 1e3);
+            push_phases(&mut phases, times);
+            total.push(ms);
         }
     }
     (phases, total)
@@ -408,21 +424,9 @@ fn main() {
             let cpu0 = cpu_ms_of(agent.child.id());
             for i in 0..WARMUP + cycles {
                 let id = format!("true-{}-{i}", std::process::id());
-                let t = Instant::now();
-                let _: Empty = call(&c, "CreateContainer", &create_req(&rootfs, &id, &["true"])).await;
-                let t1 = Instant::now();
-                let mut s = StartContainerRequest::new();
-                s.container_id = id.clone();
-                let _: Empty = call(&c, "StartContainer", &s).await;
-                let t2 = Instant::now();
-                assert_eq!(wait(&c, &id).await, 0);
-                let t3 = Instant::now();
-                remove(&c, &id).await;
-                let ms = t.elapsed().as_secs_f64() * 1e3;
+                let (times, ms) = timed_cycle(&c, &create_req(&rootfs, &id, &["true"]), &id).await;
                 if i >= WARMUP {
-                    for (k, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
-                        phases[k].push(d.as_secs_f64() * 1e3);
-                    }
+                    push_phases(&mut phases, times);
                 }
                 let cli_ms = if rustjail.exists() {
                     Some(rustjail_cycle(
@@ -699,22 +703,11 @@ fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
                 let c = &clients[k];
                 for i in round * block..((round + 1) * block).min(per_agent) {
                     let id = format!("ab{k}-{}-{i}", std::process::id());
-                    let t = Instant::now();
-                    let _: Empty = call(c, "CreateContainer", &create_req(rootfs, &id, &["true"])).await;
-                    let t1 = Instant::now();
-                    let mut s = StartContainerRequest::new();
-                    s.container_id = id.clone();
-                    let _: Empty = call(c, "StartContainer", &s).await;
-                    let t2 = Instant::now();
-                    assert_eq!(wait(c, &id).await, 0);
-                    let t3 = Instant::now();
-                    remove(c, &id).await;
+                    let (times, ms) = timed_cycle(c, &create_req(rootfs, &id, &["true"]), &id).await;
                     let first_of_block = block > 1 && i % block == 0;
                     if i >= WARMUP && !first_of_block {
-                        total[k].push(t.elapsed().as_secs_f64() * 1e3);
-                        for (j, d) in [t1 - t, t2 - t1, t3 - t2, t3.elapsed()].into_iter().enumerate() {
-                            phases[k][j].push(d.as_secs_f64() * 1e3);
-                        }
+                        total[k].push(ms);
+                        push_phases(&mut phases[k], times);
                     }
                 }
             }
