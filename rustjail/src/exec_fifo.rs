@@ -11,7 +11,7 @@
 //! `/proc/self/fd`, so a container without a `/proc` mount works.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -45,15 +45,13 @@ impl Fifo {
     /// wait, and returns the write end for [`report`].
     pub fn wait_for_start(self) -> Result<OwnedFd> {
         let shown = Path::new(&self.name).display().to_string();
-        let w = nix::fcntl::openat(
-            Some(self.dir.as_raw_fd()),
+        let w = crate::open::open_at(
+            Some(self.dir.as_fd()),
             self.name.as_bytes(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY,
             Mode::empty(),
         )
         .map_err(sys("openat", format_args!("exec fifo {shown}")))?;
-        // SAFETY: a fresh descriptor we own.
-        let w = unsafe { OwnedFd::from_raw_fd(w) };
         nix::unistd::write(&w, b"0").map_err(sys("write", "exec fifo"))?;
         Ok(w)
     }

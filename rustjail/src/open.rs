@@ -5,15 +5,27 @@
 //! in the agent and the init.
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+use nix::NixPath;
 
 /// Opens `path` (relative paths from the working directory) close-on-exec.
 pub fn open(path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-    let fd = nix::fcntl::openat(None, path, flags | OFlag::O_CLOEXEC, mode)?;
+    open_at(None, path, flags, mode)
+}
+
+/// Opens `path` close-on-exec, a relative one from `dir` (the working
+/// directory when None).
+pub fn open_at<P: ?Sized + NixPath>(
+    dir: Option<BorrowedFd<'_>>,
+    path: &P,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(dir.map(|d| d.as_raw_fd()), path, flags | OFlag::O_CLOEXEC, mode)?;
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

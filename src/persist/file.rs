@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -143,14 +143,9 @@ impl StateFile {
     /// Opens `name` in the state directory for writing, created if missing
     /// (std's mode, 0666 less the umask).
     fn open_here(&self, name: &str) -> std::io::Result<File> {
-        let fd = nix::fcntl::openat(
-            Some(self.dir_fd.as_raw_fd()),
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o666),
-        )?;
-        // SAFETY: a fresh descriptor we own.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT;
+        let fd = rustjail::open::open_at(Some(self.dir_fd.as_fd()), name, flags, Mode::from_bits_truncate(0o666))?;
+        Ok(File::from(fd))
     }
 
     /// Renames the temporary to the state file in the state directory, with

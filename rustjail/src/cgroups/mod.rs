@@ -44,7 +44,7 @@ mod tests_real_v2;
 mod tests_units;
 
 use std::collections::BTreeMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -236,9 +236,7 @@ impl Manager {
         self.join_files()
             .iter()
             .map(|p| {
-                nix::fcntl::openat(None, p, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-                    // SAFETY: a fresh descriptor we own.
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                crate::open::open(p, OFlag::O_WRONLY, Mode::empty())
                     .map_err(|e| Error::io("open", p, std::io::Error::from(e)))
             })
             .collect()
