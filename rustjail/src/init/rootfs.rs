@@ -87,7 +87,11 @@ pub fn prepare(spec: &Spec, rootfs: &Path, in_userns: bool) -> Result<OwnedFd> {
     if !dev_is_bound {
         // /dev resolved once for the six nodes and the links.
         let dev = ensure_in_root(&root, rootfs, Path::new("/dev"), Create::Dir)?;
-        let made_as = if in_userns { None } else { owner_of_new_files(&dev)? };
+        let made_as = if in_userns {
+            None
+        } else {
+            Some(owner_of_new_files(&dev)?)
+        };
         for (path, major, minor) in DEFAULT_DEVICES {
             let node = Node {
                 kind: SFlag::S_IFCHR,
@@ -186,14 +190,14 @@ impl Drop for NoUmask {
 
 /// The owner (uid, gid) a file this process makes in `dir` gets: its
 /// effective ids, or `dir`'s group where `dir` is set-group-ID.
-fn owner_of_new_files(dir: &OwnedFd) -> Result<Option<(u32, u32)>> {
+fn owner_of_new_files(dir: &OwnedFd) -> Result<(u32, u32)> {
     let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(sys("fstat", fd_path(dir).display()))?;
     let gid = if st.st_mode & libc::S_ISGID != 0 {
         st.st_gid
     } else {
         nix::unistd::getegid().as_raw()
     };
-    Ok(Some((nix::unistd::geteuid().as_raw(), gid)))
+    Ok((nix::unistd::geteuid().as_raw(), gid))
 }
 
 /// Binds the host's node at `path` on the same path in the rootfs.
