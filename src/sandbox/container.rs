@@ -254,6 +254,7 @@ impl Sandbox {
             leftovers_watch: Mutex::new(None),
             spec_json: spec_json.map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from),
             mount_ns: Mutex::new(mount_ns),
+            seq: self.next_seq(),
         });
         self.keep_stdio(id, &c.init);
         c.watch_leftovers(&self.log);

@@ -64,6 +64,8 @@ pub(crate) struct StateText {
     /// The container it was made of (a weak reference keeps the address
     /// from being reused: a new container under the same id is another).
     owner: Weak<Container>,
+    /// That container's [`Container::seq`], which orders the texts.
+    seq: u64,
     changes: ContainerChanges,
     /// The text.
     pub(crate) json: RawJson,
@@ -81,6 +83,7 @@ impl StateText {
         let json = persist::encode_container(&convert::container(&c.view_with(changes.clone(), false)));
         StateText {
             owner: Arc::downgrade(c),
+            seq: c.seq,
             changes,
             json,
         }
@@ -309,16 +312,24 @@ impl Sandbox {
             Taken::Ids(ids) => ids.clone(),
         };
         for id in ids {
-            let at = texts.binary_search_by(|(i, _)| i.as_str().cmp(&id));
-            match (at, self.container(&id)) {
-                (Ok(at), Ok(c)) => {
+            let Ok(c) = self.container(&id) else {
+                texts.retain(|(i, _)| **i != *id);
+                continue;
+            };
+            match texts.binary_search_by_key(&c.seq, |(_, t)| t.seq) {
+                Ok(at) => {
                     if !texts[at].1.holds(&c).await {
                         texts[at].1 = StateText::of(&c).await;
                     }
                 }
-                (Err(at), Ok(c)) => texts.insert(at, (id.to_string(), StateText::of(&c).await)),
-                (Ok(at), Err(_)) => drop(texts.remove(at)),
-                (Err(_), Err(_)) => {}
+                Err(_) => {
+                    // A container removed and another created under its id
+                    // between two writes: the old one's text goes.
+                    texts.retain(|(i, _)| **i != *id);
+                    let text = StateText::of(&c).await;
+                    let at = texts.partition_point(|(_, t)| t.seq < c.seq);
+                    texts.insert(at, (id.to_string(), text));
+                }
             }
         }
         taken.1 = None;
@@ -459,6 +470,8 @@ impl Sandbox {
             spec_json: SpecJson::from_raw(c.spec.raw().clone()).into(),
             // Its init closes it (a previous agent's hold ended with it).
             mount_ns: Mutex::new(None),
+            // Called in the file's order: the file keeps its order.
+            seq: self.next_seq(),
         });
         c.watch_leftovers(&self.log);
         Ok(c)

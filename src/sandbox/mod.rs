@@ -104,6 +104,9 @@ pub(crate) struct Container {
     /// Its mount namespace, held so its init's exit does not tear it down
     /// ([`mount_ns`]); parked at removal.
     mount_ns: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// Its place in the order the containers came to the sandbox (created,
+    /// or taken back from the state file in the file's order).
+    pub(crate) seq: u64,
 }
 
 impl Container {
@@ -194,9 +197,10 @@ pub(crate) struct Sandbox {
     #[cfg(feature = "net")]
     net: crate::net::Network,
     log: Logger,
-    /// By id, in order: the state file lists them so after every change,
-    /// and sorting 100 of them each time was a tenth of a write.
+    /// By id.
     containers: Mutex<BTreeMap<String, Arc<Container>>>,
+    /// The next container's [`Container::seq`].
+    next_seq: std::sync::atomic::AtomicU64,
     /// Ids being created, so that two requests for one id cannot both proceed.
     creating: Mutex<HashSet<String>>,
     pod: Mutex<Pod>,
@@ -214,7 +218,9 @@ pub(crate) struct Sandbox {
     keeper: Option<Arc<crate::keeper::link::KeeperLink>>,
     /// Containers that may have changed since the state was last made.
     changed: Arc<changed::Changed>,
-    /// Each container's text in the state file, sorted by id, and what may
+    /// Each container's text in the state file, in the containers' order
+    /// ([`Container::seq`]: a new one goes at the end, so the write after
+    /// a create rewrites its text alone, whatever its id), and what may
     /// change in it as that text holds it (`durable.rs` makes a text again
     /// only when the container is marked in `changed` and that changed).
     texts: tokio::sync::Mutex<Vec<(String, durable::StateText)>>,
@@ -365,6 +371,7 @@ impl Sandbox {
             net: crate::net::Network::new(),
             log: log.new(slog::o!("subsystem" => "sandbox")),
             containers: Mutex::new(BTreeMap::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
             creating: Mutex::new(HashSet::new()),
             pod: Mutex::new(Pod::default()),
             session: Mutex::new(session::Session::default()),
@@ -445,6 +452,11 @@ impl Sandbox {
     /// Becomes true when DestroySandbox asks the agent to stop.
     pub(crate) fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The [`Container::seq`] of a container coming to the sandbox now.
+    fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What CreateSandbox set up.

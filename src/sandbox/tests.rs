@@ -1369,3 +1369,60 @@ async fn each_write_leaves_the_file_as_the_sandbox_encoded() {
         assert_eq!(files.len(), 9, "each change written once");
     }
 }
+
+/// The ids of the containers in a state file, in the file's order.
+fn ids_in(bytes: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    v["sandbox"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The state file lists the containers in the order they came, not by id:
+/// the write after a create rewrites the new container's text alone (with
+/// Kata's random ids, a sorted file had half its bytes written again at each
+/// create), and an agent that takes the file back keeps that order.
+#[tokio::test]
+async fn a_new_container_is_written_at_the_end_of_the_state_file_whatever_its_id() {
+    use crate::persist::file::{StateFile, STATE_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = sandbox();
+    Arc::get_mut(&mut t.sb)
+        .unwrap()
+        .attach(StateFile::lock(dir.path()).unwrap(), None, &|_, _| {})
+        .unwrap();
+    t.create_pod().await;
+    for id in ["c5", "c1", "c9"] {
+        t.run(id).await;
+    }
+    let (before, _) = t.sb.state_bytes().await;
+    assert_eq!(ids_in(&before.to_vec()), ["c5", "c1", "c9"]);
+    t.run("c0").await;
+    t.sb.persist().await;
+    let (now, _) = t.sb.state_bytes().await;
+    let bytes = now.to_vec();
+    assert_eq!(ids_in(&bytes), ["c5", "c1", "c9", "c0"]);
+    let text = bytes.windows(10).position(|w| w == br#"{"id":"c0""#).unwrap();
+    assert_eq!(now.common_prefix(&before), text - 1, "all before c0's comma is kept");
+
+    // Removed, then made again under the same id: one text, at the end.
+    t.fake.exit(t.pid("c1"), Exit::Code(0));
+    t.sb.remove_container("c1", Duration::ZERO).await.unwrap();
+    t.run("c1").await;
+    t.sb.persist().await;
+    let on_disk = std::fs::read(dir.path().join(STATE_FILE)).unwrap();
+    assert_eq!(ids_in(&on_disk), ["c5", "c9", "c0", "c1"]);
+
+    // Taken back by another agent: the same order, and the same file.
+    drop(t);
+    let mut again = sandbox();
+    Arc::get_mut(&mut again.sb)
+        .unwrap()
+        .attach(StateFile::lock(dir.path()).unwrap(), None, &|_, _| {})
+        .unwrap();
+    let (taken_back, _) = again.sb.state_bytes().await;
+    assert_eq!(ids_in(&taken_back.to_vec()), ["c5", "c9", "c0", "c1"]);
+}

@@ -277,16 +277,18 @@ impl Sandbox {
     /// only when `status` (the state file does not keep it).
     pub(crate) async fn snapshot(&self, status: bool) -> SandboxView {
         let mut containers = Vec::new();
-        for c in self.containers_by_id() {
+        for c in self.containers_in_order() {
             let changes = c.changes().await;
             containers.push(c.view_with(changes, status));
         }
         self.snapshot_with(containers)
     }
 
-    /// The containers, sorted by id.
-    pub(crate) fn containers_by_id(&self) -> Vec<Arc<Container>> {
-        lock(&self.containers).values().cloned().collect()
+    /// The containers in the order they came (the state file's order).
+    pub(crate) fn containers_in_order(&self) -> Vec<Arc<Container>> {
+        let mut all: Vec<Arc<Container>> = lock(&self.containers).values().cloned().collect();
+        all.sort_unstable_by_key(|c| c.seq);
+        all
     }
 
     /// The sandbox's view around `containers`.
