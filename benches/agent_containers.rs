@@ -179,9 +179,19 @@ fn push_phases(phases: &mut [Vec<f64>; 4], times: [f64; 4]) {
 /// `n` create → start → wait → remove cycles of `spec` after warm-up: each
 /// phase's times and the whole cycle's, in ms ([`timed_cycle`]).
 async fn cycles_of(c: &Client, spec: &oci_spec::runtime::Spec, tag: &str, n: usize) -> ([Vec<f64>; 4], Vec<f64>) {
+    cycles_named(c, spec, n, &|i| format!("{tag}-{}-{i}", std::process::id())).await
+}
+
+/// [`cycles_of`], the `i`th container (warm-up included) named `name(i)`.
+async fn cycles_named(
+    c: &Client,
+    spec: &oci_spec::runtime::Spec,
+    n: usize,
+    name: &dyn Fn(usize) -> String,
+) -> ([Vec<f64>; 4], Vec<f64>) {
     let (mut phases, mut total): ([Vec<f64>; 4], _) = (Default::default(), Vec::new());
     for i in 0..n + WARMUP {
-        let id = format!("{tag}-{}-{i}", std::process::id());
+        let id = name(i);
         let (times, ms) = timed_cycle(c, &create_req_with(spec, &id), &id).await;
         if i >= WARMUP {
             push_phases(&mut phases, times);

@@ -12,6 +12,11 @@
 //! three rounds the pooled line went over 1.2x in about half the runs; with
 //! eight, three runs of one build gave 1.10, 1.08 and 1.03x.
 //!
+//! The containers have ids as Kata's runtime makes them (64 hex digits,
+//! from a hash of a name, so a run repeats): where a new id sorts among the
+//! others decided how much of the state file the write after a create
+//! rewrote, and the bench's own names had always sorted near the end.
+//!
 //! `PITH_SCALE_ROUNDS` and `PITH_SCALE_CYCLES` change the rounds and the
 //! cycles per side (longer windows for tracing one side).
 
@@ -26,13 +31,37 @@ use super::{call, start, start_agent, summary, Empty};
 /// Containers in the sandbox at the end, the cycled one included.
 const SCALE: usize = 200;
 /// Cycles on each side, per round.
-fn cycles() -> usize {
+fn cycles_per_side() -> usize {
     env_or("PITH_SCALE_CYCLES", 20)
 }
 
 /// Rounds: the ramp up to 200 and back, with the cycles on both sides.
 fn rounds() -> usize {
     env_or("PITH_SCALE_ROUNDS", 8)
+}
+
+/// A Kata-like id (64 hex digits) for `name`: the same name, the same id.
+fn kata_id(name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    (0..4u8)
+        .map(|part| {
+            // SipHash with fixed keys: the same in every run.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (name, part).hash(&mut h);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
+/// `n` cycles, each container a [`kata_id`] of `tag`, this process and its number.
+async fn cycles(
+    c: &ttrpc::r#async::Client,
+    spec: &oci_spec::runtime::Spec,
+    tag: &str,
+    n: usize,
+) -> ([Vec<f64>; 4], Vec<f64>) {
+    let pid = std::process::id();
+    super::cycles_named(c, spec, n, &|i| kata_id(&format!("{tag}-{pid}-{i}"))).await
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -47,7 +76,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let addr = protocols::addr::Address::Unix(agent.sock.clone());
         let c = pithctl::client::connect(&addr, Duration::from_secs(10)).await.unwrap();
         let _: Empty = call(&c, "CreateSandbox", &CreateSandboxRequest::new()).await;
-        start(&c, rootfs, &format!("scale-pause-{}", std::process::id()), &["sleep", "100000"]).await;
+        start(&c, rootfs, &kata_id(&format!("scale-pause-{}", std::process::id())), &["sleep", "100000"]).await;
         let true_spec = super::spec(rootfs, &["true"]);
         let pid = agent.child.id();
         let (mut create1, mut cycle1, mut create200, mut cycle200) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -57,7 +86,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let mut ratios = Vec::new();
         for round in 0..rounds() {
             let cpu = super::cpu_ms_of(pid);
-            let ([create, ..], cycle) = super::cycles_of(&c, &true_spec, "scale-first", cycles()).await;
+            let ([create, ..], cycle) = cycles(&c, &true_spec, &format!("scale-first-{round}"), cycles_per_side()).await;
             cpu1 += super::cpu_ms_of(pid) - cpu;
             let r1 = summary(create.clone()).0;
             create1.extend(create);
@@ -65,7 +94,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
             // The pause container and the cycled one make 200.
             let mut idle = Vec::new();
             for i in 2..SCALE {
-                let id = format!("scale-idle-{}-{round}-{i}", std::process::id());
+                let id = kata_id(&format!("scale-idle-{}-{round}-{i}", std::process::id()));
                 let t = Instant::now();
                 let _: Empty = call(&c, "CreateContainer", &super::create_req(rootfs, &id, &["sleep", "100000"])).await;
                 if round == 0 {
@@ -81,7 +110,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
                 }
             }
             let cpu = super::cpu_ms_of(pid);
-            let ([create, ..], cycle) = super::cycles_of(&c, &true_spec, "scale-last", cycles()).await;
+            let ([create, ..], cycle) = cycles(&c, &true_spec, &format!("scale-last-{round}"), cycles_per_side()).await;
             cpu200 += super::cpu_ms_of(pid) - cpu;
             ratios.push(summary(create.clone()).0 / r1);
             create200.extend(create);
@@ -93,7 +122,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
                 }
             }
         }
-        let per_side = (rounds() * (cycles() + super::WARMUP)) as f64;
+        let per_side = (rounds() * (cycles_per_side() + super::WARMUP)) as f64;
         let (cpu1, cpu200) = (cpu1 / per_side, cpu200 / per_side);
         let t = Instant::now();
         let _: Empty = call(&c, "DestroySandbox", &DestroySandboxRequest::new()).await;
@@ -106,7 +135,7 @@ pub fn run(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let tail = summary(ramp[ramp.len() - 20..].to_vec()).0;
         println!(
             "  {SCALE} containers in one sandbox (fresh agent; {} cycles of /bin/true each side, in {} rounds):",
-            rounds() * cycles(),
+            rounds() * cycles_per_side(),
             rounds()
         );
         println!(
