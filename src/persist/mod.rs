@@ -219,7 +219,9 @@ impl Encoded {
 
     /// The file's size.
     pub(crate) fn len(&self) -> usize {
-        self.pieces().iter().map(|p| p.len()).sum()
+        let texts: usize = self.containers.iter().map(|c| c.0.get().len()).sum();
+        let commas = self.containers.len().saturating_sub(1);
+        self.head.len() + texts + commas + self.tail.len()
     }
 
     /// The file's bytes in one buffer.

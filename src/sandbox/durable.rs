@@ -72,6 +72,11 @@ pub(crate) struct StateText {
 }
 
 impl StateText {
+    /// Its container's [`Container::seq`].
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Whether this is `c`'s text as it is now.
     async fn holds(&self, c: &Arc<Container>) -> bool {
         std::ptr::eq(self.owner.as_ptr(), Arc::as_ptr(c)) && c.unchanged_since(&self.changes).await
@@ -306,30 +311,23 @@ impl Sandbox {
         let ids = match taken.1.as_ref().expect("taken") {
             Taken::All => {
                 let now = lock(&self.containers);
-                texts.retain(|(id, _)| now.contains_key(id));
+                texts.retain(|id| now.contains_key(id));
                 now.keys().map(|id| Arc::from(id.as_str())).collect()
             }
             Taken::Ids(ids) => ids.clone(),
         };
         for id in ids {
             let Ok(c) = self.container(&id) else {
-                texts.retain(|(i, _)| **i != *id);
+                texts.remove(&id);
                 continue;
             };
-            match texts.binary_search_by_key(&c.seq, |(_, t)| t.seq) {
-                Ok(at) => {
-                    if !texts[at].1.holds(&c).await {
-                        texts[at].1 = StateText::of(&c).await;
+            match texts.get_mut(c.seq) {
+                Some(text) => {
+                    if !text.holds(&c).await {
+                        *text = StateText::of(&c).await;
                     }
                 }
-                Err(_) => {
-                    // A container removed and another created under its id
-                    // between two writes: the old one's text goes.
-                    texts.retain(|(i, _)| **i != *id);
-                    let text = StateText::of(&c).await;
-                    let at = texts.partition_point(|(_, t)| t.seq < c.seq);
-                    texts.insert(at, (id.to_string(), text));
-                }
+                None => texts.put(&id, StateText::of(&c).await),
             }
         }
         taken.1 = None;

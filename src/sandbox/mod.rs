@@ -60,6 +60,7 @@ pub(crate) mod session;
 pub(crate) mod settling;
 pub(crate) mod shared_ns;
 pub(crate) mod sigmask;
+mod state_texts;
 pub(crate) mod stats;
 pub(crate) mod stream;
 #[cfg(test)]
@@ -223,7 +224,7 @@ pub(crate) struct Sandbox {
     /// a create rewrites its text alone, whatever its id), and what may
     /// change in it as that text holds it (`durable.rs` makes a text again
     /// only when the container is marked in `changed` and that changed).
-    texts: tokio::sync::Mutex<Vec<(String, durable::StateText)>>,
+    texts: tokio::sync::Mutex<state_texts::Texts>,
     /// What removals left running after their answers.
     settling: settling::Settling,
     /// Mount namespaces of removed containers, closed after the answer.
@@ -383,7 +384,7 @@ impl Sandbox {
             fault: None,
             keeper: None,
             changed,
-            texts: tokio::sync::Mutex::new(Vec::new()),
+            texts: tokio::sync::Mutex::new(state_texts::Texts::default()),
             settling: settling::Settling::default(),
             parked_ns,
         })

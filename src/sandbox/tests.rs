@@ -1404,6 +1404,7 @@ async fn a_new_container_is_written_at_the_end_of_the_state_file_whatever_its_id
     t.sb.persist().await;
     let (now, _) = t.sb.state_bytes().await;
     let bytes = now.to_vec();
+    assert_eq!(now.len(), bytes.len());
     assert_eq!(ids_in(&bytes), ["c5", "c1", "c9", "c0"]);
     let text = bytes.windows(10).position(|w| w == br#"{"id":"c0""#).unwrap();
     assert_eq!(now.common_prefix(&before), text - 1, "all before c0's comma is kept");
