@@ -67,7 +67,8 @@ pub(crate) struct SandboxV3 {
     pub watched: Vec<WatchedV1>,
     /// The tmpfs the watcher mounted for its copies, if any.
     pub watch_tmpfs: Option<MountRecordV1>,
-    /// Containers, sorted by id.
+    /// Containers, in the order they came to the sandbox (earlier agents
+    /// wrote them sorted by id); read in any order.
     pub containers: Vec<ContainerV3>,
 }
 
