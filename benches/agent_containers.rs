@@ -611,10 +611,12 @@ impl Drop for CgroupParent {
 
 /// `PITH_BENCH_CYCLES`, or [`CYCLES`].
 fn bench_cycles() -> usize {
-    std::env::var("PITH_BENCH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CYCLES)
+    env_or("PITH_BENCH_CYCLES", CYCLES)
+}
+
+/// The number in the environment variable `name`, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The cycle through a fresh agent started under `taskset` on the last CPU
@@ -672,11 +674,7 @@ fn pin_cpu() -> Option<usize> {
 /// With `PITH_AB_PINNED=1` both agents run on the CPU the pinned part uses.
 fn ab_cycles(rt: &tokio::runtime::Runtime, bins: &[&str], rootfs: &Path) {
     let cycles = bench_cycles();
-    let block: usize = std::env::var("PITH_AB_BLOCK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(1);
+    let block = env_or("PITH_AB_BLOCK", 1).max(1);
     let pin = std::env::var_os("PITH_AB_PINNED")
         .and_then(|_| pin_cpu())
         .map(|c| c.to_string());

@@ -32,12 +32,12 @@ use super::{call, start, start_agent, summary, Empty};
 const SCALE: usize = 200;
 /// Cycles on each side, per round.
 fn cycles_per_side() -> usize {
-    env_or("PITH_SCALE_CYCLES", 20)
+    super::env_or("PITH_SCALE_CYCLES", 20)
 }
 
 /// Rounds: the ramp up to 200 and back, with the cycles on both sides.
 fn rounds() -> usize {
-    env_or("PITH_SCALE_ROUNDS", 8)
+    super::env_or("PITH_SCALE_ROUNDS", 8)
 }
 
 /// A Kata-like id (64 hex digits) for `name`: the same name, the same id.
@@ -62,10 +62,6 @@ async fn cycles(
 ) -> ([Vec<f64>; 4], Vec<f64>) {
     let pid = std::process::id();
     super::cycles_named(c, spec, n, &|i| kata_id(&format!("{tag}-{pid}-{i}"))).await
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Runs the scaling line in a fresh agent `bin`.
