@@ -26,7 +26,10 @@
 //! With `PITH_AGENT_BIN_B` set, the cycle also runs through that build and
 //! `PITH_AGENT_BIN`'s, alternating cycle by cycle (a before/after comparison;
 //! `PITH_AB_BLOCK` and `PITH_AB_PINNED` make the turns longer and pin both
-//! agents to one CPU, see `ab_cycles`).
+//! agents to one CPU, see `ab_cycles`). `PITH_BENCH_GAP_MS=N` idles N ms
+//! before each cycle of the pinned part, the default-spec cycles and the
+//! scaling line: the previous removal has settled, and each create meets an
+//! idle CPU, as a pod's containers, which do not come back to back, do.
 
 mod common;
 #[path = "support/scale.rs"]
@@ -190,8 +193,12 @@ async fn cycles_named(
     name: &dyn Fn(usize) -> String,
 ) -> ([Vec<f64>; 4], Vec<f64>) {
     let (mut phases, mut total): ([Vec<f64>; 4], _) = (Default::default(), Vec::new());
+    let gap = Duration::from_millis(gap_ms() as u64);
     for i in 0..n + WARMUP {
         let id = name(i);
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let (times, ms) = timed_cycle(c, &create_req_with(spec, &id), &id).await;
         if i >= WARMUP {
             push_phases(&mut phases, times);
@@ -609,6 +616,12 @@ impl Drop for CgroupParent {
     }
 }
 
+/// `PITH_BENCH_GAP_MS`: the idle time before each cycle of [`cycles_named`]
+/// (default none).
+fn gap_ms() -> usize {
+    env_or("PITH_BENCH_GAP_MS", 0)
+}
+
 /// `PITH_BENCH_CYCLES`, or [`CYCLES`].
 fn bench_cycles() -> usize {
     env_or("PITH_BENCH_CYCLES", CYCLES)
@@ -638,9 +651,13 @@ fn pinned_cycles(rt: &tokio::runtime::Runtime, bin: &str, rootfs: &Path) {
         let (phases, cycles) = cycles_of(&c, &spec(rootfs, &["true"]), "pinned", n).await;
         let cpu_per_cycle = (cpu_ms_of(agent.child.id()) - cpu0) / (WARMUP + n) as f64;
         let ((cm, cp90), (m, p90)) = (summary(phases[0].clone()), summary(cycles));
+        let gap = match gap_ms() {
+            0 => String::new(),
+            ms => format!(", each after {ms} ms idle (PITH_BENCH_GAP_MS)"),
+        };
         println!(
             "  the same cycle, agent pinned to CPU {cpu} (taskset; as issue 16's table measured kata-agent 4.1.0 at \
-             12.6-14.0 ms, p90 17-19, on 2026-12-01, not in this run), {n} cycles after {WARMUP} warm-up:"
+             12.6-14.0 ms, p90 17-19, on 2026-12-01, not in this run), {n} cycles after {WARMUP} warm-up{gap}:"
         );
         println!(
             "    agent RPCs:     median {m:.2} ms, p90 {p90:.2} ms; CreateContainer median {cm:.2} ms, p90 {cp90:.2} ms; \
