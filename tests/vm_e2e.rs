@@ -819,3 +819,97 @@ async fn network_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
         t_hot.as_millis()
     );
 }
+
+/// Creates, starts, waits for and removes `/bin/true` `n` times after two
+/// warm-up cycles, idling `gap` before each: CreateContainer's median, ms.
+async fn create_median_after(c: &ttrpc::r#async::Client, tag: &str, n: usize, gap: Duration) -> f64 {
+    let mut create = Vec::new();
+    for i in 0..n + 2 {
+        let id = format!("{tag}-{i}");
+        tokio::time::sleep(gap).await;
+        let req = common::containers::as_kata_sends(container_request(&id, &["true"]));
+        let t = Instant::now();
+        let _: Empty = call(c, SVC, "CreateContainer", &req).await.expect("CreateContainer");
+        let created = t.elapsed().as_secs_f64() * 1e3;
+        let mut s = StartContainerRequest::new();
+        s.container_id = id.clone();
+        let _: Empty = call(c, SVC, "StartContainer", &s).await.expect("StartContainer");
+        assert_eq!(wait_process(c, &id, &id).await, 0, "container {id}");
+        remove_container(c, &id, 5).await;
+        if i >= 2 {
+            create.push(created);
+        }
+    }
+    create.sort_by(|a, b| a.total_cmp(b));
+    create[create.len() / 2]
+}
+
+/// A guest on cgroup v1 (no `cgroup_no_v1=all`: what a Kata guest gets unless
+/// its kernel parameters ask for v2): the agent mounts a hierarchy per
+/// controller, containers run in it, and an exec joins its container's
+/// cgroups. CreateContainer back to back and after 300 ms idle is printed
+/// (the v1 path joins each hierarchy, where the v2 path joins nothing).
+#[test]
+#[ignore = "boots a VM: run with `make vm-e2e`"]
+fn guest_on_cgroup_v1() {
+    let cmdline = agent_cmdline(&read_vm_file("kernel_modules")).replace("cgroup_no_v1=all ", "");
+    assert!(!cmdline.contains("cgroup_no_v1"), "{cmdline}");
+    let img = Boot::new("initrd.img", cmdline, "vm-e2e");
+    let accel = accel(&img);
+    let mut vm = Vm::boot(&img, &accel);
+    vm.wait_serial(&["listening", "vsock://-1:1024"], BOOT_TIMEOUT)
+        .unwrap_or_else(|| panic!("agent never listened on vsock\n{}", vm.diagnostics()));
+    let mounts = pithctl_ok(
+        &vm,
+        CONSOLE_PORT,
+        &["console"],
+        Some("grep ' cgroup ' /proc/mounts; exit\n"),
+    );
+    let v1: Vec<&str> = mounts.lines().filter(|l| l.contains(" cgroup ")).collect();
+    println!("cgroup v1 guest, its hierarchies:");
+    for l in &v1 {
+        println!("  {}", l.trim());
+    }
+    assert!(v1.iter().any(|l| l.contains("/sys/fs/cgroup/memory")), "{mounts}");
+    assert!(v1.iter().any(|l| l.contains("/sys/fs/cgroup/freezer")), "{mounts}");
+    guest_vm::with_agent(&vm, async |c| {
+        let out = pithctl_ok(
+            &vm,
+            AGENT_PORT,
+            &[
+                "call",
+                "CreateSandbox",
+                r#"{"sandboxId":"e2e-v1","hostname":"pith-v1"}"#,
+            ],
+            None,
+        );
+        println!("CreateSandbox: {}", out.trim());
+        let back_to_back = create_median_after(&c, "v1-b2b", 8, Duration::ZERO).await;
+        let after_idle = create_median_after(&c, "v1-idle", 8, Duration::from_millis(300)).await;
+        println!(
+            "CreateContainer of /bin/true in the v1 guest, median of 8: back to back {back_to_back:.2} ms, \
+             after 300 ms idle {after_idle:.2} ms"
+        );
+        // An exec joins the container's cgroups in every hierarchy.
+        let id = "v1-exec";
+        let req = common::containers::as_kata_sends(container_request(id, &["sleep", "30"]));
+        guest_vm::create_and_start(&c, &vm, &req).await;
+        let mut e = ExecProcessRequest::new();
+        e.container_id = id.into();
+        e.exec_id = "x1".into();
+        let mut spec = container_request(id, &["sh", "-c", "echo exec-ok; cat /proc/self/cgroup"]);
+        e.process = spec.OCI.take().unwrap().Process;
+        let _: Empty = call(&c, SVC, "ExecProcess", &e).await.expect("ExecProcess");
+        let exec_out = read_stdout(&c, id, "x1").await;
+        assert!(exec_out.starts_with("exec-ok\n"), "{exec_out}");
+        let memory = exec_out.lines().find(|l| l.contains(":memory:")).unwrap_or_default();
+        assert!(
+            memory.contains(":memory:/") && memory.ends_with(id),
+            "the exec is in the container's memory cgroup, not the root: {exec_out}"
+        );
+        println!("exec in the v1 guest: {}", memory.trim());
+        assert_eq!(wait_process(&c, id, "x1").await, 0);
+        remove_container(&c, id, 0).await;
+    });
+    guest_vm::destroy_sandbox_and_power_off(&mut vm, Duration::from_secs(30));
+}
