@@ -820,30 +820,6 @@ async fn network_in_the_vm(c: &ttrpc::r#async::Client, vm: &Vm) {
     );
 }
 
-/// Creates, starts, waits for and removes `/bin/true` `n` times after two
-/// warm-up cycles, idling `gap` before each: CreateContainer's median, ms.
-async fn create_median_after(c: &ttrpc::r#async::Client, tag: &str, n: usize, gap: Duration) -> f64 {
-    let mut create = Vec::new();
-    for i in 0..n + 2 {
-        let id = format!("{tag}-{i}");
-        tokio::time::sleep(gap).await;
-        let req = common::containers::as_kata_sends(container_request(&id, &["true"]));
-        let t = Instant::now();
-        let _: Empty = call(c, SVC, "CreateContainer", &req).await.expect("CreateContainer");
-        let created = t.elapsed().as_secs_f64() * 1e3;
-        let mut s = StartContainerRequest::new();
-        s.container_id = id.clone();
-        let _: Empty = call(c, SVC, "StartContainer", &s).await.expect("StartContainer");
-        assert_eq!(wait_process(c, &id, &id).await, 0, "container {id}");
-        remove_container(c, &id, 5).await;
-        if i >= 2 {
-            create.push(created);
-        }
-    }
-    create.sort_by(|a, b| a.total_cmp(b));
-    create[create.len() / 2]
-}
-
 /// A guest on cgroup v1 (no `cgroup_no_v1=all`: what a Kata guest gets unless
 /// its kernel parameters ask for v2): the agent mounts a hierarchy per
 /// controller, containers run in it, and an exec joins its container's
@@ -884,8 +860,10 @@ fn guest_on_cgroup_v1() {
             None,
         );
         println!("CreateSandbox: {}", out.trim());
-        let back_to_back = create_median_after(&c, "v1-b2b", 8, Duration::ZERO).await;
-        let after_idle = create_median_after(&c, "v1-idle", 8, Duration::from_millis(300)).await;
+        let kata_true = |id: &str| common::containers::as_kata_sends(container_request(id, &["true"]));
+        let (back_to_back, _) = common::containers::cycle_medians(&c, kata_true, 8).await;
+        let (after_idle, _) =
+            common::containers::cycle_medians_after(&c, kata_true, 8, Duration::from_millis(300)).await;
         println!(
             "CreateContainer of /bin/true in the v1 guest, median of 8: back to back {back_to_back:.2} ms, \
              after 300 ms idle {after_idle:.2} ms"

@@ -146,9 +146,22 @@ pub fn as_kata_sends(mut req: CreateContainerRequest) -> CreateContainerRequest 
 /// (which must exit 0), after two for warm-up; medians in ms of
 /// CreateContainer and of the whole cycle. A figure to print, never to assert on.
 pub async fn cycle_medians(c: &Client, req: impl Fn(&str) -> CreateContainerRequest, n: usize) -> (f64, f64) {
+    cycle_medians_after(c, req, n, std::time::Duration::ZERO).await
+}
+
+/// [`cycle_medians`], idling `gap` before each cycle (warm-up included).
+pub async fn cycle_medians_after(
+    c: &Client,
+    req: impl Fn(&str) -> CreateContainerRequest,
+    n: usize,
+    gap: std::time::Duration,
+) -> (f64, f64) {
     let (mut create, mut total) = (Vec::new(), Vec::new());
     for i in 0..n + 2 {
         let id = unique("cycle");
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let t = std::time::Instant::now();
         let _: Empty = call(c, SVC, "CreateContainer", &req(&id)).await.unwrap();
         let created = t.elapsed();
